@@ -1,0 +1,184 @@
+//! Ways into a machine (DESIGN.md section 7): a raw ROM image at the reset
+//! vector, and a Multiboot v1 kernel loaded directly, like `qemu -kernel`.
+
+use goblin::elf::{program_header::PT_LOAD, Elf};
+use thiserror::Error;
+
+use crate::cpu::flags::FIXED1;
+use crate::cpu::segments::Descriptor;
+use crate::cpu::{cr0, reg, CpuState, SegReg, TableReg};
+use crate::machine::Machine;
+use crate::memory::MemoryError;
+
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("not an ELF file: {0}")]
+    NotElf(String),
+    #[error("ELF kernel is not a 32-bit i386 executable")]
+    WrongArch,
+    #[error("no Multiboot header in the first 8 KiB of the kernel")]
+    NoMultibootHeader,
+    #[error("Multiboot header requests unsupported features (flags {0:#x})")]
+    UnsupportedFlags(u32),
+    #[error("kernel segment {paddr:#x}+{len:#x} does not fit in guest RAM of {ram:#x} bytes")]
+    SegmentOutsideRam { paddr: u64, len: u64, ram: u32 },
+    #[error("kernel segment at file offset {0:#x} extends past the end of the file")]
+    Truncated(u64),
+}
+
+/// Map a raw ROM image at the top of the first MiB and at the top of the
+/// 4 GiB space, and leave the CPU at the reset vector. Images over 128 KiB
+/// appear in full only at the top of 4 GiB; the low copy shows their last
+/// 128 KiB, like a PC's BIOS window.
+pub fn load_rom(m: &mut Machine, image: &[u8]) -> Result<(), BootError> {
+    m.mem.map_rom(image, 1 << 32)?;
+    let low = &image[image.len().saturating_sub(128 * 1024)..];
+    m.mem.map_rom(low, 1 << 20)?;
+    m.cpu = CpuState::at_reset();
+    Ok(())
+}
+
+/// The Multiboot v1 header (Multiboot Specification 0.6.96, section 3.1.1).
+const MB_MAGIC: u32 = 0x1BAD_B002;
+const MB_BOOT_MAGIC: u32 = 0x2BAD_B002;
+const MB_FLAG_PAGE_ALIGN: u32 = 1 << 0;
+const MB_FLAG_MEMORY_INFO: u32 = 1 << 1;
+const MB_FLAG_AOUT_KLUDGE: u32 = 1 << 16;
+
+/// Where the loader puts its own data in low memory.
+const GDT_ADDR: u32 = 0x0800;
+const INFO_ADDR: u32 = 0x9000;
+const MMAP_ADDR: u32 = 0x9100;
+const STRINGS_ADDR: u32 = 0x9400;
+
+/// True when `image` is an ELF file with a Multiboot v1 header.
+pub fn is_multiboot_elf(image: &[u8]) -> bool {
+    image.starts_with(b"\x7fELF") && find_multiboot_header(image).is_some()
+}
+
+fn find_multiboot_header(image: &[u8]) -> Option<u32> {
+    let end = image.len().min(8192);
+    (0..end.saturating_sub(11)).step_by(4).find_map(|off| {
+        let word = |i: usize| u32::from_le_bytes(image[off + i..off + i + 4].try_into().unwrap());
+        let (magic, flags, sum) = (word(0), word(4), word(8));
+        (magic == MB_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0).then_some(flags)
+    })
+}
+
+/// Load a Multiboot v1 ELF kernel and leave the CPU at its entry point in the
+/// state the Multiboot specification (section 3.2) defines: protected mode,
+/// flat 4 GiB segments, paging and interrupts off, EAX = 0x2BADB002,
+/// EBX = the boot information.
+pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<(), BootError> {
+    let flags = find_multiboot_header(image).ok_or(BootError::NoMultibootHeader)?;
+    let known = MB_FLAG_PAGE_ALIGN | MB_FLAG_MEMORY_INFO | MB_FLAG_AOUT_KLUDGE;
+    if flags & 0xFFFF & !known != 0 {
+        // Bits 0-15 are requirements: a loader that cannot meet one must refuse.
+        return Err(BootError::UnsupportedFlags(flags));
+    }
+    let elf = Elf::parse(image).map_err(|e| BootError::NotElf(e.to_string()))?;
+    if elf.is_64 || elf.header.e_machine != goblin::elf::header::EM_386 {
+        return Err(BootError::WrongArch);
+    }
+    let ram = m.mem.ram_size();
+    for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
+        let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
+        if paddr + memsz.max(filesz) > ram as u64 || paddr < 0x1000 {
+            return Err(BootError::SegmentOutsideRam {
+                paddr,
+                len: memsz,
+                ram,
+            });
+        }
+        let file_end = ph.p_offset.checked_add(filesz).ok_or(BootError::Truncated(ph.p_offset))?;
+        let bytes = image
+            .get(ph.p_offset as usize..file_end as usize)
+            .ok_or(BootError::Truncated(ph.p_offset))?;
+        m.mem.write_ram(paddr as u32, bytes)?;
+        if memsz > filesz {
+            let zeros = vec![0u8; (memsz - filesz) as usize];
+            m.mem.write_ram((paddr + filesz) as u32, &zeros)?;
+        }
+    }
+    write_boot_info(m, cmdline)?;
+    enter_flat_protected_mode(m, elf.entry as u32);
+    m.cpu.gpr[reg::EAX] = MB_BOOT_MAGIC;
+    m.cpu.gpr[reg::EBX] = INFO_ADDR;
+    Ok(())
+}
+
+/// The Multiboot information structure (section 3.3): memory sizes, the
+/// command line, the boot loader's name and a BIOS-style memory map.
+fn write_boot_info(m: &mut Machine, cmdline: &str) -> Result<(), BootError> {
+    let ram = m.mem.ram_size();
+    let mut info = [0u32; 22];
+    // flags: mem_* (0), cmdline (2), mmap (6), boot_loader_name (9).
+    info[0] = (1 << 0) | (1 << 2) | (1 << 6) | (1 << 9);
+    info[1] = 639;
+    info[2] = (ram.saturating_sub(1 << 20)) / 1024;
+    let mut strings = Vec::new();
+    info[4] = STRINGS_ADDR;
+    strings.extend_from_slice(&cmdline.as_bytes()[..cmdline.len().min(255)]);
+    strings.push(0);
+    info[16] = STRINGS_ADDR + strings.len() as u32;
+    strings.extend_from_slice(b"ringside\0");
+    // Memory map entries: size, base (64), length (64), type.
+    let regions: [(u64, u64, u32); 4] = [
+        (0, 0x9_FC00, 1),
+        (0x9_FC00, 0x400, 2),
+        (0xF_0000, 0x1_0000, 2),
+        (0x10_0000, ram as u64 - 0x10_0000, 1),
+    ];
+    let mut mmap = Vec::new();
+    for (base, len, ty) in regions.iter().filter(|r| r.1 > 0) {
+        mmap.extend_from_slice(&20u32.to_le_bytes());
+        mmap.extend_from_slice(&base.to_le_bytes());
+        mmap.extend_from_slice(&len.to_le_bytes());
+        mmap.extend_from_slice(&ty.to_le_bytes());
+    }
+    info[11] = mmap.len() as u32;
+    info[12] = MMAP_ADDR;
+    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
+    m.mem.write_ram(INFO_ADDR, &bytes)?;
+    m.mem.write_ram(MMAP_ADDR, &mmap)?;
+    m.mem.write_ram(STRINGS_ADDR, &strings)?;
+    Ok(())
+}
+
+/// Put the CPU in 32-bit protected mode with flat segments from a GDT the
+/// loader writes at 0x800 (selectors 0x08 code, 0x10 data).
+pub fn enter_flat_protected_mode(m: &mut Machine, entry: u32) {
+    let gdt: [u64; 3] = [0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+    let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
+    m.mem
+        .write_ram(GDT_ADDR, &bytes)
+        .expect("the loader GDT lies in the first MiB, which every machine has");
+    let mut cpu = CpuState::at_reset();
+    cpu.cr0 = cr0::PE | cr0::ET;
+    cpu.gdtr = TableReg {
+        base: GDT_ADDR,
+        limit: 23,
+        _pad: 0,
+    };
+    cpu.idtr = TableReg {
+        base: 0,
+        limit: 0x3FF,
+        _pad: 0,
+    };
+    for s in SegReg::ALL {
+        let d = if s == SegReg::Cs {
+            Descriptor(gdt[1])
+        } else {
+            Descriptor(gdt[2])
+        };
+        cpu.seg[s as usize] = d.to_segment(if s == SegReg::Cs { 0x08 } else { 0x10 });
+    }
+    cpu.eip = entry;
+    cpu.eflags = FIXED1;
+    cpu.gpr = [0; 8];
+    m.cpu = cpu;
+    m.set_a20(true);
+    m.tlb.flush();
+}

@@ -1,0 +1,105 @@
+//! The engine contract (DESIGN.md section 4): how the machine asks an
+//! execution engine to run guest code, and what comes back.
+
+use std::collections::BTreeMap;
+
+use crate::machine::Machine;
+use crate::memory::PhysRange;
+use thiserror::Error;
+
+/// How much an engine may run before returning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Retire at most this many instructions.
+    pub instructions: u64,
+}
+
+/// Why an engine returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The instruction budget is spent.
+    BudgetSpent,
+    /// HLT with interrupts enabled: the CPU waits for an interrupt. The
+    /// caller advances virtual time or stops.
+    Halted,
+    /// The machine stopped for good.
+    Stopped(StopReason),
+}
+
+/// Why a machine stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest wrote `code` to the debug-exit port.
+    DebugExit(u8),
+    /// HLT with interrupts disabled and nothing that could wake the CPU.
+    DeadHalt { cs: u16, eip: u32 },
+    /// A triple fault: the CPU shut down (SDM Vol. 3A 6.15, #DF).
+    TripleFault { cs: u16, eip: u32 },
+    /// The guest requested a reset (ringside stops instead of rebooting).
+    ResetRequested,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::DebugExit(c) => write!(f, "debug-exit port written with {c}"),
+            StopReason::DeadHalt { cs, eip } => {
+                write!(f, "halted with interrupts disabled at {cs:04x}:{eip:08x}")
+            }
+            StopReason::TripleFault { cs, eip } => {
+                write!(f, "triple fault (shutdown) at {cs:04x}:{eip:08x}")
+            }
+            StopReason::ResetRequested => write!(f, "the guest requested a reset"),
+        }
+    }
+}
+
+impl StopReason {
+    /// A short machine-readable name, as `--stats` prints it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StopReason::DebugExit(_) => "debug-exit",
+            StopReason::DeadHalt { .. } => "halt",
+            StopReason::TripleFault { .. } => "triple-fault",
+            StopReason::ResetRequested => "reset",
+        }
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// The engine met something it does not implement.
+    #[error("{engine}: unsupported instruction at {cs:04x}:{eip:08x} (bytes {bytes:02x?}): {what}")]
+    Unsupported {
+        engine: &'static str,
+        cs: u16,
+        eip: u32,
+        bytes: Vec<u8>,
+        what: String,
+    },
+    /// The engine cannot run on this host or in this CPU mode.
+    #[error("{engine}: {what}")]
+    Unavailable { engine: &'static str, what: String },
+}
+
+/// Counters an engine exposes: instructions, exits by reason, and its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub instructions: u64,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// An execution engine. State lives in the `Machine`; an engine keeps only
+/// caches and counters, so any engine can take over at any instruction
+/// boundary.
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    /// Run until the budget is spent, the guest halts or stops, or an event
+    /// the caller must see happens.
+    fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError>;
+    /// Retire exactly one instruction (or deliver one pending event).
+    fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError>;
+    /// Forget anything cached about these physical pages.
+    fn invalidate(&mut self, pages: PhysRange);
+    fn stats(&self) -> EngineStats;
+}

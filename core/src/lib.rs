@@ -1,0 +1,23 @@
+//! ringside-core: the machine model every engine shares, and the engine
+//! contract.
+//!
+//! It owns the architectural CPU state ([`cpu::CpuState`]), guest memory on
+//! `vm-memory` ([`memory`]), paging and the software TLB ([`mmu`]),
+//! segmentation, event delivery and task switching ([`cpu`]), the port and
+//! MMIO buses ([`bus`]), virtual time ([`time`]), boot loaders ([`boot`]) and
+//! the [`engine::Engine`] trait. It does not execute instructions: that is
+//! the engines' job (engines/interp first).
+//!
+//! Start reading at [`machine::Machine`], then [`cpu::state`], then [`mmu`].
+
+pub mod boot;
+pub mod bus;
+pub mod cpu;
+pub mod engine;
+pub mod machine;
+pub mod memory;
+pub mod mmu;
+pub mod time;
+
+pub use engine::{Budget, Engine, EngineError, EngineStats, Exit, StopReason};
+pub use machine::{Machine, RunOutcome};

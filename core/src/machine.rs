@@ -1,0 +1,104 @@
+//! The machine (VirtualBox's Main API in miniature): CPU state, memory, TLB,
+//! buses and clock in one value that every engine and front-end works on.
+
+use crate::bus::{Bus, Device, StopRequest};
+use crate::cpu::CpuState;
+use crate::engine::{Budget, Engine, EngineError, Exit, StopReason};
+use crate::memory::{DeviceId, Memory, MemoryError};
+use crate::mmu::Tlb;
+use crate::time::Clock;
+
+/// One IA-32 PC.
+pub struct Machine {
+    pub cpu: CpuState,
+    pub mem: Memory,
+    pub tlb: Tlb,
+    pub bus: Bus,
+    pub clock: Clock,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Stopped(StopReason),
+    /// The instruction limit was reached first.
+    InstructionLimit,
+}
+
+impl Machine {
+    /// A machine with `mib` MiB of RAM, no ROM, no devices, in the reset state.
+    pub fn with_ram_mib(mib: u32) -> Result<Machine, MemoryError> {
+        Ok(Machine {
+            cpu: CpuState::at_reset(),
+            mem: Memory::new(mib)?,
+            tlb: Tlb::default(),
+            bus: Bus::new(),
+            clock: Clock::default(),
+        })
+    }
+
+    /// Plug a device in and route ports `first..=last` to it.
+    pub fn add_port_device(&mut self, device: Box<dyn Device>, ports: &[(u16, u16)]) -> DeviceId {
+        let id = self.bus.add(device);
+        for &(first, last) in ports {
+            self.bus.claim_ports(id, first, last);
+        }
+        id
+    }
+
+    /// The A20 gate (the TLB caches translations made under the old mask).
+    pub fn set_a20(&mut self, enabled: bool) {
+        if self.mem.a20_enabled() != enabled {
+            self.mem.set_a20(enabled);
+            self.tlb.flush();
+        }
+    }
+
+    /// The IA32_TIME_STAMP_COUNTER value now.
+    pub fn tsc(&self) -> u64 {
+        self.clock.icount.wrapping_add(self.cpu.msr.tsc_offset)
+    }
+
+    /// A stop a device requested during the last instruction, if any.
+    pub fn take_stop_request(&mut self) -> Option<StopReason> {
+        self.bus.signals.stop.take().map(|r| match r {
+            StopRequest::DebugExit(c) => StopReason::DebugExit(c),
+            StopRequest::Reset => StopReason::ResetRequested,
+        })
+    }
+
+    /// Run `engine` until the machine stops or `max_insns` instructions have
+    /// retired in this call.
+    pub fn run_until_stopped(
+        &mut self,
+        engine: &mut dyn Engine,
+        max_insns: Option<u64>,
+    ) -> Result<RunOutcome, EngineError> {
+        const SLICE: u64 = 1 << 22;
+        let start = self.clock.icount;
+        loop {
+            let left = match max_insns {
+                Some(max) => {
+                    let done = self.clock.icount - start;
+                    if done >= max {
+                        return Ok(RunOutcome::InstructionLimit);
+                    }
+                    (max - done).min(SLICE)
+                }
+                None => SLICE,
+            };
+            match engine.run(self, Budget { instructions: left })? {
+                Exit::BudgetSpent => {}
+                Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
+                Exit::Halted => {
+                    // Nothing in this machine raises interrupts yet (the PIC and
+                    // timers come with the platform), so a halt waits forever.
+                    return Ok(RunOutcome::Stopped(StopReason::DeadHalt {
+                        cs: self.cpu.seg[1].selector,
+                        eip: self.cpu.eip,
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Guest physical memory: RAM on `vm-memory`, ROM regions, MMIO ranges
+//! claimed by devices, the A20 gate, and the code-page map that makes
+//! self-modifying code correct.
+//!
+//! RAM is one `GuestMemoryMmap` region starting at physical address 0 (the
+//! same mapping KVM registers as a memory slot). ROM images and MMIO ranges
+//! overlay it: an address is MMIO if a device claims it, else ROM if a ROM is
+//! mapped there, else RAM if below the RAM size, else unassigned (reads give
+//! all ones, writes are dropped, as on a PC bus with nothing answering).
+
+use thiserror::Error;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+pub const PAGE_SIZE: u32 = 4096;
+pub const PAGE_SHIFT: u32 = 12;
+
+/// A guest physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PhysAddr(pub u32);
+
+/// A range of guest physical pages, `[first, first + count)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    pub first_page: u32,
+    pub pages: u32,
+}
+
+/// Identifies a device on the bus (an index into the bus's device list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceId(pub usize);
+
+/// What answers at a physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhysKind {
+    /// RAM, at this byte offset into the RAM mapping.
+    Ram(u32),
+    /// ROM `index`, at this byte offset into its image.
+    Rom { index: usize, offset: u32 },
+    /// A device's MMIO range, at this offset from the range's start.
+    Mmio { device: DeviceId, offset: u32 },
+    Unassigned,
+}
+
+#[derive(Debug, Error)]
+pub enum MemoryError {
+    #[error("guest RAM of {0} MiB is not supported (1 to 3072 MiB)")]
+    BadRamSize(u32),
+    #[error("could not map guest RAM: {0}")]
+    Map(String),
+    #[error("ROM image of {0} bytes is too large (at most 16 MiB)")]
+    RomTooLarge(usize),
+    #[error("ROM image is empty")]
+    RomEmpty,
+    #[error("physical range {start:#x}+{len:#x} is not RAM")]
+    NotRam { start: u32, len: usize },
+}
+
+struct Rom {
+    base: u32,
+    data: Box<[u8]>,
+}
+
+struct MmioRange {
+    start: u32,
+    end: u32, // exclusive, as u64 to allow the top of memory
+    device: DeviceId,
+}
+
+pub struct Memory {
+    ram: GuestMemoryMmap,
+    ram_ptr: *mut u8,
+    ram_size: u32,
+    roms: Vec<Rom>,
+    mmio: Vec<MmioRange>,
+    a20_mask: u32,
+    /// One bit per RAM page: decoded or translated code was made from it.
+    code_pages: Vec<u64>,
+    /// Pages whose code was invalidated by a write since engines last looked.
+    code_writes: Vec<u32>,
+}
+
+// SAFETY: `ram_ptr` points into the mapping owned by `ram`, which moves with
+// the `Memory`; the mapping is never shared with another `Memory`, so sending
+// the whole value to another thread transfers exclusive ownership with it.
+unsafe impl Send for Memory {}
+
+impl Memory {
+    /// Map `mib` MiB of zeroed RAM at physical address 0.
+    pub fn new(mib: u32) -> Result<Memory, MemoryError> {
+        if mib == 0 || mib > 3072 {
+            return Err(MemoryError::BadRamSize(mib));
+        }
+        let size = mib as usize * 1024 * 1024;
+        let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
+            .map_err(|e| MemoryError::Map(e.to_string()))?;
+        let ram_ptr = ram
+            .get_host_address(GuestAddress(0))
+            .map_err(|e| MemoryError::Map(e.to_string()))?;
+        let pages = size / PAGE_SIZE as usize;
+        Ok(Memory {
+            ram,
+            ram_ptr,
+            ram_size: size as u32,
+            roms: Vec::new(),
+            mmio: Vec::new(),
+            a20_mask: u32::MAX,
+            code_pages: vec![0; pages.div_ceil(64)],
+            code_writes: Vec::new(),
+        })
+    }
+
+    /// The RAM mapping (KVM registers it as a memory slot as is).
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.ram
+    }
+
+    pub fn ram_size(&self) -> u32 {
+        self.ram_size
+    }
+
+    /// Map a ROM image so that it ends at `end` (exclusive, 64-bit so the top
+    /// of the 4 GiB space can be named). The image is padded at the front to
+    /// whole pages with 0xFF, as an unprogrammed flash chip reads.
+    pub fn map_rom(&mut self, image: &[u8], end: u64) -> Result<(), MemoryError> {
+        if image.is_empty() {
+            return Err(MemoryError::RomEmpty);
+        }
+        if image.len() > 16 << 20 {
+            return Err(MemoryError::RomTooLarge(image.len()));
+        }
+        let padded = image.len().div_ceil(PAGE_SIZE as usize) * PAGE_SIZE as usize;
+        let mut data = vec![0xFFu8; padded];
+        data[padded - image.len()..].copy_from_slice(image);
+        let base = (end - padded as u64) as u32;
+        self.roms.push(Rom {
+            base,
+            data: data.into_boxed_slice(),
+        });
+        Ok(())
+    }
+
+    /// Claim `[start, start + len)` for a device's MMIO handlers.
+    pub fn map_mmio(&mut self, start: u32, len: u32, device: DeviceId) {
+        self.mmio.push(MmioRange {
+            start,
+            end: start.saturating_add(len),
+            device,
+        });
+    }
+
+    /// The A20 gate. When it is off, address bit 20 is forced to zero, as
+    /// the 8086 wrap-around requires. Callers must flush the TLB.
+    pub fn set_a20(&mut self, enabled: bool) {
+        self.a20_mask = if enabled { u32::MAX } else { !(1 << 20) };
+    }
+
+    pub fn a20_enabled(&self) -> bool {
+        self.a20_mask == u32::MAX
+    }
+
+    #[inline(always)]
+    pub fn a20_mask(&self) -> u32 {
+        self.a20_mask
+    }
+
+    /// What answers at `addr` (A20 already applied by the caller).
+    pub fn classify(&self, addr: u32) -> PhysKind {
+        for m in &self.mmio {
+            if addr >= m.start && addr < m.end {
+                return PhysKind::Mmio {
+                    device: m.device,
+                    offset: addr - m.start,
+                };
+            }
+        }
+        for (index, r) in self.roms.iter().enumerate() {
+            let off = addr.wrapping_sub(r.base);
+            if (off as usize) < r.data.len() {
+                return PhysKind::Rom { index, offset: off };
+            }
+        }
+        if addr < self.ram_size {
+            PhysKind::Ram(addr)
+        } else {
+            PhysKind::Unassigned
+        }
+    }
+
+    /// Host pointer to the start of a RAM or ROM page for the TLB, or None
+    /// when the page is MMIO, unassigned, or not uniformly one kind.
+    pub fn page_host_ptr(&self, page_addr: u32) -> Option<(*mut u8, bool)> {
+        let last = page_addr | (PAGE_SIZE - 1);
+        match (self.classify(page_addr), self.classify(last)) {
+            (PhysKind::Ram(off), PhysKind::Ram(_)) => {
+                // SAFETY: off + PAGE_SIZE <= ram_size, inside the mapping.
+                Some((unsafe { self.ram_ptr.add(off as usize) }, true))
+            }
+            (PhysKind::Rom { index, offset }, PhysKind::Rom { index: i2, .. }) if index == i2 => {
+                let ptr = self.roms[index].data.as_ptr() as *mut u8;
+                // SAFETY: offset is page-aligned inside a page-padded image;
+                // the pointer is only ever read through (ROM is never
+                // installed for writes in the TLB).
+                Some((unsafe { ptr.add(offset as usize) }, false))
+            }
+            _ => None,
+        }
+    }
+
+    /// Read a byte of RAM or ROM (None: MMIO or unassigned).
+    pub fn read_plain(&self, addr: u32) -> Option<u8> {
+        match self.classify(addr) {
+            PhysKind::Ram(off) => Some(self.ram_slice()[off as usize]),
+            PhysKind::Rom { index, offset } => Some(self.roms[index].data[offset as usize]),
+            _ => None,
+        }
+    }
+
+    /// All of RAM as a byte slice.
+    pub fn ram_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is ram_size bytes long and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ram_ptr, self.ram_size as usize) }
+    }
+
+    fn ram_slice_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ram_ptr, self.ram_size as usize) }
+    }
+
+    /// Copy bytes into RAM (loaders, DMA, the debugger). Code made from the
+    /// pages written is invalidated first.
+    pub fn write_ram(&mut self, addr: u32, bytes: &[u8]) -> Result<(), MemoryError> {
+        let end = addr as u64 + bytes.len() as u64;
+        if end > self.ram_size as u64 {
+            return Err(MemoryError::NotRam {
+                start: addr,
+                len: bytes.len(),
+            });
+        }
+        if !bytes.is_empty() {
+            for page in (addr >> PAGE_SHIFT)..=((end - 1) as u32 >> PAGE_SHIFT) {
+                self.note_write(page);
+            }
+        }
+        self.ram_slice_mut()[addr as usize..end as usize].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Read bytes from RAM.
+    pub fn read_ram(&self, addr: u32, out: &mut [u8]) -> Result<(), MemoryError> {
+        let end = addr as u64 + out.len() as u64;
+        if end > self.ram_size as u64 {
+            return Err(MemoryError::NotRam {
+                start: addr,
+                len: out.len(),
+            });
+        }
+        out.copy_from_slice(&self.ram_slice()[addr as usize..end as usize]);
+        Ok(())
+    }
+
+    /// Write one byte of RAM by offset, honouring code pages (the slow path
+    /// of a guest store).
+    #[inline]
+    pub fn store_ram_byte(&mut self, off: u32, v: u8) {
+        self.note_write(off >> PAGE_SHIFT);
+        self.ram_slice_mut()[off as usize] = v;
+    }
+
+    /// Mark a RAM page as holding code that an engine cached. Returns false
+    /// if it already was.
+    pub fn mark_code_page(&mut self, page: u32) -> bool {
+        let (w, b) = ((page / 64) as usize, page % 64);
+        match self.code_pages.get_mut(w) {
+            Some(word) if *word & (1 << b) == 0 => {
+                *word |= 1 << b;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[inline(always)]
+    pub fn is_code_page(&self, page: u32) -> bool {
+        let (w, b) = ((page / 64) as usize, page % 64);
+        self.code_pages.get(w).is_some_and(|word| word & (1 << b) != 0)
+    }
+
+    #[inline(always)]
+    fn note_write(&mut self, page: u32) {
+        if self.is_code_page(page) {
+            let (w, b) = ((page / 64) as usize, page % 64);
+            self.code_pages[w] &= !(1 << b);
+            self.code_writes.push(page);
+        }
+    }
+
+    /// True when code pages were written since the last `take_code_writes`.
+    #[inline(always)]
+    pub fn code_written(&self) -> bool {
+        !self.code_writes.is_empty()
+    }
+
+    /// The pages whose cached code must be dropped, oldest first.
+    pub fn take_code_writes(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.code_writes)
+    }
+
+    /// Forget every code-page mark (an engine that drops all its caches).
+    pub fn clear_code_pages(&mut self) {
+        self.code_pages.iter_mut().for_each(|w| *w = 0);
+        self.code_writes.clear();
+    }
+
+    /// The bytes of ROM `index` (the debugger and snapshots read them).
+    pub fn rom_bytes(&self, index: usize, offset: u32) -> Option<u8> {
+        self.roms.get(index)?.data.get(offset as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rom_mapped_at_the_top_is_found_by_address() {
+        let mut m = Memory::new(1).unwrap();
+        m.map_rom(&[0xEA, 1, 2], 1 << 32).unwrap();
+        assert_eq!(
+            m.classify(0xFFFF_FFFD),
+            PhysKind::Rom {
+                index: 0,
+                offset: 0xFFD
+            }
+        );
+        assert_eq!(m.read_plain(0xFFFF_FFFD), Some(0xEA));
+        assert_eq!(m.read_plain(0xFFFF_F000), Some(0xFF));
+    }
+
+    #[test]
+    fn writing_a_code_page_records_an_invalidation() {
+        let mut m = Memory::new(1).unwrap();
+        assert!(m.mark_code_page(3));
+        m.write_ram(0x3010, &[1]).unwrap();
+        assert_eq!(m.take_code_writes(), vec![3]);
+        assert!(!m.is_code_page(3));
+    }
+
+    #[test]
+    fn addresses_past_ram_are_unassigned() {
+        let m = Memory::new(1).unwrap();
+        assert_eq!(m.classify(2 << 20), PhysKind::Unassigned);
+    }
+}

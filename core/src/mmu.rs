@@ -1,0 +1,545 @@
+//! The MMU (PGM): 32-bit two-level paging with 4 KiB and 4 MiB pages, and a
+//! software TLB shared by the software engines.
+//!
+//! Every guest memory access goes linear -> physical here. The fast path is a
+//! direct-mapped TLB lookup that yields a host pointer for RAM (and, for
+//! reads, ROM) pages; everything else — misses, MMIO, page-crossing accesses,
+//! writes to pages that hold cached code — takes the slow path, which walks
+//! the page tables (SDM Vol. 3A 4.3), sets accessed and dirty bits, raises #PF
+//! with the error code of SDM Vol. 3A 4.7, and routes MMIO to the bus.
+
+use crate::cpu::{cr0, cr4, CpuResult, Fault};
+use crate::machine::Machine;
+use crate::memory::{PhysKind, PAGE_SHIFT, PAGE_SIZE};
+
+/// Page-table entry bits (SDM Vol. 3A table 4-5 and 4-6).
+pub mod pte {
+    pub const P: u32 = 1 << 0;
+    pub const RW: u32 = 1 << 1;
+    pub const US: u32 = 1 << 2;
+    pub const A: u32 = 1 << 5;
+    pub const D: u32 = 1 << 6;
+    pub const PS: u32 = 1 << 7;
+    pub const G: u32 = 1 << 8;
+}
+
+/// #PF error code bits (SDM Vol. 3A 4.7).
+pub mod pf_error {
+    pub const P: u32 = 1 << 0;
+    pub const WR: u32 = 1 << 1;
+    pub const US: u32 = 1 << 2;
+    pub const RSVD: u32 = 1 << 3;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    Read,
+    Write,
+    Execute,
+}
+
+const TLB_ENTRIES: usize = 1024;
+const INVALID_TAG: u32 = u32::MAX;
+
+/// One TLB slot. `tags[class * 2 + write]` holds the virtual page number for
+/// which the access is allowed, class 0 being supervisor and 1 user.
+#[derive(Clone, Copy)]
+struct TlbEntry {
+    tags: [u32; 4],
+    host: *mut u8,
+    phys_page: u32,
+}
+
+const EMPTY: TlbEntry = TlbEntry {
+    tags: [INVALID_TAG; 4],
+    host: std::ptr::null_mut(),
+    phys_page: 0,
+};
+
+/// The software TLB.
+pub struct Tlb {
+    entries: Box<[TlbEntry]>,
+    /// A 4 MiB page is cached as many 4 KiB entries: INVLPG then flushes all.
+    has_large_pages: bool,
+    pub flushes: u64,
+    pub misses: u64,
+}
+
+// SAFETY: the host pointers point into the `Memory` of the same `Machine`,
+// which moves together with the TLB.
+unsafe impl Send for Tlb {}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            entries: vec![EMPTY; TLB_ENTRIES].into_boxed_slice(),
+            has_large_pages: false,
+            flushes: 0,
+            misses: 0,
+        }
+    }
+}
+
+impl Tlb {
+    pub fn flush(&mut self) {
+        self.entries.iter_mut().for_each(|e| *e = EMPTY);
+        self.has_large_pages = false;
+        self.flushes += 1;
+    }
+
+    /// INVLPG.
+    pub fn invalidate_page(&mut self, lin: u32) {
+        if self.has_large_pages {
+            self.flush();
+        } else {
+            let vpn = lin >> PAGE_SHIFT;
+            self.entries[vpn as usize % TLB_ENTRIES] = EMPTY;
+        }
+    }
+
+    /// Stop fast-path writes to a physical page (it now holds cached code).
+    pub fn revoke_writes(&mut self, phys_page: u32) {
+        for e in self.entries.iter_mut() {
+            if e.phys_page == phys_page {
+                e.tags[1] = INVALID_TAG;
+                e.tags[3] = INVALID_TAG;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn hit(&self, lin: u32, slot: usize) -> Option<*mut u8> {
+        let vpn = lin >> PAGE_SHIFT;
+        let e = &self.entries[vpn as usize % TLB_ENTRIES];
+        if e.tags[slot] == vpn {
+            // SAFETY: a valid tag means `host` is the page's host pointer and
+            // the offset stays inside the page.
+            Some(unsafe { e.host.add((lin & (PAGE_SIZE - 1)) as usize) })
+        } else {
+            None
+        }
+    }
+
+    /// The physical page of a linear page cached for reading by this class.
+    #[inline(always)]
+    pub fn lookup_phys(&self, lin: u32, user: bool) -> Option<u32> {
+        let vpn = lin >> PAGE_SHIFT;
+        let e = &self.entries[vpn as usize % TLB_ENTRIES];
+        (e.tags[user as usize * 2] == vpn).then_some(e.phys_page)
+    }
+}
+
+/// A value guest memory holds: u8, u16, u32 or u64, little-endian.
+pub trait MemWord: Copy {
+    const SIZE: u32;
+    fn from_u64(v: u64) -> Self;
+    fn to_u64(self) -> u64;
+    /// # Safety
+    /// `p` must be valid for reading `SIZE` bytes.
+    unsafe fn load(p: *const u8) -> Self;
+    /// # Safety
+    /// `p` must be valid for writing `SIZE` bytes.
+    unsafe fn store(self, p: *mut u8);
+}
+
+macro_rules! mem_word {
+    ($t:ty) => {
+        impl MemWord for $t {
+            const SIZE: u32 = std::mem::size_of::<$t>() as u32;
+            #[inline(always)]
+            fn from_u64(v: u64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_u64(self) -> u64 {
+                self as u64
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const u8) -> Self {
+                // SAFETY: the caller guarantees SIZE readable bytes.
+                unsafe { <$t>::from_le((p as *const $t).read_unaligned()) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut u8) {
+                // SAFETY: the caller guarantees SIZE writable bytes.
+                unsafe { (p as *mut $t).write_unaligned(self.to_le()) }
+            }
+        }
+    };
+}
+mem_word!(u8);
+mem_word!(u16);
+mem_word!(u32);
+mem_word!(u64);
+
+/// The result of a successful page walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub phys: u32,
+    /// Effective permissions of the mapping: writable and user-accessible
+    /// at both levels.
+    pub writable: bool,
+    pub user: bool,
+    pub dirty: bool,
+    pub large: bool,
+}
+
+impl Machine {
+    /// Read a value at a linear address with the privilege of `user` (a CPL 3
+    /// access) — the path every instruction's data reads take.
+    #[inline(always)]
+    pub fn read_lin<T: MemWord>(&mut self, lin: u32, user: bool) -> CpuResult<T> {
+        if (lin & (PAGE_SIZE - 1)) <= PAGE_SIZE - T::SIZE {
+            if let Some(p) = self.tlb.hit(lin, user as usize * 2) {
+                // SAFETY: the access stays inside one cached RAM/ROM page.
+                return Ok(unsafe { T::load(p) });
+            }
+        }
+        self.read_lin_slow(lin, T::SIZE, user).map(T::from_u64)
+    }
+
+    /// Write a value at a linear address.
+    #[inline(always)]
+    pub fn write_lin<T: MemWord>(&mut self, lin: u32, value: T, user: bool) -> CpuResult<()> {
+        if (lin & (PAGE_SIZE - 1)) <= PAGE_SIZE - T::SIZE {
+            if let Some(p) = self.tlb.hit(lin, user as usize * 2 + 1) {
+                // SAFETY: the access stays inside one cached writable RAM page
+                // that holds no cached code.
+                unsafe { value.store(p) };
+                return Ok(());
+            }
+        }
+        self.write_lin_slow(lin, T::SIZE, value.to_u64(), user)
+    }
+
+    /// Check that `size` bytes at `lin` may be written, without writing:
+    /// instructions that write several places probe first so that a fault
+    /// commits nothing.
+    pub fn probe_write(&mut self, lin: u32, size: u32, user: bool) -> CpuResult<()> {
+        let last = lin.wrapping_add(size.max(1) - 1);
+        self.translate(lin, AccessKind::Write, user)?;
+        if (last ^ lin) >> PAGE_SHIFT != 0 {
+            self.translate(last, AccessKind::Write, user)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn read_lin_slow(&mut self, lin: u32, size: u32, user: bool) -> CpuResult<u64> {
+        let last = lin.wrapping_add(size - 1);
+        let p0 = self.translate(lin, AccessKind::Read, user)?;
+        if (last ^ lin) >> PAGE_SHIFT == 0 {
+            return Ok(self.phys_read(p0, size));
+        }
+        let p1 = self.translate(last & !(PAGE_SIZE - 1), AccessKind::Read, user)?;
+        let first_len = PAGE_SIZE - (lin & (PAGE_SIZE - 1));
+        let mut v = 0u64;
+        for i in 0..size {
+            let pa = if i < first_len {
+                p0 + i
+            } else {
+                p1 + (i - first_len)
+            };
+            v |= self.phys_read(pa, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    #[inline(never)]
+    fn write_lin_slow(&mut self, lin: u32, size: u32, value: u64, user: bool) -> CpuResult<()> {
+        let last = lin.wrapping_add(size - 1);
+        let p0 = self.translate(lin, AccessKind::Write, user)?;
+        if (last ^ lin) >> PAGE_SHIFT == 0 {
+            self.phys_write(p0, size, value);
+            return Ok(());
+        }
+        let p1 = self.translate(last & !(PAGE_SIZE - 1), AccessKind::Write, user)?;
+        let first_len = PAGE_SIZE - (lin & (PAGE_SIZE - 1));
+        for i in 0..size {
+            let pa = if i < first_len {
+                p0 + i
+            } else {
+                p1 + (i - first_len)
+            };
+            self.phys_write(pa, 1, (value >> (8 * i)) & 0xFF);
+        }
+        Ok(())
+    }
+
+    /// Read `size` bytes (1, 2, 4 or 8) of physical memory inside one page.
+    pub fn phys_read(&mut self, addr: u32, size: u32) -> u64 {
+        let addr = addr & self.mem.a20_mask();
+        match self.mem.classify(addr) {
+            PhysKind::Mmio { device, offset } => {
+                let now = self.clock.now_ns();
+                if size == 8 {
+                    let lo = self.bus.mmio_read(device, offset, 4, now) as u64;
+                    let hi = self.bus.mmio_read(device, offset + 4, 4, now) as u64;
+                    lo | (hi << 32)
+                } else {
+                    self.bus.mmio_read(device, offset, size as u8, now) as u64
+                }
+            }
+            _ => (0..size).fold(0u64, |acc, i| {
+                let b = self.mem.read_plain(addr.wrapping_add(i) & self.mem.a20_mask());
+                acc | ((b.unwrap_or(0xFF) as u64) << (8 * i))
+            }),
+        }
+    }
+
+    /// Write `size` bytes of physical memory inside one page. ROM and
+    /// unassigned addresses ignore writes; RAM writes invalidate cached code.
+    pub fn phys_write(&mut self, addr: u32, size: u32, value: u64) {
+        let addr = addr & self.mem.a20_mask();
+        match self.mem.classify(addr) {
+            PhysKind::Mmio { device, offset } => {
+                let now = self.clock.now_ns();
+                if size == 8 {
+                    self.bus.mmio_write(device, offset, 4, value as u32, now);
+                    self.bus.mmio_write(device, offset + 4, 4, (value >> 32) as u32, now);
+                } else {
+                    self.bus.mmio_write(device, offset, size as u8, value as u32, now);
+                }
+            }
+            _ => {
+                for i in 0..size {
+                    let a = addr.wrapping_add(i) & self.mem.a20_mask();
+                    if let PhysKind::Ram(off) = self.mem.classify(a) {
+                        self.mem.store_ram_byte(off, (value >> (8 * i)) as u8);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Translate a linear address for an access, walking the page tables on
+    /// a TLB miss and filling the TLB. Returns the physical address.
+    pub fn translate(&mut self, lin: u32, access: AccessKind, user: bool) -> CpuResult<u32> {
+        let write = access == AccessKind::Write;
+        let slot = user as usize * 2 + write as usize;
+        let vpn = lin >> PAGE_SHIFT;
+        let idx = vpn as usize % TLB_ENTRIES;
+        if self.tlb.entries[idx].tags[slot] == vpn {
+            return Ok((self.tlb.entries[idx].phys_page << PAGE_SHIFT) | (lin & (PAGE_SIZE - 1)));
+        }
+        self.tlb.misses += 1;
+        let t = self.walk_page_tables(lin, access, user)?;
+        self.fill_tlb(lin, &t, user);
+        Ok(t.phys)
+    }
+
+    fn fill_tlb(&mut self, lin: u32, t: &Translation, user: bool) {
+        let phys_page = (t.phys & self.mem.a20_mask()) >> PAGE_SHIFT;
+        let Some((host, ram)) = self.mem.page_host_ptr(phys_page << PAGE_SHIFT) else {
+            return;
+        };
+        let vpn = lin >> PAGE_SHIFT;
+        let idx = vpn as usize % TLB_ENTRIES;
+        let class = user as usize;
+        let can_write = if user {
+            t.writable && t.user
+        } else {
+            t.writable || self.cpu.cr0 & cr0::WP == 0
+        };
+        let e = &mut self.tlb.entries[idx];
+        if e.phys_page != phys_page || e.host != host {
+            *e = EMPTY;
+        }
+        e.host = host;
+        e.phys_page = phys_page;
+        e.tags[class * 2] = vpn;
+        if can_write && t.dirty && ram && !self.mem.is_code_page(phys_page) {
+            e.tags[class * 2 + 1] = vpn;
+        }
+        if t.large {
+            self.tlb.has_large_pages = true;
+        }
+    }
+
+    /// Walk the guest's page tables (SDM Vol. 3A 4.3) for one access,
+    /// checking permissions and setting accessed/dirty bits. Without paging
+    /// the linear address is the physical one.
+    pub fn walk_page_tables(
+        &mut self,
+        lin: u32,
+        access: AccessKind,
+        user: bool,
+    ) -> CpuResult<Translation> {
+        if !self.cpu.paging() {
+            return Ok(Translation {
+                phys: lin & self.mem.a20_mask(),
+                writable: true,
+                user: true,
+                dirty: true,
+                large: false,
+            });
+        }
+        let write = access == AccessKind::Write;
+        let code = |present: bool, rsvd: bool| {
+            (present as u32) * pf_error::P
+                | (write as u32) * pf_error::WR
+                | (user as u32) * pf_error::US
+                | (rsvd as u32) * pf_error::RSVD
+        };
+        let pde_addr = (self.cpu.cr3 & 0xFFFF_F000) | ((lin >> 22) << 2);
+        let pde = self.phys_read(pde_addr, 4) as u32;
+        if pde & pte::P == 0 {
+            return Err(Fault::pf(lin, code(false, false)));
+        }
+        let large = pde & pte::PS != 0 && self.cpu.cr4 & cr4::PSE != 0;
+        if large && pde & 0x003F_E000 != 0 {
+            // Bits 21:13 of a 4 MiB PDE are reserved without PSE-36
+            // (SDM Vol. 3A table 4-4).
+            return Err(Fault::pf(lin, code(true, true)));
+        }
+        let (entry, entry_addr, phys, writable, usr) = if large {
+            (
+                pde,
+                pde_addr,
+                (pde & 0xFFC0_0000) | (lin & 0x003F_FFFF),
+                pde & pte::RW != 0,
+                pde & pte::US != 0,
+            )
+        } else {
+            let pte_addr = (pde & 0xFFFF_F000) | (((lin >> 12) & 0x3FF) << 2);
+            let pte = self.phys_read(pte_addr, 4) as u32;
+            if pte & pte::P == 0 {
+                return Err(Fault::pf(lin, code(false, false)));
+            }
+            (
+                pte,
+                pte_addr,
+                (pte & 0xFFFF_F000) | (lin & 0xFFF),
+                pde & pte & pte::RW != 0,
+                pde & pte & pte::US != 0,
+            )
+        };
+        // SDM Vol. 3A 4.6: user accesses need U/S and, to write, R/W at
+        // both levels; supervisor writes need R/W only when CR0.WP = 1.
+        let allowed = if user {
+            usr && (!write || writable)
+        } else {
+            !write || writable || self.cpu.cr0 & cr0::WP == 0
+        };
+        if !allowed {
+            return Err(Fault::pf(lin, code(true, false)));
+        }
+        if !large && pde & pte::A == 0 {
+            self.phys_write(pde_addr, 4, (pde | pte::A) as u64);
+        }
+        let mut new_entry = entry | pte::A;
+        if write {
+            new_entry |= pte::D;
+        }
+        if new_entry != entry {
+            self.phys_write(entry_addr, 4, new_entry as u64);
+        }
+        Ok(Translation {
+            phys,
+            writable,
+            user: usr,
+            dirty: new_entry & pte::D != 0,
+            large,
+        })
+    }
+
+    /// Translate a linear address for the debugger or a loader: no A/D
+    /// updates, no faults raised, no TLB fill.
+    pub fn peek_translation(&mut self, lin: u32) -> Option<u32> {
+        if !self.cpu.paging() {
+            return Some(lin & self.mem.a20_mask());
+        }
+        let pde = self.phys_read((self.cpu.cr3 & 0xFFFF_F000) | ((lin >> 22) << 2), 4) as u32;
+        if pde & pte::P == 0 {
+            return None;
+        }
+        if pde & pte::PS != 0 && self.cpu.cr4 & cr4::PSE != 0 {
+            return Some((pde & 0xFFC0_0000) | (lin & 0x003F_FFFF));
+        }
+        let pte = self.phys_read((pde & 0xFFFF_F000) | (((lin >> 12) & 0x3FF) << 2), 4) as u32;
+        (pte & pte::P != 0).then_some((pte & 0xFFFF_F000) | (lin & 0xFFF))
+    }
+
+    /// Record that cached code was made from a physical page: writes to it
+    /// must now take the slow path so the code can be invalidated.
+    pub fn mark_code_page(&mut self, phys_page: u32) {
+        if self.mem.mark_code_page(phys_page) {
+            self.tlb.revoke_writes(phys_page);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::{cr0, cr4, vector};
+    use crate::machine::Machine;
+    use crate::mmu::{pf_error, pte};
+
+    fn paged_machine() -> Machine {
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        // Page directory at 0x1000, one page table at 0x2000 mapping
+        // linear 0x400000.. via PDE 1; PDE 0 is a 4 MiB page.
+        m.mem.write_ram(0x1000, &(0x87u32).to_le_bytes()).unwrap(); // 4 MiB, P|RW|US|PS
+        m.mem
+            .write_ram(0x1004, &(0x2000u32 | pte::P | pte::RW | pte::US).to_le_bytes())
+            .unwrap();
+        m.mem
+            .write_ram(0x2000, &(0x3000u32 | pte::P | pte::US).to_le_bytes())
+            .unwrap(); // 0x400000 -> 0x3000, read-only
+        m.cpu.cr3 = 0x1000;
+        m.cpu.cr4 |= cr4::PSE;
+        m.cpu.cr0 |= cr0::PE | cr0::PG;
+        m
+    }
+
+    #[test]
+    fn read_sets_accessed_bits_and_write_sets_dirty() {
+        let mut m = paged_machine();
+        m.write_lin::<u32>(0x5000, 7, false).unwrap();
+        let pde0 = m.phys_read(0x1000, 4) as u32;
+        assert_eq!(pde0 & (pte::A | pte::D), pte::A | pte::D);
+        m.read_lin::<u8>(0x400010, false).unwrap();
+        let pte0 = m.phys_read(0x2000, 4) as u32;
+        assert_eq!(pte0 & (pte::A | pte::D), pte::A);
+    }
+
+    #[test]
+    fn user_write_to_read_only_page_faults_with_protection_error() {
+        let mut m = paged_machine();
+        let f = m.write_lin::<u8>(0x400004, 1, true).unwrap_err();
+        assert_eq!(f.vector, vector::PF);
+        assert_eq!(f.error_code, Some(pf_error::P | pf_error::WR | pf_error::US));
+        assert_eq!(f.address, 0x400004);
+    }
+
+    #[test]
+    fn supervisor_write_to_read_only_page_needs_cr0_wp_to_fault() {
+        let mut m = paged_machine();
+        m.write_lin::<u8>(0x400004, 1, false).unwrap();
+        m.tlb.flush();
+        m.cpu.cr0 |= cr0::WP;
+        assert!(m.write_lin::<u8>(0x400004, 1, false).is_err());
+    }
+
+    #[test]
+    fn not_present_page_faults_with_p_clear() {
+        let mut m = paged_machine();
+        let f = m.read_lin::<u32>(0x401000, false).unwrap_err();
+        assert_eq!(f.error_code, Some(0));
+    }
+
+    #[test]
+    fn page_crossing_read_combines_two_pages() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.mem.write_ram(0xFFE, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(m.read_lin::<u32>(0xFFE, false).unwrap(), 0x0403_0201);
+    }
+
+    #[test]
+    fn a20_off_wraps_at_one_megabyte() {
+        let mut m = Machine::with_ram_mib(2).unwrap();
+        m.mem.write_ram(0x10, &[0x42]).unwrap();
+        m.set_a20(false);
+        assert_eq!(m.read_lin::<u8>(0x10_0010, false).unwrap(), 0x42);
+    }
+}

@@ -1,0 +1,60 @@
+//! ringside-devices: the devices of the PC, each behind core's `Device`
+//! trait and testable through its ports alone.
+//!
+//! For now: the 16550A UART ([`uart`]) and the emulator's own ports
+//! ([`emulator_ports`]: debug-exit at 0xF4, POST codes at 0x80 and 0x190,
+//! the debug console at 0xE9). The rest of the PC comes with the platform
+//! issue. Start reading at [`uart`].
+
+pub mod emulator_ports;
+pub mod uart;
+
+use std::io::Write;
+
+/// Where a character device's output goes.
+pub type Sink = Box<dyn Write + Send>;
+
+/// A sink that keeps everything written to it, for tests and captures.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+use emulator_ports::{DebugConsole, DebugExit, PostCode, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
+use ringside_core::memory::MemoryError;
+use ringside_core::Machine;
+use uart::{Uart16550, COM1_BASE};
+
+/// Build a machine with `mem_mib` MiB of RAM and this issue's device set:
+/// COM1 (output to `console`), debug-exit, POST codes and the debug console
+/// (output to `debug_console`).
+pub fn standard_machine(mem_mib: u32, console: Sink, debug_console: Sink) -> Result<Machine, MemoryError> {
+    let mut m = Machine::with_ram_mib(mem_mib)?;
+    m.add_port_device(
+        Box::new(Uart16550::new(COM1_BASE, console)),
+        &[(COM1_BASE, COM1_BASE + 7)],
+    );
+    m.add_port_device(Box::new(DebugExit), &[(DEBUG_EXIT_PORT, DEBUG_EXIT_PORT)]);
+    m.add_port_device(Box::new(PostCode::default()), &[(0x80, 0x80), (0x190, 0x190)]);
+    m.add_port_device(
+        Box::new(DebugConsole::new(debug_console)),
+        &[(DEBUG_CONSOLE_PORT, DEBUG_CONSOLE_PORT)],
+    );
+    Ok(m)
+}

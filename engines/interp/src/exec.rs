@@ -1,0 +1,602 @@
+//! The execution loop and the decoded-instruction cache.
+//!
+//! Guest code is decoded once into blocks — straight-line runs of decoded
+//! instructions inside one physical page, ending at a control transfer or at
+//! an instruction that changes how later ones must run — and cached by
+//! (physical address, EIP, code size). Each decoded instruction carries the
+//! function that executes it. A write to a page that blocks were decoded
+//! from drops those blocks before the write can be executed (code-page
+//! tracking in core), so self-modifying code is always seen.
+
+use std::collections::HashMap;
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Register};
+use ringside_core::cpu::events::{Delivery, Event, EventSource};
+use ringside_core::cpu::flags::{RF, TF};
+use ringside_core::cpu::{vector, CpuResult, Fault, SegReg};
+use ringside_core::mmu::AccessKind;
+use ringside_core::{Budget, EngineError, Exit, Machine, StopReason};
+
+use crate::table;
+
+/// What an instruction's handler can reach while it runs.
+pub struct Ctx<'a> {
+    pub m: &'a mut Machine,
+    /// EIP after this instruction; branches overwrite it.
+    pub next_eip: u32,
+    /// End the current block after this instruction: it changed state that
+    /// decoding or the fast path depends on (CS, mode, IF, the stack size...).
+    pub end_block: bool,
+    /// Return from `run` after this instruction.
+    pub exit: Option<Exit>,
+    /// A software interrupt or task switch happened: no single-step trap.
+    pub event_delivered: bool,
+}
+
+pub type Handler = fn(&mut Ctx, &Decoded) -> CpuResult<()>;
+
+/// One decoded instruction, ready to run.
+pub struct Decoded {
+    pub i: Instruction,
+    pub exec: Handler,
+    /// EIP of the next instruction (wrapped to 16 bits in 16-bit code).
+    pub next_eip: u32,
+    /// The immediate operand, sign- or zero-extended as the instruction says.
+    pub imm: u32,
+    /// The memory operand uses 16-bit addressing.
+    pub a16: bool,
+}
+
+impl Decoded {
+    pub fn new(i: Instruction, code32: bool) -> (Decoded, bool) {
+        let (exec, ends_block) = table::handler_for(&i);
+        let eip = i.ip32();
+        let next = eip.wrapping_add(i.len() as u32);
+        let next_eip = if code32 { next } else { next & 0xFFFF };
+        let imm = (0..i.op_count())
+            .find_map(|n| immediate_of(&i, n))
+            .unwrap_or(0);
+        let base = i.memory_base();
+        let index = i.memory_index();
+        let a16 = base.is_gpr16()
+            || index.is_gpr16()
+            || (base == Register::None && index == Register::None && i.memory_displ_size() == 2)
+            || matches!(
+                i.op0_kind(),
+                iced_x86::OpKind::MemorySegSI | iced_x86::OpKind::MemoryESDI | iced_x86::OpKind::MemorySegDI
+            )
+            || (i.op_count() > 1
+                && matches!(
+                    i.op1_kind(),
+                    iced_x86::OpKind::MemorySegSI | iced_x86::OpKind::MemoryESDI | iced_x86::OpKind::MemorySegDI
+                ))
+            || base == Register::BX && index == Register::AL;
+        let ends = ends_block || i.flow_control() != FlowControl::Next;
+        (
+            Decoded {
+                i,
+                exec,
+                next_eip,
+                imm,
+                a16,
+            },
+            ends,
+        )
+    }
+}
+
+fn immediate_of(i: &Instruction, n: u32) -> Option<u32> {
+    use iced_x86::OpKind::*;
+    Some(match i.op_kind(n) {
+        Immediate8 => i.immediate8() as u32,
+        Immediate16 => i.immediate16() as u32,
+        Immediate32 => i.immediate32(),
+        Immediate8to16 => i.immediate8to16() as u16 as u32,
+        Immediate8to32 => i.immediate8to32() as u32,
+        Immediate8_2nd => i.immediate8_2nd() as u32,
+        _ => return None,
+    })
+}
+
+const MAX_BLOCK: usize = 64;
+const FRONT: usize = 4096;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    phys: u32,
+    eip: u32,
+    code32: bool,
+}
+
+struct Block {
+    insns: Vec<Decoded>,
+    /// EIP just past the last instruction's last byte (for the CS limit check).
+    end_eip: u32,
+    phys_page: u32,
+}
+
+/// Counters the interpreter reports.
+#[derive(Default, Clone, Debug)]
+pub struct Counters {
+    pub blocks_decoded: u64,
+    pub block_lookups: u64,
+    pub uncached_insns: u64,
+    pub invalidated_blocks: u64,
+    pub exceptions: u64,
+    pub interrupts: u64,
+}
+
+/// The decoded-block cache.
+#[derive(Default)]
+pub struct BlockCache {
+    blocks: Vec<Option<Block>>,
+    free: Vec<u32>,
+    map: HashMap<Key, u32>,
+    by_page: HashMap<u32, Vec<Key>>,
+    front: Vec<(Key, u32)>,
+}
+
+impl BlockCache {
+    fn front_index(k: &Key) -> usize {
+        ((k.phys ^ (k.eip << 3) ^ (k.eip >> 9)) as usize) % FRONT
+    }
+
+    fn lookup(&mut self, k: Key) -> Option<u32> {
+        if self.front.is_empty() {
+            self.front = vec![
+                (
+                    Key {
+                        phys: u32::MAX,
+                        eip: 0,
+                        code32: false
+                    },
+                    0
+                );
+                FRONT
+            ];
+        }
+        let fi = Self::front_index(&k);
+        if self.front[fi].0 == k {
+            return Some(self.front[fi].1);
+        }
+        let id = *self.map.get(&k)?;
+        self.front[fi] = (k, id);
+        Some(id)
+    }
+
+    fn insert(&mut self, k: Key, b: Block) -> u32 {
+        let page = b.phys_page;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.blocks[id as usize] = Some(b);
+                id
+            }
+            None => {
+                self.blocks.push(Some(b));
+                self.blocks.len() as u32 - 1
+            }
+        };
+        self.map.insert(k, id);
+        self.by_page.entry(page).or_default().push(k);
+        id
+    }
+
+    /// Drop every block decoded from `page`. Returns how many.
+    pub fn invalidate_page(&mut self, page: u32) -> u64 {
+        let Some(keys) = self.by_page.remove(&page) else {
+            return 0;
+        };
+        let mut n = 0;
+        for k in keys {
+            if let Some(id) = self.map.remove(&k) {
+                self.blocks[id as usize] = None;
+                self.free.push(id);
+                n += 1;
+            }
+        }
+        self.front.clear();
+        n
+    }
+
+    pub fn clear(&mut self) {
+        *self = BlockCache::default();
+    }
+}
+
+/// The interpreter's state: caches and counters only.
+#[derive(Default)]
+pub struct InterpCore {
+    pub cache: BlockCache,
+    pub counters: Counters,
+}
+
+enum Fetched {
+    Block(u32),
+    /// The instruction cannot be cached (page-crossing, MMIO, CS-limit
+    /// edge): run it alone.
+    Single(Box<Decoded>),
+}
+
+impl InterpCore {
+    /// Run until the budget is spent or something stops the run.
+    pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        let target = m.clock.icount.saturating_add(budget.instructions);
+        while m.clock.icount < target {
+            if let Some(exit) = self.check_run_state(m) {
+                return Ok(exit);
+            }
+            if self.needs_single_step(m) {
+                if let Some(exit) = self.step_one(m)? {
+                    return Ok(exit);
+                }
+                continue;
+            }
+            let fetched = match self.fetch(m) {
+                Ok(f) => f,
+                Err(f) => {
+                    if let Some(exit) = self.raise(m, f) {
+                        return Ok(exit);
+                    }
+                    continue;
+                }
+            };
+            let id = match fetched {
+                Fetched::Block(id) => id,
+                Fetched::Single(d) => {
+                    if let Some(exit) = self.execute_single(m, &d)? {
+                        return Ok(exit);
+                    }
+                    continue;
+                }
+            };
+            let block = self.cache.blocks[id as usize]
+                .as_ref()
+                .expect("the block id was just looked up and nothing freed it");
+            let mut c = Ctx {
+                m,
+                next_eip: 0,
+                end_block: false,
+                exit: None,
+                event_delivered: false,
+            };
+            let mut fault = None;
+            for d in block.insns.iter() {
+                c.next_eip = d.next_eip;
+                if let Err(f) = (d.exec)(&mut c, d) {
+                    fault = Some(f);
+                    break;
+                }
+                c.m.cpu.eip = c.next_eip;
+                c.m.clock.icount += 1;
+                if c.end_block || c.m.mem.code_written() || c.m.clock.icount >= target {
+                    break;
+                }
+            }
+            let exit = c.exit.take();
+            if let Some(f) = fault {
+                if let Some(exit) = self.raise(m, f) {
+                    return Ok(exit);
+                }
+            }
+            self.process_code_writes(m);
+            if let Some(exit) = exit {
+                return Ok(exit);
+            }
+            if let Some(stop) = m.take_stop_request() {
+                return Ok(Exit::Stopped(stop));
+            }
+        }
+        Ok(Exit::BudgetSpent)
+    }
+
+    /// Execute exactly one instruction (or deliver one pending event).
+    pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        if let Some(exit) = self.check_run_state(m) {
+            return Ok(exit);
+        }
+        Ok(self.step_one(m)?.unwrap_or(Exit::BudgetSpent))
+    }
+
+    fn check_run_state(&mut self, m: &mut Machine) -> Option<Exit> {
+        let cs = m.cpu.seg[SegReg::Cs as usize].selector;
+        if m.cpu.run.shutdown {
+            return Some(Exit::Stopped(StopReason::TripleFault { cs, eip: m.cpu.eip }));
+        }
+        if m.cpu.run.nmi_pending && !m.cpu.run.nmi_blocked && !m.cpu.run.interrupt_shadow {
+            m.cpu.run.nmi_pending = false;
+            m.cpu.run.nmi_blocked = true;
+            self.counters.interrupts += 1;
+            let ev = Event {
+                vector: vector::NMI,
+                source: EventSource::Nmi,
+                error_code: None,
+                address: 0,
+            };
+            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
+                return Some(Exit::Stopped(StopReason::TripleFault { cs, eip: m.cpu.eip }));
+            }
+        }
+        if m.cpu.run.halted {
+            return Some(if m.cpu.interrupts_enabled() {
+                Exit::Halted
+            } else {
+                Exit::Stopped(StopReason::DeadHalt { cs, eip: m.cpu.eip })
+            });
+        }
+        None
+    }
+
+    /// The fast block path skips single-step traps, the interrupt shadow,
+    /// RF and debug-register breakpoints; those go one instruction at a time.
+    #[inline]
+    fn needs_single_step(&self, m: &Machine) -> bool {
+        m.cpu.eflags & (TF | RF) != 0 || m.cpu.run.interrupt_shadow || m.cpu.dr[7] & 0xFF != 0
+    }
+
+    fn step_one(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
+        if let Some(exit) = self.instruction_breakpoint(m) {
+            return Ok(exit);
+        }
+        let d = match self.fetch(m) {
+            Ok(Fetched::Block(id)) => {
+                let b = self.cache.blocks[id as usize]
+                    .as_ref()
+                    .expect("the block id was just looked up and nothing freed it");
+                let d = &b.insns[0];
+                Box::new(Decoded {
+                    i: d.i,
+                    exec: d.exec,
+                    next_eip: d.next_eip,
+                    imm: d.imm,
+                    a16: d.a16,
+                })
+            }
+            Ok(Fetched::Single(d)) => d,
+            Err(f) => return Ok(self.raise(m, f)),
+        };
+        self.execute_single(m, &d)
+    }
+
+    /// Run one decoded instruction with the single-step rules: the interrupt
+    /// shadow lasts one instruction, TF raises #DB after it (SDM Vol. 3A
+    /// 17.3.1.4), RF is cleared once an instruction retires.
+    fn execute_single(&mut self, m: &mut Machine, d: &Decoded) -> Result<Option<Exit>, EngineError> {
+        let tf_before = m.cpu.eflags & TF != 0;
+        let shadow_before = m.cpu.run.interrupt_shadow;
+        let rf_before = m.cpu.eflags & RF != 0;
+        let mut c = Ctx {
+            m,
+            next_eip: d.next_eip,
+            end_block: false,
+            exit: None,
+            event_delivered: false,
+        };
+        let result = (d.exec)(&mut c, d);
+        let exit = c.exit.take();
+        let delivered = c.event_delivered;
+        let next = c.next_eip;
+        match result {
+            Err(f) => return Ok(self.raise(m, f)),
+            Ok(()) => {
+                m.cpu.eip = next;
+                m.clock.icount += 1;
+            }
+        }
+        if shadow_before {
+            m.cpu.run.interrupt_shadow = false;
+        }
+        if rf_before && m.cpu.eflags & RF != 0 && !delivered {
+            m.cpu.eflags &= !RF;
+        }
+        self.process_code_writes(m);
+        if let Some(exit) = exit {
+            return Ok(Some(exit));
+        }
+        if let Some(stop) = m.take_stop_request() {
+            return Ok(Some(Exit::Stopped(stop)));
+        }
+        if tf_before && !delivered && !m.cpu.run.interrupt_shadow {
+            m.cpu.dr[6] |= 1 << 14; // DR6.BS
+            let ev = Event::from_fault(Fault::new(vector::DB, None));
+            self.counters.exceptions += 1;
+            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
+                return Ok(Some(self.triple_fault(m)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// DR0-DR3 execution breakpoints (SDM Vol. 3A 17.2.4): a fault before
+    /// the instruction runs, suppressed by RF.
+    fn instruction_breakpoint(&mut self, m: &mut Machine) -> Option<Option<Exit>> {
+        let dr7 = m.cpu.dr[7];
+        if dr7 & 0xFF == 0 || m.cpu.eflags & RF != 0 {
+            return None;
+        }
+        let lin = m.cpu.linear_eip();
+        let mut hit = 0;
+        for n in 0..4 {
+            let enabled = dr7 & (3 << (2 * n)) != 0;
+            let rw = (dr7 >> (16 + 4 * n)) & 3;
+            if enabled && rw == 0 && m.cpu.dr[n] == lin {
+                hit |= 1 << n;
+            }
+        }
+        if hit == 0 {
+            return None;
+        }
+        m.cpu.dr[6] = (m.cpu.dr[6] & !0xF) | hit;
+        self.counters.exceptions += 1;
+        let ev = Event::from_fault(Fault::new(vector::DB, None));
+        if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
+            return Some(Some(self.triple_fault(m)));
+        }
+        // The handler's IRET sets RF so the instruction then runs once.
+        Some(None)
+    }
+
+    fn triple_fault(&self, m: &Machine) -> Exit {
+        Exit::Stopped(StopReason::TripleFault {
+            cs: m.cpu.seg[SegReg::Cs as usize].selector,
+            eip: m.cpu.eip,
+        })
+    }
+
+    /// Deliver a fault raised by the instruction at EIP.
+    fn raise(&mut self, m: &mut Machine, f: Fault) -> Option<Exit> {
+        self.counters.exceptions += 1;
+        if f.vector == vector::DB {
+            m.cpu.dr[6] |= 1 << 13; // general-detect (the only #DB fault from handlers)
+        }
+        match m.deliver_event(Event::from_fault(f), m.cpu.eip) {
+            Delivery::Delivered => None,
+            Delivery::TripleFault => Some(self.triple_fault(m)),
+        }
+    }
+
+    fn process_code_writes(&mut self, m: &mut Machine) {
+        if m.mem.code_written() {
+            for page in m.mem.take_code_writes() {
+                self.counters.invalidated_blocks += self.cache.invalidate_page(page);
+            }
+        }
+    }
+
+    /// Find or decode the block at CS:EIP.
+    fn fetch(&mut self, m: &mut Machine) -> CpuResult<Fetched> {
+        let cs = m.cpu.seg[SegReg::Cs as usize];
+        let eip = m.cpu.eip;
+        if eip > cs.limit {
+            return Err(Fault::gp0());
+        }
+        let lin = cs.base.wrapping_add(eip);
+        let user = m.cpu.cpl() == 3;
+        let phys = match m.tlb.lookup_phys(lin, user) {
+            Some(page) => (page << 12) | (lin & 0xFFF),
+            None => m.translate(lin, AccessKind::Execute, user)?,
+        } & m.mem.a20_mask();
+        let code32 = m.cpu.code32();
+        let key = Key { phys, eip, code32 };
+        self.counters.block_lookups += 1;
+        if let Some(id) = self.cache.lookup(key) {
+            let b = self.cache.blocks[id as usize]
+                .as_ref()
+                .expect("the map only holds live blocks");
+            if b.end_eip.wrapping_sub(1) <= cs.limit && b.end_eip > eip {
+                return Ok(Fetched::Block(id));
+            }
+            return self.decode_single(m);
+        }
+        let page = phys >> 12;
+        let Some((host, _)) = m.mem.page_host_ptr(phys & !0xFFF) else {
+            return self.decode_single(m);
+        };
+        // SAFETY: page_host_ptr returned the start of a 4 KiB RAM/ROM page;
+        // the slice is dropped before anything can write guest memory.
+        let bytes = unsafe { std::slice::from_raw_parts(host.add((phys & 0xFFF) as usize), (0x1000 - (phys & 0xFFF)) as usize) };
+        let mut decoder = Decoder::with_ip(
+            if code32 { 32 } else { 16 },
+            bytes,
+            eip as u64,
+            DecoderOptions::NONE,
+        );
+        let mut insns = Vec::new();
+        let mut ins = Instruction::default();
+        let mut end_eip = eip;
+        while insns.len() < MAX_BLOCK && decoder.can_decode() {
+            let at = decoder.position();
+            decoder.decode_out(&mut ins);
+            if decoder.last_error() == DecoderError::NoMoreBytes {
+                break;
+            }
+            if ins.is_invalid() && exceeds_15_bytes(&bytes[at..], code32) {
+                // Let the uncached path raise #GP for the over-long instruction.
+                break;
+            }
+            let ins_end = ins.ip32().wrapping_add(ins.len() as u32);
+            // Stay inside the CS limit and, in 16-bit code, before IP wraps.
+            if ins_end.wrapping_sub(1) > cs.limit || (!code32 && ins_end > 0x10000) || ins_end < ins.ip32() {
+                break;
+            }
+            let (d, ends) = Decoded::new(ins, code32);
+            end_eip = ins_end;
+            insns.push(d);
+            if ends {
+                break;
+            }
+        }
+        if insns.is_empty() {
+            return self.decode_single(m);
+        }
+        m.mark_code_page(page);
+        self.counters.blocks_decoded += 1;
+        let id = self.cache.insert(
+            key,
+            Block {
+                insns,
+                end_eip,
+                phys_page: page,
+            },
+        );
+        Ok(Fetched::Block(id))
+    }
+
+    /// Fetch and decode one instruction byte by byte through the MMU: used
+    /// where the instruction crosses a page or the CS limit, or lives in MMIO.
+    fn decode_single(&mut self, m: &mut Machine) -> CpuResult<Fetched> {
+        self.counters.uncached_insns += 1;
+        let cs = m.cpu.seg[SegReg::Cs as usize];
+        let eip = m.cpu.eip;
+        let code32 = m.cpu.code32();
+        let user = m.cpu.cpl() == 3;
+        let mut bytes = Vec::with_capacity(15);
+        let mut ins = Instruction::default();
+        loop {
+            let off = eip.wrapping_add(bytes.len() as u32);
+            let off = if code32 { off } else { off & 0xFFFF };
+            if bytes.len() == 15 {
+                return Err(Fault::gp0());
+            }
+            if off > cs.limit || (!code32 && eip as usize + bytes.len() > 0xFFFF) {
+                return Err(Fault::gp0());
+            }
+            let lin = cs.base.wrapping_add(off);
+            let pa = m.translate(lin, AccessKind::Execute, user)?;
+            bytes.push(m.phys_read(pa, 1) as u8);
+            let mut decoder =
+                Decoder::with_ip(if code32 { 32 } else { 16 }, &bytes, eip as u64, DecoderOptions::NONE);
+            decoder.decode_out(&mut ins);
+            match decoder.last_error() {
+                DecoderError::NoMoreBytes => {}
+                _ if ins.is_invalid() && exceeds_15_bytes(&bytes, code32) => {
+                    return Err(Fault::gp0());
+                }
+                _ => break,
+            }
+        }
+        let (d, _) = Decoded::new(ins, code32);
+        Ok(Fetched::Single(Box::new(d)))
+    }
+}
+
+/// Whether an encoding iced rejects is rejected only for being longer than
+/// 15 bytes, which is #GP(0) rather than #UD (SDM Vol. 2A 2.3.11): strip
+/// the redundant prefixes, decode what remains, and count.
+fn exceeds_15_bytes(bytes: &[u8], code32: bool) -> bool {
+    let is_prefix = |b: u8| matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3);
+    let n = bytes.iter().take_while(|&&b| is_prefix(b)).count();
+    if n == 0 {
+        return false;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for p in [0x66u8, 0x67] {
+        if bytes[..n].contains(&p) {
+            kept.push(p);
+        }
+    }
+    let stripped = n - kept.len();
+    kept.extend_from_slice(&bytes[n..bytes.len().min(n + 15)]);
+    let mut d = Decoder::new(if code32 { 32 } else { 16 }, &kept, DecoderOptions::NONE);
+    let i = d.decode();
+    !i.is_invalid() && stripped + i.len() > 15
+}

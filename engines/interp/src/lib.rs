@@ -1,0 +1,75 @@
+//! ringside-interp: the reference interpreter. Every other engine is
+//! checked against it.
+//!
+//! It decodes guest code with `iced-x86` into cached blocks ([`exec`]) and
+//! runs each instruction through the handler of its family: one module per
+//! family, in the manuals' own terms ([`arith`], [`bcd`], [`shift`], [`bit`],
+//! [`data`], [`stack`], [`string`], [`control`], [`far`], [`segment`],
+//! [`system`], [`io`]). Operand access at 8, 16 and 32 bits is written once,
+//! in [`operand`]. It owns no architectural state: everything lives in
+//! ringside-core's `Machine`, which the interpreter only caches decodes of.
+//!
+//! Start reading at [`exec::InterpCore::run`], then [`table`], then any family.
+
+pub mod arith;
+pub mod bcd;
+pub mod bit;
+pub mod control;
+pub mod data;
+pub mod exec;
+pub mod far;
+pub mod io;
+pub mod operand;
+pub mod segment;
+pub mod shift;
+pub mod stack;
+pub mod string;
+pub mod system;
+pub mod table;
+
+use ringside_core::memory::PhysRange;
+use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
+
+/// The interpreter engine.
+#[derive(Default)]
+pub struct Interp {
+    core: exec::InterpCore,
+}
+
+impl Interp {
+    pub fn new() -> Interp {
+        Interp::default()
+    }
+}
+
+impl Engine for Interp {
+    fn name(&self) -> &'static str {
+        "interp"
+    }
+
+    fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        self.core.run(m, budget)
+    }
+
+    fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        self.core.step(m)
+    }
+
+    fn invalidate(&mut self, pages: PhysRange) {
+        for p in pages.first_page..pages.first_page.saturating_add(pages.pages) {
+            self.core.cache.invalidate_page(p);
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        let c = &self.core.counters;
+        let mut s = EngineStats::default();
+        s.counters.insert("blocks_decoded", c.blocks_decoded);
+        s.counters.insert("block_lookups", c.block_lookups);
+        s.counters.insert("uncached_instructions", c.uncached_insns);
+        s.counters.insert("invalidated_blocks", c.invalidated_blocks);
+        s.counters.insert("exceptions", c.exceptions);
+        s.counters.insert("interrupts", c.interrupts);
+        s
+    }
+}

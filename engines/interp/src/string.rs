@@ -1,0 +1,177 @@
+//! String instructions (SDM Vol. 1 7.3.9): MOVS, CMPS, SCAS, LODS, STOS,
+//! INS and OUTS, with the REP/REPE/REPNE prefixes. A REP instruction runs
+//! to completion as one retired instruction; a fault in the middle leaves
+//! (E)CX, (E)SI and (E)DI describing the iterations done, with EIP still at
+//! the instruction so it resumes after the handler returns (SDM Vol. 2B REP).
+
+use iced_x86::{Instruction, Mnemonic};
+use ringside_core::cpu::flags::{DF, ZF};
+use ringside_core::cpu::{reg, CpuResult, SegReg};
+
+use crate::exec::{Ctx, Decoded, Handler};
+use crate::io::check_io;
+use crate::operand::*;
+use crate::table::{op_bits, w};
+
+const MOVS: u8 = 0;
+const CMPS: u8 = 1;
+const SCAS: u8 = 2;
+const LODS: u8 = 3;
+const STOS: u8 = 4;
+const INS: u8 = 5;
+const OUTS: u8 = 6;
+
+/// Address-size view of the index and count registers.
+#[derive(Clone, Copy)]
+struct Regs {
+    a16: bool,
+}
+
+impl Regs {
+    #[inline(always)]
+    fn get(&self, c: &Ctx, r: usize) -> u32 {
+        if self.a16 {
+            c.m.cpu.gpr[r] & 0xFFFF
+        } else {
+            c.m.cpu.gpr[r]
+        }
+    }
+    #[inline(always)]
+    fn set(&self, c: &mut Ctx, r: usize, v: u32) {
+        if self.a16 {
+            c.m.cpu.set_reg16(r, v as u16);
+        } else {
+            c.m.cpu.gpr[r] = v;
+        }
+    }
+    #[inline(always)]
+    fn step(&self, c: &mut Ctx, r: usize, delta: u32) {
+        let v = self.get(c, r).wrapping_add(delta);
+        self.set(c, r, v);
+    }
+}
+
+/// One iteration; returns the flags of a comparison (CMPS/SCAS).
+#[inline(always)]
+fn iteration<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded, r: Regs, src: SegReg) -> CpuResult<()> {
+    let delta = if c.m.cpu.eflags & DF != 0 {
+        W::BYTES.wrapping_neg()
+    } else {
+        W::BYTES
+    };
+    let si = r.get(c, reg::ESI);
+    let di = r.get(c, reg::EDI);
+    match OP {
+        MOVS => {
+            let v = W::read(c.m, src, si)?;
+            W::write(c.m, SegReg::Es, di, v)?;
+            r.step(c, reg::ESI, delta);
+            r.step(c, reg::EDI, delta);
+        }
+        CMPS => {
+            let a = W::read(c.m, src, si)?;
+            let b = W::read(c.m, SegReg::Es, di)?;
+            let (_, f) = sub_flags::<W>(a, b, 0);
+            set_status(&mut c.m.cpu, f);
+            r.step(c, reg::ESI, delta);
+            r.step(c, reg::EDI, delta);
+        }
+        SCAS => {
+            let b = W::read(c.m, SegReg::Es, di)?;
+            let a = W::reg_n(&c.m.cpu, reg::EAX);
+            let (_, f) = sub_flags::<W>(a, b, 0);
+            set_status(&mut c.m.cpu, f);
+            r.step(c, reg::EDI, delta);
+        }
+        LODS => {
+            let v = W::read(c.m, src, si)?;
+            W::set_reg_n(&mut c.m.cpu, reg::EAX, v);
+            r.step(c, reg::ESI, delta);
+        }
+        STOS => {
+            let v = W::reg_n(&c.m.cpu, reg::EAX);
+            W::write(c.m, SegReg::Es, di, v)?;
+            r.step(c, reg::EDI, delta);
+        }
+        INS => {
+            let port = c.m.cpu.gpr[reg::EDX] as u16;
+            check_io(c.m, port, W::BYTES)?;
+            // The destination is checked before the port is read, so a
+            // fault does not lose the input.
+            c.m.probe_seg_write(SegReg::Es, di, W::BYTES)?;
+            let now = c.m.clock.now_ns();
+            let v = c.m.bus.io_read(port, W::BYTES as u8, now);
+            W::write(c.m, SegReg::Es, di, v)?;
+            r.step(c, reg::EDI, delta);
+        }
+        _ => {
+            let port = c.m.cpu.gpr[reg::EDX] as u16;
+            check_io(c.m, port, W::BYTES)?;
+            let v = W::read(c.m, src, si)?;
+            let now = c.m.clock.now_ns();
+            c.m.bus.io_write(port, W::BYTES as u8, v, now);
+            r.step(c, reg::ESI, delta);
+        }
+    }
+    let _ = d;
+    Ok(())
+}
+
+fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let r = Regs { a16: d.a16 };
+    let src = mem_seg(d);
+    if OP == INS || OP == OUTS {
+        c.end_block = true;
+    }
+    let rep = d.i.has_rep_prefix() || d.i.has_repne_prefix();
+    if !rep {
+        return iteration::<W, OP>(c, d, r, src);
+    }
+    // REPE/REPNE only test ZF for CMPS and SCAS.
+    let until_zf = match OP {
+        CMPS | SCAS if d.i.has_repne_prefix() => Some(true),
+        CMPS | SCAS => Some(false),
+        _ => None,
+    };
+    loop {
+        let count = r.get(c, reg::ECX);
+        if count == 0 {
+            return Ok(());
+        }
+        iteration::<W, OP>(c, d, r, src)?;
+        r.set(c, reg::ECX, count.wrapping_sub(1));
+        if let Some(stop_on) = until_zf {
+            if (c.m.cpu.eflags & ZF != 0) == stop_on {
+                return Ok(());
+            }
+        }
+        if c.m.mem.code_written() {
+            // The loop may have overwritten code that follows: let the
+            // engine drop stale blocks, then resume the REP at EIP.
+            if r.get(c, reg::ECX) != 0 {
+                c.next_eip = c.m.cpu.eip;
+                c.end_block = true;
+            }
+            return Ok(());
+        }
+    }
+}
+
+pub fn lookup(i: &Instruction) -> Option<Handler> {
+    let bits = match i.mnemonic() {
+        Mnemonic::Outsb | Mnemonic::Insb => 8,
+        Mnemonic::Outsw | Mnemonic::Insw => 16,
+        Mnemonic::Outsd | Mnemonic::Insd => 32,
+        _ => op_bits(i, if i.op_count() > 0 && i.op0_kind() == iced_x86::OpKind::Register { 1 } else { 0 }),
+    };
+    Some(match i.mnemonic() {
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd => w!(bits, string, MOVS),
+        Mnemonic::Cmpsb | Mnemonic::Cmpsw | Mnemonic::Cmpsd => w!(bits, string, CMPS),
+        Mnemonic::Scasb | Mnemonic::Scasw | Mnemonic::Scasd => w!(bits, string, SCAS),
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd => w!(bits, string, LODS),
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd => w!(bits, string, STOS),
+        Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => w!(bits, string, INS),
+        Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => w!(bits, string, OUTS),
+        _ => return None,
+    })
+}

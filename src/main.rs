@@ -1,0 +1,8 @@
+//! The `ringside` command: argument parsing and wiring only. Everything it
+//! does is a call into the library crates.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,38 @@
+//! Acceptance: the hardware-captured 80286 real-mode tests in
+//! ../shared/conformance/sst286-real pass on the interpreter at 99.5% or
+//! better of the tests that are not skipped.
+
+use std::path::PathBuf;
+
+use ringside_core::Engine;
+use ringside_testsuites::sst;
+
+fn suite_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/sst286-real")
+}
+
+#[test]
+fn interpreter_passes_the_286_real_mode_suite() {
+    let dir = suite_dir();
+    if !dir.is_dir() {
+        println!("skipped: {} is not present on this machine", dir.display());
+        return;
+    }
+    let factory = || Box::new(ringside_interp::Interp::new()) as Box<dyn Engine>;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = sst::run_dir(&dir, &factory, threads).expect("the suite loads");
+    for (file, r) in &report.per_file {
+        for f in &r.failures {
+            println!("FAIL {file}: {f}");
+        }
+    }
+    for (reason, n) in report.skip_reasons() {
+        println!("skipped {n}: {reason}");
+    }
+    let (passed, failed, skipped) = report.totals();
+    println!("{}", report.summary());
+    assert_eq!(passed + failed + skipped, 39_000, "the suite holds 39,000 tests");
+    assert!(skipped < 1_000, "exclusions must stay narrow: {skipped} skipped");
+    let rate = passed as f64 / (passed + failed) as f64;
+    assert!(rate >= 0.995, "pass rate {:.4} is below 99.5%", rate);
+}
