@@ -13,7 +13,11 @@ use ringside_core::{boot, Engine, Machine, RunOutcome, StopReason};
 pub const DEFAULT_GUEST: &str = "builtin:hello";
 
 #[derive(Parser)]
-#[command(name = "ringside", version, about = "An IA-32 PC emulator with interchangeable execution engines")]
+#[command(
+    name = "ringside",
+    version,
+    about = "An IA-32 PC emulator with interchangeable execution engines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -120,7 +124,8 @@ pub mod status {
 
 fn load_guest(m: &mut Machine, args: &RunArgs) -> Result<String> {
     if let Some(rom) = &args.bios {
-        let image = std::fs::read(rom).with_context(|| format!("cannot read ROM {}", rom.display()))?;
+        let image =
+            std::fs::read(rom).with_context(|| format!("cannot read ROM {}", rom.display()))?;
         boot::load_rom(m, &image).with_context(|| format!("cannot load ROM {}", rom.display()))?;
         return Ok(rom.display().to_string());
     }
@@ -138,7 +143,8 @@ fn load_guest(m: &mut Machine, args: &RunArgs) -> Result<String> {
     if !boot::is_multiboot_elf(&image) {
         bail!("{name} is not a Multiboot ELF kernel (raw ROM images need --bios)");
     }
-    boot::load_multiboot(m, &image, &args.cmdline).with_context(|| format!("cannot load {name}"))?;
+    boot::load_multiboot(m, &image, &args.cmdline)
+        .with_context(|| format!("cannot load {name}"))?;
     Ok(name.clone())
 }
 
@@ -203,7 +209,10 @@ fn run(args: RunArgs) -> Result<i32> {
 /// Write a file through a temporary file and a rename, so a reader never
 /// sees half of it and an old copy is never lost to a failed write.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
@@ -222,11 +231,16 @@ fn guests(export: Option<&Path>) -> Result<()> {
             }
         }
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             for g in ringside_guests::GUESTS {
                 write_atomically(&dir.join(format!("{}.elf", g.name)), g.image)?;
             }
-            println!("wrote {} guests to {}", ringside_guests::GUESTS.len(), dir.display());
+            println!(
+                "wrote {} guests to {}",
+                ringside_guests::GUESTS.len(),
+                dir.display()
+            );
         }
     }
     Ok(())

@@ -92,7 +92,10 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
                 ram,
             });
         }
-        let file_end = ph.p_offset.checked_add(filesz).ok_or(BootError::Truncated(ph.p_offset))?;
+        let file_end = ph
+            .p_offset
+            .checked_add(filesz)
+            .ok_or(BootError::Truncated(ph.p_offset))?;
         let bytes = image
             .get(ph.p_offset as usize..file_end as usize)
             .ok_or(BootError::Truncated(ph.p_offset))?;

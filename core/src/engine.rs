@@ -69,7 +69,9 @@ impl StopReason {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum EngineError {
     /// The engine met something it does not implement.
-    #[error("{engine}: unsupported instruction at {cs:04x}:{eip:08x} (bytes {bytes:02x?}): {what}")]
+    #[error(
+        "{engine}: unsupported instruction at {cs:04x}:{eip:08x} (bytes {bytes:02x?}): {what}"
+    )]
     Unsupported {
         engine: &'static str,
         cs: u16,

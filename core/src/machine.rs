@@ -75,18 +75,20 @@ impl Machine {
         max_insns: Option<u64>,
     ) -> Result<RunOutcome, EngineError> {
         const SLICE: u64 = 1 << 22;
-        let start = self.clock.icount;
+        // Budget handed out so far: instructions retired, plus events and
+        // paused REP slices, which spend budget without retiring.
+        let mut given = 0u64;
         loop {
             let left = match max_insns {
                 Some(max) => {
-                    let done = self.clock.icount - start;
-                    if done >= max {
+                    if given >= max {
                         return Ok(RunOutcome::InstructionLimit);
                     }
-                    (max - done).min(SLICE)
+                    (max - given).min(SLICE)
                 }
                 None => SLICE,
             };
+            given += left;
             match engine.run(self, Budget { instructions: left })? {
                 Exit::BudgetSpent => {}
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),

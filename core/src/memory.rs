@@ -35,9 +35,15 @@ pub enum PhysKind {
     /// RAM, at this byte offset into the RAM mapping.
     Ram(u32),
     /// ROM `index`, at this byte offset into its image.
-    Rom { index: usize, offset: u32 },
+    Rom {
+        index: usize,
+        offset: u32,
+    },
     /// A device's MMIO range, at this offset from the range's start.
-    Mmio { device: DeviceId, offset: u32 },
+    Mmio {
+        device: DeviceId,
+        offset: u32,
+    },
     Unassigned,
 }
 
@@ -282,7 +288,9 @@ impl Memory {
     #[inline(always)]
     pub fn is_code_page(&self, page: u32) -> bool {
         let (w, b) = ((page / 64) as usize, page % 64);
-        self.code_pages.get(w).is_some_and(|word| word & (1 << b) != 0)
+        self.code_pages
+            .get(w)
+            .is_some_and(|word| word & (1 << b) != 0)
     }
 
     #[inline(always)]

@@ -281,7 +281,9 @@ impl Machine {
                 }
             }
             _ => (0..size).fold(0u64, |acc, i| {
-                let b = self.mem.read_plain(addr.wrapping_add(i) & self.mem.a20_mask());
+                let b = self
+                    .mem
+                    .read_plain(addr.wrapping_add(i) & self.mem.a20_mask());
                 acc | ((b.unwrap_or(0xFF) as u64) << (8 * i))
             }),
         }
@@ -296,9 +298,11 @@ impl Machine {
                 let now = self.clock.now_ns();
                 if size == 8 {
                     self.bus.mmio_write(device, offset, 4, value as u32, now);
-                    self.bus.mmio_write(device, offset + 4, 4, (value >> 32) as u32, now);
+                    self.bus
+                        .mmio_write(device, offset + 4, 4, (value >> 32) as u32, now);
                 } else {
-                    self.bus.mmio_write(device, offset, size as u8, value as u32, now);
+                    self.bus
+                        .mmio_write(device, offset, size as u8, value as u32, now);
                 }
             }
             _ => {
@@ -481,7 +485,10 @@ mod tests {
         // linear 0x400000.. via PDE 1; PDE 0 is a 4 MiB page.
         m.mem.write_ram(0x1000, &(0x87u32).to_le_bytes()).unwrap(); // 4 MiB, P|RW|US|PS
         m.mem
-            .write_ram(0x1004, &(0x2000u32 | pte::P | pte::RW | pte::US).to_le_bytes())
+            .write_ram(
+                0x1004,
+                &(0x2000u32 | pte::P | pte::RW | pte::US).to_le_bytes(),
+            )
             .unwrap();
         m.mem
             .write_ram(0x2000, &(0x3000u32 | pte::P | pte::US).to_le_bytes())
@@ -508,7 +515,10 @@ mod tests {
         let mut m = paged_machine();
         let f = m.write_lin::<u8>(0x400004, 1, true).unwrap_err();
         assert_eq!(f.vector, vector::PF);
-        assert_eq!(f.error_code, Some(pf_error::P | pf_error::WR | pf_error::US));
+        assert_eq!(
+            f.error_code,
+            Some(pf_error::P | pf_error::WR | pf_error::US)
+        );
         assert_eq!(f.address, 0x400004);
     }
 

@@ -44,14 +44,21 @@ use uart::{Uart16550, COM1_BASE};
 /// Build a machine with `mem_mib` MiB of RAM and this device set:
 /// COM1 (output to `console`), debug-exit, POST codes and the debug console
 /// (output to `debug_console`).
-pub fn standard_machine(mem_mib: u32, console: Sink, debug_console: Sink) -> Result<Machine, MemoryError> {
+pub fn standard_machine(
+    mem_mib: u32,
+    console: Sink,
+    debug_console: Sink,
+) -> Result<Machine, MemoryError> {
     let mut m = Machine::with_ram_mib(mem_mib)?;
     m.add_port_device(
         Box::new(Uart16550::new(COM1_BASE, console)),
         &[(COM1_BASE, COM1_BASE + 7)],
     );
     m.add_port_device(Box::new(DebugExit), &[(DEBUG_EXIT_PORT, DEBUG_EXIT_PORT)]);
-    m.add_port_device(Box::new(PostCode::default()), &[(0x80, 0x80), (0x190, 0x190)]);
+    m.add_port_device(
+        Box::new(PostCode::default()),
+        &[(0x80, 0x80), (0x190, 0x190)],
+    );
     m.add_port_device(
         Box::new(DebugConsole::new(debug_console)),
         &[(DEBUG_CONSOLE_PORT, DEBUG_CONSOLE_PORT)],

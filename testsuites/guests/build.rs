@@ -118,15 +118,33 @@ const CFLAGS: &[&str] = &[
     "-Werror",
 ];
 
+/// A static ELF32 executable laid out by `link.ld`; the code is writable
+/// on purpose (the `smc` guest patches itself), hence no RWX warning.
+const LDFLAGS: &[&str] = &[
+    "-m",
+    "elf_i386",
+    "-nostdlib",
+    "--build-id=none",
+    "-z",
+    "max-page-size=0x1000",
+    "-z",
+    "noexecstack",
+    "--no-warn-rwx-segments",
+];
+
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let lib_dir = manifest_dir.join("lib");
     let guest_dir = manifest_dir.join("src-guests");
     let link_script = manifest_dir.join("link.ld");
 
+    // The directories catch headers and new files; compile() names each
+    // source as well.
     println!("cargo:rerun-if-changed={}", link_script.display());
-    println!("cargo:rerun-if-changed={}", lib_dir.join("guest.h").display());
+    println!("cargo:rerun-if-changed={}", lib_dir.display());
+    println!("cargo:rerun-if-changed={}", guest_dir.display());
 
     let runtime_objects: Vec<PathBuf> = RUNTIME
         .iter()
@@ -138,7 +156,12 @@ fn main() {
         let objects_dir = out_dir.join(guest.name);
         let mut objects = runtime_objects.clone();
         for source in guest.sources {
-            objects.push(compile(&guest_dir.join(source), &objects_dir, &lib_dir, guest.defines));
+            objects.push(compile(
+                &guest_dir.join(source),
+                &objects_dir,
+                &lib_dir,
+                guest.defines,
+            ));
         }
         let image = out_dir.join(format!("{}.elf", guest.name));
         link(&objects, &link_script, &image);
@@ -157,7 +180,10 @@ fn main() {
 fn compile(source: &Path, objects_dir: &Path, include_dir: &Path, defines: &[&str]) -> PathBuf {
     println!("cargo:rerun-if-changed={}", source.display());
     fs::create_dir_all(objects_dir).expect("create object directory in OUT_DIR");
-    let file_name = source.file_name().expect("sources are files").to_string_lossy();
+    let file_name = source
+        .file_name()
+        .expect("sources are files")
+        .to_string_lossy();
     let object = objects_dir.join(format!("{file_name}.o"));
     let mut cc = Command::new("cc");
     cc.args(CFLAGS).arg("-I").arg(include_dir);
@@ -171,7 +197,7 @@ fn compile(source: &Path, objects_dir: &Path, include_dir: &Path, defines: &[&st
 
 fn link(objects: &[PathBuf], link_script: &Path, image: &Path) {
     let mut ld = Command::new("ld");
-    ld.args(["-m", "elf_i386", "-nostdlib", "--build-id=none", "-z", "max-page-size=0x1000", "-z", "noexecstack", "--no-warn-rwx-segments"])
+    ld.args(LDFLAGS)
         .arg("-T")
         .arg(link_script)
         .arg("-o")

@@ -188,7 +188,9 @@ pub fn run_dir(
 
 fn file_key(p: &Path) -> String {
     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-    n.trim_end_matches(".gz").trim_end_matches(".json").to_owned()
+    n.trim_end_matches(".gz")
+        .trim_end_matches(".json")
+        .to_owned()
 }
 
 fn load_tests(path: &Path) -> Result<Vec<Test>, SstError> {
@@ -213,7 +215,10 @@ fn load_tests(path: &Path) -> Result<Vec<Test>, SstError> {
 }
 
 /// Run one file of tests.
-pub fn run_file(path: &Path, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<FileResult, SstError> {
+pub fn run_file(
+    path: &Path,
+    make_engine: &dyn Fn() -> Box<dyn Engine>,
+) -> Result<FileResult, SstError> {
     let tests = load_tests(path)?;
     let mut r = FileResult::default();
     for t in &tests {
@@ -226,7 +231,8 @@ pub fn run_file(path: &Path, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Resul
             Verdict::Failed(why) => {
                 r.failed += 1;
                 if r.failures.len() < 5 {
-                    r.failures.push(format!("{} ({:02x?}): {why}", t.name, t.bytes));
+                    r.failures
+                        .push(format!("{} ({:02x?}): {why}", t.name, t.bytes));
                 }
             }
         }
@@ -243,7 +249,9 @@ fn run_test(t: &Test, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<Verdi
         insn.len()
     };
     if len > MAX_286_LENGTH {
-        return Ok(Verdict::Skipped("longer than the 286's 10-byte instruction limit"));
+        return Ok(Verdict::Skipped(
+            "longer than the 286's 10-byte instruction limit",
+        ));
     }
     if let Some(reason) = excluded(t, &insn) {
         return Ok(Verdict::Skipped(reason));
@@ -268,7 +276,9 @@ fn run_test(t: &Test, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<Verdi
         }
     }
     if !halted {
-        return Ok(Verdict::Failed("did not reach the HLT after the instruction".into()));
+        return Ok(Verdict::Failed(
+            "did not reach the HLT after the instruction".into(),
+        ));
     }
     Ok(compare(t, &insn, &mut m))
 }
@@ -312,7 +322,10 @@ fn load_initial(m: &mut Machine, s: &State) {
 fn excluded(t: &Test, insn: &iced_x86::Instruction) -> Option<&'static str> {
     // SDM Vol. 2A LOCK: IA-32 raises #UD for LOCK on an instruction that is
     // not a locked read-modify-write of memory; the 286 ignores the prefix.
-    if t.bytes.iter().take_while(|&&b| is_prefix(b) || b == 0x66 || b == 0x67).any(|&b| b == 0xF0)
+    if t.bytes
+        .iter()
+        .take_while(|&&b| is_prefix(b) || b == 0x66 || b == 0x67)
+        .any(|&b| b == 0xF0)
         && insn.is_invalid()
     {
         return Some("LOCK on a non-lockable instruction: #UD on IA-32, ignored by the 286");
@@ -397,7 +410,10 @@ fn compare(t: &Test, insn: &iced_x86::Instruction, m: &mut Machine) -> Verdict {
     let mut check = |name: &str, expect: Option<u16>, initial: Option<u16>, got: u32| {
         let e = expect.or(initial).unwrap_or(0) as u32;
         if e != got & 0xFFFF {
-            diffs.push(format!("{name}: expected {e:04x}, got {:04x}", got & 0xFFFF));
+            diffs.push(format!(
+                "{name}: expected {e:04x}, got {:04x}",
+                got & 0xFFFF
+            ));
         }
     };
     let c = &m.cpu;
@@ -409,10 +425,30 @@ fn compare(t: &Test, insn: &iced_x86::Instruction, m: &mut Machine) -> Verdict {
     check("bp", fin.bp, init.bp, c.gpr[reg::EBP]);
     check("si", fin.si, init.si, c.gpr[reg::ESI]);
     check("di", fin.di, init.di, c.gpr[reg::EDI]);
-    check("cs", fin.cs, init.cs, c.seg[SegReg::Cs as usize].selector as u32);
-    check("ss", fin.ss, init.ss, c.seg[SegReg::Ss as usize].selector as u32);
-    check("ds", fin.ds, init.ds, c.seg[SegReg::Ds as usize].selector as u32);
-    check("es", fin.es, init.es, c.seg[SegReg::Es as usize].selector as u32);
+    check(
+        "cs",
+        fin.cs,
+        init.cs,
+        c.seg[SegReg::Cs as usize].selector as u32,
+    );
+    check(
+        "ss",
+        fin.ss,
+        init.ss,
+        c.seg[SegReg::Ss as usize].selector as u32,
+    );
+    check(
+        "ds",
+        fin.ds,
+        init.ds,
+        c.seg[SegReg::Ds as usize].selector as u32,
+    );
+    check(
+        "es",
+        fin.es,
+        init.es,
+        c.seg[SegReg::Es as usize].selector as u32,
+    );
     check("ip", fin.ip, init.ip, c.eip);
     let mask = flag_mask(t, insn);
     let expect_flags = fin.flags.or(init.flags).unwrap_or(0) as u32 & !mask & 0xFFFF;
@@ -444,7 +480,10 @@ fn compare(t: &Test, insn: &iced_x86::Instruction, m: &mut Machine) -> Verdict {
             _ => 0xFF,
         };
         if got[0] & byte_mask != byte & byte_mask {
-            diffs.push(format!("ram[{addr:05x}]: expected {byte:02x}, got {:02x}", got[0]));
+            diffs.push(format!(
+                "ram[{addr:05x}]: expected {byte:02x}, got {:02x}",
+                got[0]
+            ));
         }
     }
     if diffs.is_empty() {

@@ -31,8 +31,15 @@ fn interpreter_passes_the_286_real_mode_suite() {
     }
     let (passed, failed, skipped) = report.totals();
     println!("{}", report.summary());
-    assert_eq!(passed + failed + skipped, 39_000, "the suite holds 39,000 tests");
-    assert!(skipped < 1_000, "exclusions must stay narrow: {skipped} skipped");
+    assert_eq!(
+        passed + failed + skipped,
+        39_000,
+        "the suite holds 39,000 tests"
+    );
+    assert!(
+        skipped < 1_000,
+        "exclusions must stay narrow: {skipped} skipped"
+    );
     let rate = passed as f64 / (passed + failed) as f64;
     assert!(rate >= 0.995, "pass rate {:.4} is below 99.5%", rate);
 }

@@ -234,7 +234,11 @@ impl Machine {
         }
         if gtype == system_type::TASK_GATE {
             let tss = gate.gate_selector();
-            self.task_switch(tss, TaskSwitchReason::Interrupt { ext: ext != 0 }, return_eip)?;
+            self.task_switch(
+                tss,
+                TaskSwitchReason::Interrupt { ext: ext != 0 },
+                return_eip,
+            )?;
             if let Some(code) = ev.error_code {
                 self.push_error_code_after_task_switch(code)?;
             }
@@ -278,9 +282,7 @@ impl Machine {
             let ss_desc = self
                 .read_descriptor(ss_sel)?
                 .ok_or(Fault::ts((ss_sel as u32 & 0xFFFC) | ext))?;
-            if (ss_sel & 3) as u8 != new_cpl
-                || ss_desc.dpl() != new_cpl
-                || !ss_desc.writable_data()
+            if (ss_sel & 3) as u8 != new_cpl || ss_desc.dpl() != new_cpl || !ss_desc.writable_data()
             {
                 return Err(Fault::ts((ss_sel as u32 & 0xFFFC) | ext));
             }
@@ -312,7 +314,13 @@ impl Machine {
         };
         let new_sp = self
             .write_stack_frame(&new_ss, new_esp, &frame, gate32, new_cpl == 3)
-            .map_err(|f| if f.vector == vector::SS { stack_fault } else { f })?;
+            .map_err(|f| {
+                if f.vector == vector::SS {
+                    stack_fault
+                } else {
+                    f
+                }
+            })?;
         self.set_accessed(sel, desc)?;
 
         // Commit: nothing below can fault.

@@ -8,7 +8,9 @@ pub mod segments;
 pub mod state;
 pub mod tasking;
 
-pub use state::{attr, cr0, cr4, msr_index, reg, CpuState, Msrs, RunState, SegReg, Segment, TableReg};
+pub use state::{
+    attr, cr0, cr4, msr_index, reg, CpuState, Msrs, RunState, SegReg, Segment, TableReg,
+};
 
 /// Exception vectors (SDM Vol. 3A table 6-1).
 pub mod vector {

@@ -192,7 +192,9 @@ impl Machine {
     #[inline(always)]
     pub fn seg_read_addr(&self, s: SegReg, offset: u32, size: u32) -> CpuResult<u32> {
         let seg = &self.cpu.seg[s as usize];
-        if fast_readable(seg.attr) && offset <= seg.limit.wrapping_sub(size - 1) && seg.limit >= size - 1
+        if fast_readable(seg.attr)
+            && offset <= seg.limit.wrapping_sub(size - 1)
+            && seg.limit >= size - 1
         {
             return Ok(seg.base.wrapping_add(offset));
         }
@@ -203,7 +205,9 @@ impl Machine {
     #[inline(always)]
     pub fn seg_write_addr(&self, s: SegReg, offset: u32, size: u32) -> CpuResult<u32> {
         let seg = &self.cpu.seg[s as usize];
-        if fast_writable(seg.attr) && offset <= seg.limit.wrapping_sub(size - 1) && seg.limit >= size - 1
+        if fast_writable(seg.attr)
+            && offset <= seg.limit.wrapping_sub(size - 1)
+            && seg.limit >= size - 1
         {
             return Ok(seg.base.wrapping_add(offset));
         }

@@ -18,7 +18,9 @@ pub enum TaskSwitchReason {
     Iret,
     /// An interrupt or exception through a task gate; `ext` marks events
     /// external to the program for error codes.
-    Interrupt { ext: bool },
+    Interrupt {
+        ext: bool,
+    },
 }
 
 /// A TSS image as read from memory, in one width-independent form.
@@ -83,7 +85,10 @@ impl Machine {
         let old = self.cpu.tr;
         let old32 = old.attr & 8 != 0;
         self.probe_write(old.base, if old32 { 0x68 } else { 0x2C }, false)?;
-        if matches!(reason, TaskSwitchReason::Call | TaskSwitchReason::Interrupt { .. }) {
+        if matches!(
+            reason,
+            TaskSwitchReason::Call | TaskSwitchReason::Interrupt { .. }
+        ) {
             self.probe_write(new_base, 2, false)?;
         }
 
@@ -97,7 +102,10 @@ impl Machine {
             self.set_tss_busy(old.selector, false)?;
         }
         let mut eflags = image.eflags;
-        if matches!(reason, TaskSwitchReason::Call | TaskSwitchReason::Interrupt { .. }) {
+        if matches!(
+            reason,
+            TaskSwitchReason::Call | TaskSwitchReason::Interrupt { .. }
+        ) {
             self.write_lin::<u16>(new_base, old.selector, false)?;
             eflags |= NT;
         }

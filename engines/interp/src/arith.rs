@@ -183,7 +183,8 @@ fn div<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
 #[inline(always)]
 fn store_quotient<W: Width>(c: &mut Ctx, q: u32, r: u32) {
     if W::BITS == 8 {
-        c.m.cpu.set_reg16(reg::EAX, ((q & 0xFF) | ((r & 0xFF) << 8)) as u16);
+        c.m.cpu
+            .set_reg16(reg::EAX, ((q & 0xFF) | ((r & 0xFF) << 8)) as u16);
     } else {
         W::set_reg_n(&mut c.m.cpu, reg::EAX, q & W::MASK);
         W::set_reg_n(&mut c.m.cpu, reg::EDX, r & W::MASK);

@@ -199,28 +199,34 @@ fn operand_bits(i: &Instruction) -> u32 {
 }
 
 pub fn lookup(i: &Instruction) -> Option<Handler> {
-    let far = matches!(
-        i.op0_kind(),
-        OpKind::FarBranch16 | OpKind::FarBranch32
-    ) || (i.op_count() == 1
-        && i.op0_kind() == OpKind::Memory
-        && matches!(
-            i.memory_size(),
-            iced_x86::MemorySize::SegPtr16 | iced_x86::MemorySize::SegPtr32
-        ));
+    let far = matches!(i.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
+        || (i.op_count() == 1
+            && i.op0_kind() == OpKind::Memory
+            && matches!(
+                i.memory_size(),
+                iced_x86::MemorySize::SegPtr16 | iced_x86::MemorySize::SegPtr32
+            ));
     let bits = operand_bits(i);
     let cx = counter_is_cx(i.code());
     Some(match i.mnemonic() {
         Mnemonic::Jmp | Mnemonic::Call | Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd
-            if far || matches!(i.mnemonic(), Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd) =>
+            if far
+                || matches!(
+                    i.mnemonic(),
+                    Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd
+                ) =>
         {
             return crate::far::lookup(i)
         }
-        Mnemonic::Jmp if i.op0_kind() == OpKind::NearBranch16 || i.op0_kind() == OpKind::NearBranch32 => {
+        Mnemonic::Jmp
+            if i.op0_kind() == OpKind::NearBranch16 || i.op0_kind() == OpKind::NearBranch32 =>
+        {
             jmp_rel
         }
         Mnemonic::Jmp => w!(bits, jmp_indirect),
-        Mnemonic::Call if i.op0_kind() == OpKind::NearBranch16 || i.op0_kind() == OpKind::NearBranch32 => {
+        Mnemonic::Call
+            if i.op0_kind() == OpKind::NearBranch16 || i.op0_kind() == OpKind::NearBranch32 =>
+        {
             w!(bits, call_rel)
         }
         Mnemonic::Call => w!(bits, call_indirect),

@@ -120,7 +120,11 @@ fn cwde(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
 }
 
 fn cwd(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
-    let v = if c.m.cpu.gpr[reg::EAX] & 0x8000 != 0 { 0xFFFF } else { 0 };
+    let v = if c.m.cpu.gpr[reg::EAX] & 0x8000 != 0 {
+        0xFFFF
+    } else {
+        0
+    };
     c.m.cpu.set_reg16(reg::EDX, v);
     Ok(())
 }
@@ -178,7 +182,9 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
             });
             let sysreg = (0..i.op_count()).any(|n| {
                 i.op_kind(n) == OpKind::Register
-                    && (i.op_register(n).is_cr() || i.op_register(n).is_dr() || i.op_register(n).is_tr())
+                    && (i.op_register(n).is_cr()
+                        || i.op_register(n).is_dr()
+                        || i.op_register(n).is_tr())
             });
             if sreg || sysreg {
                 return None;

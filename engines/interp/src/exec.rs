@@ -31,6 +31,11 @@ pub struct Ctx<'a> {
     pub exit: Option<Exit>,
     /// A software interrupt or task switch happened: no single-step trap.
     pub event_delivered: bool,
+    /// A REP string instruction stopped part-way (after a slice of its
+    /// iterations) with EIP still on it: it did not retire, and it resumes
+    /// at the next run. This is what keeps a REP with a huge count from
+    /// holding the engine past its budget.
+    pub rep_paused: bool,
 }
 
 pub type Handler = fn(&mut Ctx, &Decoded) -> CpuResult<()>;
@@ -63,12 +68,16 @@ impl Decoded {
             || (base == Register::None && index == Register::None && i.memory_displ_size() == 2)
             || matches!(
                 i.op0_kind(),
-                iced_x86::OpKind::MemorySegSI | iced_x86::OpKind::MemoryESDI | iced_x86::OpKind::MemorySegDI
+                iced_x86::OpKind::MemorySegSI
+                    | iced_x86::OpKind::MemoryESDI
+                    | iced_x86::OpKind::MemorySegDI
             )
             || (i.op_count() > 1
                 && matches!(
                     i.op1_kind(),
-                    iced_x86::OpKind::MemorySegSI | iced_x86::OpKind::MemoryESDI | iced_x86::OpKind::MemorySegDI
+                    iced_x86::OpKind::MemorySegSI
+                        | iced_x86::OpKind::MemoryESDI
+                        | iced_x86::OpKind::MemorySegDI
                 ))
             || base == Register::BX && index == Register::AL;
         let ends = ends_block || i.flow_control() != FlowControl::Next;
@@ -221,19 +230,28 @@ impl InterpCore {
     /// Run until the budget is spent or something stops the run.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
         let target = m.clock.icount.saturating_add(budget.instructions);
-        while m.clock.icount < target {
+        // Events delivered and paused REP slices spend budget without
+        // retiring instructions, so a guest that faults forever (or a REP
+        // with a huge count) still returns to the caller.
+        let mut stalls_left = budget.instructions;
+        while m.clock.icount < target && stalls_left > 0 {
             if let Some(exit) = self.check_run_state(m) {
                 return Ok(exit);
             }
             if self.needs_single_step(m) {
+                let before = m.clock.icount;
                 if let Some(exit) = self.step_one(m)? {
                     return Ok(exit);
+                }
+                if m.clock.icount == before {
+                    stalls_left -= 1;
                 }
                 continue;
             }
             let fetched = match self.fetch(m) {
                 Ok(f) => f,
                 Err(f) => {
+                    stalls_left -= 1;
                     if let Some(exit) = self.raise(m, f) {
                         return Ok(exit);
                     }
@@ -243,8 +261,12 @@ impl InterpCore {
             let id = match fetched {
                 Fetched::Block(id) => id,
                 Fetched::Single(d) => {
+                    let before = m.clock.icount;
                     if let Some(exit) = self.execute_single(m, &d)? {
                         return Ok(exit);
+                    }
+                    if m.clock.icount == before {
+                        stalls_left -= 1;
                     }
                     continue;
                 }
@@ -258,6 +280,7 @@ impl InterpCore {
                 end_block: false,
                 exit: None,
                 event_delivered: false,
+                rep_paused: false,
             };
             let mut fault = None;
             for d in block.insns.iter() {
@@ -267,6 +290,10 @@ impl InterpCore {
                     break;
                 }
                 c.m.cpu.eip = c.next_eip;
+                if c.rep_paused {
+                    stalls_left -= 1;
+                    break;
+                }
                 c.m.clock.icount += 1;
                 if c.end_block || c.m.mem.code_written() || c.m.clock.icount >= target {
                     break;
@@ -274,6 +301,7 @@ impl InterpCore {
             }
             let exit = c.exit.take();
             if let Some(f) = fault {
+                stalls_left -= 1;
                 if let Some(exit) = self.raise(m, f) {
                     return Ok(exit);
                 }
@@ -300,7 +328,10 @@ impl InterpCore {
     fn check_run_state(&mut self, m: &mut Machine) -> Option<Exit> {
         let cs = m.cpu.seg[SegReg::Cs as usize].selector;
         if m.cpu.run.shutdown {
-            return Some(Exit::Stopped(StopReason::TripleFault { cs, eip: m.cpu.eip }));
+            return Some(Exit::Stopped(StopReason::TripleFault {
+                cs,
+                eip: m.cpu.eip,
+            }));
         }
         if m.cpu.run.nmi_pending && !m.cpu.run.nmi_blocked && !m.cpu.run.interrupt_shadow {
             m.cpu.run.nmi_pending = false;
@@ -313,7 +344,10 @@ impl InterpCore {
                 address: 0,
             };
             if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
-                return Some(Exit::Stopped(StopReason::TripleFault { cs, eip: m.cpu.eip }));
+                return Some(Exit::Stopped(StopReason::TripleFault {
+                    cs,
+                    eip: m.cpu.eip,
+                }));
             }
         }
         if m.cpu.run.halted {
@@ -360,7 +394,11 @@ impl InterpCore {
     /// Run one decoded instruction with the single-step rules: the interrupt
     /// shadow lasts one instruction, TF raises #DB after it (SDM Vol. 3A
     /// 17.3.1.4), RF is cleared once an instruction retires.
-    fn execute_single(&mut self, m: &mut Machine, d: &Decoded) -> Result<Option<Exit>, EngineError> {
+    fn execute_single(
+        &mut self,
+        m: &mut Machine,
+        d: &Decoded,
+    ) -> Result<Option<Exit>, EngineError> {
         let tf_before = m.cpu.eflags & TF != 0;
         let shadow_before = m.cpu.run.interrupt_shadow;
         let rf_before = m.cpu.eflags & RF != 0;
@@ -370,15 +408,20 @@ impl InterpCore {
             end_block: false,
             exit: None,
             event_delivered: false,
+            rep_paused: false,
         };
         let result = (d.exec)(&mut c, d);
         let exit = c.exit.take();
         let delivered = c.event_delivered;
+        let paused = c.rep_paused;
         let next = c.next_eip;
         match result {
             Err(f) => return Ok(self.raise(m, f)),
             Ok(()) => {
                 m.cpu.eip = next;
+                if paused {
+                    return Ok(None);
+                }
                 m.clock.icount += 1;
             }
         }
@@ -493,7 +536,12 @@ impl InterpCore {
         };
         // SAFETY: page_host_ptr returned the start of a 4 KiB RAM/ROM page;
         // the slice is dropped before anything can write guest memory.
-        let bytes = unsafe { std::slice::from_raw_parts(host.add((phys & 0xFFF) as usize), (0x1000 - (phys & 0xFFF)) as usize) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                host.add((phys & 0xFFF) as usize),
+                (0x1000 - (phys & 0xFFF)) as usize,
+            )
+        };
         let mut decoder = Decoder::with_ip(
             if code32 { 32 } else { 16 },
             bytes,
@@ -515,7 +563,10 @@ impl InterpCore {
             }
             let ins_end = ins.ip32().wrapping_add(ins.len() as u32);
             // Stay inside the CS limit and, in 16-bit code, before IP wraps.
-            if ins_end.wrapping_sub(1) > cs.limit || (!code32 && ins_end > 0x10000) || ins_end < ins.ip32() {
+            if ins_end.wrapping_sub(1) > cs.limit
+                || (!code32 && ins_end > 0x10000)
+                || ins_end < ins.ip32()
+            {
                 break;
             }
             let (d, ends) = Decoded::new(ins, code32);
@@ -563,8 +614,12 @@ impl InterpCore {
             let lin = cs.base.wrapping_add(off);
             let pa = m.translate(lin, AccessKind::Execute, user)?;
             bytes.push(m.phys_read(pa, 1) as u8);
-            let mut decoder =
-                Decoder::with_ip(if code32 { 32 } else { 16 }, &bytes, eip as u64, DecoderOptions::NONE);
+            let mut decoder = Decoder::with_ip(
+                if code32 { 32 } else { 16 },
+                &bytes,
+                eip as u64,
+                DecoderOptions::NONE,
+            );
             decoder.decode_out(&mut ins);
             match decoder.last_error() {
                 DecoderError::NoMoreBytes => {}
@@ -583,7 +638,12 @@ impl InterpCore {
 /// 15 bytes, which is #GP(0) rather than #UD (SDM Vol. 2A 2.3.11): strip
 /// the redundant prefixes, decode what remains, and count.
 fn exceeds_15_bytes(bytes: &[u8], code32: bool) -> bool {
-    let is_prefix = |b: u8| matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3);
+    let is_prefix = |b: u8| {
+        matches!(
+            b,
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+        )
+    };
     let n = bytes.iter().take_while(|&&b| is_prefix(b)).count();
     if n == 0 {
         return false;

@@ -135,16 +135,22 @@ fn jmp_far<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
             c.next_eip = off;
             Ok(())
         }
-        system_type::TASK_GATE | system_type::TSS16_AVAIL | system_type::TSS32_AVAIL
-        | system_type::TSS16_BUSY | system_type::TSS32_BUSY => {
-            task_transfer(c, sel, desc, TaskSwitchReason::Jmp)
-        }
+        system_type::TASK_GATE
+        | system_type::TSS16_AVAIL
+        | system_type::TSS32_AVAIL
+        | system_type::TSS16_BUSY
+        | system_type::TSS32_BUSY => task_transfer(c, sel, desc, TaskSwitchReason::Jmp),
         _ => Err(sel_fault(sel)),
     }
 }
 
 /// JMP/CALL to a TSS descriptor or through a task gate.
-fn task_transfer(c: &mut Ctx, sel: u16, desc: Descriptor, reason: TaskSwitchReason) -> CpuResult<()> {
+fn task_transfer(
+    c: &mut Ctx,
+    sel: u16,
+    desc: Descriptor,
+    reason: TaskSwitchReason,
+) -> CpuResult<()> {
     let cpl = c.m.cpu.cpl();
     let rpl = (sel & 3) as u8;
     if desc.dpl() < cpl || desc.dpl() < rpl {
@@ -199,10 +205,11 @@ fn call_far<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     }
     match desc.typ() {
         system_type::CALL_GATE16 | system_type::CALL_GATE32 => call_gate(c, sel, desc),
-        system_type::TASK_GATE | system_type::TSS16_AVAIL | system_type::TSS32_AVAIL
-        | system_type::TSS16_BUSY | system_type::TSS32_BUSY => {
-            task_transfer(c, sel, desc, TaskSwitchReason::Call)
-        }
+        system_type::TASK_GATE
+        | system_type::TSS16_AVAIL
+        | system_type::TSS32_AVAIL
+        | system_type::TSS16_BUSY
+        | system_type::TSS32_BUSY => task_transfer(c, sel, desc, TaskSwitchReason::Call),
         _ => Err(sel_fault(sel)),
     }
 }
@@ -274,10 +281,9 @@ fn call_gate(c: &mut Ctx, sel: u16, gate: Descriptor) -> CpuResult<()> {
         if ss_sel & !3 == 0 {
             return Err(Fault::ts(0));
         }
-        let ss_desc = c
-            .m
-            .read_descriptor(ss_sel)?
-            .ok_or(Fault::ts(ss_sel as u32 & 0xFFFC))?;
+        let ss_desc =
+            c.m.read_descriptor(ss_sel)?
+                .ok_or(Fault::ts(ss_sel as u32 & 0xFFFC))?;
         if (ss_sel & 3) as u8 != new_cpl || ss_desc.dpl() != new_cpl || !ss_desc.writable_data() {
             return Err(Fault::ts(ss_sel as u32 & 0xFFFC));
         }
@@ -298,16 +304,15 @@ fn call_gate(c: &mut Ctx, sel: u16, gate: Descriptor) -> CpuResult<()> {
         frame.push(old_cs);
         frame.push(ret);
         let new_ss = c.m.set_accessed(ss_sel, ss_desc)?.to_segment(ss_sel);
-        let new_sp = c
-            .m
-            .write_stack_frame(&new_ss, new_esp, &frame, gate32, new_cpl == 3)
-            .map_err(|f| {
-                if f.vector == ringside_core::cpu::vector::SS {
-                    Fault::ss(ss_sel as u32 & 0xFFFC)
-                } else {
-                    f
-                }
-            })?;
+        let new_sp =
+            c.m.write_stack_frame(&new_ss, new_esp, &frame, gate32, new_cpl == 3)
+                .map_err(|f| {
+                    if f.vector == ringside_core::cpu::vector::SS {
+                        Fault::ss(ss_sel as u32 & 0xFFFC)
+                    } else {
+                        f
+                    }
+                })?;
         let target = c.m.set_accessed(tsel, target)?;
         c.m.cpu.seg[SegReg::Ss as usize] = new_ss;
         if new_ss.is_big() {
@@ -384,7 +389,11 @@ fn null_inaccessible_segments(c: &mut Ctx) {
 }
 
 fn ret_far<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
-    let imm = if d.i.op_count() == 1 { d.imm & 0xFFFF } else { 0 };
+    let imm = if d.i.op_count() == 1 {
+        d.imm & 0xFFFF
+    } else {
+        0
+    };
     let offset = c.m.stack_read(0, W::BYTES)?;
     let sel = c.m.stack_read(W::BYTES, W::BYTES)? as u16;
     if real_mode(c) {

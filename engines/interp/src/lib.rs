@@ -67,7 +67,8 @@ impl Engine for Interp {
         s.counters.insert("blocks_decoded", c.blocks_decoded);
         s.counters.insert("block_lookups", c.block_lookups);
         s.counters.insert("uncached_instructions", c.uncached_insns);
-        s.counters.insert("invalidated_blocks", c.invalidated_blocks);
+        s.counters
+            .insert("invalidated_blocks", c.invalidated_blocks);
         s.counters.insert("exceptions", c.exceptions);
         s.counters.insert("interrupts", c.interrupts);
         s

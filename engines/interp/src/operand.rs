@@ -41,11 +41,11 @@ impl Width for W8 {
     const MASK: u32 = 0xFF;
     #[inline(always)]
     fn reg(cpu: &CpuState, r: Register) -> u32 {
-        cpu.reg8(r as usize - Register::AL as usize) as u32
+        cpu.reg8(gpr_index(r, Register::AL)) as u32
     }
     #[inline(always)]
     fn set_reg(cpu: &mut CpuState, r: Register, v: u32) {
-        cpu.set_reg8(r as usize - Register::AL as usize, v as u8)
+        cpu.set_reg8(gpr_index(r, Register::AL), v as u8)
     }
     #[inline(always)]
     fn reg_n(cpu: &CpuState, n: usize) -> u32 {
@@ -70,11 +70,11 @@ impl Width for W16 {
     const MASK: u32 = 0xFFFF;
     #[inline(always)]
     fn reg(cpu: &CpuState, r: Register) -> u32 {
-        cpu.gpr[r as usize - Register::AX as usize] & 0xFFFF
+        cpu.gpr[gpr_index(r, Register::AX)] & 0xFFFF
     }
     #[inline(always)]
     fn set_reg(cpu: &mut CpuState, r: Register, v: u32) {
-        cpu.set_reg16(r as usize - Register::AX as usize, v as u16)
+        cpu.set_reg16(gpr_index(r, Register::AX), v as u16)
     }
     #[inline(always)]
     fn reg_n(cpu: &CpuState, n: usize) -> u32 {
@@ -99,11 +99,11 @@ impl Width for W32 {
     const MASK: u32 = u32::MAX;
     #[inline(always)]
     fn reg(cpu: &CpuState, r: Register) -> u32 {
-        cpu.gpr[r as usize - Register::EAX as usize]
+        cpu.gpr[gpr_index(r, Register::EAX)]
     }
     #[inline(always)]
     fn set_reg(cpu: &mut CpuState, r: Register, v: u32) {
-        cpu.gpr[r as usize - Register::EAX as usize] = v
+        cpu.gpr[gpr_index(r, Register::EAX)] = v
     }
     #[inline(always)]
     fn reg_n(cpu: &CpuState, n: usize) -> u32 {
@@ -123,16 +123,24 @@ impl Width for W32 {
     }
 }
 
+/// The encoding number (0-7) of a general register relative to the first
+/// register of its class. The mask keeps a register of another class (which
+/// a correct decode never passes) inside the register file.
+#[inline(always)]
+pub fn gpr_index(r: Register, first: Register) -> usize {
+    (r as usize).wrapping_sub(first as usize) & 7
+}
+
 /// The value of a 16- or 32-bit address register (base or index).
 #[inline(always)]
 fn addr_reg(cpu: &CpuState, r: Register) -> u32 {
     let n = r as usize;
     if n >= Register::EAX as usize {
-        cpu.gpr[n - Register::EAX as usize]
+        cpu.gpr[gpr_index(r, Register::EAX)]
     } else if n >= Register::AX as usize {
-        cpu.gpr[n - Register::AX as usize] & 0xFFFF
+        cpu.gpr[gpr_index(r, Register::AX)] & 0xFFFF
     } else {
-        cpu.reg8(n - Register::AL as usize) as u32
+        cpu.reg8(gpr_index(r, Register::AL)) as u32
     }
 }
 

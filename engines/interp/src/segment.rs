@@ -206,7 +206,8 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
         }
     };
     let pick = |f16: Handler, f32: Handler| if osize == 16 { f16 } else { f32 };
-    let is_sreg = |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register();
+    let is_sreg =
+        |n: u32| i.op_kind(n) == OpKind::Register && i.op_register(n).is_segment_register();
     Some(match i.mnemonic() {
         Mnemonic::Mov if is_sreg(0) => mov_to_sreg,
         Mnemonic::Mov if is_sreg(1) => mov_from_sreg,

@@ -38,14 +38,22 @@ fn shift<W: Width, const OP: u8>(a: u32, n: u32, flags: u32) -> (u32, u32, u32) 
     match OP {
         ROL => {
             let k = n % bits;
-            let r = if k == 0 { a } else { ((a << k) | (a >> (bits - k))) & W::MASK };
+            let r = if k == 0 {
+                a
+            } else {
+                ((a << k) | (a >> (bits - k))) & W::MASK
+            };
             let cf = r & 1;
             let of = ((r >> (bits - 1)) ^ cf) & 1;
             (r, cf | (of << 11), CF | OF)
         }
         ROR => {
             let k = n % bits;
-            let r = if k == 0 { a } else { ((a >> k) | (a << (bits - k))) & W::MASK };
+            let r = if k == 0 {
+                a
+            } else {
+                ((a >> k) | (a << (bits - k))) & W::MASK
+            };
             let cf = (r >> (bits - 1)) & 1;
             let of = ((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1;
             (r, cf | (of << 11), CF | OF)
@@ -126,7 +134,11 @@ fn double_shift<W: Width, const LEFT: bool>(c: &mut Ctx, d: &Decoded) -> CpuResu
     let bits = W::BITS;
     let (r, cf) = if LEFT {
         let cat = ((a as u64) << bits) | src as u64;
-        let cat = if bits == 16 { cat | ((a as u64) << 32) } else { cat };
+        let cat = if bits == 16 {
+            cat | ((a as u64) << 32)
+        } else {
+            cat
+        };
         let shifted = cat << n;
         let r = (shifted >> bits) as u32 & W::MASK;
         let cf = ((cat >> (2 * bits - n).min(63)) & 1) as u32;
@@ -134,7 +146,11 @@ fn double_shift<W: Width, const LEFT: bool>(c: &mut Ctx, d: &Decoded) -> CpuResu
         (r, cf)
     } else {
         let cat = ((src as u64) << bits) | a as u64;
-        let cat = if bits == 16 { cat | ((a as u64) << 32) } else { cat };
+        let cat = if bits == 16 {
+            cat | ((a as u64) << 32)
+        } else {
+            cat
+        };
         let r = (cat >> n) as u32 & W::MASK;
         let cf = ((cat >> (n - 1)) & 1) as u32;
         (r, cf)

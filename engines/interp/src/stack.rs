@@ -65,7 +65,11 @@ fn pusha<W: Width>(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     check_push_room::<W>(c, 8)?;
     let sp = W::reg_n(&c.m.cpu, reg::ESP);
     for r in 0..8 {
-        let v = if r == reg::ESP { sp } else { W::reg_n(&c.m.cpu, r) };
+        let v = if r == reg::ESP {
+            sp
+        } else {
+            W::reg_n(&c.m.cpu, r)
+        };
         push::<W>(c, v)?;
     }
     Ok(())
@@ -106,7 +110,11 @@ fn enter_frame<W: Width>(c: &mut Ctx, alloc: u32, level: u32) -> CpuResult<()> {
     let frame = c.m.stack_pointer();
     let big = c.m.cpu.stack32();
     if level > 0 {
-        let mut bp = if big { c.m.cpu.gpr[reg::EBP] } else { c.m.cpu.gpr[reg::EBP] & 0xFFFF };
+        let mut bp = if big {
+            c.m.cpu.gpr[reg::EBP]
+        } else {
+            c.m.cpu.gpr[reg::EBP] & 0xFFFF
+        };
         for _ in 1..level {
             bp = bp.wrapping_sub(W::BYTES);
             if !big {

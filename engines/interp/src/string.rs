@@ -53,7 +53,12 @@ impl Regs {
 
 /// One iteration; returns the flags of a comparison (CMPS/SCAS).
 #[inline(always)]
-fn iteration<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded, r: Regs, src: SegReg) -> CpuResult<()> {
+fn iteration<W: Width, const OP: u8>(
+    c: &mut Ctx,
+    d: &Decoded,
+    r: Regs,
+    src: SegReg,
+) -> CpuResult<()> {
     let delta = if c.m.cpu.eflags & DF != 0 {
         W::BYTES.wrapping_neg()
     } else {
@@ -133,7 +138,7 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         CMPS | SCAS => Some(false),
         _ => None,
     };
-    loop {
+    for _ in 0..REP_SLICE {
         let count = r.get(c, reg::ECX);
         if count == 0 {
             return Ok(());
@@ -148,21 +153,34 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         if c.m.mem.code_written() {
             // The loop may have overwritten code that follows: let the
             // engine drop stale blocks, then resume the REP at EIP.
-            if r.get(c, reg::ECX) != 0 {
-                c.next_eip = c.m.cpu.eip;
-                c.end_block = true;
-            }
-            return Ok(());
+            break;
         }
     }
+    if r.get(c, reg::ECX) != 0 {
+        c.next_eip = c.m.cpu.eip;
+        c.end_block = true;
+        c.rep_paused = true;
+    }
+    Ok(())
 }
+
+/// Iterations a REP instruction runs before it pauses (not retired) so the
+/// engine can return within its budget; it continues on the next run.
+const REP_SLICE: u32 = 4096;
 
 pub fn lookup(i: &Instruction) -> Option<Handler> {
     let bits = match i.mnemonic() {
         Mnemonic::Outsb | Mnemonic::Insb => 8,
         Mnemonic::Outsw | Mnemonic::Insw => 16,
         Mnemonic::Outsd | Mnemonic::Insd => 32,
-        _ => op_bits(i, if i.op_count() > 0 && i.op0_kind() == iced_x86::OpKind::Register { 1 } else { 0 }),
+        _ => op_bits(
+            i,
+            if i.op_count() > 0 && i.op0_kind() == iced_x86::OpKind::Register {
+                1
+            } else {
+                0
+            },
+        ),
     };
     Some(match i.mnemonic() {
         Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd => w!(bits, string, MOVS),

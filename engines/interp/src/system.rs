@@ -31,7 +31,8 @@ fn require_protected(c: &Ctx) -> CpuResult<()> {
 }
 
 fn mem_operand(c: &Ctx, d: &Decoded) -> CpuResult<(SegReg, u32)> {
-    if d.i.op0_kind() != OpKind::Memory && (d.i.op_count() < 2 || d.i.op1_kind() != OpKind::Memory) {
+    if d.i.op0_kind() != OpKind::Memory && (d.i.op_count() < 2 || d.i.op1_kind() != OpKind::Memory)
+    {
         return Err(Fault::ud());
     }
     Ok((mem_seg(d), ea(&c.m.cpu, d)))
@@ -42,12 +43,20 @@ fn load_table<const IDT: bool, const O32: bool>(c: &mut Ctx, d: &Decoded) -> Cpu
     let (s, off) = mem_operand(c, d)?;
     require_cpl0(c)?;
     let limit = c.m.read_seg::<u16>(s, off)?;
-    let base_off = if d.a16 { off.wrapping_add(2) & 0xFFFF } else { off.wrapping_add(2) };
+    let base_off = if d.a16 {
+        off.wrapping_add(2) & 0xFFFF
+    } else {
+        off.wrapping_add(2)
+    };
     let mut base = c.m.read_seg::<u32>(s, base_off)?;
     if !O32 {
         base &= 0x00FF_FFFF;
     }
-    let t = if IDT { &mut c.m.cpu.idtr } else { &mut c.m.cpu.gdtr };
+    let t = if IDT {
+        &mut c.m.cpu.idtr
+    } else {
+        &mut c.m.cpu.gdtr
+    };
     t.base = base;
     t.limit = limit;
     Ok(())
@@ -57,7 +66,11 @@ fn load_table<const IDT: bool, const O32: bool>(c: &mut Ctx, d: &Decoded) -> Cpu
 fn store_table<const IDT: bool>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let (s, off) = mem_operand(c, d)?;
     let t = if IDT { c.m.cpu.idtr } else { c.m.cpu.gdtr };
-    let base_off = if d.a16 { off.wrapping_add(2) & 0xFFFF } else { off.wrapping_add(2) };
+    let base_off = if d.a16 {
+        off.wrapping_add(2) & 0xFFFF
+    } else {
+        off.wrapping_add(2)
+    };
     c.m.probe_seg_write(s, off, 2)?;
     c.m.probe_seg_write(s, base_off, 4)?;
     c.m.write_seg::<u16>(s, off, t.limit)?;
@@ -121,7 +134,10 @@ fn ltr(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     }
     let desc = c.m.read_descriptor(sel)?.ok_or(Fault::gp_sel(sel))?;
     let avail = !desc.is_code_or_data()
-        && matches!(desc.typ(), system_type::TSS16_AVAIL | system_type::TSS32_AVAIL);
+        && matches!(
+            desc.typ(),
+            system_type::TSS16_AVAIL | system_type::TSS32_AVAIL
+        );
     if !avail {
         return Err(Fault::gp_sel(sel));
     }
@@ -283,7 +299,12 @@ pub const CPUID_FEATURES: u32 = (1 << 2) // DE: CR4.DE
 fn cpuid(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     let leaf = c.m.cpu.gpr[reg::EAX];
     let (a, b, cx, dx) = match leaf {
-        0 => (1, u32::from_le_bytes(*b"Ring"), u32::from_le_bytes(*b"VCPU"), u32::from_le_bytes(*b"side")),
+        0 => (
+            1,
+            u32::from_le_bytes(*b"Ring"),
+            u32::from_le_bytes(*b"VCPU"),
+            u32::from_le_bytes(*b"side"),
+        ),
         // Out-of-range leaves return the highest basic leaf (SDM Vol. 2A CPUID).
         _ => (0x0000_0610, 0, 0, CPUID_FEATURES),
     };
@@ -460,7 +481,8 @@ fn fwait(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
 fn is_x87_escape(i: &Instruction) -> bool {
     // x87 mnemonics all start with F (FADD, FNINIT, ...); FXSAVE/FXRSTOR
     // live in the 0F table and are not escapes.
-    i.code().op_code().table() == OpCodeTableKind::Normal && format!("{:?}", i.mnemonic()).starts_with('F')
+    i.code().op_code().table() == OpCodeTableKind::Normal
+        && format!("{:?}", i.mnemonic()).starts_with('F')
 }
 
 pub fn lookup(i: &Instruction) -> Option<Handler> {
@@ -472,7 +494,8 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
         32 => true,
         _ => i.code_size() == iced_x86::CodeSize::Code32,
     };
-    let reg_op = |n: u32| (i.op_count() > n && i.op_kind(n) == OpKind::Register).then(|| i.op_register(n));
+    let reg_op =
+        |n: u32| (i.op_count() > n && i.op_kind(n) == OpKind::Register).then(|| i.op_register(n));
     Some(match i.mnemonic() {
         Mnemonic::Lgdt if osize32 => load_table::<false, true>,
         Mnemonic::Lgdt => load_table::<false, false>,

@@ -26,8 +26,7 @@
 #define SEL_UCODE 0x1B
 #define SEL_UDATA 0x23
 #define SEL_TSS   0x28
-#define GDT_FIRST_FREE 6   /* guests add descriptors from index 6 up */
-#define GDT_ENTRIES 32
+#define GDT_ENTRIES 32     /* guests add descriptors from index 6 up */
 
 #define STACK_SIZE 16384
 
@@ -104,10 +103,6 @@ static inline void outb(uint16_t port, uint8_t v)
 {
 	asm volatile("outb %0, %1" : : "a"(v), "Nd"(port));
 }
-static inline void outw(uint16_t port, uint16_t v)
-{
-	asm volatile("outw %0, %1" : : "a"(v), "Nd"(port));
-}
 
 #define DEFINE_CR(n)                                                   \
 	static inline uint32_t read_cr##n(void)                        \
@@ -146,10 +141,6 @@ static inline uint32_t read_eflags(void)
 	asm volatile("pushfl; popl %0" : "=r"(v));
 	return v;
 }
-static inline void write_eflags(uint32_t v)
-{
-	asm volatile("pushl %0; popfl" : : "r"(v) : "memory", "cc");
-}
 static inline void invlpg(uint32_t linear)
 {
 	asm volatile("invlpg (%0)" : : "r"(linear) : "memory");
@@ -183,19 +174,12 @@ static inline void load_ldt(uint16_t sel)
 {
 	asm volatile("lldt %0" : : "r"(sel) : "memory");
 }
-#define read_segment(reg)                                          \
-	({                                                         \
-		uint32_t v_;                                       \
-		asm volatile("movl %%" #reg ", %0" : "=r"(v_));    \
-		v_ & 0xFFFF;                                       \
-	})
 
 /* ---- descriptor tables (lib/runtime.c) ---- */
 
 /* Access byte: P, DPL, S and type (SDM Vol. 3A 3.4.5, 3.5). */
 #define ACC_P 0x80
 #define ACC_DPL(n) ((n) << 5)
-#define ACC_S 0x10            /* code or data, not system */
 #define ACC_DATA_RO 0x10
 #define ACC_DATA_RW 0x12
 #define ACC_DATA_RO_DOWN 0x14 /* expand-down */
@@ -274,6 +258,7 @@ struct trap_record {
 	uint32_t dr6;          /* #DB only */
 	uint32_t v86_es, v86_ds, v86_fs, v86_gs; /* VM86 only */
 	uint32_t eax, ecx, edx, ebx, esi, edi, ebp; /* at the exception */
+	uint32_t ds, es, fs, gs;   /* as the handler found them */
 };
 extern struct trap_record last_trap;
 
@@ -333,11 +318,9 @@ NORETURN void user_enter(uint32_t eflags, void (*fn)(void));
 void tests_begin(const char *guest);
 void test(const char *name);
 void expect_eq(const char *what, uint32_t expected, uint32_t observed);
-void expect_true(const char *what, int condition);
 void expect_trap(const struct trap_record *t, int vector, uint32_t error_code);
 void expect_no_trap(const struct trap_record *t);
 void expect_user_done(const struct trap_record *t);
-NORETURN void fail(const char *what);
 /* Marks the current test skipped and returns 1, so `if (skip(..)) return;` */
 int skip(const char *why);
 /* Skips when running under QEMU's TCG, for checks it does not model

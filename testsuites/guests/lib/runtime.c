@@ -70,10 +70,11 @@ void set_trap_handler(int vector, trap_handler_fn fn)
 
 void runtime_start(uint32_t magic, uint32_t info)
 {
+	/* LIDT's operand: a 16-bit limit, then the 32-bit base. */
 	struct {
-		uint16_t pad, limit;
+		uint16_t limit;
 		uint32_t base;
-	} __attribute__((packed, aligned(4))) idtr = { 0, sizeof(idt) - 1, (uint32_t)idt };
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint32_t)idt };
 
 	multiboot_magic = magic;
 	multiboot_info = info;
@@ -81,7 +82,7 @@ void runtime_start(uint32_t magic, uint32_t info)
 	for (int v = 0; v < 256; v++)
 		idt_set_stub(v, ACC_INT_GATE32, 0);
 	idt_set_stub(T_USER_DONE, ACC_INT_GATE32, 3);
-	asm volatile("lidt %0" : : "m"(idtr.limit));
+	asm volatile("lidt %0" : : "m"(idtr));
 
 	main_tss.tss.ss0 = SEL_KDATA;
 	main_tss.tss.esp0 = (uint32_t)intr_stack_top;
@@ -145,6 +146,10 @@ void record_trap(const struct trapframe *tf)
 	last_trap.esi = tf->esi;
 	last_trap.edi = tf->edi;
 	last_trap.ebp = tf->ebp;
+	last_trap.ds = tf->ds & 0xFFFF;
+	last_trap.es = tf->es & 0xFFFF;
+	last_trap.fs = tf->fs & 0xFFFF;
+	last_trap.gs = tf->gs & 0xFFFF;
 	if (tf->eflags & EFLAGS_VM) {
 		last_trap.v86_es = tf->v86_es & 0xFFFF;
 		last_trap.v86_ds = tf->v86_ds & 0xFFFF;
@@ -213,13 +218,6 @@ void test(const char *name)
 	kprintf("%3d %s ... ", test_number, name);
 }
 
-NORETURN void fail(const char *what)
-{
-	kprintf("FAIL\n    %s\n%s: test %d failed\n", what, guest_name,
-		test_number);
-	guest_exit(failure_status());
-}
-
 void expect_eq(const char *what, uint32_t expected, uint32_t observed)
 {
 	if (expected == observed)
@@ -228,12 +226,6 @@ void expect_eq(const char *what, uint32_t expected, uint32_t observed)
 		observed);
 	kprintf("%s: test %d failed\n", guest_name, test_number);
 	guest_exit(failure_status());
-}
-
-void expect_true(const char *what, int condition)
-{
-	if (!condition)
-		fail(what);
 }
 
 static const char *const vector_names[] = {

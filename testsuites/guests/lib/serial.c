@@ -123,6 +123,7 @@ void kprintf(const char *fmt, ...)
 			if (alt) {
 				serial_putc('0');
 				serial_putc('x');
+				width -= 2;   /* as in C: the width includes "0x" */
 			}
 			put_padded(buf, format_digits(buf, u, 16), width, pad);
 			break;

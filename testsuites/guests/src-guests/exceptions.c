@@ -110,6 +110,7 @@ static void debug_exceptions(void)
 		     "incl %0\n"
 		     : "=&r"(count), "=m"(at) : : "eax");
 	write_dr7(0);
+	write_dr0(0);
 	set_trap_handler(T_DB, NULL);
 	expect_eq("handler invocations", 1, breakpoint_hits);
 	expect_eq("saved EIP (the breakpointed instruction)", at, breakpoint_eip);
@@ -129,6 +130,7 @@ static void debug_exceptions(void)
 			     "movl $0x1234, %1\n"
 			     "1: nop" : "=m"(at), "+m"(watched) : : "eax"));
 	write_dr7(0);
+	write_dr1(0);
 	expect_trap(t, T_DB, 0);
 	expect_eq("saved EIP (after the write)", at, t->eip);
 	expect_eq("DR6.B0-B3", 2, t->dr6 & 0xF);

@@ -50,7 +50,12 @@ mod tests {
     }
 
     fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-        u32::from_le_bytes([bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]])
+        u32::from_le_bytes([
+            bytes[offset],
+            bytes[offset + 1],
+            bytes[offset + 2],
+            bytes[offset + 3],
+        ])
     }
 
     /// The offset of the first 4-byte-aligned Multiboot v1 header whose
@@ -69,30 +74,59 @@ mod tests {
     fn every_image_is_an_elf32_i386_executable() {
         for guest in GUESTS {
             let image = guest.image;
-            assert!(image.len() > 52, "{}: shorter than an ELF header", guest.name);
+            assert!(
+                image.len() > 52,
+                "{}: shorter than an ELF header",
+                guest.name
+            );
             assert_eq!(&image[..4], b"\x7fELF", "{}: ELF magic", guest.name);
             assert_eq!(image[4], 1, "{}: EI_CLASS is not ELFCLASS32", guest.name);
             assert_eq!(image[5], 1, "{}: EI_DATA is not little-endian", guest.name);
-            assert_eq!(u16_at(image, 16), 2, "{}: e_type is not ET_EXEC", guest.name);
-            assert_eq!(u16_at(image, 18), 3, "{}: e_machine is not EM_386", guest.name);
-            assert!(u32_at(image, 24) >= 0x10_0000, "{}: entry below 1 MiB", guest.name);
+            assert_eq!(
+                u16_at(image, 16),
+                2,
+                "{}: e_type is not ET_EXEC",
+                guest.name
+            );
+            assert_eq!(
+                u16_at(image, 18),
+                3,
+                "{}: e_machine is not EM_386",
+                guest.name
+            );
+            assert!(
+                u32_at(image, 24) >= 0x10_0000,
+                "{}: entry below 1 MiB",
+                guest.name
+            );
         }
     }
 
     #[test]
     fn every_image_has_a_multiboot_v1_header_in_its_first_8_kib() {
         for guest in GUESTS {
-            let offset = multiboot_header(guest.image)
-                .unwrap_or_else(|| panic!("{}: no Multiboot v1 header in the first 8 KiB", guest.name));
+            let offset = multiboot_header(guest.image).unwrap_or_else(|| {
+                panic!("{}: no Multiboot v1 header in the first 8 KiB", guest.name)
+            });
             assert_eq!(offset % 4, 0);
-            assert_eq!(u32_at(guest.image, offset + 4), MULTIBOOT_FLAGS, "{}: Multiboot flags", guest.name);
+            assert_eq!(
+                u32_at(guest.image, offset + 4),
+                MULTIBOOT_FLAGS,
+                "{}: Multiboot flags",
+                guest.name
+            );
         }
     }
 
     #[test]
     fn names_are_unique_and_sorted() {
         for pair in GUESTS.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} must sort before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} must sort before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
     }
 
