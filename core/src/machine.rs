@@ -15,6 +15,20 @@ pub struct Machine {
     pub tlb: Tlb,
     pub bus: Bus,
     pub clock: Clock,
+    /// Data breakpoints armed in DR7, derived from the debug registers by
+    /// [`Machine::sync_debug_registers`].
+    pub watch: DataWatch,
+}
+
+/// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
+/// the TLB is not filled, so every access takes the slow path, where it is
+/// compared with the breakpoint ranges; hits are collected here until the
+/// instruction retires and the engine raises the #DB trap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataWatch {
+    pub active: bool,
+    /// B0-B3 of the breakpoints hit by the current instruction.
+    pub hits: u32,
 }
 
 /// How a run ended.
@@ -34,7 +48,43 @@ impl Machine {
             tlb: Tlb::default(),
             bus: Bus::new(),
             clock: Clock::default(),
+            watch: DataWatch::default(),
         })
+    }
+
+    /// Re-derive the armed data breakpoints from DR7 (after a write to a
+    /// debug register, or when state was loaded from outside).
+    pub fn sync_debug_registers(&mut self) {
+        let dr7 = self.cpu.dr[7];
+        let active = (0..4).any(|n| dr7 & (3 << (2 * n)) != 0 && (dr7 >> (16 + 4 * n)) & 1 == 1);
+        if active != self.watch.active {
+            self.tlb.flush();
+        }
+        self.watch.active = active;
+    }
+
+    /// Compare a data access with the armed breakpoints. RW = 01 breaks on
+    /// writes, RW = 11 on reads and writes; LEN 00/01/11 cover 1/2/4 bytes
+    /// (10 is undefined on P6 and treated as 4).
+    pub fn check_data_breakpoints(&mut self, lin: u32, size: u32, write: bool) {
+        let dr7 = self.cpu.dr[7];
+        for n in 0..4 {
+            let enabled = dr7 & (3 << (2 * n)) != 0;
+            let rw = (dr7 >> (16 + 4 * n)) & 3;
+            if !enabled || !(rw == 3 || (rw == 1 && write)) {
+                continue;
+            }
+            let len = match (dr7 >> (18 + 4 * n)) & 3 {
+                0 => 1,
+                1 => 2,
+                _ => 4,
+            };
+            let start = self.cpu.dr[n] & !(len - 1);
+            let overlap = lin.wrapping_sub(start) < len || start.wrapping_sub(lin) < size;
+            if overlap {
+                self.watch.hits |= 1 << n;
+            }
+        }
     }
 
     /// Plug a device in and route ports `first..=last` to it.

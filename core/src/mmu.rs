@@ -228,6 +228,9 @@ impl Machine {
     fn read_lin_slow(&mut self, lin: u32, size: u32, user: bool) -> CpuResult<u64> {
         let last = lin.wrapping_add(size - 1);
         let p0 = self.translate(lin, AccessKind::Read, user)?;
+        if self.watch.active {
+            self.check_data_breakpoints(lin, size, false);
+        }
         if (last ^ lin) >> PAGE_SHIFT == 0 {
             return Ok(self.phys_read(p0, size));
         }
@@ -249,6 +252,9 @@ impl Machine {
     fn write_lin_slow(&mut self, lin: u32, size: u32, value: u64, user: bool) -> CpuResult<()> {
         let last = lin.wrapping_add(size - 1);
         let p0 = self.translate(lin, AccessKind::Write, user)?;
+        if self.watch.active {
+            self.check_data_breakpoints(lin, size, true);
+        }
         if (last ^ lin) >> PAGE_SHIFT == 0 {
             self.phys_write(p0, size, value);
             return Ok(());
@@ -333,6 +339,10 @@ impl Machine {
     }
 
     fn fill_tlb(&mut self, lin: u32, t: &Translation, user: bool) {
+        if self.watch.active {
+            // Every access must reach the breakpoint check in the slow path.
+            return;
+        }
         let phys_page = (t.phys & self.mem.a20_mask()) >> PAGE_SHIFT;
         let Some((host, ram)) = self.mem.page_host_ptr(phys_page << PAGE_SHIFT) else {
             return;

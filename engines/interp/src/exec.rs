@@ -229,6 +229,7 @@ enum Fetched {
 impl InterpCore {
     /// Run until the budget is spent or something stops the run.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        m.sync_debug_registers();
         let target = m.clock.icount.saturating_add(budget.instructions);
         // Events delivered and paused REP slices spend budget without
         // retiring instructions, so a guest that faults forever (or a REP
@@ -319,6 +320,7 @@ impl InterpCore {
 
     /// Execute exactly one instruction (or deliver one pending event).
     pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        m.sync_debug_registers();
         if let Some(exit) = self.check_run_state(m) {
             return Ok(exit);
         }
@@ -410,6 +412,7 @@ impl InterpCore {
             event_delivered: false,
             rep_paused: false,
         };
+        c.m.watch.hits = 0;
         let result = (d.exec)(&mut c, d);
         let exit = c.exit.take();
         let delivered = c.event_delivered;
@@ -437,6 +440,18 @@ impl InterpCore {
         }
         if let Some(stop) = m.take_stop_request() {
             return Ok(Some(Exit::Stopped(stop)));
+        }
+        let data_hits = std::mem::take(&mut m.watch.hits);
+        if data_hits != 0 && !shadow_before {
+            // A data breakpoint is a trap: EIP already points past the
+            // instruction that touched the watched range.
+            m.cpu.dr[6] = (m.cpu.dr[6] & !0xF) | data_hits | if tf_before { 1 << 14 } else { 0 };
+            let ev = Event::from_fault(Fault::new(vector::DB, None));
+            self.counters.exceptions += 1;
+            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
+                return Ok(Some(self.triple_fault(m)));
+            }
+            return Ok(None);
         }
         if tf_before && !delivered && !m.cpu.run.interrupt_shadow {
             m.cpu.dr[6] |= 1 << 14; // DR6.BS

@@ -246,6 +246,7 @@ fn mov_to_dr(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         7 => (v & 0xFFFF_2BFF) | 0x400,
         _ => v,
     };
+    c.m.sync_debug_registers();
     Ok(())
 }
 
