@@ -100,7 +100,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringside: error: {e:#}");
-            2
+            status::ERROR
         }
     }
 }

@@ -390,10 +390,11 @@ impl Machine {
         }
         let write = access == AccessKind::Write;
         let code = |present: bool, rsvd: bool| {
-            (present as u32) * pf_error::P
-                | (write as u32) * pf_error::WR
-                | (user as u32) * pf_error::US
-                | (rsvd as u32) * pf_error::RSVD
+            let bit = |on: bool, b: u32| if on { b } else { 0 };
+            bit(present, pf_error::P)
+                | bit(write, pf_error::WR)
+                | bit(user, pf_error::US)
+                | bit(rsvd, pf_error::RSVD)
         };
         let pde_addr = (self.cpu.cr3 & 0xFFFF_F000) | ((lin >> 22) << 2);
         let pde = self.phys_read(pde_addr, 4) as u32;

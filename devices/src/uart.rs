@@ -89,11 +89,9 @@ impl Device for Uart16550 {
         let dlab = self.lcr & LCR_DLAB != 0;
         match port.wrapping_sub(self.base) {
             0 if dlab => self.divisor = (self.divisor & 0xFF00) | v as u16,
-            0 if self.mcr & MCR_LOOP != 0 => {
-                if self.rx.len() < 16 {
-                    self.rx.push_back(v);
-                }
-            }
+            // In loopback the byte returns to the receiver (16-byte FIFO).
+            0 if self.mcr & MCR_LOOP != 0 && self.rx.len() < 16 => self.rx.push_back(v),
+            0 if self.mcr & MCR_LOOP != 0 => {}
             0 => {
                 let _ = self.out.write_all(&[v]);
                 if v == b'\n' {

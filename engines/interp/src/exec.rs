@@ -122,6 +122,10 @@ struct Block {
     /// EIP just past the last instruction's last byte (for the CS limit check).
     end_eip: u32,
     phys_page: u32,
+    /// When the last instruction continues onto the next page: that page's
+    /// (linear, physical) page numbers, checked at every lookup because the
+    /// second page's mapping may change independently of the first.
+    second: Option<(u32, u32)>,
 }
 
 /// Counters the interpreter reports.
@@ -175,6 +179,9 @@ impl BlockCache {
 
     fn insert(&mut self, k: Key, b: Block) -> u32 {
         let page = b.phys_page;
+        if let Some((_, second)) = b.second {
+            self.by_page.entry(second).or_default().push(k);
+        }
         let id = match self.free.pop() {
             Some(id) => {
                 self.blocks[id as usize] = Some(b);
@@ -540,10 +547,26 @@ impl InterpCore {
             let b = self.cache.blocks[id as usize]
                 .as_ref()
                 .expect("the map only holds live blocks");
-            if b.end_eip.wrapping_sub(1) <= cs.limit && b.end_eip > eip {
+            let second_ok = match b.second {
+                None => true,
+                Some((lin_page, phys_page)) => {
+                    let lin2 = lin_page << 12;
+                    let p2 = match m.tlb.lookup_phys(lin2, user) {
+                        Some(p) => Ok(p << 12),
+                        None => m.translate(lin2, AccessKind::Execute, user),
+                    };
+                    p2.is_ok_and(|p| (p & m.mem.a20_mask()) >> 12 == phys_page)
+                }
+            };
+            if b.end_eip.wrapping_sub(1) <= cs.limit && b.end_eip > eip && second_ok {
                 return Ok(Fetched::Block(id));
             }
-            return self.decode_single(m);
+            if !second_ok {
+                // The next page moved: decode afresh under today's mapping.
+                self.counters.invalidated_blocks += self.cache.invalidate_page(phys >> 12);
+            } else {
+                return self.decode_single(m);
+            }
         }
         let page = phys >> 12;
         let Some((host, _)) = m.mem.page_host_ptr(phys & !0xFFF) else {
@@ -566,10 +589,25 @@ impl InterpCore {
         let mut insns = Vec::new();
         let mut ins = Instruction::default();
         let mut end_eip = eip;
+        let mut second = None;
         while insns.len() < MAX_BLOCK && decoder.can_decode() {
             let at = decoder.position();
             decoder.decode_out(&mut ins);
             if decoder.last_error() == DecoderError::NoMoreBytes {
+                // The instruction continues on the next page: cache it too
+                // when that page is RAM or ROM and mapped now; otherwise the
+                // uncached path fetches it (and raises its fault precisely).
+                let ins_eip = eip.wrapping_add(at as u32);
+                if let Some((d, page2)) =
+                    self.decode_straddling(m, &bytes[at..], lin, ins_eip, code32, user)
+                {
+                    let ins_end = d.i.ip32().wrapping_add(d.i.len() as u32);
+                    if ins_end.wrapping_sub(1) <= cs.limit && (code32 || ins_end <= 0x10000) {
+                        end_eip = ins_end;
+                        insns.push(d);
+                        second = Some(page2);
+                    }
+                }
                 break;
             }
             if ins.is_invalid() && exceeds_15_bytes(&bytes[at..], code32) {
@@ -595,6 +633,9 @@ impl InterpCore {
             return self.decode_single(m);
         }
         m.mark_code_page(page);
+        if let Some((_, page2)) = second {
+            m.mark_code_page(page2);
+        }
         self.counters.blocks_decoded += 1;
         let id = self.cache.insert(
             key,
@@ -602,9 +643,42 @@ impl InterpCore {
                 insns,
                 end_eip,
                 phys_page: page,
+                second,
             },
         );
         Ok(Fetched::Block(id))
+    }
+
+    /// Decode an instruction whose bytes run from the end of the block's
+    /// page (`head`) onto the next linear page. Returns the instruction and
+    /// the next page's (linear, physical) page numbers.
+    fn decode_straddling(
+        &mut self,
+        m: &mut Machine,
+        head: &[u8],
+        block_lin: u32,
+        ins_eip: u32,
+        code32: bool,
+        user: bool,
+    ) -> Option<(Decoded, (u32, u32))> {
+        let lin2 = (block_lin & !0xFFF).wrapping_add(0x1000);
+        let phys2 = m.translate(lin2, AccessKind::Execute, user).ok()? & m.mem.a20_mask();
+        let (host2, _) = m.mem.page_host_ptr(phys2 & !0xFFF)?;
+        let mut buf = head.to_vec();
+        // SAFETY: host2 is the start of a 4 KiB RAM/ROM page; 15 bytes fit.
+        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(host2, 15) });
+        let mut decoder = Decoder::with_ip(
+            if code32 { 32 } else { 16 },
+            &buf,
+            ins_eip as u64,
+            DecoderOptions::NONE,
+        );
+        let ins = decoder.decode();
+        if ins.is_invalid() || ins.len() <= head.len() {
+            return None;
+        }
+        let (d, _) = Decoded::new(ins, code32);
+        Some((d, (lin2 >> 12, phys2 >> 12)))
     }
 
     /// Fetch and decode one instruction byte by byte through the MMU: used
