@@ -1,1 +1,47 @@
-fn main() {}
+//! Engines compared on the same guests (criterion). For now one engine,
+//! the interpreter, on `bench-int-small`: the same integer work as
+//! `ringside run builtin:bench-int --stats`, with 1/100 of the iterations.
+//! Throughput is reported in guest instructions per second.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringside_core::{boot, Engine, Machine, RunOutcome, StopReason};
+
+fn boot_guest(name: &str) -> Machine {
+    let guest = ringside_guests::find(name).expect("the guest is built in");
+    let mut m = ringside_devices::standard_machine(
+        32,
+        Box::new(std::io::sink()),
+        Box::new(std::io::sink()),
+    )
+    .expect("a 32 MiB machine");
+    boot::load_multiboot(&mut m, guest.image, "").expect("the guest loads");
+    m
+}
+
+fn run_to_exit(m: &mut Machine, engine: &mut dyn Engine) -> u64 {
+    let outcome = m
+        .run_until_stopped(engine, Some(1 << 32))
+        .expect("the engine runs the guest");
+    assert_eq!(outcome, RunOutcome::Stopped(StopReason::DebugExit(0)));
+    m.clock.icount
+}
+
+fn bench_int(c: &mut Criterion) {
+    let instructions = run_to_exit(
+        &mut boot_guest("bench-int-small"),
+        &mut ringside_interp::Interp::new(),
+    );
+    let mut group = c.benchmark_group("bench-int-small");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(instructions));
+    group.bench_function("interp", |b| {
+        b.iter(|| {
+            let mut m = boot_guest("bench-int-small");
+            run_to_exit(&mut m, &mut ringside_interp::Interp::new())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_int);
+criterion_main!(benches);
