@@ -712,7 +712,10 @@ impl InterpCore {
             decoder.decode_out(&mut ins);
             match decoder.last_error() {
                 DecoderError::NoMoreBytes => {}
-                _ if ins.is_invalid() && exceeds_15_bytes(&bytes, code32) => {
+                _ if ins.is_invalid()
+                    && (exceeds_15_bytes(&bytes, code32)
+                        || (bytes.len() == 15 && bytes[..14].iter().all(|&b| is_prefix(b)))) =>
+                {
                     return Err(Fault::gp0());
                 }
                 _ => break,
@@ -721,6 +724,13 @@ impl InterpCore {
         let (d, _) = Decoded::new(ins, code32);
         Ok(Fetched::Single(Box::new(d)))
     }
+}
+
+fn is_prefix(b: u8) -> bool {
+    matches!(
+        b,
+        0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+    )
 }
 
 /// Whether an encoding iced rejects is rejected only for being longer than

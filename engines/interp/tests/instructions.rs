@@ -1,0 +1,431 @@
+//! Instruction behaviours the 286 real-mode conformance set cannot reach:
+//! 32-bit forms, the 486/Pentium/P6 additions, and the rules of precise
+//! exceptions, the interrupt shadow, single-stepping and LOCK. Each test
+//! assembles a snippet with iced-x86, runs it in flat 32-bit protected
+//! mode and checks the architectural result.
+
+use iced_x86::code_asm::*;
+use ringside_core::boot::enter_flat_protected_mode;
+use ringside_core::cpu::flags::{CF, IF, OF, TF, ZF};
+use ringside_core::cpu::segments::Descriptor;
+use ringside_core::cpu::{cr0, reg, vector, TableReg};
+use ringside_core::{Engine, Exit, Machine, RunOutcome, StopReason};
+use ringside_interp::Interp;
+
+const CODE: u32 = 0x10000;
+const IDT: u32 = 0x1000;
+const STACK: u32 = 0x9000;
+/// Each vector's handler is `mov al, vector; hlt` at HANDLERS + 8 * vector.
+const HANDLERS: u32 = 0x2000;
+
+/// A flat protected-mode machine with an IDT whose handlers record the
+/// vector in AL and halt, the snippet at CODE and ESP at STACK.
+fn machine(code: &[u8]) -> Machine {
+    let mut m = Machine::with_ram_mib(2).unwrap();
+    enter_flat_protected_mode(&mut m, CODE);
+    m.mem.write_ram(CODE, code).unwrap();
+    for v in 0..32u32 {
+        let h = HANDLERS + 8 * v;
+        m.mem.write_ram(h, &[0xB0, v as u8, 0xF4]).unwrap();
+        let gate =
+            (h as u64 & 0xFFFF) | (0x08 << 16) | (0x8E00u64 << 32) | ((h as u64 >> 16) << 48);
+        m.mem.write_ram(IDT + 8 * v, &gate.to_le_bytes()).unwrap();
+    }
+    m.cpu.idtr = TableReg {
+        base: IDT,
+        limit: 32 * 8 - 1,
+        _pad: 0,
+    };
+    m.cpu.gpr[reg::ESP] = STACK;
+    m
+}
+
+fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    f(&mut a).unwrap();
+    a.hlt().unwrap();
+    a.assemble(CODE as u64).unwrap()
+}
+
+/// Run to the HLT (with interrupts off, the machine stops there).
+fn run(m: &mut Machine) -> RunOutcome {
+    m.run_until_stopped(&mut Interp::new(), Some(100_000))
+        .unwrap()
+}
+
+/// The vector a test's handler recorded, if the run ended in a handler.
+fn vector_taken(m: &Machine) -> Option<u8> {
+    let eip = m.cpu.eip;
+    (HANDLERS..HANDLERS + 8 * 32)
+        .contains(&eip)
+        .then(|| ((eip - HANDLERS) / 8) as u8)
+}
+
+#[test]
+fn bswap_reverses_byte_order() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 0x1122_3344u32)?;
+        a.bswap(eax)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX], 0x4433_2211);
+}
+
+#[test]
+fn cmpxchg_stores_on_match_and_loads_accumulator_otherwise() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(dword_ptr(0x5000), 7u32)?;
+        a.mov(eax, 7u32)?;
+        a.mov(ecx, 9u32)?;
+        a.cmpxchg(dword_ptr(0x5000), ecx)?;
+        a.setz(bl)?;
+        a.mov(eax, 1u32)?;
+        a.cmpxchg(dword_ptr(0x5000), ecx)?;
+        a.setz(bh)
+    }));
+    run(&mut m);
+    let mut word = [0u8; 4];
+    m.mem.read_ram(0x5000, &mut word).unwrap();
+    assert_eq!(u32::from_le_bytes(word), 9);
+    assert_eq!(
+        m.cpu.gpr[reg::EBX] & 0xFFFF,
+        0x0001,
+        "ZF set on match, clear on mismatch"
+    );
+    assert_eq!(
+        m.cpu.gpr[reg::EAX],
+        9,
+        "the mismatch loads the destination into EAX"
+    );
+}
+
+#[test]
+fn xadd_exchanges_and_adds() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 5u32)?;
+        a.mov(ebx, 10u32)?;
+        a.xadd(eax, ebx)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX], 15);
+    assert_eq!(m.cpu.gpr[reg::EBX], 5);
+}
+
+#[test]
+fn cmpxchg8b_compares_edx_eax_with_memory() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(dword_ptr(0x5000), 1u32)?;
+        a.mov(dword_ptr(0x5004), 2u32)?;
+        a.mov(eax, 1u32)?;
+        a.mov(edx, 2u32)?;
+        a.mov(ebx, 0xAAu32)?;
+        a.mov(ecx, 0xBBu32)?;
+        a.cmpxchg8b(qword_ptr(0x5000))
+    }));
+    run(&mut m);
+    let mut q = [0u8; 8];
+    m.mem.read_ram(0x5000, &mut q).unwrap();
+    assert_eq!(u64::from_le_bytes(q), 0xBB_0000_00AA);
+    assert_ne!(m.cpu.eflags & ZF, 0);
+}
+
+#[test]
+fn cmov_moves_only_when_the_condition_holds() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 1u32)?;
+        a.mov(ebx, 2u32)?;
+        a.mov(ecx, 3u32)?;
+        a.cmp(eax, eax)?;
+        a.cmove(ebx, ecx)?;
+        a.cmovne(eax, ecx)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EBX], 3);
+    assert_eq!(m.cpu.gpr[reg::EAX], 1);
+}
+
+#[test]
+fn shld_and_shrd_shift_in_bits_from_the_source() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 0x8000_0001u32)?;
+        a.mov(ebx, 0xF000_0000u32)?;
+        a.shld(eax, ebx, 4)?;
+        a.mov(ecx, 0x0000_000Fu32)?;
+        a.mov(edx, 0x1234_5678u32)?;
+        a.shrd(edx, ecx, 8)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX], 0x0000_001F);
+    assert_eq!(m.cpu.gpr[reg::EDX], 0x0F12_3456);
+}
+
+#[test]
+fn bt_with_register_offset_addresses_a_bit_string_beyond_the_operand() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(dword_ptr(0x5004), 0x0000_0002u32)?;
+        a.mov(eax, 33u32)?;
+        a.bts(dword_ptr(0x5000), eax)?;
+        a.setc(bl)
+    }));
+    run(&mut m);
+    assert_eq!(
+        m.cpu.gpr[reg::EBX] & 0xFF,
+        1,
+        "bit 33 = bit 1 of the next dword was set"
+    );
+    let mut d = [0u8; 4];
+    m.mem.read_ram(0x5004, &mut d).unwrap();
+    assert_eq!(u32::from_le_bytes(d), 0x2);
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, -1i32 as u32)?;
+        a.mov(dword_ptr(0x4FFC), 0x8000_0000u32)?;
+        a.bt(dword_ptr(0x5000), eax)
+    }));
+    run(&mut m);
+    assert_ne!(m.cpu.eflags & CF, 0, "bit -1 is bit 31 of the dword below");
+}
+
+#[test]
+fn bsf_of_zero_sets_zf_and_keeps_the_destination() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 0x55u32)?;
+        a.xor(ebx, ebx)?;
+        a.bsf(eax, ebx)?;
+        a.setz(cl)?;
+        a.mov(ebx, 0x0010_0000u32)?;
+        a.bsr(edx, ebx)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX], 0x55);
+    assert_eq!(m.cpu.gpr[reg::ECX] & 0xFF, 1);
+    assert_eq!(m.cpu.gpr[reg::EDX], 20);
+}
+
+#[test]
+fn three_operand_imul_sets_overflow_on_truncation() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(ebx, 0x4000_0000u32)?;
+        a.imul_3(eax, ebx, 4)
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX], 0);
+    assert_eq!(m.cpu.eflags & (CF | OF), CF | OF);
+}
+
+#[test]
+fn divide_overflow_raises_de_and_commits_nothing() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(edx, 5u32)?;
+        a.mov(eax, 0u32)?;
+        a.mov(ecx, 2u32)?;
+        a.div(ecx)
+    }));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::DE));
+    assert_eq!(m.cpu.gpr[reg::EDX], 5, "EDX unchanged by the faulting DIV");
+}
+
+#[test]
+fn faulting_push_commits_nothing() {
+    // SS becomes a 4 KiB expand-up segment, so a push at ESP = 0x2000 is
+    // outside its limit: #SS. Delivering it needs the same stack, so it
+    // escalates to #DF and then a shutdown; through all of it neither ESP
+    // nor memory may change.
+    let mut m = machine(&assemble(|a| {
+        a.mov(esp, 0x2000u32)?;
+        a.mov(eax, 0xDEAD_BEEFu32)?;
+        a.push(eax)
+    }));
+    let small = Descriptor(0x0040_9300_0000_0FFF);
+    m.cpu.seg[2] = small.to_segment(0x10);
+    let out = run(&mut m);
+    assert!(
+        matches!(out, RunOutcome::Stopped(StopReason::TripleFault { .. })),
+        "{out:?}"
+    );
+    assert_eq!(m.cpu.gpr[reg::ESP], 0x2000);
+    let mut d = [0u8; 4];
+    m.mem.read_ram(0x1FFC, &mut d).unwrap();
+    assert_eq!(u32::from_le_bytes(d), 0);
+}
+
+#[test]
+fn lock_on_a_register_destination_is_undefined_opcode() {
+    // lock add eax, ebx
+    let mut m = machine(&[0xF0, 0x01, 0xD8, 0xF4]);
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::UD));
+}
+
+#[test]
+fn lock_on_a_memory_destination_is_allowed() {
+    // lock inc dword [0x5000]; hlt
+    let mut m = machine(&[0xF0, 0xFF, 0x05, 0x00, 0x50, 0x00, 0x00, 0xF4]);
+    run(&mut m);
+    assert_eq!(vector_taken(&m), None);
+    let mut d = [0u8; 4];
+    m.mem.read_ram(0x5000, &mut d).unwrap();
+    assert_eq!(u32::from_le_bytes(d), 1);
+}
+
+#[test]
+fn instruction_longer_than_15_bytes_raises_gp() {
+    let mut code = vec![0x66u8; 14];
+    code.extend_from_slice(&[0xB8, 1, 2, 3, 4, 0xF4]);
+    let mut m = machine(&code);
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::GP));
+}
+
+#[test]
+fn x87_escape_raises_nm_when_cr0_ts_is_set() {
+    let mut m = machine(&[0xDB, 0xE3, 0xF4]); // fninit
+    m.cpu.cr0 |= cr0::TS;
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::NM));
+}
+
+#[test]
+fn no_coprocessor_probe_finds_no_fpu() {
+    // mov word [0x5000], 0x5A5A; fninit; fnstsw [0x5000]; hlt
+    let mut m = machine(&assemble(|a| {
+        a.mov(word_ptr(0x5000), 0x5A5Au32)?;
+        a.fninit()?;
+        a.fnstsw(word_ptr(0x5000))
+    }));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), None);
+    let mut w = [0u8; 2];
+    m.mem.read_ram(0x5000, &mut w).unwrap();
+    assert_eq!(u16::from_le_bytes(w), 0x5A5A, "no coprocessor answered");
+}
+
+#[test]
+fn cpuid_reports_no_fpu_and_the_implemented_features() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 1u32)?;
+        a.cpuid()
+    }));
+    run(&mut m);
+    let features = m.cpu.gpr[reg::EDX];
+    assert_eq!(features & 1, 0, "no FPU");
+    assert_ne!(features & (1 << 15), 0, "CMOV");
+    assert_ne!(features & (1 << 8), 0, "CMPXCHG8B");
+    assert_eq!(features & (1 << 23), 0, "no MMX");
+}
+
+#[test]
+fn rdtsc_counts_retired_instructions() {
+    let mut m = machine(&assemble(|a| {
+        a.rdtsc()?;
+        a.mov(ebx, eax)?;
+        a.nop()?;
+        a.nop()?;
+        a.rdtsc()
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX] - m.cpu.gpr[reg::EBX], 4);
+}
+
+#[test]
+fn sti_holds_off_single_step_and_interrupts_for_one_instruction() {
+    let mut m = machine(&assemble(|a| {
+        a.sti()?;
+        a.nop()
+    }));
+    let mut engine = Interp::new();
+    engine.step(&mut m).unwrap();
+    assert!(m.cpu.run.interrupt_shadow);
+    assert_ne!(m.cpu.eflags & IF, 0);
+    engine.step(&mut m).unwrap();
+    assert!(!m.cpu.run.interrupt_shadow);
+}
+
+#[test]
+fn trap_flag_raises_debug_trap_after_the_next_instruction() {
+    let mut m = machine(&assemble(|a| {
+        a.pushfd()?;
+        a.or(dword_ptr(esp), TF)?;
+        a.popfd()?;
+        a.mov(ecx, 0x1234u32)?;
+        a.mov(edx, 0x5678u32)
+    }));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::DB));
+    assert_eq!(
+        m.cpu.gpr[reg::ECX],
+        0x1234,
+        "the instruction after POPF retired first"
+    );
+    assert_eq!(
+        m.cpu.gpr[reg::EDX],
+        0,
+        "the trap came before the second one"
+    );
+    assert_ne!(m.cpu.dr[6] & (1 << 14), 0, "DR6.BS");
+}
+
+#[test]
+fn execution_breakpoint_faults_before_the_instruction() {
+    let code = assemble(|a| {
+        a.mov(ecx, 1u32)?;
+        a.mov(edx, 2u32)
+    });
+    let mut m = machine(&code);
+    m.cpu.dr[0] = CODE + 5; // the second MOV
+    m.cpu.dr[7] = 0x401; // L0, execute
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::DB));
+    assert_eq!(m.cpu.gpr[reg::ECX], 1);
+    assert_eq!(m.cpu.gpr[reg::EDX], 0);
+    assert_eq!(m.cpu.dr[6] & 0xF, 1);
+}
+
+#[test]
+fn hlt_at_cpl0_with_interrupts_off_stops_the_machine_after_it() {
+    let mut m = machine(&assemble(|a| a.cli()));
+    match run(&mut m) {
+        RunOutcome::Stopped(StopReason::DeadHalt { cs: sel, eip: at }) => {
+            assert_eq!(sel, 0x08);
+            assert_eq!(at, CODE + 2);
+        }
+        other => panic!("expected a dead halt, got {other:?}"),
+    }
+}
+
+#[test]
+fn triple_fault_shuts_the_machine_down() {
+    let mut m = machine(&[0x0F, 0x0B]); // ud2
+    m.cpu.idtr.limit = 0; // no usable IDT: #UD -> #GP -> #DF -> shutdown
+    let out = run(&mut m);
+    assert!(
+        matches!(out, RunOutcome::Stopped(StopReason::TripleFault { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn self_modifying_store_into_the_next_instruction_is_seen() {
+    // mov byte [next+1], 0x42 ; next: mov al, 0x00 ; hlt
+    let next = CODE + 7;
+    let mut code = vec![0xC6, 0x05];
+    code.extend_from_slice(&(next + 1).to_le_bytes());
+    code.push(0x42);
+    code.extend_from_slice(&[0xB0, 0x00, 0xF4]);
+    let mut m = machine(&code);
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX] & 0xFF, 0x42);
+}
+
+#[test]
+fn step_retires_exactly_one_instruction() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 1u32)?;
+        a.mov(ebx, 2u32)
+    }));
+    let mut engine = Interp::new();
+    assert_eq!(engine.step(&mut m).unwrap(), Exit::BudgetSpent);
+    assert_eq!(m.clock.icount, 1);
+    assert_eq!(m.cpu.gpr[reg::EAX], 1);
+    assert_eq!(m.cpu.gpr[reg::EBX], 0);
+}
