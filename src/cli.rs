@@ -163,7 +163,7 @@ fn run(args: RunArgs) -> Result<i32> {
     let outcome = outcome?;
     let (exit, code) = match outcome {
         RunOutcome::Stopped(StopReason::DebugExit(v)) => ("debug-exit", v as i32),
-        RunOutcome::Stopped(r @ StopReason::DeadHalt { .. }) => {
+        RunOutcome::Stopped(r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. })) => {
             eprintln!("ringside: {r}");
             ("halt", status::HALTED)
         }

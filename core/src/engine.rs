@@ -33,6 +33,9 @@ pub enum StopReason {
     DebugExit(u8),
     /// HLT with interrupts disabled and nothing that could wake the CPU.
     DeadHalt { cs: u16, eip: u32 },
+    /// HLT with interrupts enabled in a machine where no device can raise
+    /// an interrupt, so the CPU would wait forever.
+    IdleForever { cs: u16, eip: u32 },
     /// A triple fault: the CPU shut down (SDM Vol. 3A 6.15, #DF).
     TripleFault { cs: u16, eip: u32 },
     /// The guest requested a reset (ringside stops instead of rebooting).
@@ -46,6 +49,10 @@ impl std::fmt::Display for StopReason {
             StopReason::DeadHalt { cs, eip } => {
                 write!(f, "halted with interrupts disabled at {cs:04x}:{eip:08x}")
             }
+            StopReason::IdleForever { cs, eip } => write!(
+                f,
+                "halted at {cs:04x}:{eip:08x} waiting for an interrupt, but no device in this machine raises one"
+            ),
             StopReason::TripleFault { cs, eip } => {
                 write!(f, "triple fault (shutdown) at {cs:04x}:{eip:08x}")
             }
@@ -59,7 +66,7 @@ impl StopReason {
     pub fn kind(&self) -> &'static str {
         match self {
             StopReason::DebugExit(_) => "debug-exit",
-            StopReason::DeadHalt { .. } => "halt",
+            StopReason::DeadHalt { .. } | StopReason::IdleForever { .. } => "halt",
             StopReason::TripleFault { .. } => "triple-fault",
             StopReason::ResetRequested => "reset",
         }

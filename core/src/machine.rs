@@ -145,7 +145,7 @@ impl Machine {
                 Exit::Halted => {
                     // Nothing in this machine raises interrupts yet (the PIC and
                     // timers come with the platform), so a halt waits forever.
-                    return Ok(RunOutcome::Stopped(StopReason::DeadHalt {
+                    return Ok(RunOutcome::Stopped(StopReason::IdleForever {
                         cs: self.cpu.seg[1].selector,
                         eip: self.cpu.eip,
                     }));

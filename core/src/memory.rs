@@ -81,9 +81,24 @@ pub struct Memory {
     a20_mask: u32,
     /// One bit per RAM page: decoded or translated code was made from it.
     code_pages: Vec<u64>,
-    /// Pages whose code was invalidated by a write since engines last looked.
-    code_writes: Vec<u32>,
+    /// Log of code pages invalidated by writes, read by every engine that
+    /// caches code through its own cursor (see [`Memory::code_writes_since`]).
+    code_log: Vec<u32>,
+    /// Sequence number of `code_log[0]`.
+    code_log_base: u64,
 }
+
+/// What an engine must drop since its cursor into the code-write log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CodeWrites<'a> {
+    /// Code made from these physical pages.
+    Pages(&'a [u32]),
+    /// Everything: the log was trimmed past the cursor.
+    All,
+}
+
+/// Entries the code-write log keeps before it is trimmed.
+const CODE_LOG_LIMIT: usize = 1 << 16;
 
 // SAFETY: `ram_ptr` points into the mapping owned by `ram`, which moves with
 // the `Memory`; the mapping is never shared with another `Memory`, so sending
@@ -111,7 +126,8 @@ impl Memory {
             mmio: Vec::new(),
             a20_mask: u32::MAX,
             code_pages: vec![0; pages.div_ceil(64)],
-            code_writes: Vec::new(),
+            code_log: Vec::new(),
+            code_log_base: 0,
         })
     }
 
@@ -298,25 +314,31 @@ impl Memory {
         if self.is_code_page(page) {
             let (w, b) = ((page / 64) as usize, page % 64);
             self.code_pages[w] &= !(1 << b);
-            self.code_writes.push(page);
+            if self.code_log.len() >= CODE_LOG_LIMIT {
+                self.code_log_base += self.code_log.len() as u64;
+                self.code_log.clear();
+            }
+            self.code_log.push(page);
         }
     }
 
-    /// True when code pages were written since the last `take_code_writes`.
+    /// The sequence number the next code-page invalidation will get. An
+    /// engine whose cursor equals it has nothing to drop.
     #[inline(always)]
-    pub fn code_written(&self) -> bool {
-        !self.code_writes.is_empty()
+    pub fn code_write_seq(&self) -> u64 {
+        self.code_log_base + self.code_log.len() as u64
     }
 
-    /// The pages whose cached code must be dropped, oldest first.
-    pub fn take_code_writes(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.code_writes)
-    }
-
-    /// Forget every code-page mark (an engine that drops all its caches).
-    pub fn clear_code_pages(&mut self) {
-        self.code_pages.iter_mut().for_each(|w| *w = 0);
-        self.code_writes.clear();
+    /// The invalidations an engine with cursor `seq` has not seen yet. Each
+    /// engine keeps its own cursor, so engines that take turns on a machine
+    /// all see every write.
+    pub fn code_writes_since(&self, seq: u64) -> CodeWrites<'_> {
+        if seq < self.code_log_base {
+            CodeWrites::All
+        } else {
+            let start = ((seq - self.code_log_base) as usize).min(self.code_log.len());
+            CodeWrites::Pages(&self.code_log[start..])
+        }
     }
 
     /// The bytes of ROM `index` (the debugger and snapshots read them).
@@ -348,9 +370,11 @@ mod tests {
     fn writing_a_code_page_records_an_invalidation() {
         let mut m = Memory::new(1).unwrap();
         assert!(m.mark_code_page(3));
+        let cursor = m.code_write_seq();
         m.write_ram(0x3010, &[1]).unwrap();
-        assert_eq!(m.take_code_writes(), vec![3]);
+        assert_eq!(m.code_writes_since(cursor), CodeWrites::Pages(&[3]));
         assert!(!m.is_code_page(3));
+        assert_eq!(m.code_writes_since(m.code_write_seq()), CodeWrites::Pages(&[]));
     }
 
     #[test]

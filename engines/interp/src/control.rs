@@ -123,11 +123,6 @@ fn ret_near<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
 
 /// Deliver a software interrupt whose saved EIP is the next instruction.
 pub fn software_interrupt(c: &mut Ctx, vector: u8, source: EventSource) -> CpuResult<()> {
-    // In virtual-8086 mode INT n, INT3 and INTO are IOPL-sensitive
-    // (SDM Vol. 3A 20.2.7); ringside has no VME.
-    if c.m.cpu.vm86() && c.m.cpu.iopl() < 3 && source == EventSource::Software {
-        return Err(Fault::gp0());
-    }
     let ev = Event {
         vector,
         source,
@@ -148,6 +143,11 @@ pub fn software_interrupt(c: &mut Ctx, vector: u8, source: EventSource) -> CpuRe
 }
 
 fn int_n(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    // In virtual-8086 mode INT n (not INT3 or INTO) is IOPL-sensitive
+    // (SDM Vol. 2A INT n pseudo-code; ringside has no VME).
+    if c.m.cpu.vm86() && c.m.cpu.iopl() < 3 {
+        return Err(Fault::gp0());
+    }
     software_interrupt(c, d.imm as u8, EventSource::Software)
 }
 

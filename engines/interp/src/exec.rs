@@ -14,6 +14,7 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, 
 use ringside_core::cpu::events::{Delivery, Event, EventSource};
 use ringside_core::cpu::flags::{RF, TF};
 use ringside_core::cpu::{vector, CpuResult, Fault, SegReg};
+use ringside_core::memory::CodeWrites;
 use ringside_core::mmu::AccessKind;
 use ringside_core::{Budget, EngineError, Exit, Machine, StopReason};
 
@@ -31,6 +32,9 @@ pub struct Ctx<'a> {
     pub exit: Option<Exit>,
     /// A software interrupt or task switch happened: no single-step trap.
     pub event_delivered: bool,
+    /// The code-write sequence number when this instruction started: a
+    /// different number now means a store hit a page with cached code.
+    pub code_seq: u64,
     /// A REP string instruction stopped part-way (after a slice of its
     /// iterations) with EIP still on it: it did not retire, and it resumes
     /// at the next run. This is what keeps a REP with a huge count from
@@ -217,6 +221,15 @@ impl BlockCache {
     pub fn clear(&mut self) {
         *self = BlockCache::default();
     }
+
+    /// Live blocks.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 /// The interpreter's state: caches and counters only.
@@ -224,6 +237,8 @@ impl BlockCache {
 pub struct InterpCore {
     pub cache: BlockCache,
     pub counters: Counters,
+    /// How far this engine has read the machine's code-write log.
+    code_cursor: u64,
 }
 
 enum Fetched {
@@ -237,6 +252,7 @@ impl InterpCore {
     /// Run until the budget is spent or something stops the run.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
+        self.process_code_writes(m);
         let target = m.clock.icount.saturating_add(budget.instructions);
         // Events delivered and paused REP slices spend budget without
         // retiring instructions, so a guest that faults forever (or a REP
@@ -289,6 +305,7 @@ impl InterpCore {
                 exit: None,
                 event_delivered: false,
                 rep_paused: false,
+                code_seq: self.code_cursor,
             };
             let mut fault = None;
             for d in block.insns.iter() {
@@ -303,7 +320,7 @@ impl InterpCore {
                     break;
                 }
                 c.m.clock.icount += 1;
-                if c.end_block || c.m.mem.code_written() || c.m.clock.icount >= target {
+                if c.end_block || c.m.mem.code_write_seq() != c.code_seq || c.m.clock.icount >= target {
                     break;
                 }
             }
@@ -328,6 +345,7 @@ impl InterpCore {
     /// Execute exactly one instruction (or deliver one pending event).
     pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
+        self.process_code_writes(m);
         if let Some(exit) = self.check_run_state(m) {
             return Ok(exit);
         }
@@ -418,6 +436,7 @@ impl InterpCore {
             exit: None,
             event_delivered: false,
             rep_paused: false,
+            code_seq: self.code_cursor,
         };
         c.m.watch.hits = 0;
         let result = (d.exec)(&mut c, d);
@@ -519,12 +538,25 @@ impl InterpCore {
         }
     }
 
-    fn process_code_writes(&mut self, m: &mut Machine) {
-        if m.mem.code_written() {
-            for page in m.mem.take_code_writes() {
-                self.counters.invalidated_blocks += self.cache.invalidate_page(page);
+    /// Drop the blocks of every code page written since this engine last
+    /// looked (by any writer: the guest, a device, a loader or the debugger).
+    pub fn process_code_writes(&mut self, m: &mut Machine) {
+        let seq = m.mem.code_write_seq();
+        if seq == self.code_cursor {
+            return;
+        }
+        match m.mem.code_writes_since(self.code_cursor) {
+            CodeWrites::All => {
+                self.counters.invalidated_blocks += self.cache.len() as u64;
+                self.cache.clear();
+            }
+            CodeWrites::Pages(pages) => {
+                for &page in pages {
+                    self.counters.invalidated_blocks += self.cache.invalidate_page(page);
+                }
             }
         }
+        self.code_cursor = seq;
     }
 
     /// Find or decode the block at CS:EIP.
