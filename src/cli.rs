@@ -175,6 +175,11 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("ringside: {r}");
             ("reset", status::RESET)
         }
+        RunOutcome::Exception(f) => {
+            // `run` intercepts no vectors; only the debugger does.
+            eprintln!("ringside: unexpected exception exit: {f:?}");
+            ("exception", status::ERROR)
+        }
         RunOutcome::InstructionLimit => {
             eprintln!(
                 "ringside: instruction limit reached at {:04x}:{:08x}",

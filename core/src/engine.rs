@@ -24,6 +24,10 @@ pub enum Exit {
     Halted,
     /// The machine stopped for good.
     Stopped(StopReason),
+    /// An instruction raised an exception whose vector the caller asked to
+    /// see (`Machine::exception_exits`). It was not delivered: EIP points at
+    /// the faulting instruction and nothing of it was committed.
+    Exception(crate::cpu::Fault),
 }
 
 /// Why a machine stopped.

@@ -18,6 +18,11 @@ pub struct Machine {
     /// Data breakpoints armed in DR7, derived from the debug registers by
     /// [`Machine::sync_debug_registers`].
     pub watch: DataWatch,
+    /// Event redirection (DESIGN.md section 3, `EventPolicy::Exit`): bit v
+    /// set means an exception with vector v raised by an instruction is
+    /// returned to the caller as `Exit::Exception` instead of being delivered
+    /// through the IDT. The debugger and the raw-mode monitor use this.
+    pub exception_exits: u32,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -37,6 +42,8 @@ pub enum RunOutcome {
     Stopped(StopReason),
     /// The instruction limit was reached first.
     InstructionLimit,
+    /// An exception the caller intercepts (`exception_exits`) was raised.
+    Exception(crate::cpu::Fault),
 }
 
 impl Machine {
@@ -49,6 +56,7 @@ impl Machine {
             bus: Bus::new(),
             clock: Clock::default(),
             watch: DataWatch::default(),
+            exception_exits: 0,
         })
     }
 
@@ -142,6 +150,7 @@ impl Machine {
             match engine.run(self, Budget { instructions: left })? {
                 Exit::BudgetSpent => {}
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
+                Exit::Exception(f) => return Ok(RunOutcome::Exception(f)),
                 Exit::Halted => {
                     // Nothing in this machine raises interrupts yet (the PIC and
                     // timers come with the platform), so a halt waits forever.

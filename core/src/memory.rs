@@ -374,7 +374,10 @@ mod tests {
         m.write_ram(0x3010, &[1]).unwrap();
         assert_eq!(m.code_writes_since(cursor), CodeWrites::Pages(&[3]));
         assert!(!m.is_code_page(3));
-        assert_eq!(m.code_writes_since(m.code_write_seq()), CodeWrites::Pages(&[]));
+        assert_eq!(
+            m.code_writes_since(m.code_write_seq()),
+            CodeWrites::Pages(&[])
+        );
     }
 
     #[test]

@@ -5,5 +5,21 @@
 //! hardware-captured 286 real-mode set in `../shared/conformance`) on any
 //! engine. The guest programs themselves live in the `ringside-guests`
 //! crate (testsuites/guests); the integration tests in testsuites/tests.
+//! [`book`] compiles the chapters of the user's guide so that their Rust
+//! examples run as doctests.
 
 pub mod sst;
+
+/// The book's chapters (book/src), compiled so their Rust examples run as
+/// doctests: an example that stops compiling or asserting fails
+/// `cargo test`, so the book cannot drift from the code.
+pub mod book {
+    #[doc = include_str!("../../book/src/getting-started.md")]
+    pub mod getting_started {}
+
+    #[doc = include_str!("../../book/src/how-an-instruction-executes.md")]
+    pub mod how_an_instruction_executes {}
+
+    #[doc = include_str!("../../book/src/guests.md")]
+    pub mod guests {}
+}

@@ -320,7 +320,10 @@ impl InterpCore {
                     break;
                 }
                 c.m.clock.icount += 1;
-                if c.end_block || c.m.mem.code_write_seq() != c.code_seq || c.m.clock.icount >= target {
+                if c.end_block
+                    || c.m.mem.code_write_seq() != c.code_seq
+                    || c.m.clock.icount >= target
+                {
                     break;
                 }
             }
@@ -526,9 +529,13 @@ impl InterpCore {
         })
     }
 
-    /// Deliver a fault raised by the instruction at EIP.
+    /// Deliver a fault raised by the instruction at EIP (or hand it to the
+    /// caller when it intercepts the vector).
     fn raise(&mut self, m: &mut Machine, f: Fault) -> Option<Exit> {
         self.counters.exceptions += 1;
+        if f.vector < 32 && m.exception_exits & (1 << f.vector) != 0 {
+            return Some(Exit::Exception(f));
+        }
         if f.vector == vector::DB {
             m.cpu.dr[6] |= 1 << 13; // general-detect (the only #DB fault from handlers)
         }

@@ -429,3 +429,19 @@ fn step_retires_exactly_one_instruction() {
     assert_eq!(m.cpu.gpr[reg::EAX], 1);
     assert_eq!(m.cpu.gpr[reg::EBX], 0);
 }
+
+#[test]
+fn intercepted_exception_returns_to_the_caller_undelivered() {
+    let mut m = machine(&[0x0F, 0x0B]); // ud2
+    m.exception_exits = 1 << vector::UD;
+    let out = run(&mut m);
+    assert!(
+        matches!(out, RunOutcome::Exception(f) if f.vector == vector::UD),
+        "{out:?}"
+    );
+    assert_eq!(
+        m.cpu.eip, CODE,
+        "EIP still points at the faulting instruction"
+    );
+    assert_eq!(m.cpu.gpr[reg::ESP], STACK, "nothing was pushed");
+}
