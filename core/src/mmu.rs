@@ -556,6 +556,60 @@ mod tests {
         assert_eq!(m.read_lin::<u32>(0xFFE, false).unwrap(), 0x0403_0201);
     }
 
+    /// A device with one 32-bit register at every MMIO offset.
+    struct Register32(u32);
+    impl crate::bus::Device for Register32 {
+        fn name(&self) -> &'static str {
+            "reg32"
+        }
+        fn io_read(&mut self, _: u16, _: u8, _: &mut crate::bus::DeviceCtx) -> u32 {
+            0
+        }
+        fn io_write(&mut self, _: u16, _: u8, _: u32, _: &mut crate::bus::DeviceCtx) {}
+        fn mmio_read(&mut self, offset: u32, size: u8, _: &mut crate::bus::DeviceCtx) -> u32 {
+            assert_eq!((offset, size), (0x80, 4));
+            self.0
+        }
+        fn mmio_write(&mut self, offset: u32, size: u8, value: u32, _: &mut crate::bus::DeviceCtx) {
+            assert_eq!((offset, size), (0x80, 4));
+            self.0 = value;
+        }
+    }
+
+    #[test]
+    fn mmio_accesses_reach_the_device_with_offset_and_size() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        let id = m.bus.add(Box::new(Register32(0)));
+        m.mem.map_mmio(0xFEE0_0000, 0x1000, id);
+        m.write_lin::<u32>(0xFEE0_0080, 0x1234_5678, false).unwrap();
+        assert_eq!(m.read_lin::<u32>(0xFEE0_0080, false).unwrap(), 0x1234_5678);
+        // MMIO pages are never cached in the TLB: every access reaches the device.
+        m.write_lin::<u32>(0xFEE0_0080, 7, false).unwrap();
+        assert_eq!(m.read_lin::<u32>(0xFEE0_0080, false).unwrap(), 7);
+    }
+
+    #[test]
+    fn writes_to_rom_are_ignored() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.mem.map_rom(&[0xAA; 16], 1 << 20).unwrap();
+        m.write_lin::<u8>(0xFFFF0, 0x55, false).unwrap();
+        assert_eq!(m.read_lin::<u8>(0xFFFF0, false).unwrap(), 0xAA);
+    }
+
+    #[test]
+    fn store_to_a_code_page_is_logged_even_after_a_cached_write() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.write_lin::<u8>(0x3000, 1, false).unwrap(); // fills a write TLB entry
+        m.mark_code_page(3);
+        let seq = m.mem.code_write_seq();
+        m.write_lin::<u8>(0x3001, 2, false).unwrap();
+        assert_eq!(
+            m.mem.code_write_seq(),
+            seq + 1,
+            "the write TLB entry was revoked"
+        );
+    }
+
     #[test]
     fn a20_off_wraps_at_one_megabyte() {
         let mut m = Machine::with_ram_mib(2).unwrap();
