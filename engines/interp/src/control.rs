@@ -34,9 +34,12 @@ fn jmp_indirect<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
+/// Conditional branches do not end a decoded block: the block continues
+/// on the fall-through path and a taken branch leaves it early.
 fn jcc(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     if condition(c.m.cpu.eflags, d.i.condition_code()) {
         c.next_eip = check_target(c, d.i.near_branch32())?;
+        c.end_block = true;
     }
     Ok(())
 }
@@ -64,6 +67,7 @@ fn jcxz<const CX: bool>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     };
     if count == 0 {
         c.next_eip = check_target(c, d.i.near_branch32())?;
+        c.end_block = true;
     }
     Ok(())
 }
@@ -85,6 +89,7 @@ fn loop_<const CX: bool, const KIND: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<
         };
     if taken {
         c.next_eip = check_target(c, d.i.near_branch32())?;
+        c.end_block = true;
     }
     if CX {
         c.m.cpu.set_reg16(reg::ECX, count as u16);

@@ -84,7 +84,13 @@ impl Decoded {
                         | iced_x86::OpKind::MemorySegDI
                 ))
             || base == Register::BX && index == Register::AL;
-        let ends = ends_block || i.flow_control() != FlowControl::Next;
+        // A conditional branch ends the block only when taken (its handler
+        // says so), so blocks run on through not-taken branches.
+        let ends = match i.flow_control() {
+            FlowControl::Next => ends_block,
+            FlowControl::ConditionalBranch => false,
+            _ => true,
+        };
         (
             Decoded {
                 i,
