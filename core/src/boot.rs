@@ -52,6 +52,8 @@ const GDT_ADDR: u32 = 0x0800;
 const INFO_ADDR: u32 = 0x9000;
 const MMAP_ADDR: u32 = 0x9100;
 const STRINGS_ADDR: u32 = 0x9400;
+/// End of the loader's own data (GDT, boot information, memory map, strings).
+const LOADER_END: u32 = 0x9600;
 
 /// True when `image` is an ELF file with a Multiboot v1 header.
 pub fn is_multiboot_elf(image: &[u8]) -> bool {
@@ -85,7 +87,8 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
     let ram = m.mem.ram_size();
     for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
         let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
-        if paddr + memsz.max(filesz) > ram as u64 || paddr < 0x1000 {
+        let end = paddr.saturating_add(memsz.max(filesz));
+        if end > ram as u64 || (paddr < LOADER_END as u64 && end > GDT_ADDR as u64) {
             return Err(BootError::SegmentOutsideRam {
                 paddr,
                 len: memsz,
@@ -184,4 +187,53 @@ pub fn enter_flat_protected_mode(m: &mut Machine, entry: u32) {
     m.cpu = cpu;
     m.set_a20(true);
     m.tlb.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A minimal Multiboot header followed by `tail`, behind an ELF magic.
+    fn image_with_header(tail: &[u8]) -> Vec<u8> {
+        let mut v = b"\x7fELF".to_vec();
+        v.extend_from_slice(&[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        v.extend_from_slice(&MB_MAGIC.to_le_bytes());
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&(0u32.wrapping_sub(MB_MAGIC).wrapping_sub(3)).to_le_bytes());
+        v.extend_from_slice(tail);
+        v
+    }
+
+    #[test]
+    fn a_file_without_multiboot_header_is_refused() {
+        let mut m = Machine::with_ram_mib(2).unwrap();
+        let err = load_multiboot(&mut m, b"\x7fELF not really", "").unwrap_err();
+        assert!(matches!(err, BootError::NoMultibootHeader));
+    }
+
+    #[test]
+    fn a_truncated_elf_is_a_clean_error() {
+        let mut m = Machine::with_ram_mib(2).unwrap();
+        assert!(load_multiboot(&mut m, &image_with_header(&[0; 8]), "").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Hostile kernel images never panic the loader: they load or are
+        /// refused with an error.
+        #[test]
+        fn random_kernel_images_never_panic_the_loader(tail in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut m = Machine::with_ram_mib(2).unwrap();
+            let _ = load_multiboot(&mut m, &image_with_header(&tail), "console");
+        }
+
+        #[test]
+        fn random_rom_images_load_or_are_refused(len in 0usize..70_000) {
+            let mut m = Machine::with_ram_mib(1).unwrap();
+            let r = load_rom(&mut m, &vec![0x90; len]);
+            prop_assert_eq!(r.is_ok(), len > 0);
+        }
+    }
 }
