@@ -1,9 +1,27 @@
 //! The port and MMIO buses (PDM in VirtualBox's terms): devices plug in
 //! behind a small trait and never touch the CPU. A device sees port or MMIO
-//! accesses and a [`DeviceCtx`] through which it reports what the machine
-//! must act on (a stop request, a POST code).
+//! accesses, virtual-clock callbacks and interrupt-line changes, and acts on
+//! the machine only through a [`DeviceCtx`]: it raises or lowers IRQ lines,
+//! schedules its next timer callback, sends APIC-bus messages, or reports a
+//! stop request or POST code.
+//!
+//! Interrupt routing (SDM Vol. 3A chapter 10, the 8259A and 82093AA data
+//! sheets): devices drive 24 lines (ISA IRQ n is line n). The bus tells
+//! every interrupt controller that listens (the PIC pair, the IOAPIC) when a
+//! line changes. The CPU takes interrupts from the local APIC when one is
+//! plugged in — it sees the PIC's INTR output on its LINT0 pin and returns
+//! [`Acknowledge::ExtInt`] when the PIC must supply the vector — and from
+//! the PIC directly otherwise.
+
+use std::any::Any;
+
+use serde_json::Value;
+use thiserror::Error;
 
 use crate::memory::DeviceId;
+
+/// Interrupt lines on the bus: global system interrupts 0-23.
+pub const IRQ_LINES: u8 = 24;
 
 /// Why a device asks the machine to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,16 +39,136 @@ pub struct Signals {
     pub stop: Option<StopRequest>,
     /// The last value written to a POST-code port.
     pub post_code: Option<u8>,
+    /// A20 gate changes requested by the keyboard controller or port 0x92.
+    pub a20: Option<bool>,
 }
 
-/// What a device may do while handling an access.
+/// Delivery modes of an APIC-bus message (SDM Vol. 3A 10.6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeliveryMode {
+    Fixed,
+    LowestPriority,
+    Smi,
+    Nmi,
+    Init,
+    StartUp,
+    ExtInt,
+}
+
+/// An interrupt message on the APIC bus (IOAPIC redirection entry or IPI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApicMessage {
+    pub vector: u8,
+    pub mode: DeliveryMode,
+    pub level_triggered: bool,
+    /// Destination: an APIC ID (physical) or a logical destination mask.
+    pub destination: u8,
+    pub logical: bool,
+}
+
+/// What the CPU-facing controller answers to an interrupt acknowledge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acknowledge {
+    Vector(u8),
+    /// Virtual-wire mode: the 8259A supplies the vector (LINT0 in ExtINT).
+    ExtInt,
+    /// Nothing is pending any more.
+    None,
+}
+
+/// The effects a device produced while handling one call.
+#[derive(Debug, Default)]
+pub struct DeviceEvents {
+    irq: Vec<(u8, bool)>,
+    timer: Option<Option<u64>>,
+    apic: Vec<ApicMessage>,
+    eoi: Vec<u8>,
+}
+
+/// What a device may do while handling an access or callback.
 pub struct DeviceCtx<'a> {
     /// Virtual time now, in nanoseconds.
     pub now_ns: u64,
     pub signals: &'a mut Signals,
+    events: &'a mut DeviceEvents,
 }
 
-/// A device on the buses. Sizes are 1, 2 or 4 bytes.
+impl<'a> DeviceCtx<'a> {
+    pub fn new(now_ns: u64, signals: &'a mut Signals, events: &'a mut DeviceEvents) -> Self {
+        DeviceCtx {
+            now_ns,
+            signals,
+            events,
+        }
+    }
+
+    /// Drive interrupt line `line` (0-23) high or low. Edge-triggered
+    /// controllers see a rising edge when a low line goes high.
+    pub fn set_irq(&mut self, line: u8, level: bool) {
+        if line < IRQ_LINES {
+            self.events.irq.push((line, level));
+        }
+    }
+
+    /// Raise and lower a line: one edge for edge-triggered inputs.
+    pub fn pulse_irq(&mut self, line: u8) {
+        self.set_irq(line, true);
+        self.set_irq(line, false);
+    }
+
+    /// Ask for [`Device::timer`] at virtual time `deadline_ns` (replacing
+    /// any earlier request of this device).
+    pub fn schedule(&mut self, deadline_ns: u64) {
+        self.events.timer = Some(Some(deadline_ns));
+    }
+
+    /// Cancel this device's pending timer callback.
+    pub fn cancel_timer(&mut self) {
+        self.events.timer = Some(None);
+    }
+
+    /// Put a message on the APIC bus (IOAPIC -> local APIC).
+    pub fn send_apic_message(&mut self, msg: ApicMessage) {
+        self.events.apic.push(msg);
+    }
+
+    /// Broadcast an EOI for a level-triggered `vector` (local APIC ->
+    /// IOAPIC, which clears Remote IRR).
+    pub fn broadcast_eoi(&mut self, vector: u8) {
+        self.events.eoi.push(vector);
+    }
+}
+
+/// Errors restoring a device's saved state.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{device}: bad saved state: {reason}")]
+pub struct StateError {
+    pub device: &'static str,
+    pub reason: String,
+}
+
+impl StateError {
+    pub fn new(device: &'static str, reason: impl std::fmt::Display) -> StateError {
+        StateError {
+            device,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The role of a device that drives the CPU's interrupt input.
+pub trait InterruptOutput {
+    /// INTR: an interrupt is ready for the CPU.
+    fn intr(&self) -> bool;
+    /// The INTA cycle: the vector to deliver (and the controller's state
+    /// moves the interrupt to in-service).
+    fn acknowledge(&mut self, ctx: &mut DeviceCtx) -> Acknowledge;
+    /// The local APIC's LINT0/LINT1 pins; controllers without them ignore it.
+    fn set_lint(&mut self, _pin: u8, _level: bool) {}
+}
+
+/// A device on the buses. Sizes are 1, 2 or 4 bytes. Devices never read
+/// wall time: `ctx.now_ns` is virtual time.
 pub trait Device: Send {
     fn name(&self) -> &'static str;
     /// Read from a claimed port. Unclaimed bits read as ones.
@@ -41,14 +179,44 @@ pub trait Device: Send {
         u32::MAX
     }
     fn mmio_write(&mut self, _offset: u32, _size: u8, _value: u32, _ctx: &mut DeviceCtx) {}
+    /// The virtual clock reached the deadline set with `ctx.schedule`.
+    fn timer(&mut self, _ctx: &mut DeviceCtx) {}
+    /// Interrupt controllers registered with [`Bus::add_irq_listener`]: an
+    /// interrupt line changed level.
+    fn irq_line(&mut self, _line: u8, _level: bool, _ctx: &mut DeviceCtx) {}
+    /// The local APIC: a message arrived on the APIC bus.
+    fn apic_message(&mut self, _msg: &ApicMessage, _ctx: &mut DeviceCtx) {}
+    /// The IOAPIC: an EOI for a level-triggered vector was broadcast.
+    fn eoi_broadcast(&mut self, _vector: u8, _ctx: &mut DeviceCtx) {}
+    /// The PIC and the local APIC drive the CPU's interrupt input.
+    fn interrupt_output(&mut self) -> Option<&mut dyn InterruptOutput> {
+        None
+    }
+    /// The device's state, for saved states (versioned by the device).
+    fn save_state(&self) -> Value;
+    /// Restore a state `save_state` produced. On error the device is
+    /// unchanged.
+    fn restore_state(&mut self, state: &Value) -> Result<(), StateError>;
+    /// Typed access for front-ends (e.g. to feed input to a UART).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-/// The device list and the port map.
+/// The device list, the port map, interrupt routing and device timers.
 pub struct Bus {
     devices: Vec<Box<dyn Device>>,
     /// Device index + 1 per port; 0 means nothing answers.
     ports: Box<[u16]>,
     pub signals: Signals,
+    /// Current level of each interrupt line.
+    lines: [bool; IRQ_LINES as usize],
+    irq_listeners: Vec<DeviceId>,
+    eoi_listeners: Vec<DeviceId>,
+    pic: Option<DeviceId>,
+    lapic: Option<DeviceId>,
+    /// Each device's next timer deadline.
+    deadlines: Vec<Option<u64>>,
+    /// The earliest deadline of all, cached for the engines' fast check.
+    earliest: u64,
 }
 
 impl Default for Bus {
@@ -63,12 +231,20 @@ impl Bus {
             devices: Vec::new(),
             ports: vec![0u16; 65536].into_boxed_slice(),
             signals: Signals::default(),
+            lines: [false; IRQ_LINES as usize],
+            irq_listeners: Vec::new(),
+            eoi_listeners: Vec::new(),
+            pic: None,
+            lapic: None,
+            deadlines: Vec::new(),
+            earliest: u64::MAX,
         }
     }
 
     /// Add a device; it answers nothing until ports or MMIO are claimed.
     pub fn add(&mut self, device: Box<dyn Device>) -> DeviceId {
         self.devices.push(device);
+        self.deadlines.push(None);
         DeviceId(self.devices.len() - 1)
     }
 
@@ -79,19 +255,135 @@ impl Bus {
         }
     }
 
+    /// Tell `device` about every interrupt-line change (PIC, IOAPIC).
+    pub fn add_irq_listener(&mut self, device: DeviceId) {
+        self.irq_listeners.push(device);
+    }
+
+    /// Tell `device` about EOI broadcasts (IOAPIC).
+    pub fn add_eoi_listener(&mut self, device: DeviceId) {
+        self.eoi_listeners.push(device);
+    }
+
+    /// The 8259A pair: the CPU's interrupt source when no local APIC is.
+    pub fn set_pic(&mut self, device: DeviceId) {
+        self.pic = Some(device);
+    }
+
+    /// The local APIC: receives APIC-bus messages and drives the CPU.
+    pub fn set_lapic(&mut self, device: DeviceId) {
+        self.lapic = Some(device);
+    }
+
     pub fn devices(&self) -> impl Iterator<Item = &dyn Device> {
         self.devices.iter().map(|d| d.as_ref())
     }
 
-    /// Find a device by name and type, e.g. to read captured UART output.
     pub fn device_mut(&mut self, id: DeviceId) -> Option<&mut (dyn Device + 'static)> {
         self.devices.get_mut(id.0).map(|d| d.as_mut())
+    }
+
+    /// The first device of type `T`, for front-ends and tests.
+    pub fn find_device<T: 'static>(&mut self) -> Option<&mut T> {
+        self.devices
+            .iter_mut()
+            .find_map(|d| d.as_any_mut().downcast_mut::<T>())
+    }
+
+    /// The level of an interrupt line.
+    pub fn irq_level(&self, line: u8) -> bool {
+        self.lines.get(line as usize).copied().unwrap_or(false)
     }
 
     fn port_owner(&self, port: u16) -> Option<usize> {
         match self.ports[port as usize] {
             0 => None,
             n => Some(n as usize - 1),
+        }
+    }
+
+    /// Call into device `d` with a fresh context, then carry out what it
+    /// asked for (interrupt lines, timers, APIC messages).
+    fn with_device<R>(
+        &mut self,
+        d: usize,
+        now_ns: u64,
+        f: impl FnOnce(&mut dyn Device, &mut DeviceCtx) -> R,
+    ) -> R {
+        let mut events = DeviceEvents::default();
+        let r = {
+            let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
+            f(self.devices[d].as_mut(), &mut ctx)
+        };
+        self.apply(d, events, now_ns, 0);
+        r
+    }
+
+    /// Carry out a device's events. Routing may make other devices produce
+    /// events in turn; `depth` bounds the chain (a guest cannot make it
+    /// recurse forever: a misprogrammed loop is cut off).
+    fn apply(&mut self, d: usize, events: DeviceEvents, now_ns: u64, depth: u32) {
+        if let Some(t) = events.timer {
+            self.deadlines[d] = t;
+            self.earliest = self
+                .deadlines
+                .iter()
+                .flatten()
+                .copied()
+                .min()
+                .unwrap_or(u64::MAX);
+        }
+        if depth > 8 {
+            return;
+        }
+        for (line, level) in events.irq {
+            self.lines[line as usize] = level;
+            for l in self.irq_listeners.clone() {
+                self.call(l.0, now_ns, depth, |dev, ctx| {
+                    dev.irq_line(line, level, ctx)
+                });
+            }
+        }
+        for msg in events.apic {
+            if let Some(l) = self.lapic {
+                self.call(l.0, now_ns, depth, |dev, ctx| dev.apic_message(&msg, ctx));
+            }
+        }
+        for vector in events.eoi {
+            for l in self.eoi_listeners.clone() {
+                self.call(l.0, now_ns, depth, |dev, ctx| {
+                    dev.eoi_broadcast(vector, ctx)
+                });
+            }
+        }
+        self.update_lint0();
+    }
+
+    fn call(
+        &mut self,
+        d: usize,
+        now_ns: u64,
+        depth: u32,
+        f: impl FnOnce(&mut dyn Device, &mut DeviceCtx),
+    ) {
+        let mut events = DeviceEvents::default();
+        {
+            let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
+            f(self.devices[d].as_mut(), &mut ctx);
+        }
+        self.apply(d, events, now_ns, depth + 1);
+    }
+
+    /// The PIC's INTR output is wired to the local APIC's LINT0.
+    fn update_lint0(&mut self) {
+        let (Some(pic), Some(lapic)) = (self.pic, self.lapic) else {
+            return;
+        };
+        let intr = self.devices[pic.0]
+            .interrupt_output()
+            .is_some_and(|o| o.intr());
+        if let Some(o) = self.devices[lapic.0].interrupt_output() {
+            o.set_lint(0, intr);
         }
     }
 
@@ -104,11 +396,8 @@ impl Bus {
             let Some(d) = owner else {
                 return mask(size);
             };
-            let mut ctx = DeviceCtx {
-                now_ns,
-                signals: &mut self.signals,
-            };
-            return self.devices[d].io_read(port, size, &mut ctx) & mask(size);
+            return self.with_device(d, now_ns, |dev, ctx| dev.io_read(port, size, ctx))
+                & mask(size);
         }
         (0..size as u16).fold(0, |acc, i| {
             acc | (self.io_read(port.wrapping_add(i), 1, now_ns) << (8 * i))
@@ -121,11 +410,9 @@ impl Bus {
         let uniform = (1..size as u16).all(|i| self.port_owner(port.wrapping_add(i)) == owner);
         if uniform {
             if let Some(d) = owner {
-                let mut ctx = DeviceCtx {
-                    now_ns,
-                    signals: &mut self.signals,
-                };
-                self.devices[d].io_write(port, size, value & mask(size), &mut ctx);
+                self.with_device(d, now_ns, |dev, ctx| {
+                    dev.io_write(port, size, value & mask(size), ctx)
+                });
             }
             return;
         }
@@ -135,24 +422,101 @@ impl Bus {
     }
 
     pub fn mmio_read(&mut self, device: DeviceId, offset: u32, size: u8, now_ns: u64) -> u32 {
-        let mut ctx = DeviceCtx {
-            now_ns,
-            signals: &mut self.signals,
-        };
-        match self.devices.get_mut(device.0) {
-            Some(d) => d.mmio_read(offset, size, &mut ctx) & mask(size),
-            None => mask(size),
+        if device.0 >= self.devices.len() {
+            return mask(size);
         }
+        self.with_device(device.0, now_ns, |dev, ctx| {
+            dev.mmio_read(offset, size, ctx)
+        }) & mask(size)
     }
 
     pub fn mmio_write(&mut self, device: DeviceId, offset: u32, size: u8, value: u32, now_ns: u64) {
-        let mut ctx = DeviceCtx {
-            now_ns,
-            signals: &mut self.signals,
-        };
-        if let Some(d) = self.devices.get_mut(device.0) {
-            d.mmio_write(offset, size, value & mask(size), &mut ctx);
+        if device.0 < self.devices.len() {
+            self.with_device(device.0, now_ns, |dev, ctx| {
+                dev.mmio_write(offset, size, value & mask(size), ctx)
+            });
         }
+    }
+
+    /// The earliest pending device deadline (u64::MAX when none).
+    #[inline(always)]
+    pub fn next_deadline(&self) -> u64 {
+        self.earliest
+    }
+
+    /// Run the timer callbacks of every device whose deadline is at or
+    /// before `now_ns`, in deadline order.
+    pub fn run_timers(&mut self, now_ns: u64) {
+        // Bounded: a device that keeps rescheduling into the past is called
+        // at most a few times per step.
+        for _ in 0..64 {
+            let due = self
+                .deadlines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.filter(|&t| t <= now_ns).map(|t| (t, i)))
+                .min();
+            let Some((_, d)) = due else {
+                return;
+            };
+            self.deadlines[d] = None;
+            self.earliest = self
+                .deadlines
+                .iter()
+                .flatten()
+                .copied()
+                .min()
+                .unwrap_or(u64::MAX);
+            self.with_device(d, now_ns, |dev, ctx| dev.timer(ctx));
+        }
+    }
+
+    /// INTR as the CPU sees it.
+    pub fn interrupt_pending(&mut self) -> bool {
+        let src = self.lapic.or(self.pic);
+        let Some(s) = src else {
+            return false;
+        };
+        self.devices[s.0]
+            .interrupt_output()
+            .is_some_and(|o| o.intr())
+    }
+
+    /// The interrupt acknowledge cycle: the vector to deliver, if any.
+    pub fn acknowledge_interrupt(&mut self, now_ns: u64) -> Option<u8> {
+        let src = self.lapic.or(self.pic)?;
+        let ack = self.with_device(src.0, now_ns, |dev, ctx| {
+            dev.interrupt_output()
+                .map_or(Acknowledge::None, |o| o.acknowledge(ctx))
+        });
+        match ack {
+            Acknowledge::Vector(v) => Some(v),
+            Acknowledge::None => None,
+            Acknowledge::ExtInt => {
+                let pic = self.pic?;
+                match self.with_device(pic.0, now_ns, |dev, ctx| {
+                    dev.interrupt_output()
+                        .map_or(Acknowledge::None, |o| o.acknowledge(ctx))
+                }) {
+                    Acknowledge::Vector(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Whether any device could ever interrupt the CPU (a PIC or LAPIC is
+    /// plugged in). Without one, a HLT with IF = 1 waits forever.
+    pub fn has_interrupt_controller(&self) -> bool {
+        self.pic.is_some() || self.lapic.is_some()
+    }
+
+    /// Every device's saved state, by device index.
+    pub fn save_state(&self) -> Vec<(&'static str, Value)> {
+        self.devices
+            .iter()
+            .map(|d| (d.name(), d.save_state()))
+            .collect()
     }
 }
 
@@ -179,6 +543,24 @@ mod tests {
         fn io_write(&mut self, _port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
             self.0 = value;
             ctx.signals.post_code = Some(value as u8);
+            ctx.set_irq(3, value & 1 != 0);
+            ctx.schedule(ctx.now_ns + 100);
+        }
+        fn timer(&mut self, ctx: &mut DeviceCtx) {
+            self.0 = 0xEE;
+            ctx.set_irq(3, false);
+        }
+        fn save_state(&self) -> Value {
+            serde_json::json!({ "v": self.0 })
+        }
+        fn restore_state(&mut self, state: &Value) -> Result<(), StateError> {
+            self.0 = state["v"]
+                .as_u64()
+                .ok_or_else(|| StateError::new("latch", "no v"))? as u32;
+            Ok(())
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
         }
     }
 
@@ -204,5 +586,32 @@ mod tests {
         let id = bus.add(Box::new(Latch(0x5A)));
         bus.claim_ports(id, 0x80, 0x80);
         assert_eq!(bus.io_read(0x80, 2, 0), 0xFF5A);
+    }
+
+    #[test]
+    fn device_irq_lines_and_timers_are_carried_out() {
+        let mut bus = Bus::new();
+        let id = bus.add(Box::new(Latch(0)));
+        bus.claim_ports(id, 0x80, 0x80);
+        bus.io_write(0x80, 1, 1, 1000);
+        assert!(bus.irq_level(3));
+        assert_eq!(bus.next_deadline(), 1100);
+        bus.run_timers(1050);
+        assert!(bus.irq_level(3), "not due yet");
+        bus.run_timers(1100);
+        assert!(!bus.irq_level(3));
+        assert_eq!(bus.next_deadline(), u64::MAX);
+        assert_eq!(bus.io_read(0x80, 1, 0), 0xEE);
+    }
+
+    #[test]
+    fn device_state_round_trips() {
+        let mut a = Latch(0x42);
+        let saved = a.save_state();
+        a.0 = 0;
+        a.restore_state(&saved).unwrap();
+        assert_eq!(a.0, 0x42);
+        assert!(a.restore_state(&serde_json::json!({})).is_err());
+        assert_eq!(a.0, 0x42);
     }
 }

@@ -112,6 +112,14 @@ impl Machine {
         }
     }
 
+    /// Carry out an A20 change a device asked for (8042 output port or
+    /// port 0x92). Engines call this after port I/O.
+    pub fn apply_a20_signal(&mut self) {
+        if let Some(on) = self.bus.signals.a20.take() {
+            self.set_a20(on);
+        }
+    }
+
     /// The IA32_TIME_STAMP_COUNTER value now.
     pub fn tsc(&self) -> u64 {
         self.clock.icount.wrapping_add(self.cpu.msr.tsc_offset)
@@ -123,6 +131,23 @@ impl Machine {
             StopRequest::DebugExit(c) => StopReason::DebugExit(c),
             StopRequest::Reset => StopReason::ResetRequested,
         })
+    }
+
+    /// The CPU halted with interrupts enabled: jump virtual time to the
+    /// next device deadline and run the timers due then (DESIGN.md section
+    /// 3). Returns false when no device has anything scheduled, so nothing
+    /// can ever wake the CPU.
+    pub fn skip_to_next_deadline(&mut self) -> bool {
+        let deadline = self.bus.next_deadline();
+        if deadline == u64::MAX || !self.bus.has_interrupt_controller() {
+            return false;
+        }
+        let now = self.clock.now_ns();
+        if deadline > now {
+            self.clock.idle_ns += deadline - now;
+        }
+        self.bus.run_timers(self.clock.now_ns());
+        true
     }
 
     /// Run `engine` until the machine stops or `max_insns` instructions have
@@ -146,18 +171,26 @@ impl Machine {
                 }
                 None => SLICE,
             };
-            given += left;
-            match engine.run(self, Budget { instructions: left })? {
+            let before = self.clock.icount;
+            let exit = engine.run(self, Budget { instructions: left })?;
+            // A spent budget is spent whole (retired instructions plus events
+            // and paused REP slices); other exits count what retired, at
+            // least one, so a limited run always ends.
+            given += match exit {
+                Exit::BudgetSpent => left,
+                _ => (self.clock.icount - before).max(1),
+            };
+            match exit {
                 Exit::BudgetSpent => {}
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
                 Exit::Exception(f) => return Ok(RunOutcome::Exception(f)),
                 Exit::Halted => {
-                    // Nothing in this machine raises interrupts yet (the PIC and
-                    // timers come with the platform), so a halt waits forever.
-                    return Ok(RunOutcome::Stopped(StopReason::IdleForever {
-                        cs: self.cpu.seg[1].selector,
-                        eip: self.cpu.eip,
-                    }));
+                    if !self.skip_to_next_deadline() {
+                        return Ok(RunOutcome::Stopped(StopReason::IdleForever {
+                            cs: self.cpu.seg[1].selector,
+                            eip: self.cpu.eip,
+                        }));
+                    }
                 }
             }
         }

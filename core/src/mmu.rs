@@ -574,6 +574,15 @@ mod tests {
             assert_eq!((offset, size), (0x80, 4));
             self.0 = value;
         }
+        fn save_state(&self) -> serde_json::Value {
+            serde_json::json!(self.0)
+        }
+        fn restore_state(&mut self, _: &serde_json::Value) -> Result<(), crate::bus::StateError> {
+            Ok(())
+        }
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
     }
 
     #[test]

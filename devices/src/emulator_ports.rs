@@ -3,7 +3,10 @@
 //! 0x190 (the last value is recorded), and the debug console at 0xE9
 //! (bytes written appear on the host, as Bochs' and QEMU's port E9 hack).
 
-use ringside_core::bus::{Device, DeviceCtx, StopRequest};
+use std::any::Any;
+
+use ringside_core::bus::{Device, DeviceCtx, StateError, StopRequest};
+use serde_json::{json, Value};
 
 use crate::Sink;
 
@@ -25,6 +28,15 @@ impl Device for DebugExit {
     fn io_write(&mut self, _port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
         ctx.signals.stop = Some(StopRequest::DebugExit(value as u8));
     }
+    fn save_state(&self) -> Value {
+        json!({})
+    }
+    fn restore_state(&mut self, _state: &Value) -> Result<(), StateError> {
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 /// POST code ports: the last byte written is kept and reported.
@@ -43,6 +55,25 @@ impl Device for PostCode {
     fn io_write(&mut self, _port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
         self.last = Some(value as u8);
         ctx.signals.post_code = Some(value as u8);
+    }
+    fn save_state(&self) -> Value {
+        json!({ "last": self.last })
+    }
+    fn restore_state(&mut self, state: &Value) -> Result<(), StateError> {
+        let last = match &state["last"] {
+            Value::Null => None,
+            v => Some(
+                v.as_u64()
+                    .filter(|&b| b <= 0xFF)
+                    .ok_or_else(|| StateError::new("post-code", "last is not a byte"))?
+                    as u8,
+            ),
+        };
+        self.last = last;
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
 
@@ -68,6 +99,15 @@ impl Device for DebugConsole {
     fn io_write(&mut self, _port: u16, _size: u8, value: u32, _ctx: &mut DeviceCtx) {
         let _ = self.out.write_all(&[value as u8]);
         let _ = self.out.flush();
+    }
+    fn save_state(&self) -> Value {
+        json!({})
+    }
+    fn restore_state(&mut self, _state: &Value) -> Result<(), StateError> {
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
 
@@ -96,6 +136,17 @@ mod tests {
         bus.io_write(0x190, 1, 0x34, 0);
         assert_eq!(bus.signals.post_code, Some(0x34));
         assert_eq!(bus.io_read(0x80, 1, 0), 0x34);
+    }
+
+    #[test]
+    fn post_code_state_round_trips_and_rejects_garbage() {
+        let mut p = PostCode { last: Some(0x42) };
+        let saved = p.save_state();
+        p.last = None;
+        p.restore_state(&saved).unwrap();
+        assert_eq!(p.last, Some(0x42));
+        assert!(p.restore_state(&json!({ "last": 300 })).is_err());
+        assert_eq!(p.last, Some(0x42));
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn out<const SIZE: u32>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let now = c.m.clock.now_ns();
     let v = c.m.cpu.gpr[reg::EAX];
     c.m.bus.io_write(port, SIZE as u8, v, now);
+    c.m.apply_a20_signal();
     Ok(())
 }
 
