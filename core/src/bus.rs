@@ -41,6 +41,10 @@ pub struct Signals {
     pub post_code: Option<u8>,
     /// A20 gate changes requested by the keyboard controller or port 0x92.
     pub a20: Option<bool>,
+    /// A device that takes host input (UART, keyboard) found its receive
+    /// buffer empty when the guest looked: the front-end may feed it the
+    /// next byte of an input script now (DESIGN.md section 3, input).
+    pub input_wanted: bool,
 }
 
 /// Delivery modes of an APIC-bus message (SDM Vol. 3A 10.6.1).
