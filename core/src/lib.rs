@@ -12,6 +12,7 @@
 
 pub mod boot;
 pub mod bus;
+pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod machine;

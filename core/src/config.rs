@@ -1,0 +1,312 @@
+//! The machine configuration (CFGM in VirtualBox's terms): one TOML
+//! document describes a machine — memory, engine, clock, boot method,
+//! devices and disks. Every command-line flag of the front-end overrides one
+//! key of it. Unknown keys and bad values are errors that name the key.
+//!
+//! `ringside config --print-default` prints [`MachineConfig::default`] as
+//! TOML; `--machine FILE` loads one with [`MachineConfig::from_toml`].
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The TOML did not parse or a key/value did not fit the schema; the
+    /// message names the key and the position.
+    #[error("machine configuration: {0}")]
+    Syntax(String),
+    #[error("machine configuration: `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// How the host paces virtual time (DESIGN.md section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// When the guest halts, sleep until host time catches up with virtual
+    /// time, so an idle guest costs no host CPU.
+    Paced,
+    /// Never sleep (batch runs). The guest computes exactly the same.
+    Fast,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSection {
+    /// Guest RAM in MiB (1-3072).
+    pub memory_mib: u32,
+    /// Execution engine by name.
+    pub engine: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSection {
+    /// Virtual nanoseconds each retired instruction advances the clock.
+    pub ns_per_instruction: u64,
+    pub mode: ClockMode,
+    /// The real-time clock's time at power-on, in seconds since the Unix
+    /// epoch. Fixed by default so runs are reproducible.
+    pub rtc_start: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// What to boot: `builtin:NAME`, a Multiboot ELF kernel path, or empty
+    /// to boot the first disk through the BIOS.
+    #[serde(default)]
+    pub image: String,
+    /// A raw ROM image at the reset vector instead of ringside's BIOS.
+    #[serde(default)]
+    pub bios: String,
+    /// Kernel command line (Multiboot).
+    #[serde(default)]
+    pub cmdline: String,
+    /// A Multiboot module (initial RAM disk).
+    #[serde(default)]
+    pub initrd: String,
+}
+
+/// A serial port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub irq: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesSection {
+    pub com1: SerialConfig,
+    pub com2: SerialConfig,
+    /// 8259A pair.
+    pub pic: bool,
+    /// 8254 and port 0x61.
+    pub pit: bool,
+    /// MC146818 RTC/CMOS.
+    pub rtc: bool,
+    /// 8042 keyboard controller and port 0x92.
+    pub keyboard: bool,
+    /// Local APIC and IOAPIC.
+    pub apic: bool,
+    /// ATA/IDE primary channel.
+    pub ide: bool,
+    /// CGA/VGA text mode.
+    pub vga: bool,
+    /// Debug-exit port 0xF4.
+    pub debug_exit: bool,
+    /// POST-code ports 0x80 and 0x190.
+    pub post_codes: bool,
+    /// Debug console port 0xE9.
+    pub debug_console: bool,
+}
+
+/// How a disk image is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskMode {
+    /// Writes reach the image file.
+    Rw,
+    /// Writes fail.
+    Ro,
+    /// Copy-on-write: writes are kept in memory and never reach the file.
+    Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    pub path: String,
+    pub mode: DiskMode,
+}
+
+/// One machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    pub machine: MachineSection,
+    pub clock: ClockSection,
+    #[serde(default)]
+    pub boot: BootSection,
+    pub devices: DevicesSection,
+    /// IDE disks: the first is the primary master, the second the slave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            machine: MachineSection {
+                memory_mib: 32,
+                engine: "interp".into(),
+            },
+            clock: ClockSection {
+                ns_per_instruction: 1,
+                mode: ClockMode::Paced,
+                // 2026-01-01T00:00:00Z.
+                rtc_start: 1_767_225_600,
+            },
+            boot: BootSection::default(),
+            devices: DevicesSection {
+                com1: SerialConfig {
+                    enabled: true,
+                    port: 0x3F8,
+                    irq: 4,
+                },
+                com2: SerialConfig {
+                    enabled: true,
+                    port: 0x2F8,
+                    irq: 3,
+                },
+                pic: true,
+                pit: true,
+                rtc: true,
+                keyboard: true,
+                apic: true,
+                ide: true,
+                vga: true,
+                debug_exit: true,
+                post_codes: true,
+                debug_console: true,
+            },
+            disks: Vec::new(),
+        }
+    }
+}
+
+impl MachineConfig {
+    /// Parse and validate a TOML machine description.
+    pub fn from_toml(text: &str) -> Result<MachineConfig, ConfigError> {
+        let c: MachineConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Check values the schema cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mem = self.machine.memory_mib;
+        if !(1..=3072).contains(&mem) {
+            return Err(invalid(
+                "machine.memory_mib",
+                format!("{mem} is not in 1..=3072"),
+            ));
+        }
+        if self.clock.ns_per_instruction == 0 || self.clock.ns_per_instruction > 1_000_000 {
+            return Err(invalid(
+                "clock.ns_per_instruction",
+                "must be in 1..=1000000",
+            ));
+        }
+        for (key, s) in [
+            ("devices.com1", &self.devices.com1),
+            ("devices.com2", &self.devices.com2),
+        ] {
+            if s.enabled && s.irq >= 16 {
+                return Err(invalid(
+                    key,
+                    format!("irq {} is not an ISA IRQ (0-15)", s.irq),
+                ));
+            }
+        }
+        if self.devices.com1.enabled
+            && self.devices.com2.enabled
+            && self.devices.com1.port.abs_diff(self.devices.com2.port) < 8
+        {
+            return Err(invalid("devices.com2.port", "overlaps devices.com1.port"));
+        }
+        if self.disks.len() > 2 {
+            return Err(invalid(
+                "disks",
+                "the IDE channel holds two disks (master and slave)",
+            ));
+        }
+        if !self.disks.is_empty() && !self.devices.ide {
+            return Err(invalid(
+                "devices.ide",
+                "disks are configured but the IDE channel is off",
+            ));
+        }
+        if !self.boot.image.is_empty() && !self.boot.bios.is_empty() {
+            return Err(invalid("boot.bios", "give either boot.image or boot.bios"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let d = MachineConfig::default();
+        assert_eq!(MachineConfig::from_toml(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = MachineConfig::default()
+            .to_toml()
+            .replace("memory_mib", "memory_mb");
+        let err = MachineConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("memory_mb"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_an_error_naming_the_key() {
+        let mut c = MachineConfig::default();
+        c.machine.memory_mib = 0;
+        let err = MachineConfig::from_toml(&c.to_toml()).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "machine.memory_mib",
+                ..
+            }
+        ));
+        let text = MachineConfig::default()
+            .to_toml()
+            .replace("mode = \"paced\"", "mode = \"sometimes\"");
+        let err = MachineConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("sometimes") || err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn hex_ports_and_disks_parse() {
+        let mut text = MachineConfig::default().to_toml();
+        text.push_str("\n[[disks]]\npath = \"a.img\"\nmode = \"snapshot\"\n");
+        let c = MachineConfig::from_toml(&text.replace("port = 1016", "port = 0x3F8")).unwrap();
+        assert_eq!(c.devices.com1.port, 0x3F8);
+        assert_eq!(c.disks[0].mode, DiskMode::Snapshot);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "",
+            "[machine",
+            "machine = 3",
+            "[[disks]]\npath = 1",
+            "\u{0}\u{1}",
+        ] {
+            assert!(MachineConfig::from_toml(text).is_err());
+        }
+    }
+}
