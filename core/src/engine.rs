@@ -24,6 +24,9 @@ pub enum Exit {
     Halted,
     /// The machine stopped for good.
     Stopped(StopReason),
+    /// A device found its host-input buffer empty when the guest looked
+    /// (`Signals::input_wanted`): the caller may feed input now, then run on.
+    WaitingForInput,
     /// An instruction raised an exception whose vector the caller asked to
     /// see (`Machine::exception_exits`). It was not delivered: EIP points at
     /// the faulting instruction and nothing of it was committed.

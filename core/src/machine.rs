@@ -181,7 +181,8 @@ impl Machine {
                 _ => (self.clock.icount - before).max(1),
             };
             match exit {
-                Exit::BudgetSpent => {}
+                // This loop has no host input to give: the guest keeps waiting.
+                Exit::BudgetSpent | Exit::WaitingForInput => {}
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
                 Exit::Exception(f) => return Ok(RunOutcome::Exception(f)),
                 Exit::Halted => {

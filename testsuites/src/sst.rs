@@ -266,7 +266,7 @@ fn run_test(t: &Test, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<Verdi
                 halted = true;
                 break;
             }
-            Ok(Exit::BudgetSpent) => {
+            Ok(Exit::BudgetSpent) | Ok(Exit::WaitingForInput) => {
                 if m.cpu.run.halted {
                     halted = true;
                     break;

@@ -362,6 +362,10 @@ impl InterpCore {
     }
 
     fn check_run_state(&mut self, m: &mut Machine) -> Option<Exit> {
+        if m.bus.signals.input_wanted {
+            m.bus.signals.input_wanted = false;
+            return Some(Exit::WaitingForInput);
+        }
         let cs = m.cpu.seg[SegReg::Cs as usize].selector;
         if m.cpu.run.shutdown {
             return Some(Exit::Stopped(StopReason::TripleFault {
