@@ -169,6 +169,10 @@ pub trait InterruptOutput {
     fn acknowledge(&mut self, ctx: &mut DeviceCtx) -> Acknowledge;
     /// The local APIC's LINT0/LINT1 pins; controllers without them ignore it.
     fn set_lint(&mut self, _pin: u8, _level: bool) {}
+    /// An NMI for the CPU (local APIC NMI delivery), taken once.
+    fn take_nmi(&mut self) -> bool {
+        false
+    }
 }
 
 /// A device on the buses. Sizes are 1, 2 or 4 bytes. Devices never read
@@ -507,6 +511,16 @@ impl Bus {
                 }
             }
         }
+    }
+
+    /// An NMI the CPU-facing controller delivers, taken once.
+    pub fn take_nmi(&mut self) -> bool {
+        let Some(l) = self.lapic else {
+            return false;
+        };
+        self.devices[l.0]
+            .interrupt_output()
+            .is_some_and(|o| o.take_nmi())
     }
 
     /// Whether any device could ever interrupt the CPU (a PIC or LAPIC is

@@ -758,6 +758,10 @@ impl Device for LocalApic {
 }
 
 impl InterruptOutput for LocalApic {
+    fn take_nmi(&mut self) -> bool {
+        LocalApic::take_nmi(self)
+    }
+
     fn intr(&self) -> bool {
         self.regs.extint_pending
             || self.virtual_wire_active()

@@ -373,6 +373,9 @@ impl InterpCore {
                 eip: m.cpu.eip,
             }));
         }
+        if m.bus.take_nmi() {
+            m.cpu.run.nmi_pending = true;
+        }
         if m.cpu.run.nmi_pending && !m.cpu.run.nmi_blocked && !m.cpu.run.interrupt_shadow {
             m.cpu.run.nmi_pending = false;
             m.cpu.run.nmi_blocked = true;
