@@ -7,6 +7,8 @@
 //! issue. Start reading at [`uart`].
 
 pub mod emulator_ports;
+pub mod pic;
+pub mod pit;
 pub mod ide;
 pub mod vga_text;
 pub mod ioapic;
