@@ -217,7 +217,8 @@ pub struct Bus {
     pub signals: Signals,
     /// Current level of each interrupt line.
     lines: [bool; IRQ_LINES as usize],
-    irq_listeners: Vec<DeviceId>,
+    /// Interrupt controllers and the line-to-input map each sees.
+    irq_listeners: Vec<(DeviceId, [u8; IRQ_LINES as usize])>,
     eoi_listeners: Vec<DeviceId>,
     pic: Option<DeviceId>,
     lapic: Option<DeviceId>,
@@ -265,7 +266,14 @@ impl Bus {
 
     /// Tell `device` about every interrupt-line change (PIC, IOAPIC).
     pub fn add_irq_listener(&mut self, device: DeviceId) {
-        self.irq_listeners.push(device);
+        self.add_irq_listener_mapped(device, std::array::from_fn(|i| i as u8));
+    }
+
+    /// Like `add_irq_listener`, with bus line n arriving at input `map[n]`:
+    /// the PC wires ISA IRQ 0 (the PIT) to IOAPIC pin 2 (MP spec 1.4,
+    /// interrupt source override).
+    pub fn add_irq_listener_mapped(&mut self, device: DeviceId, map: [u8; IRQ_LINES as usize]) {
+        self.irq_listeners.push((device, map));
     }
 
     /// Tell `device` about EOI broadcasts (IOAPIC).
@@ -346,9 +354,10 @@ impl Bus {
         }
         for (line, level) in events.irq {
             self.lines[line as usize] = level;
-            for l in self.irq_listeners.clone() {
+            for (l, map) in self.irq_listeners.clone() {
+                let input = map[line as usize];
                 self.call(l.0, now_ns, depth, |dev, ctx| {
-                    dev.irq_line(line, level, ctx)
+                    dev.irq_line(input, level, ctx)
                 });
             }
         }

@@ -138,6 +138,10 @@ impl Machine {
     /// 3). Returns false when no device has anything scheduled, so nothing
     /// can ever wake the CPU.
     pub fn skip_to_next_deadline(&mut self) -> bool {
+        if self.cpu.interrupts_enabled() && self.bus.interrupt_pending() {
+            // Already something to take: no time needs to pass.
+            return true;
+        }
         let deadline = self.bus.next_deadline();
         if deadline == u64::MAX || !self.bus.has_interrupt_controller() {
             return false;

@@ -7,12 +7,16 @@
 //! issue. Start reading at [`uart`].
 
 pub mod emulator_ports;
+pub mod i8042;
+pub mod port92;
+pub mod rtc;
 pub mod pic;
 pub mod pit;
 pub mod ide;
 pub mod vga_text;
 pub mod ioapic;
 pub mod lapic;
+pub mod pc;
 pub mod uart;
 
 use std::io::Write;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Register};
 use ringside_core::cpu::events::{Delivery, Event, EventSource};
-use ringside_core::cpu::flags::{RF, TF};
+use ringside_core::cpu::flags::{IF, RF, TF};
 use ringside_core::cpu::{vector, CpuResult, Fault, SegReg};
 use ringside_core::memory::CodeWrites;
 use ringside_core::mmu::AccessKind;
@@ -301,6 +301,19 @@ impl InterpCore {
                     continue;
                 }
             };
+            // Stop the block where the virtual clock reaches the next device
+            // deadline, so timers fire at the same instruction in every engine.
+            let deadline = m.bus.next_deadline();
+            let block_target = if deadline == u64::MAX {
+                target
+            } else {
+                let per = m.clock.ns_per_insn.max(1);
+                let n = deadline
+                    .saturating_sub(m.clock.now_ns())
+                    .div_ceil(per)
+                    .max(1);
+                target.min(m.clock.icount.saturating_add(n))
+            };
             let block = self.cache.blocks[id as usize]
                 .as_ref()
                 .expect("the block id was just looked up and nothing freed it");
@@ -328,7 +341,7 @@ impl InterpCore {
                 c.m.clock.icount += 1;
                 if c.end_block
                     || c.m.mem.code_write_seq() != c.code_seq
-                    || c.m.clock.icount >= target
+                    || c.m.clock.icount >= block_target
                 {
                     break;
                 }
@@ -391,6 +404,24 @@ impl InterpCore {
                     cs,
                     eip: m.cpu.eip,
                 }));
+            }
+        }
+        // Device timers due at this instruction boundary.
+        let now = m.clock.now_ns();
+        if now >= m.bus.next_deadline() {
+            m.bus.run_timers(now);
+        }
+        // Maskable interrupts are taken with IF = 1 outside the interrupt
+        // shadow (SDM Vol. 3A 6.8.1, 6.8.3); they also end a HLT.
+        if m.cpu.eflags & IF != 0 && !m.cpu.run.interrupt_shadow && m.bus.interrupt_pending() {
+            if let Some(v) = m.bus.acknowledge_interrupt(now) {
+                self.counters.interrupts += 1;
+                if m.deliver_event(Event::external(v), m.cpu.eip) == Delivery::TripleFault {
+                    return Some(Exit::Stopped(StopReason::TripleFault {
+                        cs: m.cpu.seg[SegReg::Cs as usize].selector,
+                        eip: m.cpu.eip,
+                    }));
+                }
             }
         }
         if m.cpu.run.halted {

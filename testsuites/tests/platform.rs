@@ -1,0 +1,179 @@
+//! The PC's devices working together under the interpreter: the PIT's
+//! IRQ 0 reaching the CPU through the 8259A (and the local APIC in virtual
+//! wire mode), halts skipping virtual time to the next timer event, and
+//! COM1 input arriving by interrupt.
+
+use iced_x86::code_asm::*;
+use iced_x86::BlockEncoderOptions;
+use ringside_core::boot::enter_flat_protected_mode;
+use ringside_core::config::MachineConfig;
+use ringside_core::cpu::{reg, TableReg};
+use ringside_core::{Machine, RunOutcome, StopReason};
+use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::uart::Uart16550;
+use ringside_devices::SharedBuffer;
+use ringside_interp::Interp;
+
+const CODE: u32 = 0x10000;
+const IDT: u32 = 0x1000;
+
+fn pc(config: &MachineConfig, com1: SharedBuffer) -> Machine {
+    build_pc(
+        config,
+        HostIo {
+            com1: Box::new(com1),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        },
+    )
+    .expect("the default PC builds")
+}
+
+/// Load 32-bit code at CODE in flat protected mode, with IDT gates for
+/// vectors 0x20 (timer) and 0x24 (COM1) pointing at labels in the code.
+fn load(
+    m: &mut Machine,
+    f: impl FnOnce(&mut CodeAssembler, &mut CodeLabel, &mut CodeLabel) -> Result<(), IcedError>,
+) {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let mut timer = a.create_label();
+    let mut com1 = a.create_label();
+    f(&mut a, &mut timer, &mut com1).unwrap();
+    let result = a
+        .assemble_options(
+            CODE as u64,
+            BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .unwrap();
+    let bytes = result.inner.code_buffer.clone();
+    let timer_addr = result.label_ip(&timer).unwrap() as u32;
+    let com1_addr = result.label_ip(&com1).unwrap() as u32;
+    enter_flat_protected_mode(m, CODE);
+    m.mem.write_ram(CODE, &bytes).unwrap();
+    for (vector, handler) in [(0x20u32, timer_addr), (0x24, com1_addr)] {
+        let gate = (handler as u64 & 0xFFFF)
+            | (0x08 << 16)
+            | (0x8E00u64 << 32)
+            | ((handler as u64 >> 16) << 48);
+        m.mem
+            .write_ram(IDT + 8 * vector, &gate.to_le_bytes())
+            .unwrap();
+    }
+    m.cpu.idtr = TableReg {
+        base: IDT,
+        limit: 0x7FF,
+        _pad: 0,
+    };
+    m.cpu.gpr[reg::ESP] = 0x9000;
+}
+
+/// Program the PIC pair (vectors 0x20/0x28, only IRQ 0 and IRQ 4 unmasked).
+fn init_pic(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    for (port, value) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0xA0, 0x11),
+        (0xA1, 0x28),
+        (0xA1, 0x02),
+        (0xA1, 0x01),
+        (0x21, 0xEE),
+        (0xA1, 0xFF),
+    ] {
+        a.mov(al, value as u32)?;
+        a.out(port as u32, al)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn pit_interrupts_reach_the_cpu_and_halts_skip_to_them() {
+    let mut m = pc(&MachineConfig::default(), SharedBuffer::default());
+    load(&mut m, |a, timer, rx| {
+        init_pic(a)?;
+        // PIT channel 0, mode 2, count 1193 (about 1 kHz).
+        a.mov(al, 0x34u32)?;
+        a.out(0x43u32, al)?;
+        a.mov(al, (1193 & 0xFF) as u32)?;
+        a.out(0x40u32, al)?;
+        a.mov(al, (1193 >> 8) as u32)?;
+        a.out(0x40u32, al)?;
+        a.xor(ebx, ebx)?;
+        a.sti()?;
+        let mut wait = a.create_label();
+        a.set_label(&mut wait)?;
+        a.hlt()?;
+        a.cmp(ebx, 10)?;
+        a.jb(wait)?;
+        a.mov(al, 0u32)?;
+        a.out(0xF4u32, al)?;
+        a.set_label(timer)?;
+        a.inc(ebx)?;
+        a.mov(al, 0x20u32)?;
+        a.out(0x20u32, al)?;
+        a.iretd()?;
+        a.set_label(rx)?;
+        a.iretd()
+    });
+    let out = m
+        .run_until_stopped(&mut Interp::new(), Some(1_000_000))
+        .unwrap();
+    assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)));
+    assert_eq!(m.cpu.gpr[reg::EBX], 10);
+    // Ten periods of ~1 ms of virtual time passed, mostly skipped while halted.
+    assert!(
+        m.clock.now_ns() >= 8_000_000,
+        "virtual time {}",
+        m.clock.now_ns()
+    );
+    assert!(
+        m.clock.icount < 1_000,
+        "the halts did not execute instructions"
+    );
+}
+
+#[test]
+fn com1_input_arrives_by_interrupt() {
+    let com1 = SharedBuffer::default();
+    let mut m = pc(&MachineConfig::default(), com1.clone());
+    load(&mut m, |a, timer, rx| {
+        init_pic(a)?;
+        // COM1: enable the receive interrupt (IER bit 0) and OUT2.
+        a.mov(dx, 0x3F9u32)?;
+        a.mov(al, 0x01u32)?;
+        a.out(dx, al)?;
+        a.mov(dx, 0x3FCu32)?;
+        a.mov(al, 0x08u32)?;
+        a.out(dx, al)?;
+        a.xor(ebx, ebx)?;
+        a.sti()?;
+        let mut wait = a.create_label();
+        a.set_label(&mut wait)?;
+        a.hlt()?;
+        a.test(ebx, ebx)?;
+        a.jz(wait)?;
+        // Echo the byte back with 1 added and exit.
+        a.mov(eax, ebx)?;
+        a.inc(al)?;
+        a.mov(dx, 0x3F8u32)?;
+        a.out(dx, al)?;
+        a.mov(al, 0u32)?;
+        a.out(0xF4u32, al)?;
+        a.set_label(rx)?;
+        a.mov(dx, 0x3F8u32)?;
+        a.in_(al, dx)?;
+        a.movzx(ebx, al)?;
+        a.mov(al, 0x20u32)?;
+        a.out(0x20u32, al)?;
+        a.iretd()?;
+        a.set_label(timer)?;
+        a.iretd()
+    });
+    m.bus.find_device::<Uart16550>().unwrap().push_input(b"A");
+    let out = m
+        .run_until_stopped(&mut Interp::new(), Some(1_000_000))
+        .unwrap();
+    assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)));
+    assert_eq!(com1.contents(), b"B");
+}
