@@ -532,6 +532,11 @@ impl Bus {
             .is_some_and(|o| o.take_nmi())
     }
 
+    /// Whether a local APIC is plugged in (CPUID reports it).
+    pub fn has_lapic(&self) -> bool {
+        self.lapic.is_some()
+    }
+
     /// Whether any device could ever interrupt the CPU (a PIC or LAPIC is
     /// plugged in). Without one, a HLT with IF = 1 waits forever.
     pub fn has_interrupt_controller(&self) -> bool {

@@ -287,7 +287,8 @@ fn hlt(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
 }
 
 /// The features CPUID leaf 1 reports in EDX: exactly what ringside
-/// implements. No FPU, no APIC (yet), no MMX/SSE, no PAE, no VME.
+/// implements. No FPU, no MMX/SSE, no PAE, no VME; APIC (bit 9) is added
+/// when the machine has a local APIC.
 pub const CPUID_FEATURES: u32 = (1 << 2) // DE: CR4.DE
     | (1 << 3) // PSE: 4 MiB pages
     | (1 << 4) // TSC
@@ -307,7 +308,13 @@ fn cpuid(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
             u32::from_le_bytes(*b"side"),
         ),
         // Out-of-range leaves return the highest basic leaf (SDM Vol. 2A CPUID).
-        _ => (0x0000_0610, 0, 0, CPUID_FEATURES),
+        // Bit 9 (APIC) only when the machine has a local APIC.
+        _ => (
+            0x0000_0610,
+            0,
+            0,
+            CPUID_FEATURES | (c.m.bus.has_lapic() as u32) << 9,
+        ),
     };
     let g = &mut c.m.cpu.gpr;
     g[reg::EAX] = a;
