@@ -1,13 +1,17 @@
 //! Command-line front-end (clap). `ringside` with no command runs the
-//! default built-in guest.
+//! default built-in guest and takes the same options as `run`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ringside_core::config::{ClockMode, DiskConfig, DiskMode, MachineConfig};
 use ringside_core::{boot, Engine, Machine, RunOutcome, StopReason};
+use ringside_devices::pc::{build_pc, HostIo};
+
+use crate::session::{Input, Session, SessionEnd};
 
 /// The guest `cargo run --release` boots.
 pub const DEFAULT_GUEST: &str = "builtin:hello";
@@ -16,22 +20,32 @@ pub const DEFAULT_GUEST: &str = "builtin:hello";
 #[command(
     name = "ringside",
     version,
-    about = "An IA-32 PC emulator with interchangeable execution engines"
+    about = "An IA-32 PC emulator with interchangeable execution engines",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Options of `run`, for `ringside` with no command.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest: a built-in (builtin:NAME), a Multiboot ELF kernel, or a raw ROM with --bios.
+    /// Run a guest: builtin:NAME, a Multiboot ELF kernel or a disk image.
     Run(RunArgs),
     /// List the built-in guests, or write them out as files.
     Guests {
-        /// Write every built-in guest as NAME.elf into this directory.
+        /// Write every built-in guest as NAME.elf (kernels) or NAME.img (disks) into this directory.
         #[arg(long, value_name = "DIR")]
         export: Option<PathBuf>,
+    },
+    /// Show the machine configuration.
+    Config {
+        /// Print the default machine configuration (TOML).
+        #[arg(long)]
+        print_default: bool,
     },
     /// Run instruction conformance suites.
     Conformance {
@@ -54,19 +68,55 @@ enum Suite {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClockArg {
+    Paced,
+    Fast,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum DisplayArg {
+    /// COM1 on the terminal.
+    #[default]
+    Serial,
+    /// The guest's text screen on the terminal; typed keys go to the keyboard.
+    Text,
+}
+
 #[derive(Args, Default)]
 struct RunArgs {
-    /// The guest: builtin:NAME or a Multiboot ELF file.
+    /// The guest: builtin:NAME, a Multiboot ELF kernel, or a disk image.
     image: Option<String>,
-    /// A raw ROM image mapped below 1 MiB and 4 GiB; the CPU starts at the reset vector.
-    #[arg(long, value_name = "ROM", conflicts_with = "image")]
+    /// A machine configuration (TOML); the flags below override its keys.
+    #[arg(long, value_name = "FILE")]
+    machine: Option<PathBuf>,
+    /// A raw ROM image at the reset vector instead of ringside's BIOS.
+    #[arg(long, value_name = "ROM", conflicts_with_all = ["image", "kernel"])]
     bios: Option<PathBuf>,
-    /// Guest RAM in MiB.
-    #[arg(long, default_value_t = 32, value_name = "MIB")]
-    mem: u32,
-    /// Execution engine.
-    #[arg(long, default_value = "interp")]
-    engine: String,
+    /// A Multiboot v1 kernel, loaded like `qemu -kernel`.
+    #[arg(long, value_name = "ELF", conflicts_with = "image")]
+    kernel: Option<String>,
+    /// A Multiboot module for the kernel.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line (Multiboot).
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// An IDE disk image (first: master, second: slave), booted through the BIOS.
+    #[arg(long, value_name = "PATH[,ro|,snapshot]")]
+    disk: Vec<String>,
+    /// Guest RAM in MiB (machine.memory_mib).
+    #[arg(long, value_name = "MIB")]
+    mem: Option<u32>,
+    /// Execution engine (machine.engine).
+    #[arg(long)]
+    engine: Option<String>,
+    /// Pace virtual time against the wall clock, or run as fast as possible (clock.mode).
+    #[arg(long, value_enum)]
+    clock: Option<ClockArg>,
+    /// What the terminal shows.
+    #[arg(long, value_enum, default_value_t)]
+    display: DisplayArg,
     /// Stop after this many instructions.
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
@@ -76,22 +126,34 @@ struct RunArgs {
     /// Write run statistics as JSON to this file.
     #[arg(long, value_name = "PATH")]
     stats_json: Option<PathBuf>,
-    /// Kernel command line for Multiboot guests.
-    #[arg(long, default_value = "")]
-    cmdline: String,
 }
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => run(RunArgs {
-            image: Some(DEFAULT_GUEST.into()),
-            mem: 32,
-            engine: "interp".into(),
-            ..RunArgs::default()
-        }),
+        None => {
+            let mut args = cli.run;
+            if args.image.is_none()
+                && args.kernel.is_none()
+                && args.bios.is_none()
+                && args.disk.is_empty()
+            {
+                args.image = Some(DEFAULT_GUEST.into());
+            }
+            run(args)
+        }
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
+        Some(Command::Config { print_default }) => {
+            if print_default {
+                print!("{}", MachineConfig::default().to_toml());
+                Ok(0)
+            } else {
+                Err(anyhow::anyhow!(
+                    "nothing to do: try `ringside config --print-default`"
+                ))
+            }
+        }
         Some(Command::Conformance {
             suite: Suite::Sst { dir, engine, json },
         }) => conformance_sst(&dir, &engine, json),
@@ -117,70 +179,264 @@ fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
 pub mod status {
     pub const HALTED: i32 = 0;
     pub const ERROR: i32 = 2;
+    pub const QUIT: i32 = 3;
     pub const INSTRUCTION_LIMIT: i32 = 124;
     pub const TRIPLE_FAULT: i32 = 125;
     pub const RESET: i32 = 126;
 }
 
-fn load_guest(m: &mut Machine, args: &RunArgs) -> Result<String> {
-    if let Some(rom) = &args.bios {
-        let image =
-            std::fs::read(rom).with_context(|| format!("cannot read ROM {}", rom.display()))?;
-        boot::load_rom(m, &image).with_context(|| format!("cannot load ROM {}", rom.display()))?;
-        return Ok(rom.display().to_string());
+/// What the machine boots.
+enum BootImage {
+    Rom(Vec<u8>),
+    Kernel {
+        image: Vec<u8>,
+        name: String,
+    },
+    /// Boot the configured disks through ringside's BIOS.
+    Disks,
+}
+
+/// A built-in disk image written to a temporary file for the IDE device,
+/// removed when the run ends.
+struct TempDisk(PathBuf);
+
+impl Drop for TempDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    let Some(name) = &args.image else {
-        bail!("nothing to run: give an IMAGE (builtin:NAME or a Multiboot ELF) or --bios ROM");
+}
+
+fn parse_disk(spec: &str) -> Result<DiskConfig> {
+    let (path, mode) = match spec.rsplit_once(',') {
+        Some((p, "ro")) => (p, DiskMode::Ro),
+        Some((p, "snapshot")) => (p, DiskMode::Snapshot),
+        Some((p, "rw")) => (p, DiskMode::Rw),
+        Some((_, other)) if !other.contains('/') => {
+            bail!("--disk {spec}: unknown mode '{other}' (ro, snapshot or rw)")
+        }
+        _ => (spec, DiskMode::Rw),
     };
-    let image: Vec<u8> = if let Some(b) = name.strip_prefix("builtin:") {
+    Ok(DiskConfig {
+        path: path.to_owned(),
+        mode,
+    })
+}
+
+/// The configuration this run uses: the file (or the default), then every
+/// flag as an override of one key.
+fn configure(args: &RunArgs) -> Result<MachineConfig> {
+    let mut c = match &args.machine {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            MachineConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?
+        }
+        None => MachineConfig::default(),
+    };
+    if let Some(m) = args.mem {
+        c.machine.memory_mib = m;
+    }
+    if let Some(e) = &args.engine {
+        c.machine.engine = e.clone();
+    }
+    if let Some(clock) = args.clock {
+        c.clock.mode = match clock {
+            ClockArg::Paced => ClockMode::Paced,
+            ClockArg::Fast => ClockMode::Fast,
+        };
+    }
+    if let Some(cmdline) = &args.cmdline {
+        c.boot.cmdline = cmdline.clone();
+    }
+    if let Some(initrd) = &args.initrd {
+        c.boot.initrd = initrd.display().to_string();
+    }
+    if let Some(bios) = &args.bios {
+        c.boot.bios = bios.display().to_string();
+        c.boot.image.clear();
+    }
+    if let Some(k) = args.kernel.as_ref().or(args.image.as_ref()) {
+        c.boot.image = k.clone();
+    }
+    for d in &args.disk {
+        c.disks.push(parse_disk(d)?);
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Decide what boots, reading the image (and turning a built-in or a
+/// positional non-kernel image into a disk).
+fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<BootImage> {
+    if !c.boot.bios.is_empty() {
+        let rom = std::fs::read(&c.boot.bios)
+            .with_context(|| format!("cannot read ROM {}", c.boot.bios))?;
+        return Ok(BootImage::Rom(rom));
+    }
+    let name = c.boot.image.clone();
+    if name.is_empty() {
+        if c.disks.is_empty() {
+            bail!("nothing to run: give an IMAGE (builtin:NAME, a Multiboot ELF or a disk image), --disk or --bios");
+        }
+        return Ok(BootImage::Disks);
+    }
+    let bytes: Vec<u8> = if let Some(b) = name.strip_prefix("builtin:") {
         match ringside_guests::find(b) {
             Some(g) => g.image.to_vec(),
             None => bail!("no built-in guest '{b}' (see `ringside guests`)"),
         }
     } else {
-        std::fs::read(name).with_context(|| format!("cannot read {name}"))?
+        std::fs::read(&name).with_context(|| format!("cannot read {name}"))?
     };
-    if !boot::is_multiboot_elf(&image) {
-        bail!("{name} is not a Multiboot ELF kernel (raw ROM images need --bios)");
+    if boot::is_multiboot_elf(&bytes) {
+        return Ok(BootImage::Kernel { image: bytes, name });
     }
-    boot::load_multiboot(m, &image, &args.cmdline)
-        .with_context(|| format!("cannot load {name}"))?;
-    Ok(name.clone())
+    if bytes.starts_with(b"\x7fELF") {
+        bail!(
+            "{name} is an ELF file without a Multiboot header; ringside boots Multiboot v1 kernels"
+        );
+    }
+    // Anything else is a disk image, booted through the BIOS.
+    let path = if name.starts_with("builtin:") {
+        let p = std::env::temp_dir().join(format!(
+            "ringside-{}-{}.img",
+            name.trim_start_matches("builtin:"),
+            std::process::id()
+        ));
+        std::fs::write(&p, &bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        *temp = Some(TempDisk(p.clone()));
+        c.disks.insert(
+            0,
+            DiskConfig {
+                path: p.display().to_string(),
+                mode: DiskMode::Snapshot,
+            },
+        );
+        return Ok(BootImage::Disks);
+    } else {
+        name.clone()
+    };
+    c.disks.insert(
+        0,
+        DiskConfig {
+            path,
+            mode: DiskMode::Rw,
+        },
+    );
+    c.validate()?;
+    Ok(BootImage::Disks)
+}
+
+fn load(m: &mut Machine, c: &MachineConfig, image: BootImage) -> Result<()> {
+    match image {
+        BootImage::Rom(rom) => boot::load_rom(m, &rom).context("cannot load the ROM")?,
+        BootImage::Disks => {
+            boot::load_rom(m, ringside_firmware::BIOS).context("cannot load the BIOS")?
+        }
+        BootImage::Kernel { image, name } => {
+            if !c.boot.initrd.is_empty() {
+                bail!("--initrd: Multiboot modules are not supported yet");
+            }
+            boot::load_multiboot(m, &image, &c.boot.cmdline)
+                .with_context(|| format!("cannot load {name}"))?
+        }
+    }
+    Ok(())
+}
+
+/// Host input: a terminal in raw mode, or a script on a pipe or a file.
+fn host_input() -> (Input, Option<RawModeGuard>) {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let guard = RawModeGuard::enable();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8];
+            let mut stdin = std::io::stdin();
+            while let Ok(1) = stdin.read(&mut b) {
+                if tx.send(b[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        (Input::Terminal(rx), guard)
+    } else {
+        (Input::Script(Box::new(stdin)), None)
+    }
+}
+
+/// Raw terminal mode for the life of a run.
+struct RawModeGuard;
+
+impl RawModeGuard {
+    fn enable() -> Option<RawModeGuard> {
+        crossterm::terminal::enable_raw_mode()
+            .ok()
+            .map(|_| RawModeGuard)
+    }
+}
+
+impl Drop for RawModeGuard {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
 }
 
 fn run(args: RunArgs) -> Result<i32> {
-    let mut engine = make_engine(&args.engine)?;
-    let mut m = ringside_devices::standard_machine(
-        args.mem,
-        Box::new(std::io::stdout()),
-        Box::new(std::io::stderr()),
-    )?;
-    load_guest(&mut m, &args)?;
+    let mut config = configure(&args)?;
+    let engine = make_engine(&config.machine.engine)?;
+    let mut temp = None;
+    let image = boot_image(&mut config, &mut temp)?;
+    let text = args.display == DisplayArg::Text;
+    let io = HostIo {
+        com1: if text {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        },
+        com2: Box::new(std::io::sink()),
+        debug_console: Box::new(std::io::stderr()),
+    };
+    let mut m = build_pc(&config, io)?;
+    load(&mut m, &config, image)?;
+    let (input, raw) = host_input();
+    let mut session = Session::new(m, engine, input, config.clock.mode);
+    session.set_text_display(text);
     let start = Instant::now();
-    let outcome = m.run_until_stopped(engine.as_mut(), args.max_insns);
+    let end = session.run(args.max_insns);
     let wall = start.elapsed().as_secs_f64();
+    drop(raw);
     let _ = std::io::stdout().flush();
-    let outcome = outcome?;
-    let (exit, code) = match outcome {
-        RunOutcome::Stopped(StopReason::DebugExit(v)) => ("debug-exit", v as i32),
-        RunOutcome::Stopped(r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. })) => {
+    let end = end?;
+    let m = &session.machine;
+    let (exit, code) = match end {
+        SessionEnd::Quit => {
+            eprintln!("ringside: quit");
+            ("quit", status::QUIT)
+        }
+        SessionEnd::Machine(RunOutcome::Stopped(StopReason::DebugExit(v))) => {
+            ("debug-exit", v as i32)
+        }
+        SessionEnd::Machine(RunOutcome::Stopped(
+            r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }),
+        )) => {
             eprintln!("ringside: {r}");
             ("halt", status::HALTED)
         }
-        RunOutcome::Stopped(r @ StopReason::TripleFault { .. }) => {
+        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::TripleFault { .. })) => {
             eprintln!("ringside: {r}");
             ("triple-fault", status::TRIPLE_FAULT)
         }
-        RunOutcome::Stopped(r @ StopReason::ResetRequested) => {
+        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::ResetRequested)) => {
             eprintln!("ringside: {r}");
             ("reset", status::RESET)
         }
-        RunOutcome::Exception(f) => {
+        SessionEnd::Machine(RunOutcome::Exception(f)) => {
             // `run` intercepts no vectors; only the debugger does.
             eprintln!("ringside: unexpected exception exit: {f:?}");
             ("exception", status::ERROR)
         }
-        RunOutcome::InstructionLimit => {
+        SessionEnd::Machine(RunOutcome::InstructionLimit) => {
             eprintln!(
                 "ringside: instruction limit reached at {:04x}:{:08x}",
                 m.cpu.seg[1].selector, m.cpu.eip
@@ -189,10 +445,10 @@ fn run(args: RunArgs) -> Result<i32> {
         }
     };
     if args.stats || args.stats_json.is_some() {
-        let st = engine.stats();
+        let st = session.engine.stats();
         let instructions = m.clock.icount;
         let json = serde_json::json!({
-            "engine": engine.name(),
+            "engine": session.engine.name(),
             "instructions": instructions,
             "wall_s": wall,
             "mips": if wall > 0.0 { instructions as f64 / wall / 1e6 } else { 0.0 },
@@ -208,6 +464,7 @@ fn run(args: RunArgs) -> Result<i32> {
             write_atomically(p, format!("{json}\n").as_bytes())?;
         }
     }
+    drop(temp);
     Ok(code)
 }
 
@@ -239,7 +496,12 @@ fn guests(export: Option<&Path>) -> Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             for g in ringside_guests::GUESTS {
-                write_atomically(&dir.join(format!("{}.elf", g.name)), g.image)?;
+                let ext = if g.image.starts_with(b"\x7fELF") {
+                    "elf"
+                } else {
+                    "img"
+                };
+                write_atomically(&dir.join(format!("{}.{ext}", g.name)), g.image)?;
             }
             println!(
                 "wrote {} guests to {}",

@@ -2,6 +2,7 @@
 //! does is a call into the library crates.
 
 mod cli;
+mod session;
 
 fn main() {
     std::process::exit(cli::main());

@@ -153,3 +153,52 @@ fn conformance_sst_ends_with_the_summary_line() {
     );
     assert_eq!(v["F7.6"]["failed"], 0);
 }
+
+#[test]
+fn a_disk_boots_through_ringsides_bios() {
+    let dir = temp_dir("disk");
+    let disk = dir.join("boot-test.img");
+    std::fs::write(&disk, ringside_firmware::BOOT_TEST_DISK).unwrap();
+    let spec = format!("{},snapshot", disk.display());
+    let out = ringside(&["run", "--disk", &spec, "--clock", "fast"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("ringside BIOS"), "{stdout}");
+    assert!(stdout.contains("boot-test: all checks passed"), "{stdout}");
+    // Snapshot mode: the test's sector-100 write never reached the file.
+    assert_eq!(
+        std::fs::read(&disk).unwrap(),
+        ringside_firmware::BOOT_TEST_DISK
+    );
+}
+
+#[test]
+fn default_configuration_prints_and_loads_back() {
+    let out = ringside(&["config", "--print-default"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dir = temp_dir("config");
+    let path = dir.join("machine.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let out = ringside(&["run", "builtin:hello", "--machine", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn a_wrong_configuration_key_is_named_in_the_error() {
+    let dir = temp_dir("badconfig");
+    let path = dir.join("machine.toml");
+    let good = text(&ringside(&["config", "--print-default"]).stdout);
+    std::fs::write(&path, good.replace("memory_mib", "memory_megs")).unwrap();
+    let out = ringside(&["run", "builtin:hello", "--machine", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("memory_megs") && !err.contains("panicked"),
+        "{err}"
+    );
+}

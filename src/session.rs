@@ -1,0 +1,300 @@
+//! An interactive or scripted run of one machine: the loop around the
+//! engine that feeds host input, paces virtual time against the wall clock
+//! and stops when the guest is done.
+//!
+//! Input (DESIGN.md section 3): from a terminal, bytes arrive as typed (raw
+//! mode; Ctrl-A x quits, as in QEMU's -nographic). From a pipe or a file the
+//! input is a script: the next byte is read only when the guest waits for
+//! input — it polls an empty receive buffer (`Exit::WaitingForInput`) or
+//! halts — so the same script always gives the same run.
+//!
+//! Pacing: when the guest halts with a device deadline ahead, `paced` mode
+//! sleeps until the wall clock catches up with virtual time (an idle guest
+//! costs almost no host CPU); `fast` mode jumps at once. Neither changes
+//! what the guest computes.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use ringside_core::config::ClockMode;
+use ringside_core::{Budget, Engine, EngineError, Exit, Machine, RunOutcome, StopReason};
+use ringside_devices::i8042::KeyboardController;
+use ringside_devices::uart::Uart16550;
+use ringside_devices::vga_text::{VgaText, TEXT_BUFFER, TEXT_BUFFER_SIZE};
+
+/// Where host input comes from.
+pub enum Input {
+    /// A script read on demand (a pipe or a file).
+    Script(Box<dyn Read + Send>),
+    /// Bytes typed on a terminal, delivered by a reader thread.
+    Terminal(Receiver<u8>),
+}
+
+/// Ctrl-A, the escape prefix: Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A.
+const ESCAPE: u8 = 0x01;
+
+/// How a session ended, beyond the machine's own stop reasons.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    Machine(RunOutcome),
+    /// The user typed Ctrl-A x.
+    Quit,
+}
+
+pub struct Session {
+    pub machine: Machine,
+    pub engine: Box<dyn Engine>,
+    input: Input,
+    script_done: bool,
+    escape_pending: bool,
+    clock: ClockMode,
+    wall_start: Instant,
+    virt_start: u64,
+    /// Mirror the text screen to the terminal; typed keys go to the 8042.
+    text_display: bool,
+    last_screen: String,
+}
+
+impl Session {
+    pub fn new(
+        machine: Machine,
+        engine: Box<dyn Engine>,
+        input: Input,
+        clock: ClockMode,
+    ) -> Session {
+        let virt_start = machine.clock.now_ns();
+        Session {
+            machine,
+            engine,
+            input,
+            script_done: false,
+            escape_pending: false,
+            clock,
+            wall_start: Instant::now(),
+            virt_start,
+            text_display: false,
+            last_screen: String::new(),
+        }
+    }
+
+    /// Show the guest's text screen instead of COM1.
+    pub fn set_text_display(&mut self, on: bool) {
+        self.text_display = on;
+    }
+
+    /// Redraw the text screen when it changed.
+    fn refresh_display(&mut self) {
+        if !self.text_display {
+            return;
+        }
+        let mut vram = vec![0u8; TEXT_BUFFER_SIZE];
+        if self.machine.mem.read_ram(TEXT_BUFFER, &mut vram).is_err() {
+            return;
+        }
+        let Some(vga) = self.machine.bus.find_device::<VgaText>() else {
+            return;
+        };
+        let screen = vga.render(&vram).to_text();
+        if screen != self.last_screen {
+            let mut out = std::io::stdout();
+            // Home, clear, then the 25 lines (CR LF: the terminal is raw).
+            let _ = write!(out, "\x1b[H\x1b[2J{}", screen.replace('\n', "\r\n"));
+            let _ = out.flush();
+            self.last_screen = screen;
+        }
+    }
+
+    /// Host input for the guest: COM1, or the keyboard with a text display.
+    fn give_input(&mut self, bytes: &[u8]) {
+        if self.text_display {
+            if let Some(k) = self.machine.bus.find_device::<KeyboardController>() {
+                for &b in bytes {
+                    k.push_ascii(b);
+                }
+                return;
+            }
+        }
+        if let Some(u) = self.com1() {
+            u.push_input(bytes);
+        }
+    }
+
+    /// Run until the guest stops, the user quits or `max_insns` budget is
+    /// spent.
+    pub fn run(&mut self, max_insns: Option<u64>) -> Result<SessionEnd, EngineError> {
+        const SLICE: u64 = 1 << 20;
+        let mut given = 0u64;
+        loop {
+            let left = match max_insns {
+                Some(max) if given >= max => {
+                    return Ok(SessionEnd::Machine(RunOutcome::InstructionLimit))
+                }
+                Some(max) => (max - given).min(SLICE),
+                None => SLICE,
+            };
+            let before = self.machine.clock.icount;
+            let exit = self
+                .engine
+                .run(&mut self.machine, Budget { instructions: left })?;
+            given += match exit {
+                Exit::BudgetSpent => left,
+                _ => (self.machine.clock.icount - before).max(1),
+            };
+            if self.drain_terminal() {
+                return Ok(SessionEnd::Quit);
+            }
+            self.refresh_display();
+            match exit {
+                Exit::BudgetSpent => {}
+                Exit::Stopped(reason) => {
+                    return Ok(SessionEnd::Machine(RunOutcome::Stopped(reason)))
+                }
+                Exit::Exception(f) => return Ok(SessionEnd::Machine(RunOutcome::Exception(f))),
+                Exit::WaitingForInput => {
+                    self.feed_script_byte();
+                }
+                Exit::Halted => {
+                    if self.feed_script_byte() {
+                        continue;
+                    }
+                    if self.machine.cpu.interrupts_enabled() && self.machine.bus.interrupt_pending()
+                    {
+                        continue;
+                    }
+                    if self.machine.bus.next_deadline() != u64::MAX
+                        && self.machine.bus.has_interrupt_controller()
+                    {
+                        if self.pace_until(self.machine.bus.next_deadline()) {
+                            return Ok(SessionEnd::Quit);
+                        }
+                        self.machine.skip_to_next_deadline();
+                        continue;
+                    }
+                    // Nothing scheduled: only host input can wake the guest.
+                    match &self.input {
+                        Input::Terminal(_) => {
+                            if self.wait_for_key() {
+                                return Ok(SessionEnd::Quit);
+                            }
+                        }
+                        _ => {
+                            let cs = self.machine.cpu.seg[1].selector;
+                            let eip = self.machine.cpu.eip;
+                            return Ok(SessionEnd::Machine(RunOutcome::Stopped(
+                                StopReason::IdleForever { cs, eip },
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn com1(&mut self) -> Option<&mut Uart16550> {
+        self.machine.bus.find_device::<Uart16550>()
+    }
+
+    /// Give the guest the next script byte. False when there is none.
+    fn feed_script_byte(&mut self) -> bool {
+        if self.script_done {
+            return false;
+        }
+        let Input::Script(r) = &mut self.input else {
+            return false;
+        };
+        let mut b = [0u8];
+        match r.read(&mut b) {
+            Ok(1) => {
+                self.give_input(&b);
+                true
+            }
+            _ => {
+                self.script_done = true;
+                false
+            }
+        }
+    }
+
+    /// Pass typed bytes to COM1. True when the user asked to quit.
+    fn drain_terminal(&mut self) -> bool {
+        let Input::Terminal(rx) = &self.input else {
+            return false;
+        };
+        let bytes: Vec<u8> = rx.try_iter().collect();
+        self.deliver_typed(&bytes)
+    }
+
+    fn deliver_typed(&mut self, bytes: &[u8]) -> bool {
+        let mut out = Vec::with_capacity(bytes.len());
+        for &b in bytes {
+            if self.escape_pending {
+                self.escape_pending = false;
+                match b {
+                    b'x' | b'X' => return true,
+                    ESCAPE => out.push(ESCAPE),
+                    _ => {}
+                }
+            } else if b == ESCAPE {
+                self.escape_pending = true;
+            } else {
+                out.push(b);
+            }
+        }
+        if !out.is_empty() {
+            self.give_input(&out);
+        }
+        false
+    }
+
+    /// Block until a key arrives. True when the user asked to quit (or the
+    /// terminal closed).
+    fn wait_for_key(&mut self) -> bool {
+        let Input::Terminal(rx) = &self.input else {
+            return false;
+        };
+        match rx.recv() {
+            Ok(b) => self.deliver_typed(&[b]),
+            Err(_) => true,
+        }
+    }
+
+    /// In paced mode, sleep until the wall clock reaches virtual time
+    /// `deadline_ns`, waking early for typed input. True to quit.
+    fn pace_until(&mut self, deadline_ns: u64) -> bool {
+        if self.clock == ClockMode::Fast {
+            return false;
+        }
+        // Virtual time falls behind the wall clock while the guest computes
+        // (an instruction is worth less wall time than virtual time on a slow
+        // engine); re-anchor then, so idle periods are still slept in full.
+        let now = Instant::now();
+        let virt_now = self.machine.clock.now_ns();
+        let virt_now_on_wall =
+            self.wall_start + Duration::from_nanos(virt_now.saturating_sub(self.virt_start));
+        if virt_now_on_wall < now {
+            self.wall_start = now;
+            self.virt_start = virt_now;
+        }
+        let due =
+            self.wall_start + Duration::from_nanos(deadline_ns.saturating_sub(self.virt_start));
+        if due <= now {
+            return false;
+        }
+        let wait = due - now;
+        match &self.input {
+            Input::Terminal(rx) => match rx.recv_timeout(wait) {
+                Ok(b) => self.deliver_typed(&[b]),
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(wait);
+                    false
+                }
+            },
+            _ => {
+                std::thread::sleep(wait);
+                false
+            }
+        }
+    }
+}
