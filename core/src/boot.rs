@@ -109,6 +109,9 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
         }
     }
     write_boot_info(m, cmdline)?;
+    if m.bus.has_lapic() {
+        write_mp_tables(m)?;
+    }
     enter_flat_protected_mode(m, elf.entry as u32);
     m.cpu.gpr[reg::EAX] = MB_BOOT_MAGIC;
     m.cpu.gpr[reg::EBX] = INFO_ADDR;
@@ -151,6 +154,78 @@ fn write_boot_info(m: &mut Machine, cmdline: &str) -> Result<(), BootError> {
     m.mem.write_ram(MMAP_ADDR, &mmap)?;
     m.mem.write_ram(STRINGS_ADDR, &strings)?;
     Ok(())
+}
+
+/// Where the MP tables go for a kernel booted without the BIOS: the
+/// 0xF0000-0xFFFFF range an OS scans (MP spec 1.4 section 4), reserved in
+/// the memory map above.
+const MP_FLOATING_POINTER: u32 = 0xF_0000;
+const MP_CONFIG_TABLE: u32 = 0xF_0010;
+
+/// Write an Intel MP 1.4 floating pointer and configuration table
+/// describing this PC — one CPU with its local APIC, the ISA bus, the
+/// IOAPIC with ISA IRQ 0 on pin 2 — as ringside's BIOS does, so a kernel
+/// loaded directly finds the APICs by the spec's scan, like under
+/// `qemu -kernel`.
+pub fn write_mp_tables(m: &mut Machine) -> Result<(), BootError> {
+    let mut entries: Vec<u8> = Vec::new();
+    let mut count = 0u16;
+    // Processor: LAPIC ID 0, version 0x14, enabled + bootstrap, signature, features.
+    entries.extend_from_slice(&[0, 0, 0x14, 0x03]);
+    entries.extend_from_slice(&0x0610u32.to_le_bytes());
+    entries.extend_from_slice(&0u32.to_le_bytes());
+    entries.extend_from_slice(&[0; 8]);
+    count += 1;
+    // Bus 0: ISA.
+    entries.extend_from_slice(&[1, 0]);
+    entries.extend_from_slice(b"ISA   ");
+    count += 1;
+    // IOAPIC ID 1, version 0x11, enabled, at 0xFEC00000.
+    entries.extend_from_slice(&[2, 1, 0x11, 1]);
+    entries.extend_from_slice(&0xFEC0_0000u32.to_le_bytes());
+    count += 1;
+    // I/O interrupts: the 8259A's INTR on pin 0 (ExtINT), then the ISA IRQs
+    // (IRQ 0 on pin 2; IRQ 2 is the cascade and has no entry).
+    let mut io = vec![(3u8, 0u8, 0u8)];
+    io.extend(
+        (0..16u8)
+            .filter(|&irq| irq != 2)
+            .map(|irq| (0, irq, if irq == 0 { 2 } else { irq })),
+    );
+    for (ty, irq, pin) in io {
+        entries.extend_from_slice(&[3, ty, 0, 0, 0, irq, 1, pin]);
+        count += 1;
+    }
+    // Local interrupts: LINT0 ExtINT, LINT1 NMI, to every local APIC.
+    for (ty, lint) in [(3u8, 0u8), (1, 1)] {
+        entries.extend_from_slice(&[4, ty, 0, 0, 0, 0, 0xFF, lint]);
+        count += 1;
+    }
+    let mut table = Vec::with_capacity(44 + entries.len());
+    table.extend_from_slice(b"PCMP");
+    table.extend_from_slice(&((44 + entries.len()) as u16).to_le_bytes());
+    table.extend_from_slice(&[4, 0]);
+    table.extend_from_slice(b"RINGSIDE");
+    table.extend_from_slice(b"RINGSIDE PC ");
+    table.extend_from_slice(&[0; 6]);
+    table.extend_from_slice(&count.to_le_bytes());
+    table.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+    table.extend_from_slice(&[0; 4]);
+    table.extend_from_slice(&entries);
+    table[7] = checksum(&table);
+    let mut fp = Vec::with_capacity(16);
+    fp.extend_from_slice(b"_MP_");
+    fp.extend_from_slice(&MP_CONFIG_TABLE.to_le_bytes());
+    fp.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+    fp[10] = checksum(&fp);
+    m.mem.write_ram(MP_FLOATING_POINTER, &fp)?;
+    m.mem.write_ram(MP_CONFIG_TABLE, &table)?;
+    Ok(())
+}
+
+/// The byte that makes a table sum to zero.
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
 }
 
 /// Put the CPU in 32-bit protected mode with flat segments from a GDT the
@@ -203,6 +278,26 @@ mod tests {
         v.extend_from_slice(&(0u32.wrapping_sub(MB_MAGIC).wrapping_sub(3)).to_le_bytes());
         v.extend_from_slice(tail);
         v
+    }
+
+    #[test]
+    fn mp_tables_have_valid_checksums_and_the_ioapic() {
+        let mut m = Machine::with_ram_mib(2).unwrap();
+        write_mp_tables(&mut m).unwrap();
+        let mut fp = [0u8; 16];
+        m.mem.read_ram(MP_FLOATING_POINTER, &mut fp).unwrap();
+        assert_eq!(&fp[..4], b"_MP_");
+        assert_eq!(fp.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0);
+        let mut head = [0u8; 44];
+        m.mem.read_ram(MP_CONFIG_TABLE, &mut head).unwrap();
+        assert_eq!(&head[..4], b"PCMP");
+        let len = u16::from_le_bytes([head[4], head[5]]) as usize;
+        let mut table = vec![0u8; len];
+        m.mem.read_ram(MP_CONFIG_TABLE, &mut table).unwrap();
+        assert_eq!(table.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0);
+        assert!(table
+            .windows(8)
+            .any(|w| w[0] == 2 && w[4..8] == 0xFEC0_0000u32.to_le_bytes()));
     }
 
     #[test]

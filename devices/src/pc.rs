@@ -82,6 +82,9 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
         m.mem.map_mmio(IOAPIC_BASE, IOAPIC_SIZE, ioapic);
         m.bus.add_irq_listener_mapped(ioapic, ioapic_pin_map());
         m.bus.add_eoi_listener(ioapic);
+        // The IOAPIC's ID is 1, as the MP table says (ID 0 is the CPU's).
+        m.phys_write(IOAPIC_BASE, 4, 0);
+        m.phys_write(IOAPIC_BASE + 0x10, 4, 1 << 24);
     }
     let mut disks = Vec::new();
     if d.ide {
