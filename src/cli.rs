@@ -14,7 +14,7 @@ use ringside_devices::pc::{build_pc, HostIo};
 use crate::session::{Input, Session, SessionEnd};
 
 /// The guest `cargo run --release` boots.
-pub const DEFAULT_GUEST: &str = "builtin:hello";
+pub const DEFAULT_GUEST: &str = "builtin:demo";
 
 #[derive(Parser)]
 #[command(
@@ -281,9 +281,10 @@ fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<Boot
         return Ok(BootImage::Disks);
     }
     let bytes: Vec<u8> = if let Some(b) = name.strip_prefix("builtin:") {
-        match ringside_guests::find(b) {
-            Some(g) => g.image.to_vec(),
-            None => bail!("no built-in guest '{b}' (see `ringside guests`)"),
+        match (ringside_guests::find(b), ringside_guests::find_disk(b)) {
+            (Some(g), _) => g.image.to_vec(),
+            (None, Some(d)) => d.image.to_vec(),
+            (None, None) => bail!("no built-in guest '{b}' (see `ringside guests`)"),
         }
     } else {
         std::fs::read(&name).with_context(|| format!("cannot read {name}"))?
@@ -491,23 +492,21 @@ fn guests(export: Option<&Path>) -> Result<()> {
             for g in ringside_guests::GUESTS {
                 println!("builtin:{:<16} {}", g.name, g.description);
             }
+            for d in ringside_guests::DISKS {
+                println!("builtin:{:<16} {} (disk image)", d.name, d.description);
+            }
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             for g in ringside_guests::GUESTS {
-                let ext = if g.image.starts_with(b"\x7fELF") {
-                    "elf"
-                } else {
-                    "img"
-                };
-                write_atomically(&dir.join(format!("{}.{ext}", g.name)), g.image)?;
+                write_atomically(&dir.join(format!("{}.elf", g.name)), g.image)?;
             }
-            println!(
-                "wrote {} guests to {}",
-                ringside_guests::GUESTS.len(),
-                dir.display()
-            );
+            for d in ringside_guests::DISKS {
+                write_atomically(&dir.join(format!("{}.img", d.name)), d.image)?;
+            }
+            let n = ringside_guests::GUESTS.len() + ringside_guests::DISKS.len();
+            println!("wrote {n} guests to {}", dir.display());
         }
     }
     Ok(())

@@ -134,7 +134,7 @@ pub enum DiskMode {
 /// Why a disk image cannot be used.
 #[derive(Debug, Error)]
 pub enum DiskError {
-    #[error("cannot open disk image {image}: {source}")]
+    #[error("cannot open disk image {image}")]
     Open { image: String, source: io::Error },
     #[error("disk image {image} is {size} bytes, not a whole number of 512-byte sectors")]
     PartialSector { image: String, size: u64 },

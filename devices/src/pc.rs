@@ -30,8 +30,8 @@ use crate::Sink;
 pub enum PcError {
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    #[error("disk {path}: {source}")]
-    Disk { path: String, source: DiskError },
+    #[error(transparent)]
+    Disk(DiskError),
 }
 
 /// Where the machine's character devices talk to the host.
@@ -94,10 +94,7 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
                 ConfigDiskMode::Ro => DiskMode::ReadOnly,
                 ConfigDiskMode::Snapshot => DiskMode::Snapshot,
             };
-            let disk = Disk::open(Path::new(&dc.path), mode).map_err(|source| PcError::Disk {
-                path: dc.path.clone(),
-                source,
-            })?;
+            let disk = Disk::open(Path::new(&dc.path), mode).map_err(PcError::Disk)?;
             disks.push(disk);
         }
     }

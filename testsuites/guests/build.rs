@@ -5,6 +5,11 @@
 //! A guest is the runtime in `lib/` plus its own sources in `src-guests/`,
 //! linked at 1 MiB by `link.ld`. To add one, add its sources and a row to
 //! `GUESTS` below.
+//!
+//! The demo OS in `demo/` is built apart (`build_demo`): its user
+//! programs first, then the kernel that embeds them, as the Multiboot
+//! guest `demo`, and a disk image, `demo-disk`, of its boot sector and
+//! the kernel. Disk images go into a table of their own, `DISKS`.
 
 use std::env;
 use std::fmt::Write as _;
@@ -132,6 +137,49 @@ const LDFLAGS: &[&str] = &[
     "--no-warn-rwx-segments",
 ];
 
+/// The demo OS's kernel sources, relative to `demo/kernel/`.
+const DEMO_KERNEL: &[&str] = &[
+    "entry.S",
+    "trapasm.S",
+    "main.c",
+    "desc.c",
+    "trap.c",
+    "syscall.c",
+    "pic.c",
+    "apic.c",
+    "kalloc.c",
+    "vm.c",
+    "elf.c",
+    "proc.c",
+    "console.c",
+    "printf.c",
+    "string.c",
+    "shell.c",
+    "programs.S",
+];
+
+/// What every demo user program links, relative to `demo/user/`.
+const DEMO_USER_LIB: &[&str] = &["crt0.S", "ulib.c"];
+
+/// The demo's user programs: name, main source, defines. The kernel
+/// embeds `NAME.elf` for each name `demo/kernel/programs.S` lists.
+const DEMO_PROGRAMS: &[(&str, &str, &[&str])] = &[
+    ("hello", "hello.c", &[]),
+    ("bench", "bench.c", &[]),
+    ("bench-small", "bench.c", &["BENCH_SMALL"]),
+    ("syscalls", "syscalls.c", &[]),
+    ("pagefaults", "pagefaults.c", &[]),
+    ("ports", "ports.c", &[]),
+    ("sleeper", "sleeper.c", &[]),
+    ("fault", "fault.c", &[]),
+    ("cat", "cat.c", &[]),
+];
+
+const DEMO_DESCRIPTION: &str =
+    "the demo teaching OS: processes, paging, system calls and a shell on COM1 (demo/README.md)";
+const DEMO_DISK_DESCRIPTION: &str =
+    "the demo OS on a raw disk image: its boot sector loads the kernel with INT 13h";
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -148,10 +196,18 @@ fn main() {
 
     let runtime_objects: Vec<PathBuf> = RUNTIME
         .iter()
-        .map(|source| compile(&lib_dir.join(source), &out_dir.join("lib"), &lib_dir, &[]))
+        .map(|source| {
+            compile(
+                &lib_dir.join(source),
+                &out_dir.join("lib"),
+                &[&lib_dir],
+                &[],
+            )
+        })
         .collect();
 
-    let mut table = String::from("pub static GUESTS: &[Guest] = &[\n");
+    // Every Multiboot guest, the demo's kernel among them, sorted by name.
+    let mut rows = vec![("demo", DEMO_DESCRIPTION)];
     for guest in GUESTS {
         let objects_dir = out_dir.join(guest.name);
         let mut objects = runtime_objects.clone();
@@ -159,25 +215,188 @@ fn main() {
             objects.push(compile(
                 &guest_dir.join(source),
                 &objects_dir,
-                &lib_dir,
+                &[&lib_dir],
                 guest.defines,
             ));
         }
         let image = out_dir.join(format!("{}.elf", guest.name));
         link(&objects, &link_script, &image);
+        rows.push((guest.name, guest.description));
+    }
+    build_demo(&manifest_dir.join("demo"), &out_dir);
+    rows.sort();
+
+    let mut table = String::from("pub static GUESTS: &[Guest] = &[\n");
+    for (name, description) in rows {
         writeln!(
             table,
-            "    Guest {{ name: {:?}, description: {:?}, image: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{}.elf\")), expect_exit: 0 }},",
-            guest.name, guest.description, guest.name
+            "    Guest {{ name: {name:?}, description: {description:?}, image: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.elf\")), expect_exit: 0 }},"
         )
         .expect("writing to a String cannot fail");
     }
     table.push_str("];\n");
+    table.push_str("pub static DISKS: &[Disk] = &[\n");
+    writeln!(
+        table,
+        "    Disk {{ name: \"demo-disk\", description: {DEMO_DISK_DESCRIPTION:?}, image: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/demo-disk.img\")), expect_exit: 0 }},"
+    )
+    .expect("writing to a String cannot fail");
+    table.push_str("];\n");
     fs::write(out_dir.join("guests.rs"), table).expect("write guests.rs to OUT_DIR");
 }
 
+/// Builds the demo OS: each user program (linked at 1 GiB by
+/// `user/user.ld`), the kernel with the programs embedded (`demo.elf`,
+/// linked at 1 MiB by `kernel/kernel.ld`), the boot sector, and the disk
+/// image `demo-disk.img`.
+fn build_demo(demo_dir: &Path, out_dir: &Path) {
+    let kernel_dir = demo_dir.join("kernel");
+    let user_dir = demo_dir.join("user");
+    let boot_dir = demo_dir.join("boot");
+    let build_dir = out_dir.join("demo");
+    println!("cargo:rerun-if-changed={}", demo_dir.display());
+    for dir in [&kernel_dir, &user_dir, &boot_dir] {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+
+    let user_lib: Vec<PathBuf> = DEMO_USER_LIB
+        .iter()
+        .map(|source| {
+            compile(
+                &user_dir.join(source),
+                &build_dir.join("user-lib"),
+                &[demo_dir],
+                &[],
+            )
+        })
+        .collect();
+    let programs_dir = build_dir.join("programs");
+    for (name, source, defines) in DEMO_PROGRAMS {
+        let mut objects = user_lib.clone();
+        objects.push(compile(
+            &user_dir.join(source),
+            &build_dir.join(format!("user-{name}")),
+            &[demo_dir],
+            defines,
+        ));
+        fs::create_dir_all(&programs_dir).expect("create the demo programs directory");
+        link(
+            &objects,
+            &user_dir.join("user.ld"),
+            &programs_dir.join(format!("{name}.elf")),
+        );
+    }
+
+    // programs.S .incbin's the programs, found through -I.
+    let kernel_objects: Vec<PathBuf> = DEMO_KERNEL
+        .iter()
+        .map(|source| {
+            compile(
+                &kernel_dir.join(source),
+                &build_dir.join("kernel"),
+                &[demo_dir, &programs_dir],
+                &[],
+            )
+        })
+        .collect();
+    let kernel = out_dir.join("demo.elf");
+    link(&kernel_objects, &kernel_dir.join("kernel.ld"), &kernel);
+
+    let boot_object = compile(
+        &boot_dir.join("bootsect.S"),
+        &build_dir.join("boot"),
+        &[],
+        &[],
+    );
+    let boot_sector = build_dir.join("bootsect.bin");
+    let mut ld = Command::new("ld");
+    ld.args(["-m", "elf_i386", "-nostdlib", "--build-id=none"])
+        .args(["-Ttext", "0x7c00", "--oformat", "binary", "-e", "_start"])
+        .arg("-o")
+        .arg(&boot_sector)
+        .arg(&boot_object);
+    run(ld, "ld");
+
+    let elf = fs::read(&kernel).expect("read demo.elf");
+    let boot = fs::read(&boot_sector).expect("read bootsect.bin");
+    fs::write(out_dir.join("demo-disk.img"), disk_image(&boot, &elf))
+        .expect("write demo-disk.img to OUT_DIR");
+}
+
+/// Where the boot sector loads the kernel image, and the most it can
+/// stage below 1 MiB (0x10000-0x8FFFF; see `demo/boot/bootsect.S`).
+const DEMO_KERNEL_ADDRESS: u32 = 0x10_0000;
+const DEMO_KERNEL_MAX_SECTORS: usize = 1024;
+/// The fields build.rs fills in the boot sector.
+const BOOT_SECTORS_OFFSET: usize = 4;
+const BOOT_ENTRY_OFFSET: usize = 6;
+/// Disk images are padded to whole cylinders of 16 heads x 63 sectors,
+/// the geometry BIOSes assume for small disks, so CHS reads fit it.
+const CYLINDER_BYTES: usize = 16 * 63 * 512;
+
+/// The boot sector, then the kernel's loadable segments laid out from
+/// 1 MiB as they will be in memory (gaps zero-filled, .bss left out: the
+/// kernel clears it), with the kernel's size in sectors and its entry
+/// point written into the boot sector.
+fn disk_image(boot: &[u8], elf: &[u8]) -> Vec<u8> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().expect("4 bytes"));
+    assert_eq!(boot.len(), 512, "the boot sector must be one sector");
+    assert_eq!(
+        &boot[510..],
+        &[0x55, 0xAA],
+        "the boot sector lacks its signature"
+    );
+    assert_eq!(
+        &boot[BOOT_SECTORS_OFFSET..BOOT_ENTRY_OFFSET + 4],
+        &[0xFF; 6],
+        "the boot sector's fields moved"
+    );
+    assert_eq!(&elf[..4], b"\x7fELF", "demo.elf is not an ELF file");
+
+    let entry = u32_at(24);
+    let (phoff, phentsize, phnum) = (
+        u32_at(28) as usize,
+        u16_at(42) as usize,
+        u16_at(44) as usize,
+    );
+    let mut kernel = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        const PT_LOAD: u32 = 1;
+        if u32_at(ph) != PT_LOAD || u32_at(ph + 16) == 0 {
+            continue;
+        }
+        let (offset, paddr, filesz) = (
+            u32_at(ph + 4) as usize,
+            u32_at(ph + 12),
+            u32_at(ph + 16) as usize,
+        );
+        let at = paddr
+            .checked_sub(DEMO_KERNEL_ADDRESS)
+            .expect("the demo kernel is linked at 1 MiB") as usize;
+        if kernel.len() < at + filesz {
+            kernel.resize(at + filesz, 0);
+        }
+        kernel[at..at + filesz].copy_from_slice(&elf[offset..offset + filesz]);
+    }
+    let sectors = kernel.len().div_ceil(512);
+    assert!(
+        sectors <= DEMO_KERNEL_MAX_SECTORS,
+        "the demo kernel ({sectors} sectors) is too big for the boot sector's staging area"
+    );
+
+    let mut image = boot.to_vec();
+    image[BOOT_SECTORS_OFFSET..BOOT_SECTORS_OFFSET + 2]
+        .copy_from_slice(&(sectors as u16).to_le_bytes());
+    image[BOOT_ENTRY_OFFSET..BOOT_ENTRY_OFFSET + 4].copy_from_slice(&entry.to_le_bytes());
+    image.extend_from_slice(&kernel);
+    image.resize(image.len().div_ceil(CYLINDER_BYTES) * CYLINDER_BYTES, 0);
+    image
+}
+
 /// Compiles one `.c` or `.S` file into `objects_dir`; returns the object.
-fn compile(source: &Path, objects_dir: &Path, include_dir: &Path, defines: &[&str]) -> PathBuf {
+fn compile(source: &Path, objects_dir: &Path, include_dirs: &[&Path], defines: &[&str]) -> PathBuf {
     println!("cargo:rerun-if-changed={}", source.display());
     fs::create_dir_all(objects_dir).expect("create object directory in OUT_DIR");
     let file_name = source
@@ -186,7 +405,10 @@ fn compile(source: &Path, objects_dir: &Path, include_dir: &Path, defines: &[&st
         .to_string_lossy();
     let object = objects_dir.join(format!("{file_name}.o"));
     let mut cc = Command::new("cc");
-    cc.args(CFLAGS).arg("-I").arg(include_dir);
+    cc.args(CFLAGS);
+    for dir in include_dirs {
+        cc.arg("-I").arg(dir);
+    }
     for define in defines {
         cc.arg(format!("-D{define}"));
     }
