@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn ringside(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringside"))
-        .args(args)
-        .output()
-        .expect("the ringside binary runs")
+    ringside_with_input(args, b"")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -24,9 +21,11 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn no_command_runs_the_default_guest() {
-    let out = ringside(&[]);
+    let out = ringside_with_input(&["--clock", "fast"], b"poweroff\n");
+    let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("Hello from ringside!"));
+    assert!(stdout.contains("ringside demo OS"), "{stdout}");
+    assert!(stdout.contains("Powering off."), "{stdout}");
 }
 
 #[test]
@@ -201,4 +200,177 @@ fn a_wrong_configuration_key_is_named_in_the_error() {
         err.contains("memory_megs") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+/// Run `ringside ARGS` with `input` on stdin. A run that outlives two
+/// minutes is killed (and the test then fails on its status), so a guest
+/// that never stops cannot hang the test suite.
+fn ringside_with_input(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringside starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("the script is written");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child
+        .try_wait()
+        .expect("the child can be waited for")
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("ringside ends")
+}
+
+#[test]
+fn scripted_demo_session_runs_programs_and_powers_off() {
+    let out = ringside_with_input(&[], b"ps\nrun hello\npoweroff\n");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("ringside$ "), "{stdout}");
+    assert!(stdout.contains("PID  STATE"), "{stdout}");
+    assert!(stdout.contains("Hello from user space!"), "{stdout}");
+    assert!(stdout.contains("Powering off."), "{stdout}");
+}
+
+#[test]
+fn demo_disk_boots_through_the_bios_to_the_same_shell() {
+    let out = ringside_with_input(
+        &["run", "builtin:demo-disk", "--clock", "fast"],
+        b"run hello\npoweroff\n",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ringside BIOS"), "{stdout}");
+    assert!(stdout.contains("loaded by boot sector"), "{stdout}");
+    assert!(stdout.contains("Hello from user space!"), "{stdout}");
+}
+
+#[test]
+fn scripted_sessions_are_deterministic() {
+    let dir = temp_dir("determinism");
+    let run = |n: u32| {
+        let stats = dir.join(format!("stats{n}.json"));
+        let out = ringside_with_input(
+            &[
+                "run",
+                "builtin:demo",
+                "--stats-json",
+                stats.to_str().unwrap(),
+            ],
+            b"help\nps\nrun hello\nrun syscalls\npoweroff\n",
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        (out.stdout, v["instructions"].as_u64().unwrap())
+    };
+    let (out1, n1) = run(1);
+    let (out2, n2) = run(2);
+    assert_eq!(out1, out2, "COM1 output differs between runs");
+    assert_eq!(n1, n2, "instruction counts differ between runs");
+}
+
+#[test]
+fn idle_guest_costs_almost_no_host_cpu() {
+    use std::process::Stdio;
+    // No input: the demo sits at its prompt, halting between timer ticks,
+    // and the paced clock sleeps through the idle time.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ringside starts");
+    let wall = std::time::Duration::from_secs(3);
+    std::thread::sleep(wall);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let Ok(stat) = stat else {
+        println!("skipped: /proc is not available to measure CPU time");
+        return;
+    };
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let cpu_s = ticks as f64 / 100.0;
+    println!(
+        "idle demo used {cpu_s:.2} s of CPU in {:.0} s",
+        wall.as_secs_f64()
+    );
+    assert!(
+        cpu_s < 0.05 * wall.as_secs_f64(),
+        "idle guest used {cpu_s} s of CPU"
+    );
+}
+
+#[test]
+fn demo_kernel_boots_unmodified_under_qemu() {
+    let qemu = "qemu-system-i386";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        println!("skipped: {qemu} is not installed (Debian package qemu-system-x86)");
+        return;
+    }
+    let dir = temp_dir("qemu");
+    let out = ringside(&["guests", "--export", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let kernel = dir.join("demo.elf");
+    let mut child = Command::new(qemu)
+        .args([
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu starts");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"run hello\npoweroff\n").unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    // isa-debug-exit turns the guest's status 0 into QEMU's exit status 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("Hello from user space!"), "{stdout}");
 }
