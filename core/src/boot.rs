@@ -151,6 +151,12 @@ fn write_boot_info(m: &mut Machine, cmdline: &str) -> Result<(), BootError> {
     info[12] = MMAP_ADDR;
     let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
     m.mem.write_ram(INFO_ADDR, &bytes)?;
+    // The BIOS data area fields an OS reads without calling the BIOS (as
+    // firmware leaves them under `qemu -kernel`): COM1's base, the EBDA
+    // segment and the base memory size in KiB.
+    m.mem.write_ram(0x400, &0x3F8u16.to_le_bytes())?;
+    m.mem.write_ram(0x40E, &0x9FC0u16.to_le_bytes())?;
+    m.mem.write_ram(0x413, &639u16.to_le_bytes())?;
     m.mem.write_ram(MMAP_ADDR, &mmap)?;
     m.mem.write_ram(STRINGS_ADDR, &strings)?;
     Ok(())
@@ -172,8 +178,8 @@ pub fn write_mp_tables(m: &mut Machine) -> Result<(), BootError> {
     let mut count = 0u16;
     // Processor: LAPIC ID 0, version 0x14, enabled + bootstrap, signature, features.
     entries.extend_from_slice(&[0, 0, 0x14, 0x03]);
-    entries.extend_from_slice(&0x0610u32.to_le_bytes());
-    entries.extend_from_slice(&0u32.to_le_bytes());
+    entries.extend_from_slice(&crate::cpu::CPUID_SIGNATURE.to_le_bytes());
+    entries.extend_from_slice(&crate::cpu::cpuid_features(true).to_le_bytes());
     entries.extend_from_slice(&[0; 8]);
     count += 1;
     // Bus 0: ISA.

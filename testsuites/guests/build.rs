@@ -59,6 +59,18 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "pc-hw",
+        description: "a 1990s PC OS's drivers: MP table scan, IOAPIC and LAPIC timer, IDE slave PIO by IRQ 14, COM1 input by IRQ 4",
+        sources: &[
+            "pc-hw/main.c",
+            "pc-hw/mptable.c",
+            "pc-hw/apic.c",
+            "pc-hw/ide.c",
+            "pc-hw/uart.c",
+        ],
+        defines: &[],
+    },
+    GuestSpec {
         name: "pm-segments",
         description: "segment limits, expand-down, null and not-present selectors, SS rules, LAR/LSL/VERR/VERW/ARPL",
         sources: &["pm-segments.c"],

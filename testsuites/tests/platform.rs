@@ -177,3 +177,36 @@ fn com1_input_arrives_by_interrupt() {
     assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)));
     assert_eq!(com1.contents(), b"B");
 }
+
+/// The `pc-hw` guest: an OS written for 1990s PC hardware that finds the MP
+/// table by the spec's scan, programs the IOAPIC and the LAPIC timer, drives
+/// the IDE slave with PIO and IRQ 14, and reads COM1 input by interrupt.
+#[test]
+fn a_1990s_style_os_finds_and_drives_the_pc_hardware() {
+    let dir = std::env::temp_dir().join(format!("ringside-pchw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = MachineConfig::default();
+    for name in ["master.img", "slave.img"] {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        config.disks.push(ringside_core::config::DiskConfig {
+            path: path.display().to_string(),
+            mode: ringside_core::config::DiskMode::Rw,
+        });
+    }
+    let com1 = SharedBuffer::default();
+    let mut m = pc(&config, com1.clone());
+    let guest = ringside_guests::find("pc-hw").expect("pc-hw is built in");
+    ringside_core::boot::load_multiboot(&mut m, guest.image, "expect=hello").unwrap();
+    m.bus
+        .find_device::<Uart16550>()
+        .unwrap()
+        .push_input(b"hello\n");
+    let out = m
+        .run_until_stopped(&mut Interp::new(), Some(200_000_000))
+        .unwrap();
+    let text = String::from_utf8_lossy(&com1.contents()).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)), "{text}");
+    assert!(text.contains("echo: hello"), "{text}");
+}

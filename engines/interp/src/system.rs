@@ -7,7 +7,9 @@
 use iced_x86::{Instruction, Mnemonic, OpCodeTableKind, OpKind, Register};
 use ringside_core::cpu::flags::{CF, DF, IF, RF, VM};
 use ringside_core::cpu::segments::{system_type, Descriptor};
-use ringside_core::cpu::{attr, cr0, cr4, msr_index, reg, CpuResult, Fault, SegReg, Segment};
+use ringside_core::cpu::{
+    attr, cpuid_features, cr0, cr4, msr_index, reg, CpuResult, Fault, SegReg, Segment,
+};
 use ringside_core::{Exit, StopReason};
 
 use crate::exec::{Ctx, Decoded, Handler};
@@ -286,18 +288,6 @@ fn hlt(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
-/// The features CPUID leaf 1 reports in EDX: exactly what ringside
-/// implements. No FPU, no MMX/SSE, no PAE, no VME; APIC (bit 9) is added
-/// when the machine has a local APIC.
-pub const CPUID_FEATURES: u32 = (1 << 2) // DE: CR4.DE
-    | (1 << 3) // PSE: 4 MiB pages
-    | (1 << 4) // TSC
-    | (1 << 5) // MSR
-    | (1 << 8) // CX8: CMPXCHG8B
-    | (1 << 11) // SEP: SYSENTER/SYSEXIT
-    | (1 << 13) // PGE: CR4.PGE accepted (every TLB flush is complete)
-    | (1 << 15); // CMOV
-
 fn cpuid(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     let leaf = c.m.cpu.gpr[reg::EAX];
     let (a, b, cx, dx) = match leaf {
@@ -310,10 +300,10 @@ fn cpuid(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
         // Out-of-range leaves return the highest basic leaf (SDM Vol. 2A CPUID).
         // Bit 9 (APIC) only when the machine has a local APIC.
         _ => (
-            0x0000_0610,
+            ringside_core::cpu::CPUID_SIGNATURE,
             0,
             0,
-            CPUID_FEATURES | (c.m.bus.has_lapic() as u32) << 9,
+            cpuid_features(c.m.bus.has_lapic()),
         ),
     };
     let g = &mut c.m.cpu.gpr;
