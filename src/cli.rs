@@ -335,10 +335,22 @@ fn load(m: &mut Machine, c: &MachineConfig, image: BootImage) -> Result<()> {
             boot::load_rom(m, ringside_firmware::BIOS).context("cannot load the BIOS")?
         }
         BootImage::Kernel { image, name } => {
-            if !c.boot.initrd.is_empty() {
-                bail!("--initrd: Multiboot modules are not supported yet");
-            }
-            boot::load_multiboot(m, &image, &c.boot.cmdline)
+            let initrd = if c.boot.initrd.is_empty() {
+                None
+            } else {
+                Some(
+                    std::fs::read(&c.boot.initrd)
+                        .with_context(|| format!("cannot read --initrd {}", c.boot.initrd))?,
+                )
+            };
+            let modules: Vec<boot::Module> = initrd
+                .iter()
+                .map(|data| boot::Module {
+                    data,
+                    string: &c.boot.initrd,
+                })
+                .collect();
+            boot::load_multiboot_with_modules(m, &image, &c.boot.cmdline, &modules)
                 .with_context(|| format!("cannot load {name}"))?
         }
     }

@@ -26,6 +26,14 @@ pub enum BootError {
     SegmentOutsideRam { paddr: u64, len: u64, ram: u32 },
     #[error("kernel segment at file offset {0:#x} extends past the end of the file")]
     Truncated(u64),
+    #[error("{0} Multiboot modules given; at most 16 are supported")]
+    TooManyModules(usize),
+    #[error(
+        "a module of {len:#x} bytes does not fit in guest RAM of {ram:#x} bytes after the kernel"
+    )]
+    ModuleOutsideRam { len: usize, ram: u32 },
+    #[error("the command line and module strings are too long for the boot information")]
+    BootInfoTooLarge,
 }
 
 /// Map a raw ROM image at the top of the first MiB and at the top of the
@@ -74,6 +82,29 @@ fn find_multiboot_header(image: &[u8]) -> Option<u32> {
 /// flat 4 GiB segments, paging and interrupts off, EAX = 0x2BADB002,
 /// EBX = the boot information.
 pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<(), BootError> {
+    load_multiboot_with_modules(m, image, cmdline, &[])
+}
+
+/// A Multiboot module (an initial RAM disk, say) and its string.
+pub struct Module<'a> {
+    pub data: &'a [u8],
+    pub string: &'a str,
+}
+
+const MODS_ADDR: u32 = 0x9200;
+const MAX_MODULES: usize = 16;
+
+/// Load a Multiboot v1 kernel with modules: each module is placed on a
+/// page boundary after the kernel (Multiboot 0.6.96 section 3.3, flag bit 3).
+pub fn load_multiboot_with_modules(
+    m: &mut Machine,
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module],
+) -> Result<(), BootError> {
+    if modules.len() > MAX_MODULES {
+        return Err(BootError::TooManyModules(modules.len()));
+    }
     let flags = find_multiboot_header(image).ok_or(BootError::NoMultibootHeader)?;
     let known = MB_FLAG_PAGE_ALIGN | MB_FLAG_MEMORY_INFO | MB_FLAG_AOUT_KLUDGE;
     if flags & 0xFFFF & !known != 0 {
@@ -85,6 +116,7 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
         return Err(BootError::WrongArch);
     }
     let ram = m.mem.ram_size();
+    let mut kernel_end = 0u64;
     for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
         let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
         let end = paddr.saturating_add(memsz.max(filesz));
@@ -107,8 +139,23 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
             let zeros = vec![0u8; (memsz - filesz) as usize];
             m.mem.write_ram((paddr + filesz) as u32, &zeros)?;
         }
+        kernel_end = kernel_end.max(end);
     }
-    write_boot_info(m, cmdline)?;
+    let mut placed = Vec::with_capacity(modules.len());
+    let mut next = kernel_end.max(0x10_0000).div_ceil(4096) * 4096;
+    for module in modules {
+        let end = next + module.data.len() as u64;
+        if end > ram as u64 {
+            return Err(BootError::ModuleOutsideRam {
+                len: module.data.len(),
+                ram,
+            });
+        }
+        m.mem.write_ram(next as u32, module.data)?;
+        placed.push((next as u32, end as u32, module.string));
+        next = end.div_ceil(4096) * 4096;
+    }
+    write_boot_info(m, cmdline, &placed)?;
     if m.bus.has_lapic() {
         write_mp_tables(m)?;
     }
@@ -120,7 +167,11 @@ pub fn load_multiboot(m: &mut Machine, image: &[u8], cmdline: &str) -> Result<()
 
 /// The Multiboot information structure (section 3.3): memory sizes, the
 /// command line, the boot loader's name and a BIOS-style memory map.
-fn write_boot_info(m: &mut Machine, cmdline: &str) -> Result<(), BootError> {
+fn write_boot_info(
+    m: &mut Machine,
+    cmdline: &str,
+    modules: &[(u32, u32, &str)],
+) -> Result<(), BootError> {
     let ram = m.mem.ram_size();
     let mut info = [0u32; 22];
     // flags: mem_* (0), cmdline (2), mmap (6), boot_loader_name (9).
@@ -133,6 +184,25 @@ fn write_boot_info(m: &mut Machine, cmdline: &str) -> Result<(), BootError> {
     strings.push(0);
     info[16] = STRINGS_ADDR + strings.len() as u32;
     strings.extend_from_slice(b"ringside\0");
+    // Modules (flag bit 3): start, end, string, reserved.
+    let mut mods = Vec::new();
+    for &(start, end, string) in modules {
+        let at = STRINGS_ADDR + strings.len() as u32;
+        strings.extend_from_slice(&string.as_bytes()[..string.len().min(63)]);
+        strings.push(0);
+        for w in [start, end, at, 0] {
+            mods.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    if STRINGS_ADDR as usize + strings.len() > LOADER_END as usize {
+        return Err(BootError::BootInfoTooLarge);
+    }
+    if !modules.is_empty() {
+        info[0] |= 1 << 3;
+        info[5] = modules.len() as u32;
+        info[6] = MODS_ADDR;
+        m.mem.write_ram(MODS_ADDR, &mods)?;
+    }
     // Memory map entries: size, base (64), length (64), type.
     let regions: [(u64, u64, u32); 4] = [
         (0, 0x9_FC00, 1),

@@ -210,3 +210,35 @@ fn a_1990s_style_os_finds_and_drives_the_pc_hardware() {
     assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)), "{text}");
     assert!(text.contains("echo: hello"), "{text}");
 }
+
+#[test]
+fn multiboot_modules_are_loaded_page_aligned_after_the_kernel() {
+    let mut m = pc(&MachineConfig::default(), SharedBuffer::default());
+    let guest = ringside_guests::find("hello").expect("hello is built in");
+    let initrd = b"an initial ram disk".repeat(300);
+    let modules = [ringside_core::boot::Module {
+        data: &initrd,
+        string: "initrd.img",
+    }];
+    ringside_core::boot::load_multiboot_with_modules(&mut m, guest.image, "quiet", &modules)
+        .unwrap();
+    let info = m.cpu.gpr[reg::EBX];
+    let word = |m: &Machine, a: u32| {
+        let mut b = [0u8; 4];
+        m.mem.read_ram(a, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    };
+    assert_ne!(word(&m, info) & (1 << 3), 0, "flags bit 3: modules present");
+    assert_eq!(word(&m, info + 20), 1, "mods_count");
+    let entry = word(&m, info + 24);
+    let (start, end, string) = (word(&m, entry), word(&m, entry + 4), word(&m, entry + 8));
+    assert_eq!(start % 4096, 0);
+    assert!(start >= 0x10_0000);
+    assert_eq!(end - start, initrd.len() as u32);
+    let mut got = vec![0u8; initrd.len()];
+    m.mem.read_ram(start, &mut got).unwrap();
+    assert_eq!(got, initrd);
+    let mut name = [0u8; 11];
+    m.mem.read_ram(string, &mut name).unwrap();
+    assert_eq!(&name, b"initrd.img\0");
+}
