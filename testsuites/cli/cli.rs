@@ -374,3 +374,22 @@ fn demo_kernel_boots_unmodified_under_qemu() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("Hello from user space!"), "{stdout}");
 }
+
+#[test]
+fn text_display_mirrors_the_guests_screen() {
+    let out = ringside(&[
+        "run",
+        "builtin:demo-disk",
+        "--display",
+        "text",
+        "--clock",
+        "fast",
+        "--max-insns",
+        "3000000",
+    ]);
+    assert_eq!(out.status.code(), Some(124));
+    let stdout = text(&out.stdout);
+    // The BIOS writes its banner on the text screen at 0xB8000.
+    assert!(stdout.contains("\x1b[2J"), "{stdout}");
+    assert!(stdout.contains("ringside BIOS"), "{stdout}");
+}
