@@ -126,6 +126,10 @@ struct RunArgs {
     /// Write run statistics as JSON to this file.
     #[arg(long, value_name = "PATH")]
     stats_json: Option<PathBuf>,
+    /// Boot the default guest when nothing else is configured (`ringside`
+    /// with no command).
+    #[arg(skip)]
+    default_guest: bool,
 }
 
 pub fn main() -> i32 {
@@ -133,13 +137,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         None => {
             let mut args = cli.run;
-            if args.image.is_none()
-                && args.kernel.is_none()
-                && args.bios.is_none()
-                && args.disk.is_empty()
-            {
-                args.image = Some(DEFAULT_GUEST.into());
-            }
+            args.default_guest = true;
             run(args)
         }
         Some(Command::Run(args)) => run(args),
@@ -260,6 +258,10 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     }
     for d in &args.disk {
         c.disks.push(parse_disk(d)?);
+    }
+    let nothing_to_boot = c.boot.image.is_empty() && c.boot.bios.is_empty() && c.disks.is_empty();
+    if args.default_guest && nothing_to_boot {
+        c.boot.image = DEFAULT_GUEST.into();
     }
     c.validate()?;
     Ok(c)

@@ -107,16 +107,21 @@ impl Session {
 
     /// Host input for the guest: COM1, or the keyboard with a text display.
     fn give_input(&mut self, bytes: &[u8]) {
+        let now = self.machine.clock.now_ns();
         if self.text_display {
             if let Some(k) = self.machine.bus.find_device::<KeyboardController>() {
                 for &b in bytes {
                     k.push_ascii(b);
                 }
+                // Let the controller raise IRQ 1 now: an idle guest is halted
+                // and would not touch it.
+                self.machine.bus.poke::<KeyboardController>(now);
                 return;
             }
         }
         if let Some(u) = self.com1() {
             u.push_input(bytes);
+            self.machine.bus.poke::<Uart16550>(now);
         }
     }
 

@@ -306,6 +306,19 @@ impl Bus {
             .find_map(|d| d.as_any_mut().downcast_mut::<T>())
     }
 
+    /// Run the timer callback of the first device of type `T` now: after the
+    /// front-end hands a device host input outside any guest access, this
+    /// lets it raise its interrupt at once.
+    pub fn poke<T: 'static>(&mut self, now_ns: u64) {
+        let found = self
+            .devices
+            .iter_mut()
+            .position(|d| d.as_any_mut().downcast_mut::<T>().is_some());
+        if let Some(d) = found {
+            self.with_device(d, now_ns, |dev, ctx| dev.timer(ctx));
+        }
+    }
+
     /// The level of an interrupt line.
     pub fn irq_level(&self, line: u8) -> bool {
         self.lines.get(line as usize).copied().unwrap_or(false)

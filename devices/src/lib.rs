@@ -8,16 +8,16 @@
 
 pub mod emulator_ports;
 pub mod i8042;
-pub mod port92;
-pub mod rtc;
-pub mod pic;
-pub mod pit;
 pub mod ide;
-pub mod vga_text;
 pub mod ioapic;
 pub mod lapic;
 pub mod pc;
+pub mod pic;
+pub mod pit;
+pub mod port92;
+pub mod rtc;
 pub mod uart;
+pub mod vga_text;
 
 use std::io::Write;
 

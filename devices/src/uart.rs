@@ -21,8 +21,9 @@
 //! driven only while MCR.OUT2 is set, and not in loopback, where the data
 //! sheet forces the modem outputs (OUT2 among them) inactive. Parity,
 //! framing and break errors are never produced: there is no wire to
-//! garble the host's bytes. A receive-FIFO reset discards what the FIFO
-//! holds, as the hardware does; bytes still in the host queue stay.
+//! garble the host's bytes. Host input is flow-controlled (as with
+//! RTS/CTS): a receive-FIFO reset empties the FIFO, and the host bytes it
+//! held that the guest never read are sent again, so no input is lost.
 
 use std::any::Any;
 use std::collections::VecDeque;

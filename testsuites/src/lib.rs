@@ -20,6 +20,12 @@ pub mod book {
     #[doc = include_str!("../../book/src/how-an-instruction-executes.md")]
     pub mod how_an_instruction_executes {}
 
+    #[doc = include_str!("../../book/src/pc-platform.md")]
+    pub mod pc_platform {}
+
+    #[doc = include_str!("../../book/src/demo-os.md")]
+    pub mod demo_os {}
+
     #[doc = include_str!("../../book/src/guests.md")]
     pub mod guests {}
 }

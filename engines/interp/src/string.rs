@@ -115,6 +115,7 @@ fn iteration<W: Width, const OP: u8>(
             let v = W::read(c.m, src, si)?;
             let now = c.m.clock.now_ns();
             c.m.bus.io_write(port, W::BYTES as u8, v, now);
+            c.m.apply_a20_signal();
             r.step(c, reg::ESI, delta);
         }
     }
