@@ -226,6 +226,12 @@ pub struct Bus {
     deadlines: Vec<Option<u64>>,
     /// The earliest deadline of all, cached for the engines' fast check.
     earliest: u64,
+    /// Counts device calls: interrupt-controller state changes only inside
+    /// them, so INTR and NMI answers are cached per epoch (the engines ask
+    /// at every block boundary).
+    epoch: u64,
+    intr_cache: Option<(u64, bool)>,
+    nmi_checked: u64,
 }
 
 impl Default for Bus {
@@ -247,6 +253,9 @@ impl Bus {
             lapic: None,
             deadlines: Vec::new(),
             earliest: u64::MAX,
+            epoch: 1,
+            intr_cache: None,
+            nmi_checked: 0,
         }
     }
 
@@ -339,6 +348,7 @@ impl Bus {
         now_ns: u64,
         f: impl FnOnce(&mut dyn Device, &mut DeviceCtx) -> R,
     ) -> R {
+        self.epoch += 1;
         let mut events = DeviceEvents::default();
         let r = {
             let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
@@ -396,6 +406,7 @@ impl Bus {
         depth: u32,
         f: impl FnOnce(&mut dyn Device, &mut DeviceCtx),
     ) {
+        self.epoch += 1;
         let mut events = DeviceEvents::default();
         {
             let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
@@ -503,13 +514,19 @@ impl Bus {
 
     /// INTR as the CPU sees it.
     pub fn interrupt_pending(&mut self) -> bool {
-        let src = self.lapic.or(self.pic);
-        let Some(s) = src else {
-            return false;
+        if let Some((epoch, intr)) = self.intr_cache {
+            if epoch == self.epoch {
+                return intr;
+            }
+        }
+        let intr = match self.lapic.or(self.pic) {
+            Some(s) => self.devices[s.0]
+                .interrupt_output()
+                .is_some_and(|o| o.intr()),
+            None => false,
         };
-        self.devices[s.0]
-            .interrupt_output()
-            .is_some_and(|o| o.intr())
+        self.intr_cache = Some((self.epoch, intr));
+        intr
     }
 
     /// The interrupt acknowledge cycle: the vector to deliver, if any.
@@ -540,6 +557,11 @@ impl Bus {
         let Some(l) = self.lapic else {
             return false;
         };
+        // An NMI can only have arrived during a device call.
+        if self.nmi_checked == self.epoch {
+            return false;
+        }
+        self.nmi_checked = self.epoch;
         self.devices[l.0]
             .interrupt_output()
             .is_some_and(|o| o.take_nmi())
