@@ -146,6 +146,8 @@ impl Session {
                 Exit::BudgetSpent => left,
                 _ => (self.machine.clock.icount - before).max(1),
             };
+            // Guest output without a newline (a shell prompt) must show now.
+            let _ = std::io::stdout().flush();
             if self.drain_terminal() {
                 return Ok(SessionEnd::Quit);
             }

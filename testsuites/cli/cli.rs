@@ -393,3 +393,54 @@ fn text_display_mirrors_the_guests_screen() {
     assert!(stdout.contains("\x1b[2J"), "{stdout}");
     assert!(stdout.contains("ringside BIOS"), "{stdout}");
 }
+
+/// Typed input on a real terminal (under tmux): keys reach the idle demo
+/// shell as typed, and Ctrl-A x quits.
+#[test]
+fn terminal_input_reaches_the_demo_shell_under_tmux() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed (Debian package tmux)");
+        return;
+    }
+    let session = format!("ringside-test-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "40",
+        "-s",
+        &session,
+        env!("CARGO_BIN_EXE_ringside"),
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let screen = capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = tmux(&["kill-session", "-t", &session]);
+                panic!("{needle:?} did not appear; the screen shows:\n{screen}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("ringside$");
+    tmux(&["send-keys", "-t", &session, "run hello", "Enter"]);
+    wait_for("Hello from user space!");
+    tmux(&["send-keys", "-t", &session, "C-a", "x"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tmux(&["has-session", "-t", &session]).status.success() {
+        if std::time::Instant::now() > deadline {
+            let _ = tmux(&["kill-session", "-t", &session]);
+            panic!("Ctrl-A x did not quit ringside");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
