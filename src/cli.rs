@@ -41,6 +41,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         export: Option<PathBuf>,
     },
+    /// Run two engines in lockstep and stop at the first instruction where they disagree.
+    Compare {
+        /// The two engines, e.g. interp,interp.
+        #[arg(long, value_name = "A,B")]
+        engines: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Show the machine configuration.
     Config {
         /// Print the default machine configuration (TOML).
@@ -142,6 +150,7 @@ pub fn main() -> i32 {
         }
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
+        Some(Command::Compare { engines, run }) => compare(&engines, run),
         Some(Command::Config { print_default }) => {
             if print_default {
                 print!("{}", MachineConfig::default().to_toml());
@@ -481,6 +490,54 @@ fn run(args: RunArgs) -> Result<i32> {
     }
     drop(temp);
     Ok(code)
+}
+
+/// Build one machine of a comparison: the same configuration and image for
+/// both sides, no host input, output discarded.
+fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lockstep::Side> {
+    let mut config = configure(args)?;
+    let mut temp = None;
+    let image = boot_image(&mut config, &mut temp)?;
+    let io = HostIo {
+        com1: Box::new(std::io::sink()),
+        com2: Box::new(std::io::sink()),
+        debug_console: Box::new(std::io::sink()),
+    };
+    let mut machine = build_pc(&config, io)?;
+    load(&mut machine, &config, image)?;
+    // A built-in disk image was copied into the machine's snapshot disk.
+    drop(temp);
+    Ok(ringside_debugger::lockstep::Side {
+        machine,
+        engine: make_engine(engine)?,
+    })
+}
+
+fn compare(engines: &str, args: RunArgs) -> Result<i32> {
+    use ringside_debugger::lockstep::{format_divergence, run as lockstep, Outcome};
+    let Some((ea, eb)) = engines.split_once(',') else {
+        bail!("--engines takes two engine names, e.g. interp,interp");
+    };
+    let mut a = comparison_side(&args, ea)?;
+    let mut b = comparison_side(&args, eb)?;
+    let limit = args.max_insns.unwrap_or(100_000_000);
+    match lockstep(&mut a, &mut b, limit)? {
+        Outcome::NoDivergence { instructions } => {
+            println!("no divergence in {instructions} instructions");
+            Ok(0)
+        }
+        Outcome::Stopped {
+            reason,
+            instructions,
+        } => {
+            println!("no divergence in {instructions} instructions (both stopped: {reason})");
+            Ok(0)
+        }
+        Outcome::Divergence(d) => {
+            print!("{}", format_divergence(&d, ea, eb));
+            Ok(1)
+        }
+    }
 }
 
 /// Write a file through a temporary file and a rename, so a reader never

@@ -23,6 +23,11 @@ pub struct Machine {
     /// returned to the caller as `Exit::Exception` instead of being delivered
     /// through the IDT. The debugger and the raw-mode monitor use this.
     pub exception_exits: u32,
+    /// When set, every guest-physical write is recorded here (address,
+    /// size, value) — the lockstep comparator compares what two engines
+    /// wrote. While it is on, the TLB holds no write entries, so no store
+    /// can bypass the log.
+    pub write_log: Option<Vec<(u32, u32, u64)>>,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -57,6 +62,7 @@ impl Machine {
             clock: Clock::default(),
             watch: DataWatch::default(),
             exception_exits: 0,
+            write_log: None,
         })
     }
 
@@ -117,6 +123,15 @@ impl Machine {
     pub fn apply_a20_signal(&mut self) {
         if let Some(on) = self.bus.signals.a20.take() {
             self.set_a20(on);
+        }
+    }
+
+    /// Start or stop recording physical writes in `write_log`.
+    pub fn set_write_log(&mut self, on: bool) {
+        if on != self.write_log.is_some() {
+            self.write_log = on.then(Vec::new);
+            // Cached write entries would let stores bypass the log.
+            self.tlb.flush();
         }
     }
 

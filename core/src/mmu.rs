@@ -299,6 +299,9 @@ impl Machine {
     /// unassigned addresses ignore writes; RAM writes invalidate cached code.
     pub fn phys_write(&mut self, addr: u32, size: u32, value: u64) {
         let addr = addr & self.mem.a20_mask();
+        if let Some(log) = self.write_log.as_mut() {
+            log.push((addr, size, value));
+        }
         match self.mem.classify(addr) {
             PhysKind::Mmio { device, offset } => {
                 let now = self.clock.now_ns();
@@ -362,7 +365,8 @@ impl Machine {
         e.host = host;
         e.phys_page = phys_page;
         e.tags[class * 2] = vpn;
-        if can_write && t.dirty && ram && !self.mem.is_code_page(phys_page) {
+        let logging = self.write_log.is_some();
+        if can_write && t.dirty && ram && !logging && !self.mem.is_code_page(phys_page) {
             e.tags[class * 2 + 1] = vpn;
         }
         if t.large {

@@ -1,6 +1,10 @@
-//! ringside-debugger: the debug facility (DBGF): debugger core, lockstep
-//! comparator, terminal UI and GDB stub.
+//! ringside-debugger: the debug facility (DBGF in VirtualBox's terms).
 //!
-//! Not built yet: this crate is reserved by the workspace layout of
-//! DESIGN.md section 2 and holds no code. The comparator is planned in
-//! issue 4, the rest in issue 5.
+//! It owns the lockstep comparator ([`lockstep`]): two machines built from
+//! the same configuration, each on its own engine, stepped one instruction
+//! at a time and compared after every step, stopping at the first
+//! instruction where architectural state or memory writes differ. The
+//! debugger core, terminal UI and gdb stub of issue 5 will build on it; they
+//! are not written yet.
+
+pub mod lockstep;

@@ -444,3 +444,27 @@ fn terminal_input_reaches_the_demo_shell_under_tmux() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn compare_interp_against_itself_finds_no_divergence() {
+    let out = ringside(&[
+        "compare",
+        "--engines",
+        "interp,interp",
+        "builtin:bench-int",
+        "--max-insns",
+        "100000",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "no divergence in 100000 instructions"
+    );
+    let out = ringside(&["compare", "--engines", "interp,interp", "builtin:hello"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).starts_with("no divergence in "),
+        "{}",
+        text(&out.stdout)
+    );
+}

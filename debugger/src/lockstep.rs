@@ -1,0 +1,389 @@
+//! The lockstep comparator: run two machines one instruction at a time and
+//! stop at the first instruction after which they disagree.
+//!
+//! After every step it compares the architectural state — general
+//! registers, EIP, EFLAGS (without the flags the instruction just executed
+//! leaves undefined: core's table, shared with the conformance runner),
+//! segment registers with their hidden caches, descriptor-table registers,
+//! control registers — the instruction count, and the physical writes each
+//! machine made (`Machine::write_log`). Device state needs no comparison of
+//! its own: both machines see the same virtual time and the same (no)
+//! input, so devices can only diverge through what the CPUs did.
+
+use std::fmt::Write as _;
+
+use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic};
+use ringside_core::cpu::flags::undefined_flags;
+use ringside_core::cpu::{reg, CpuState, SegReg};
+use ringside_core::{Engine, EngineError, Exit, Machine, StopReason};
+
+/// One machine and the engine that runs it.
+pub struct Side {
+    pub machine: Machine,
+    pub engine: Box<dyn Engine>,
+}
+
+/// One field that differs between the two machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub field: String,
+    pub a: String,
+    pub b: String,
+}
+
+/// The first instruction after which the machines disagree.
+#[derive(Clone, Debug)]
+pub struct Divergence {
+    /// Instructions both machines retired before this one.
+    pub instruction: u64,
+    pub cs: u16,
+    pub eip: u32,
+    pub bytes: Vec<u8>,
+    pub disassembly: String,
+    pub before: CpuState,
+    pub a: CpuState,
+    pub b: CpuState,
+    pub differences: Vec<Difference>,
+}
+
+/// How a lockstep run ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The machines agreed for this many instructions (the limit).
+    NoDivergence {
+        instructions: u64,
+    },
+    /// Both machines stopped the same way, agreeing throughout.
+    Stopped {
+        reason: StopReason,
+        instructions: u64,
+    },
+    Divergence(Box<Divergence>),
+}
+
+/// The instruction at CS:EIP of `m`, read without side effects.
+fn peek_instruction(m: &mut Machine) -> (Vec<u8>, Instruction) {
+    let code32 = m.cpu.code32();
+    let lin = m.cpu.linear_eip();
+    let mut bytes = Vec::with_capacity(15);
+    for i in 0..15u32 {
+        match m.peek_translation(lin.wrapping_add(i)) {
+            Some(pa) => bytes.push(m.mem.read_plain(pa).unwrap_or(0xFF)),
+            None => break,
+        }
+    }
+    let mut d = Decoder::with_ip(
+        if code32 { 32 } else { 16 },
+        &bytes,
+        m.cpu.eip as u64,
+        DecoderOptions::NONE,
+    );
+    let insn = d.decode();
+    let len = if insn.is_invalid() {
+        bytes.len().min(1)
+    } else {
+        insn.len()
+    };
+    bytes.truncate(len);
+    (bytes, insn)
+}
+
+/// The EFLAGS bits an instruction leaves undefined, with the shift count
+/// taken from the state before it ran.
+fn undefined_mask(insn: &Instruction, before: &CpuState) -> u32 {
+    let count = match insn.mnemonic() {
+        Mnemonic::Shl
+        | Mnemonic::Sal
+        | Mnemonic::Shr
+        | Mnemonic::Sar
+        | Mnemonic::Rol
+        | Mnemonic::Ror
+        | Mnemonic::Rcl
+        | Mnemonic::Rcr
+        | Mnemonic::Shld
+        | Mnemonic::Shrd => {
+            let last = insn.op_count().saturating_sub(1);
+            Some(match insn.op_kind(last) {
+                iced_x86::OpKind::Register => before.gpr[reg::ECX] & 0x1F,
+                iced_x86::OpKind::Immediate8 => insn.immediate8() as u32 & 0x1F,
+                _ => 1,
+            })
+        }
+        _ => None,
+    };
+    undefined_flags(insn.mnemonic(), count)
+}
+
+/// Every architectural difference between two CPU states.
+pub fn compare_states(a: &CpuState, b: &CpuState, flag_mask: u32) -> Vec<Difference> {
+    let mut d = Vec::new();
+    let mut diff = |field: &str, x: String, y: String| {
+        if x != y {
+            d.push(Difference {
+                field: field.to_owned(),
+                a: x,
+                b: y,
+            });
+        }
+    };
+    const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
+    for (i, n) in NAMES.iter().enumerate() {
+        diff(n, format!("{:08x}", a.gpr[i]), format!("{:08x}", b.gpr[i]));
+    }
+    diff("eip", format!("{:08x}", a.eip), format!("{:08x}", b.eip));
+    diff(
+        "eflags",
+        format!("{:08x}", a.eflags & !flag_mask),
+        format!("{:08x}", b.eflags & !flag_mask),
+    );
+    for s in SegReg::ALL {
+        let (x, y) = (a.seg(s), b.seg(s));
+        diff(
+            s.name(),
+            format!(
+                "{:04x} base {:08x} limit {:08x} attr {:05x}",
+                x.selector, x.base, x.limit, x.attr
+            ),
+            format!(
+                "{:04x} base {:08x} limit {:08x} attr {:05x}",
+                y.selector, y.base, y.limit, y.attr
+            ),
+        );
+    }
+    for (name, x, y) in [("ldtr", &a.ldtr, &b.ldtr), ("tr", &a.tr, &b.tr)] {
+        diff(
+            name,
+            format!(
+                "{:04x} base {:08x} limit {:08x}",
+                x.selector, x.base, x.limit
+            ),
+            format!(
+                "{:04x} base {:08x} limit {:08x}",
+                y.selector, y.base, y.limit
+            ),
+        );
+    }
+    diff(
+        "gdtr",
+        format!("{:08x}/{:04x}", a.gdtr.base, a.gdtr.limit),
+        format!("{:08x}/{:04x}", b.gdtr.base, b.gdtr.limit),
+    );
+    diff(
+        "idtr",
+        format!("{:08x}/{:04x}", a.idtr.base, a.idtr.limit),
+        format!("{:08x}/{:04x}", b.idtr.base, b.idtr.limit),
+    );
+    for (name, x, y) in [
+        ("cr0", a.cr0, b.cr0),
+        ("cr2", a.cr2, b.cr2),
+        ("cr3", a.cr3, b.cr3),
+        ("cr4", a.cr4, b.cr4),
+    ] {
+        diff(name, format!("{x:08x}"), format!("{y:08x}"));
+    }
+    diff("halted", a.run.halted.to_string(), b.run.halted.to_string());
+    d
+}
+
+fn format_writes(log: &[(u32, u32, u64)]) -> String {
+    let parts: Vec<String> = log
+        .iter()
+        .map(|(a, s, v)| format!("[{a:08x}]{s}={v:x}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Run both sides in lockstep for at most `max_insns` instructions.
+pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, EngineError> {
+    a.machine.set_write_log(true);
+    b.machine.set_write_log(true);
+    let start = a.machine.clock.icount;
+    loop {
+        let done = a.machine.clock.icount - start;
+        if done >= max_insns {
+            return Ok(Outcome::NoDivergence { instructions: done });
+        }
+        let before = a.machine.cpu.clone();
+        let (bytes, insn) = peek_instruction(&mut a.machine);
+        for s in [&mut *a, &mut *b] {
+            if let Some(log) = s.machine.write_log.as_mut() {
+                log.clear();
+            }
+        }
+        let ea = a.engine.step(&mut a.machine)?;
+        let eb = b.engine.step(&mut b.machine)?;
+        let mut differences = compare_states(
+            &a.machine.cpu,
+            &b.machine.cpu,
+            undefined_mask(&insn, &before),
+        );
+        if a.machine.clock.icount != b.machine.clock.icount {
+            differences.push(Difference {
+                field: "instructions".into(),
+                a: a.machine.clock.icount.to_string(),
+                b: b.machine.clock.icount.to_string(),
+            });
+        }
+        let (wa, wb) = (
+            a.machine.write_log.clone().unwrap_or_default(),
+            b.machine.write_log.clone().unwrap_or_default(),
+        );
+        if wa != wb {
+            differences.push(Difference {
+                field: "memory writes".into(),
+                a: format_writes(&wa),
+                b: format_writes(&wb),
+            });
+        }
+        if ea != eb {
+            differences.push(Difference {
+                field: "exit".into(),
+                a: format!("{ea:?}"),
+                b: format!("{eb:?}"),
+            });
+        }
+        if !differences.is_empty() {
+            let mut disassembly = String::new();
+            IntelFormatter::new().format(&insn, &mut disassembly);
+            return Ok(Outcome::Divergence(Box::new(Divergence {
+                instruction: done,
+                cs: before.seg(SegReg::Cs).selector,
+                eip: before.eip,
+                bytes,
+                disassembly,
+                before,
+                a: a.machine.cpu.clone(),
+                b: b.machine.cpu.clone(),
+                differences,
+            })));
+        }
+        match ea {
+            Exit::Stopped(reason) => {
+                return Ok(Outcome::Stopped {
+                    reason,
+                    instructions: a.machine.clock.icount - start,
+                })
+            }
+            Exit::Halted => {
+                // Same virtual time on both sides: jump both to the next
+                // device event, or stop if nothing can wake them.
+                let wa = a.machine.skip_to_next_deadline();
+                let wb = b.machine.skip_to_next_deadline();
+                if !(wa && wb) {
+                    let (cs, eip) = (a.machine.cpu.seg(SegReg::Cs).selector, a.machine.cpu.eip);
+                    return Ok(Outcome::Stopped {
+                        reason: StopReason::IdleForever { cs, eip },
+                        instructions: a.machine.clock.icount - start,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The report of a divergence: the instruction, the two states side by
+/// side with the differing fields marked, and the instruction count.
+pub fn format_divergence(d: &Divergence, name_a: &str, name_b: &str) -> String {
+    let mut s = String::new();
+    let bytes: Vec<String> = d.bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = writeln!(
+        s,
+        "divergence after {} instructions, at {:04x}:{:08x}  {}  {}",
+        d.instruction,
+        d.cs,
+        d.eip,
+        bytes.join(" "),
+        d.disassembly
+    );
+    let _ = writeln!(s, "  {:<14} {:<44} {}", "", name_a, name_b);
+    for diff in &d.differences {
+        let _ = writeln!(s, "* {:<14} {:<44} {}", diff.field, diff.a, diff.b);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringside_core::boot;
+    use ringside_devices::pc::{build_pc, HostIo};
+
+    fn side(guest: &str) -> Side {
+        let io = HostIo {
+            com1: Box::new(std::io::sink()),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        };
+        let mut m = build_pc(&ringside_core::config::MachineConfig::default(), io).unwrap();
+        let g = ringside_guests::find(guest).unwrap();
+        boot::load_multiboot(&mut m, g.image, "").unwrap();
+        Side {
+            machine: m,
+            engine: Box::new(ringside_interp::Interp::new()),
+        }
+    }
+
+    #[test]
+    fn interp_against_itself_agrees_to_the_guests_exit() {
+        let (mut a, mut b) = (side("hello"), side("hello"));
+        match run(&mut a, &mut b, 1_000_000).unwrap() {
+            Outcome::Stopped {
+                reason,
+                instructions,
+            } => {
+                assert_eq!(reason, StopReason::DebugExit(0));
+                assert!(instructions > 100);
+            }
+            other => panic!("expected both to stop cleanly, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn interp_against_itself_agrees_for_200000_instructions_of_paged_code() {
+        let (mut a, mut b) = (side("bench-int-small"), side("bench-int-small"));
+        assert!(matches!(
+            run(&mut a, &mut b, 200_000).unwrap(),
+            Outcome::NoDivergence {
+                instructions: 200_000
+            }
+        ));
+    }
+
+    #[test]
+    fn a_corrupted_register_shows_as_a_divergence_at_the_next_step() {
+        let (mut a, mut b) = (side("hello"), side("hello"));
+        assert!(matches!(
+            run(&mut a, &mut b, 50).unwrap(),
+            Outcome::NoDivergence { instructions: 50 }
+        ));
+        b.machine.cpu.gpr[reg::EDI] ^= 0x10;
+        match run(&mut a, &mut b, 50).unwrap() {
+            Outcome::Divergence(d) => {
+                assert_eq!(d.instruction, 0, "the very next step");
+                assert!(
+                    d.differences.iter().any(|x| x.field == "edi"),
+                    "{:?}",
+                    d.differences
+                );
+                let report = format_divergence(&d, "interp", "interp");
+                assert!(report.contains("* edi"), "{report}");
+            }
+            other => panic!("expected a divergence, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn undefined_flags_of_the_instruction_are_not_compared() {
+        let mut a = CpuState::at_reset();
+        let mut b = a.clone();
+        a.eflags |= ringside_core::cpu::flags::AF;
+        b.eflags &= !ringside_core::cpu::flags::AF;
+        assert!(!compare_states(&a, &b, 0).is_empty());
+        assert!(compare_states(&a, &b, undefined_flags(Mnemonic::And, None)).is_empty());
+    }
+}
