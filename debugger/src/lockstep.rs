@@ -371,6 +371,7 @@ mod tests {
                     d.differences
                 );
                 let report = format_divergence(&d, "interp", "interp");
+                println!("{report}");
                 assert!(report.contains("* edi"), "{report}");
             }
             other => panic!("expected a divergence, got {other:?}"),
