@@ -49,6 +49,8 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// List the execution engines and what each can run on this host.
+    Engines,
     /// Show the machine configuration.
     Config {
         /// Print the default machine configuration (TOML).
@@ -151,6 +153,10 @@ pub fn main() -> i32 {
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
         Some(Command::Compare { engines, run }) => compare(&engines, run),
+        Some(Command::Engines) => {
+            engines();
+            Ok(0)
+        }
         Some(Command::Config { print_default }) => {
             if print_default {
                 print!("{}", MachineConfig::default().to_toml());
@@ -178,7 +184,24 @@ pub fn main() -> i32 {
 fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(ringside_interp::Interp::new())),
-        other => bail!("unknown engine '{other}' (available: interp)"),
+        "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
+        other => bail!("unknown engine '{other}' (available: interp, kvm)"),
+    }
+}
+
+/// `ringside engines`: every engine, whether it runs here, and for kvm the
+/// modes this host's KVM runs, found by running tiny guests.
+fn engines() {
+    println!("interp: available (the reference interpreter runs everywhere)");
+    let probe = ringside_kvm::probe();
+    if !probe.available.ok {
+        println!("kvm: not available: {}", probe.available.reason);
+        return;
+    }
+    println!("kvm: available ({})", probe.available.reason);
+    for (mode, r) in probe.lines() {
+        let answer = if r.ok { "yes" } else { "no" };
+        println!("  {mode}: {answer} ({})", r.reason);
     }
 }
 

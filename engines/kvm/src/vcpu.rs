@@ -1,0 +1,664 @@
+//! One VM with one vCPU, and the loop that enters it: VM entry, the exit
+//! it comes back with, and what ringside does about each exit.
+//!
+//! Exits that belong to the machine go to the same places as under every
+//! other engine: port I/O to `Bus::io_read/io_write`, MMIO (and writes to
+//! ROM, and reads of unassigned addresses) to `Machine::phys_read/
+//! phys_write`. Interrupts come from the userspace PIC/LAPIC: injected with
+//! KVM_INTERRUPT when the vCPU can take one, otherwise an interrupt-window
+//! exit is requested.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_guest_debug, kvm_interrupt, kvm_msr_entry, kvm_run, CpuId, Msrs,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_MP_STATE_HALTED,
+};
+use kvm_ioctls::{Cap, VcpuExit, VcpuFd, VmFd};
+use ringside_core::cpu::flags::IF;
+use ringside_core::cpu::{cpuid_features, SegReg, CPUID_SIGNATURE};
+use ringside_core::memory::PAGE_SIZE;
+use ringside_core::{EngineError, Exit, Machine, StopReason};
+
+use crate::kick::Kicker;
+use crate::registers::{cpu_to_kvm, kvm_to_cpu, VcpuRegisters, MSR_INDICES};
+use crate::slots::{plan_slots, register_slots, RomCopy};
+use crate::Counters;
+
+pub(crate) fn unavailable(what: impl Into<String>) -> EngineError {
+    EngineError::Unavailable {
+        engine: "kvm",
+        what: what.into(),
+    }
+}
+
+/// KVM_INTERRUPT = _IOW(KVMIO, 0x86, struct kvm_interrupt): kvm-ioctls
+/// has no wrapper for it because it is only meaningful without an
+/// in-kernel interrupt controller, which is exactly ringside's setup.
+const KVM_INTERRUPT: libc::c_ulong = (1 << 30) | (4 << 16) | (0xAE << 8) | 0x86;
+
+/// Where the TSS that VMX needs to run real mode without "unrestricted
+/// guest" lives (KVM_SET_TSS_ADDR): three pages no ringside machine uses.
+const VMX_TSS_ADDR: usize = 0xFFFB_D000;
+
+/// A single step that sees this many exits without the debug exit is
+/// reported as a host failure instead of looping.
+const STEP_ENTRY_LIMIT: u64 = 10_000;
+
+/// How the loop runs the vCPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Until an exit the caller must see, or after this many KVM_RUNs.
+    Run { entries: u64 },
+    /// One instruction, with guest single-stepping.
+    Step,
+}
+
+/// Identifies the memory a VM's slots were built from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct MemoryIdentity {
+    ram_host: usize,
+    ram_size: u32,
+    roms: usize,
+}
+
+impl MemoryIdentity {
+    pub(crate) fn of(m: &Machine) -> MemoryIdentity {
+        let roms = (0..)
+            .take_while(|&i| m.mem.rom_bytes(i, 0).is_some())
+            .count();
+        MemoryIdentity {
+            ram_host: m.mem.ram_slice().as_ptr() as usize,
+            ram_size: m.mem.ram_size(),
+            roms,
+        }
+    }
+}
+
+pub(crate) struct Vm {
+    // Field order is drop order: the vCPU and VM go before the ROM copies
+    // their slots point into.
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    _roms: RomCopy,
+    pub(crate) identity: MemoryIdentity,
+    kicker: Kicker,
+    kicker_tid: libc::pid_t,
+    single_stepping: bool,
+    /// The last exit was port I/O or MMIO that KVM completes on the next
+    /// KVM_RUN: until then RIP still points at the instruction.
+    io_pending: bool,
+}
+
+/// The exit, copied out of kvm_run so the machine can be used while
+/// handling it.
+enum ExitKind {
+    IoIn,
+    IoOut,
+    MmioRead {
+        addr: u64,
+        len: usize,
+    },
+    MmioWrite {
+        addr: u64,
+        data: [u8; 8],
+        len: usize,
+    },
+    Hlt,
+    IrqWindowOpen,
+    Kicked,
+    Debug,
+    Shutdown,
+    FailEntry(u64),
+    InternalError,
+    Other(String),
+}
+
+fn cpuid_entry(function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
+    kvm_cpuid_entry2 {
+        function,
+        eax,
+        ebx,
+        ecx,
+        edx,
+        ..Default::default()
+    }
+}
+
+impl Vm {
+    pub(crate) fn new(kvm: &kvm_ioctls::Kvm, m: &Machine) -> Result<Vm, EngineError> {
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| unavailable(format!("cannot create a VM: {e}")))?;
+        // Only VMX without unrestricted guest needs it; other hosts refuse
+        // or ignore it, and either is fine.
+        let _ = vm.set_tss_address(VMX_TSS_ADDR);
+        let plan = plan_slots(&m.mem);
+        let max_slots = kvm.get_nr_memslots();
+        if plan.len() > max_slots {
+            return Err(unavailable(format!(
+                "the memory layout needs {} slots, this host allows {max_slots}",
+                plan.len()
+            )));
+        }
+        let readonly = vm.check_extension(Cap::ReadonlyMem);
+        let roms = register_slots(&vm, &m.mem, &plan, readonly).map_err(unavailable)?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(|e| unavailable(format!("cannot create a vCPU: {e}")))?;
+        // The CPU ringside models (CPUID as the interpreter answers it), so
+        // a guest sees the same processor under every engine.
+        let cpuid = CpuId::from_entries(&[
+            cpuid_entry(
+                0,
+                1,
+                u32::from_le_bytes(*b"Ring"),
+                u32::from_le_bytes(*b"VCPU"),
+                u32::from_le_bytes(*b"side"),
+            ),
+            cpuid_entry(1, CPUID_SIGNATURE, 0, 0, cpuid_features(m.bus.has_lapic())),
+        ])
+        .map_err(|e| unavailable(format!("building CPUID: {e:?}")))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| unavailable(format!("KVM_SET_CPUID2: {e}")))?;
+        let kicker =
+            Kicker::new().map_err(|e| unavailable(format!("cannot create a host timer: {e}")))?;
+        Ok(Vm {
+            vcpu,
+            _vm: vm,
+            _roms: roms,
+            identity: MemoryIdentity::of(m),
+            kicker,
+            // SAFETY: gettid has no preconditions.
+            kicker_tid: unsafe { libc::gettid() },
+            single_stepping: false,
+            io_pending: false,
+        })
+    }
+
+    /// Load `m.cpu` into the vCPU.
+    fn load_state(&mut self, m: &Machine) -> Result<(), EngineError> {
+        let k = cpu_to_kvm(&m.cpu, m.tsc());
+        let v = &self.vcpu;
+        let fail = |what: &str, e: kvm_ioctls::Error| unavailable(format!("{what}: {e}"));
+        v.set_sregs(&k.sregs)
+            .map_err(|e| fail("KVM_SET_SREGS", e))?;
+        v.set_regs(&k.regs).map_err(|e| fail("KVM_SET_REGS", e))?;
+        v.set_debug_regs(&k.debugregs)
+            .map_err(|e| fail("KVM_SET_DEBUGREGS", e))?;
+        let entries: Vec<kvm_msr_entry> = k
+            .msrs
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|e| unavailable(format!("building the MSR list: {e:?}")))?;
+        let n = v.set_msrs(&msrs).map_err(|e| fail("KVM_SET_MSRS", e))?;
+        if n != entries.len() {
+            return Err(unavailable(format!(
+                "KVM_SET_MSRS accepted {n} of {} MSRs (index {:#x} refused)",
+                entries.len(),
+                entries[n].index
+            )));
+        }
+        v.set_vcpu_events(&k.events)
+            .map_err(|e| fail("KVM_SET_VCPU_EVENTS", e))?;
+        Ok(())
+    }
+
+    /// Let KVM finish an instruction whose I/O or MMIO exit was handled,
+    /// without running guest code: KVM_RUN with immediate_exit set
+    /// completes the pending access and returns EINTR, or comes back with
+    /// the instruction's next access (a read-modify-write to MMIO, a REP
+    /// string I/O), which is handled in turn.
+    fn complete_pending_io(&mut self, m: &mut Machine) -> Result<(), EngineError> {
+        while self.io_pending {
+            self.io_pending = false;
+            self.vcpu.set_kvm_immediate_exit(1);
+            let r = self.enter_guest();
+            self.vcpu.set_kvm_immediate_exit(0);
+            match r? {
+                ExitKind::Kicked => {}
+                ExitKind::IoIn | ExitKind::IoOut => self.port_io(m),
+                ExitKind::MmioRead { addr, len } => self.mmio_read(m, addr, len),
+                ExitKind::MmioWrite { addr, data, len } => self.mmio_write(m, addr, &data[..len]),
+                _ => {
+                    return Err(unavailable(
+                        "completing guest I/O: KVM ran guest code despite immediate_exit",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the vCPU back into `m.cpu`.
+    fn store_state(&mut self, m: &mut Machine, halted: bool) -> Result<(), EngineError> {
+        self.complete_pending_io(m)?;
+        let v = &self.vcpu;
+        let fail = |what: &str, e: kvm_ioctls::Error| unavailable(format!("{what}: {e}"));
+        let mut msrs = Msrs::from_entries(&MSR_INDICES.map(|index| kvm_msr_entry {
+            index,
+            ..Default::default()
+        }))
+        .map_err(|e| unavailable(format!("building the MSR list: {e:?}")))?;
+        let n = v.get_msrs(&mut msrs).map_err(|e| fail("KVM_GET_MSRS", e))?;
+        if n != MSR_INDICES.len() {
+            return Err(unavailable(format!(
+                "KVM_GET_MSRS returned {n} of {} MSRs",
+                MSR_INDICES.len()
+            )));
+        }
+        let mut msr_values = [(0u32, 0u64); 4];
+        for (slot, e) in msr_values.iter_mut().zip(msrs.as_slice()) {
+            *slot = (e.index, e.data);
+        }
+        let mut k = VcpuRegisters {
+            regs: v.get_regs().map_err(|e| fail("KVM_GET_REGS", e))?,
+            sregs: v.get_sregs().map_err(|e| fail("KVM_GET_SREGS", e))?,
+            debugregs: v
+                .get_debug_regs()
+                .map_err(|e| fail("KVM_GET_DEBUGREGS", e))?,
+            msrs: msr_values,
+            events: v
+                .get_vcpu_events()
+                .map_err(|e| fail("KVM_GET_VCPU_EVENTS", e))?,
+            mp_state: v
+                .get_mp_state()
+                .map_err(|e| fail("KVM_GET_MP_STATE", e))?
+                .mp_state,
+        };
+        // Without an in-kernel interrupt controller KVM leaves HLT to user
+        // space and its mp_state stays RUNNABLE: the engine tracks the halt.
+        if halted {
+            k.mp_state = KVM_MP_STATE_HALTED;
+        }
+        m.cpu = kvm_to_cpu(&k, m.clock.icount);
+        m.sync_debug_registers();
+        Ok(())
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), EngineError> {
+        if self.single_stepping == on {
+            return Ok(());
+        }
+        let dbg = kvm_guest_debug {
+            control: if on {
+                KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        self.vcpu
+            .set_guest_debug(&dbg)
+            .map_err(|e| unavailable(format!("KVM_SET_GUEST_DEBUG (single-step): {e}")))?;
+        self.single_stepping = on;
+        Ok(())
+    }
+
+    fn inject_interrupt(&self, vector: u8) -> Result<(), EngineError> {
+        let irq = kvm_interrupt { irq: vector as u32 };
+        // SAFETY: KVM_INTERRUPT reads one kvm_interrupt from the pointer,
+        // which is valid for the call; the fd is this VM's vCPU.
+        let r = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT as _, &irq) };
+        if r != 0 {
+            return Err(unavailable(format!(
+                "KVM_INTERRUPT (vector {vector:#x}): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    fn kvm_run(&mut self) -> &mut kvm_run {
+        self.vcpu.get_kvm_run()
+    }
+
+    /// Enter the guest once and copy out what it exited with.
+    fn enter_guest(&mut self) -> Result<ExitKind, EngineError> {
+        Ok(match self.vcpu.run() {
+            Ok(VcpuExit::IoIn(..)) => ExitKind::IoIn,
+            Ok(VcpuExit::IoOut(..)) => ExitKind::IoOut,
+            Ok(VcpuExit::MmioRead(addr, data)) => ExitKind::MmioRead {
+                addr,
+                len: data.len().min(8),
+            },
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let len = data.len().min(8);
+                let mut d = [0u8; 8];
+                d[..len].copy_from_slice(&data[..len]);
+                ExitKind::MmioWrite { addr, data: d, len }
+            }
+            Ok(VcpuExit::Hlt) => ExitKind::Hlt,
+            Ok(VcpuExit::IrqWindowOpen) => ExitKind::IrqWindowOpen,
+            Ok(VcpuExit::Intr) => ExitKind::Kicked,
+            Ok(VcpuExit::Debug(_)) => ExitKind::Debug,
+            Ok(VcpuExit::Shutdown) => ExitKind::Shutdown,
+            Ok(VcpuExit::FailEntry(reason, _)) => ExitKind::FailEntry(reason),
+            Ok(VcpuExit::InternalError) => ExitKind::InternalError,
+            Ok(other) => ExitKind::Other(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => ExitKind::Kicked,
+            Err(e) => return Err(unavailable(format!("KVM_RUN failed: {e}"))),
+        })
+    }
+
+    /// Port I/O: every element of a (possibly REP string) IN or OUT goes to
+    /// the bus, in order.
+    fn port_io(&mut self, m: &mut Machine) {
+        let run = self.kvm_run();
+        // SAFETY: the exit reason was KVM_EXIT_IO, so `io` is the live
+        // member of the union.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        let size = io.size as usize;
+        let len = size * io.count as usize;
+        // SAFETY: data_offset points inside the kvm_run mapping, which is
+        // at least one page; KVM puts count * size bytes there.
+        let data = unsafe {
+            let base = run as *mut kvm_run as *mut u8;
+            std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len)
+        };
+        let now = m.clock.now_ns();
+        for chunk in data.chunks_mut(size.max(1)) {
+            if io.direction == kvm_bindings::KVM_EXIT_IO_OUT as u8 {
+                let mut v = [0u8; 4];
+                v[..chunk.len()].copy_from_slice(chunk);
+                m.bus
+                    .io_write(io.port, size as u8, u32::from_le_bytes(v), now);
+            } else {
+                let v = m.bus.io_read(io.port, size as u8, now).to_le_bytes();
+                chunk.copy_from_slice(&v[..chunk.len()]);
+            }
+        }
+        self.io_pending = true;
+    }
+
+    fn mmio_read(&mut self, m: &mut Machine, addr: u64, len: usize) {
+        let addr = addr as u32;
+        let crosses = (addr & (PAGE_SIZE - 1)) as usize + len > PAGE_SIZE as usize;
+        let value = if crosses || !len.is_power_of_two() {
+            (0..len as u32).fold(0u64, |acc, i| {
+                acc | (m.phys_read(addr.wrapping_add(i), 1) << (8 * i))
+            })
+        } else {
+            m.phys_read(addr, len as u32)
+        };
+        let run = self.kvm_run();
+        // SAFETY: the exit reason was KVM_EXIT_MMIO, so `mmio` is the live
+        // member of the union.
+        unsafe {
+            run.__bindgen_anon_1.mmio.data[..len].copy_from_slice(&value.to_le_bytes()[..len])
+        };
+        self.io_pending = true;
+    }
+
+    fn mmio_write(&mut self, m: &mut Machine, addr: u64, data: &[u8]) {
+        let addr = addr as u32;
+        let len = data.len();
+        let crosses = (addr & (PAGE_SIZE - 1)) as usize + len > PAGE_SIZE as usize;
+        if crosses || !len.is_power_of_two() {
+            for (i, &b) in data.iter().enumerate() {
+                m.phys_write(addr.wrapping_add(i as u32), 1, b as u64);
+            }
+        } else {
+            let mut v = [0u8; 8];
+            v[..len].copy_from_slice(data);
+            m.phys_write(addr, len as u32, u64::from_le_bytes(v));
+        }
+        self.io_pending = true;
+    }
+
+    /// Why the host refused to go on, for FAIL_ENTRY and INTERNAL_ERROR.
+    fn host_failure(&mut self, m: &Machine, what: String) -> EngineError {
+        let cpu = &m.cpu;
+        let mode = if cpu.paging() {
+            "32-bit paging"
+        } else if cpu.vm86() {
+            "virtual-8086 mode"
+        } else if cpu.protected_mode() {
+            "unpaged protected mode"
+        } else {
+            "real mode"
+        };
+        unavailable(format!(
+            "this host's KVM cannot run the guest in {mode} ({what}) at {:04x}:{:08x}, CR0={:#010x} CR4={:#010x}",
+            cpu.seg[SegReg::Cs as usize].selector,
+            cpu.eip,
+            cpu.cr0,
+            cpu.cr4
+        ))
+    }
+
+    /// Run the vCPU on `m` in `mode`. `m.cpu` is exact when this returns
+    /// Ok (and as exact as the host lets it be on an error).
+    pub(crate) fn enter(
+        &mut self,
+        m: &mut Machine,
+        mode: Mode,
+        counters: &mut Counters,
+    ) -> Result<Exit, EngineError> {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        if tid != self.kicker_tid {
+            self.kicker = Kicker::new()
+                .map_err(|e| unavailable(format!("cannot create a host timer: {e}")))?;
+            self.kicker_tid = tid;
+        }
+        self.load_state(m)?;
+        self.set_single_step(mode == Mode::Step)?;
+        self.kicker.arm();
+        let result = self.enter_loop(m, mode, counters);
+        self.kicker.disarm();
+        let (exit, halted, retired) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.store_state(m, m.cpu.run.halted);
+                return Err(e);
+            }
+        };
+        if retired {
+            m.clock.icount += 1;
+            counters.instructions += 1;
+        }
+        self.store_state(m, halted)?;
+        let cs = m.cpu.seg[SegReg::Cs as usize].selector;
+        let eip = m.cpu.eip;
+        Ok(match exit {
+            LoopExit::Plain(e) => e,
+            LoopExit::Halt => {
+                if m.cpu.interrupts_enabled() {
+                    Exit::Halted
+                } else {
+                    Exit::Stopped(StopReason::DeadHalt { cs, eip })
+                }
+            }
+            LoopExit::Shutdown => {
+                m.cpu.run.shutdown = true;
+                Exit::Stopped(StopReason::TripleFault { cs, eip })
+            }
+            LoopExit::HostFailure(what) => return Err(self.host_failure(m, what)),
+        })
+    }
+
+    /// The entry loop. Returns how it ended, whether the CPU is halted, and
+    /// whether an instruction retired under single-step.
+    fn enter_loop(
+        &mut self,
+        m: &mut Machine,
+        mode: Mode,
+        counters: &mut Counters,
+    ) -> Result<(LoopExit, bool, bool), EngineError> {
+        let mut halted = m.cpu.run.halted;
+        let mut if_flag = m.cpu.eflags & IF != 0;
+        let mut ready = !m.cpu.run.interrupt_shadow;
+        let mut entries = 0u64;
+        loop {
+            if m.bus.signals.input_wanted {
+                m.bus.signals.input_wanted = false;
+                return Ok((LoopExit::Plain(Exit::WaitingForInput), halted, false));
+            }
+            let now = m.clock.now_ns();
+            if now >= m.bus.next_deadline() {
+                m.bus.run_timers(now);
+            }
+            if m.bus.take_nmi() {
+                self.vcpu
+                    .nmi()
+                    .map_err(|e| unavailable(format!("KVM_NMI: {e}")))?;
+                halted = false;
+            }
+            let mut window = false;
+            if m.bus.interrupt_pending() {
+                if if_flag && ready {
+                    if let Some(v) = m.bus.acknowledge_interrupt(now) {
+                        self.inject_interrupt(v)?;
+                        counters.interrupts_injected += 1;
+                        halted = false;
+                    }
+                } else {
+                    window = true;
+                }
+            }
+            self.kvm_run().request_interrupt_window = window as u8;
+            if halted {
+                return Ok((LoopExit::Halt, true, false));
+            }
+            match mode {
+                Mode::Run { entries: max } if entries >= max.max(1) => {
+                    return Ok((LoopExit::Plain(Exit::BudgetSpent), false, false));
+                }
+                Mode::Step if entries >= STEP_ENTRY_LIMIT => {
+                    return Ok((
+                        LoopExit::HostFailure(format!(
+                            "single-step: no debug exit after {STEP_ENTRY_LIMIT} entries"
+                        )),
+                        false,
+                        false,
+                    ));
+                }
+                _ => {}
+            }
+            let start = Instant::now();
+            self.io_pending = false;
+            let exit = self.enter_guest()?;
+            let spent = start.elapsed().as_nanos() as u64;
+            entries += 1;
+            counters.kvm_runs += 1;
+            counters.host_ns_in_guest += spent;
+            // KVM runs on host time (DESIGN.md section 3): the host time
+            // spent in the guest passes on the virtual clock as idle time,
+            // so device timers progress; icount counts only what is known
+            // to have retired (single steps).
+            if mode != Mode::Step {
+                m.clock.idle_ns += spent;
+            }
+            {
+                let run = self.kvm_run();
+                if_flag = run.if_flag != 0;
+                ready = run.ready_for_interrupt_injection != 0;
+            }
+            match exit {
+                ExitKind::IoIn | ExitKind::IoOut => {
+                    counters.exits_io += 1;
+                    self.port_io(m);
+                    if mode == Mode::Step {
+                        // Completing the access retires the instruction
+                        // (some hosts raise no single-step trap for it).
+                        self.complete_pending_io(m)?;
+                    }
+                    m.apply_a20_signal();
+                    if !m.mem.a20_enabled() {
+                        return Ok((
+                            LoopExit::HostFailure(
+                                "the guest turned the A20 gate off, which the kvm engine does not model"
+                                    .into(),
+                            ),
+                            false,
+                            false,
+                        ));
+                    }
+                    if let Some(stop) = m.take_stop_request() {
+                        return Ok((
+                            LoopExit::Plain(Exit::Stopped(stop)),
+                            false,
+                            mode == Mode::Step,
+                        ));
+                    }
+                    if mode == Mode::Step {
+                        return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                    }
+                }
+                ExitKind::MmioRead { addr, len } => {
+                    counters.exits_mmio += 1;
+                    self.mmio_read(m, addr, len);
+                    if mode == Mode::Step {
+                        self.complete_pending_io(m)?;
+                        return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                    }
+                }
+                ExitKind::MmioWrite { addr, data, len } => {
+                    counters.exits_mmio += 1;
+                    self.mmio_write(m, addr, &data[..len]);
+                    if mode == Mode::Step {
+                        self.complete_pending_io(m)?;
+                        return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                    }
+                }
+                ExitKind::Hlt => {
+                    counters.exits_hlt += 1;
+                    return Ok((LoopExit::Halt, true, mode == Mode::Step));
+                }
+                ExitKind::IrqWindowOpen => counters.exits_interrupt_window += 1,
+                ExitKind::Kicked => counters.exits_kick += 1,
+                ExitKind::Debug => {
+                    counters.exits_debug += 1;
+                    if mode == Mode::Step {
+                        return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                    }
+                }
+                ExitKind::Shutdown => {
+                    counters.exits_shutdown += 1;
+                    return Ok((LoopExit::Shutdown, false, false));
+                }
+                ExitKind::FailEntry(reason) => {
+                    return Ok((
+                        LoopExit::HostFailure(format!(
+                            "VM entry failed, hardware reason {reason:#x}"
+                        )),
+                        false,
+                        false,
+                    ));
+                }
+                ExitKind::InternalError => {
+                    // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR.
+                    let sub = unsafe { self.kvm_run().__bindgen_anon_1.internal.suberror };
+                    return Ok((
+                        LoopExit::HostFailure(format!("KVM internal error, suberror {sub}")),
+                        false,
+                        false,
+                    ));
+                }
+                ExitKind::Other(name) => {
+                    return Ok((
+                        LoopExit::HostFailure(format!("unexpected exit {name}")),
+                        false,
+                        false,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// How the entry loop ended.
+enum LoopExit {
+    Plain(Exit),
+    Halt,
+    Shutdown,
+    HostFailure(String),
+}
