@@ -468,3 +468,17 @@ fn compare_interp_against_itself_finds_no_divergence() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn compare_interp_against_kvm_agrees_on_an_unpaged_guest() {
+    let probe = ringside(&["engines"]);
+    let report = text(&probe.stdout);
+    if !report.contains("unpaged protected mode: yes") {
+        println!("skipped: this host's KVM cannot run unpaged protected mode:\n{report}");
+        return;
+    }
+    let out = ringside(&["compare", "--engines", "interp,kvm", "builtin:hello"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("no divergence in "), "{stdout}");
+}

@@ -245,6 +245,8 @@ pub struct InterpCore {
     pub counters: Counters,
     /// How far this engine has read the machine's code-write log.
     code_cursor: u64,
+    /// The last single-stepped instruction was a REP that paused.
+    rep_paused: bool,
 }
 
 enum Fetched {
@@ -371,7 +373,19 @@ impl InterpCore {
         if let Some(exit) = self.check_run_state(m) {
             return Ok(exit);
         }
-        Ok(self.step_one(m)?.unwrap_or(Exit::BudgetSpent))
+        // A REP string instruction pauses every few thousand iterations
+        // without retiring; a step runs it to the end, so that a step
+        // retires exactly one instruction in every engine.
+        loop {
+            self.rep_paused = false;
+            let exit = self.step_one(m)?;
+            if let Some(exit) = exit {
+                return Ok(exit);
+            }
+            if !self.rep_paused {
+                return Ok(Exit::BudgetSpent);
+            }
+        }
     }
 
     fn check_run_state(&mut self, m: &mut Machine) -> Option<Exit> {
@@ -496,6 +510,7 @@ impl InterpCore {
             Ok(()) => {
                 m.cpu.eip = next;
                 if paused {
+                    self.rep_paused = true;
                     return Ok(None);
                 }
                 m.clock.icount += 1;

@@ -44,7 +44,7 @@ const VMX_TSS_ADDR: usize = 0xFFFB_D000;
 
 /// A single step that sees this many exits without the debug exit is
 /// reported as a host failure instead of looping.
-const STEP_ENTRY_LIMIT: u64 = 10_000;
+const STEP_ENTRY_LIMIT: u64 = 1 << 22;
 
 /// How the loop runs the vCPU.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,9 @@ impl Vm {
             let r = self.enter_guest();
             self.vcpu.set_kvm_immediate_exit(0);
             match r? {
-                ExitKind::Kicked => {}
+                // Single-stepping: completing the access ends the
+                // instruction with its debug trap.
+                ExitKind::Kicked | ExitKind::Debug => {}
                 ExitKind::IoIn | ExitKind::IoOut => self.port_io(m),
                 ExitKind::MmioRead { addr, len } => self.mmio_read(m, addr, len),
                 ExitKind::MmioWrite { addr, data, len } => self.mmio_write(m, addr, &data[..len]),
@@ -618,7 +620,19 @@ impl Vm {
                 ExitKind::Debug => {
                     counters.exits_debug += 1;
                     if mode == Mode::Step {
-                        return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                        // A single-step trap inside a REP string instruction
+                        // comes after each iteration, with EIP still on the
+                        // instruction and RF set (SDM Vol. 3A 17.3.1.4). The
+                        // instruction has not retired: keep stepping, so a
+                        // step retires the whole REP as every engine counts it.
+                        let regs = self
+                            .vcpu
+                            .get_regs()
+                            .map_err(|e| unavailable(format!("KVM_GET_REGS: {e}")))?;
+                        let mid_rep = regs.rip as u32 == m.cpu.eip && regs.rflags & (1 << 16) != 0;
+                        if !mid_rep {
+                            return Ok((LoopExit::Plain(Exit::BudgetSpent), false, true));
+                        }
                     }
                 }
                 ExitKind::Shutdown => {
