@@ -9,7 +9,8 @@
 //! The demo OS in `demo/` is built apart (`build_demo`): its user
 //! programs first, then the kernel that embeds them, as the Multiboot
 //! guest `demo`, and a disk image, `demo-disk`, of its boot sector and
-//! the kernel. Disk images go into a table of their own, `DISKS`.
+//! the kernel. Disk images go into a table of their own, `DISKS`, with
+//! the disks that are a boot sector alone (`BOOT_SECTOR_DISKS`).
 
 use std::env;
 use std::fmt::Write as _;
@@ -50,6 +51,12 @@ const GUESTS: &[GuestSpec] = &[
         name: "hello",
         description: "prints a greeting on COM1 and exits 0",
         sources: &["hello.c"],
+        defines: &[],
+    },
+    GuestSpec {
+        name: "irq-pm",
+        description: "unpaged protected mode: 8259A at 0x20, 8254 IRQ 0 at 1 kHz taken with STI; HLT, CMOS and POST ports",
+        sources: &["irq-pm.c", "irq-pm.S"],
         defines: &[],
     },
     GuestSpec {
@@ -101,6 +108,22 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
 ];
+
+/// A disk image that is a boot sector and nothing else: the BIOS loads it
+/// and it runs in real mode.
+struct BootSectorSpec {
+    name: &'static str,
+    description: &'static str,
+    /// Relative to `src-guests/`.
+    source: &'static str,
+}
+
+/// The boot-sector disks, sorted by name.
+const BOOT_SECTOR_DISKS: &[BootSectorSpec] = &[BootSectorSpec {
+    name: "irq-real",
+    description: "real mode from the BIOS: IRQ 0 hooked in the IVT at 1 kHz, chained to the BIOS's INT 08h, COM1 and INT 10h output",
+    source: "irq-real.S",
+}];
 
 /// The runtime every guest links, relative to `lib/`.
 const RUNTIME: &[&str] = &[
@@ -238,6 +261,26 @@ fn main() {
     build_demo(&manifest_dir.join("demo"), &out_dir);
     rows.sort();
 
+    let mut disks = vec![("demo-disk", DEMO_DISK_DESCRIPTION)];
+    for disk in BOOT_SECTOR_DISKS {
+        let object = compile(
+            &guest_dir.join(disk.source),
+            &out_dir.join(disk.name),
+            &[],
+            &[],
+        );
+        let boot_sector = out_dir.join(disk.name).join("bootsect.bin");
+        link_boot_sector(&object, &boot_sector);
+        let boot = fs::read(&boot_sector).expect("read the boot sector");
+        fs::write(
+            out_dir.join(format!("{}.img", disk.name)),
+            boot_sector_disk(&boot),
+        )
+        .expect("write a disk image to OUT_DIR");
+        disks.push((disk.name, disk.description));
+    }
+    disks.sort();
+
     let mut table = String::from("pub static GUESTS: &[Guest] = &[\n");
     for (name, description) in rows {
         writeln!(
@@ -248,11 +291,13 @@ fn main() {
     }
     table.push_str("];\n");
     table.push_str("pub static DISKS: &[Disk] = &[\n");
-    writeln!(
-        table,
-        "    Disk {{ name: \"demo-disk\", description: {DEMO_DISK_DESCRIPTION:?}, image: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/demo-disk.img\")), expect_exit: 0 }},"
-    )
-    .expect("writing to a String cannot fail");
+    for (name, description) in disks {
+        writeln!(
+            table,
+            "    Disk {{ name: {name:?}, description: {description:?}, image: include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.img\")), expect_exit: 0 }},"
+        )
+        .expect("writing to a String cannot fail");
+    }
     table.push_str("];\n");
     fs::write(out_dir.join("guests.rs"), table).expect("write guests.rs to OUT_DIR");
 }
@@ -321,18 +366,23 @@ fn build_demo(demo_dir: &Path, out_dir: &Path) {
         &[],
     );
     let boot_sector = build_dir.join("bootsect.bin");
-    let mut ld = Command::new("ld");
-    ld.args(["-m", "elf_i386", "-nostdlib", "--build-id=none"])
-        .args(["-Ttext", "0x7c00", "--oformat", "binary", "-e", "_start"])
-        .arg("-o")
-        .arg(&boot_sector)
-        .arg(&boot_object);
-    run(ld, "ld");
+    link_boot_sector(&boot_object, &boot_sector);
 
     let elf = fs::read(&kernel).expect("read demo.elf");
     let boot = fs::read(&boot_sector).expect("read bootsect.bin");
     fs::write(out_dir.join("demo-disk.img"), disk_image(&boot, &elf))
         .expect("write demo-disk.img to OUT_DIR");
+}
+
+/// Links a boot sector as the flat 512 bytes the BIOS loads at 0x7C00.
+fn link_boot_sector(object: &Path, boot_sector: &Path) {
+    let mut ld = Command::new("ld");
+    ld.args(["-m", "elf_i386", "-nostdlib", "--build-id=none"])
+        .args(["-Ttext", "0x7c00", "--oformat", "binary", "-e", "_start"])
+        .arg("-o")
+        .arg(boot_sector)
+        .arg(object);
+    run(ld, "ld");
 }
 
 /// Where the boot sector loads the kernel image, and the most it can
@@ -353,12 +403,7 @@ const CYLINDER_BYTES: usize = 16 * 63 * 512;
 fn disk_image(boot: &[u8], elf: &[u8]) -> Vec<u8> {
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().expect("4 bytes"));
-    assert_eq!(boot.len(), 512, "the boot sector must be one sector");
-    assert_eq!(
-        &boot[510..],
-        &[0x55, 0xAA],
-        "the boot sector lacks its signature"
-    );
+    check_boot_sector(boot);
     assert_eq!(
         &boot[BOOT_SECTORS_OFFSET..BOOT_ENTRY_OFFSET + 4],
         &[0xFF; 6],
@@ -405,6 +450,23 @@ fn disk_image(boot: &[u8], elf: &[u8]) -> Vec<u8> {
     image.extend_from_slice(&kernel);
     image.resize(image.len().div_ceil(CYLINDER_BYTES) * CYLINDER_BYTES, 0);
     image
+}
+
+/// A disk of one cylinder whose only contents are its boot sector.
+fn boot_sector_disk(boot: &[u8]) -> Vec<u8> {
+    check_boot_sector(boot);
+    let mut image = boot.to_vec();
+    image.resize(CYLINDER_BYTES, 0);
+    image
+}
+
+fn check_boot_sector(boot: &[u8]) {
+    assert_eq!(boot.len(), 512, "the boot sector must be one sector");
+    assert_eq!(
+        &boot[510..],
+        &[0x55, 0xAA],
+        "the boot sector lacks its signature"
+    );
 }
 
 /// Compiles one `.c` or `.S` file into `objects_dir`; returns the object.

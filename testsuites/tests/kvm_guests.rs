@@ -1,0 +1,238 @@
+//! The two interrupt guests, `irq-pm` (a Multiboot kernel in unpaged
+//! protected mode) and `irq-real` (a boot sector the BIOS starts in real
+//! mode), on the interpreter and on KVM: both engines must print the same
+//! on COM1 and exit the same way, and the lockstep comparator must find no
+//! instruction after which they disagree, up to the guest's exit.
+//!
+//! KVM runs only where /dev/kvm opens and the host probe says this host's
+//! KVM runs the guest's mode (and single-steps, for lockstep); otherwise
+//! each test prints what it skipped and why.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use ringside_core::config::{DiskConfig, DiskMode, MachineConfig};
+use ringside_core::{boot, Engine, Exit, Machine, RunOutcome, StopReason};
+use ringside_debugger::lockstep::{self, format_divergence, Outcome, Side};
+use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::SharedBuffer;
+use ringside_interp::Interp;
+use ringside_kvm::{Kvm, Probe};
+
+/// Where the BIOS loads and starts a boot sector (0000:7C00).
+const BOOT_SECTOR: u32 = 0x7C00;
+/// Far more than either guest needs (each retires well under 100,000).
+const MAX_INSNS: u64 = 10_000_000;
+
+#[derive(Clone, Copy)]
+enum Guest {
+    /// A built-in Multiboot kernel, loaded as `qemu -kernel` would.
+    Multiboot(&'static str),
+    /// A built-in disk image, booted through ringside's BIOS.
+    Disk(&'static str),
+}
+
+impl Guest {
+    fn real_mode(self) -> bool {
+        matches!(self, Guest::Disk(_))
+    }
+}
+
+/// A copy of a built-in disk image, removed with the machine that uses it.
+struct TempDisk(PathBuf);
+
+impl Drop for TempDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A PC ready to run `guest`, with what it writes to COM1.
+struct Pc {
+    machine: Machine,
+    com1: SharedBuffer,
+    _disk: Option<TempDisk>,
+}
+
+fn pc(guest: Guest) -> Pc {
+    static DISKS: AtomicU32 = AtomicU32::new(0);
+    let mut config = MachineConfig::default();
+    let mut disk = None;
+    if let Guest::Disk(name) = guest {
+        let image = ringside_guests::find_disk(name).expect("the disk is built in");
+        let path = std::env::temp_dir().join(format!(
+            "ringside-kvm-guests-{}-{}.img",
+            std::process::id(),
+            DISKS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, image.image).expect("write the disk image to the temp dir");
+        config.disks.push(DiskConfig {
+            path: path.to_string_lossy().into_owned(),
+            mode: DiskMode::Snapshot,
+        });
+        disk = Some(TempDisk(path));
+    }
+    let com1 = SharedBuffer::default();
+    let mut machine = build_pc(
+        &config,
+        HostIo {
+            com1: Box::new(com1.clone()),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        },
+    )
+    .expect("the default PC builds");
+    match guest {
+        Guest::Multiboot(name) => {
+            let image = ringside_guests::find(name).expect("the guest is built in");
+            boot::load_multiboot(&mut machine, image.image, "").expect("the guest loads");
+        }
+        Guest::Disk(_) => {
+            boot::load_rom(&mut machine, ringside_firmware::BIOS).expect("the BIOS loads")
+        }
+    }
+    Pc {
+        machine,
+        com1,
+        _disk: disk,
+    }
+}
+
+fn probe() -> &'static Probe {
+    static PROBE: OnceLock<Probe> = OnceLock::new();
+    PROBE.get_or_init(ringside_kvm::probe)
+}
+
+/// Why KVM cannot run `guest` here (`None` when it can). Lockstep also
+/// needs single-stepping.
+fn kvm_skip_reason(guest: Guest, lockstep: bool) -> Option<String> {
+    if let Err(e) = Kvm::new() {
+        return Some(e.to_string());
+    }
+    let probe = probe();
+    let (mode, result) = if guest.real_mode() {
+        ("real mode", &probe.real_mode)
+    } else {
+        ("unpaged protected mode", &probe.protected_mode)
+    };
+    if !result.ok {
+        return Some(format!(
+            "this host's KVM cannot run {mode}: {}",
+            result.reason
+        ));
+    }
+    if lockstep && !probe.single_step.ok {
+        return Some(format!(
+            "this host's KVM cannot single-step: {}",
+            probe.single_step.reason
+        ));
+    }
+    None
+}
+
+/// Runs the guest to its exit; returns how it stopped and its COM1 output.
+fn run(guest: Guest, engine: &mut dyn Engine) -> (RunOutcome, String) {
+    let mut pc = pc(guest);
+    let out = pc
+        .machine
+        .run_until_stopped(engine, Some(MAX_INSNS))
+        .unwrap_or_else(|e| panic!("{}: {e}", engine.name()));
+    (
+        out,
+        String::from_utf8_lossy(&pc.com1.contents()).into_owned(),
+    )
+}
+
+fn same_output_and_exit_on_interp_and_kvm(guest: Guest, name: &str) {
+    let (interp_out, interp_text) = run(guest, &mut Interp::new());
+    println!("{name} on interp:\n{interp_text}");
+    assert_eq!(
+        interp_out,
+        RunOutcome::Stopped(StopReason::DebugExit(0)),
+        "{name} on interp:\n{interp_text}"
+    );
+    if let Some(why) = kvm_skip_reason(guest, false) {
+        println!("{name} on kvm skipped: {why}");
+        return;
+    }
+    let mut kvm = Kvm::new().expect("the skip check opened /dev/kvm");
+    let (kvm_out, kvm_text) = run(guest, &mut kvm);
+    assert_eq!(kvm_out, interp_out, "{name} on kvm:\n{kvm_text}");
+    assert_eq!(kvm_text, interp_text, "{name}: COM1 output, kvm vs interp");
+}
+
+/// Steps the interpreter until the BIOS jumps to the boot sector, so the
+/// comparison covers the guest's own instructions.
+fn run_bios_to_boot_sector(m: &mut Machine) {
+    let mut interp = Interp::new();
+    for _ in 0..MAX_INSNS {
+        if m.cpu.linear_eip() == BOOT_SECTOR {
+            return;
+        }
+        match interp.step(m).expect("the BIOS runs on interp") {
+            Exit::Halted => assert!(m.skip_to_next_deadline(), "the BIOS halted for good"),
+            Exit::Stopped(reason) => panic!("the BIOS stopped before booting: {reason}"),
+            _ => {}
+        }
+    }
+    panic!("the BIOS did not reach the boot sector in {MAX_INSNS} instructions");
+}
+
+/// interp and kvm in lockstep from the guest's first instruction to its
+/// exit. For a disk, both machines first run the BIOS on interp to the
+/// boot sector.
+fn no_divergence_between_interp_and_kvm(guest: Guest, name: &str) {
+    if let Some(why) = kvm_skip_reason(guest, true) {
+        println!("{name}: lockstep interp,kvm skipped: {why}");
+        return;
+    }
+    let (mut a, mut b) = (pc(guest), pc(guest));
+    if guest.real_mode() {
+        run_bios_to_boot_sector(&mut a.machine);
+        run_bios_to_boot_sector(&mut b.machine);
+    }
+    let mut interp = Side {
+        machine: a.machine,
+        engine: Box::new(Interp::new()),
+    };
+    let mut kvm = Side {
+        machine: b.machine,
+        engine: Box::new(Kvm::new().expect("the skip check opened /dev/kvm")),
+    };
+    match lockstep::run(&mut interp, &mut kvm, MAX_INSNS).expect("both engines step") {
+        Outcome::Stopped {
+            reason,
+            instructions,
+        } => {
+            println!(
+                "{name}: no divergence in {instructions} instructions (both stopped: {reason})"
+            );
+            assert_eq!(reason, StopReason::DebugExit(0), "{name}");
+        }
+        Outcome::NoDivergence { instructions } => {
+            panic!("{name}: no exit within {instructions} instructions")
+        }
+        Outcome::Divergence(d) => panic!("{name}:\n{}", format_divergence(&d, "interp", "kvm")),
+    }
+}
+
+#[test]
+fn irq_pm_prints_and_exits_the_same_on_interp_and_kvm() {
+    same_output_and_exit_on_interp_and_kvm(Guest::Multiboot("irq-pm"), "irq-pm");
+}
+
+#[test]
+fn irq_real_prints_and_exits_the_same_on_interp_and_kvm() {
+    same_output_and_exit_on_interp_and_kvm(Guest::Disk("irq-real"), "irq-real");
+}
+
+#[test]
+fn irq_pm_interp_and_kvm_agree_in_lockstep_to_the_exit() {
+    no_divergence_between_interp_and_kvm(Guest::Multiboot("irq-pm"), "irq-pm");
+}
+
+#[test]
+fn irq_real_interp_and_kvm_agree_in_lockstep_from_the_boot_sector_to_the_exit() {
+    no_divergence_between_interp_and_kvm(Guest::Disk("irq-real"), "irq-real");
+}
