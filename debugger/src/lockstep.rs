@@ -186,6 +186,27 @@ pub fn compare_states(a: &CpuState, b: &CpuState, flag_mask: u32) -> Vec<Differe
     d
 }
 
+/// One comparison step: `Engine::step`, and when that delivered an event
+/// without retiring an instruction (a fault: EIP moved to the handler,
+/// nothing retired), one more step so the handler's first instruction runs
+/// too. Engines differ in where a single step over a faulting instruction
+/// stops (the interpreter stops at the handler; a KVM single-step may run
+/// its first instruction); after this both stand at the same boundary.
+fn step_to_an_instruction(s: &mut Side) -> Result<Exit, EngineError> {
+    let (icount, cs, eip) = (
+        s.machine.clock.icount,
+        s.machine.cpu.seg(SegReg::Cs).selector,
+        s.machine.cpu.eip,
+    );
+    let exit = s.engine.step(&mut s.machine)?;
+    let moved = s.machine.cpu.eip != eip || s.machine.cpu.seg(SegReg::Cs).selector != cs;
+    let delivered = s.machine.clock.icount == icount && moved && !s.machine.cpu.run.halted;
+    if exit == Exit::BudgetSpent && delivered {
+        return s.engine.step(&mut s.machine);
+    }
+    Ok(exit)
+}
+
 /// Run both sides in lockstep for at most `max_insns` instructions.
 pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, EngineError> {
     a.machine.set_write_log(true);
@@ -203,8 +224,8 @@ pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, Engine
                 log.clear();
             }
         }
-        let ea = a.engine.step(&mut a.machine)?;
-        let eb = b.engine.step(&mut b.machine)?;
+        let ea = step_to_an_instruction(a)?;
+        let eb = step_to_an_instruction(b)?;
         let undefined = undefined_mask(&insn, &before);
         let mut differences = compare_states(&a.machine.cpu, &b.machine.cpu, undefined);
         // Flags the instruction left undefined may legitimately differ; copy
