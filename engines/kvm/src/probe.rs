@@ -46,6 +46,8 @@ pub struct Probe {
     pub protected_mode: ProbeResult,
     pub paging: ProbeResult,
     pub single_step: ProbeResult,
+    /// IRET in protected mode (how handlers return from interrupts).
+    pub protected_iret: ProbeResult,
 }
 
 impl Probe {
@@ -54,6 +56,7 @@ impl Probe {
         vec![
             ("real mode", &self.real_mode),
             ("unpaged protected mode", &self.protected_mode),
+            ("protected-mode IRET", &self.protected_iret),
             ("32-bit paging", &self.paging),
             ("single-step", &self.single_step),
         ]
@@ -165,6 +168,29 @@ fn probe_protected_mode(kvm: &mut Kvm) -> ProbeResult {
     guest().unwrap_or_else(ProbeResult::no)
 }
 
+/// IRET to the same privilege level in flat protected mode: PUSHFD,
+/// PUSH CS, PUSH offset, IRETD, then the exit write at that offset.
+fn probe_protected_iret(kvm: &mut Kvm) -> ProbeResult {
+    let mut guest = || -> Result<ProbeResult, String> {
+        let after = CODE + 9;
+        let mut code = vec![0x9C, 0x6A, 0x08, 0x68];
+        code.extend_from_slice(&after.to_le_bytes());
+        code.extend_from_slice(&[0xCF, 0xB0, 0x44, 0xE6, DEBUG_EXIT_PORT as u8]);
+        let mut m = fresh_machine()?;
+        load(&mut m, CODE, &code)?;
+        enter_flat_protected_mode(&mut m, CODE);
+        m.cpu.gpr[reg::ESP] = 0x9000;
+        Ok(match run_to_exit(kvm, &mut m) {
+            Ok(StopReason::DebugExit(0x44)) => {
+                ProbeResult::yes("IRETD to the same privilege level returned to its target")
+            }
+            Ok(other) => ProbeResult::no(format!("the IRET guest ended wrongly: {other}")),
+            Err(e) => ProbeResult::no(format!("IRET in protected mode stopped the guest: {e}")),
+        })
+    };
+    guest().unwrap_or_else(ProbeResult::no)
+}
+
 fn probe_paging(kvm: &mut Kvm) -> ProbeResult {
     let mut guest = || -> Result<ProbeResult, String> {
         let mut m = fresh_machine()?;
@@ -267,7 +293,8 @@ pub fn probe() -> Probe {
                 real_mode: why.clone(),
                 protected_mode: why.clone(),
                 paging: why.clone(),
-                single_step: why,
+                single_step: why.clone(),
+                protected_iret: why,
             };
         }
     };
@@ -275,6 +302,7 @@ pub fn probe() -> Probe {
         available: ProbeResult::yes("/dev/kvm opened"),
         real_mode: probe_real_mode(&mut kvm),
         protected_mode: probe_protected_mode(&mut kvm),
+        protected_iret: probe_protected_iret(&mut kvm),
         paging: probe_paging(&mut kvm),
         single_step: probe_single_step(&mut kvm),
     }
