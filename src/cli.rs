@@ -498,7 +498,9 @@ fn run(args: RunArgs) -> Result<i32> {
             "engine": session.engine.name(),
             "instructions": instructions,
             "wall_s": wall,
-            "mips": if wall > 0.0 { instructions as f64 / wall / 1e6 } else { 0.0 },
+            // KVM runs on host time and counts no instructions in `run`: no
+            // rate can be given then.
+            "mips": (wall > 0.0 && instructions > 0).then(|| instructions as f64 / wall / 1e6),
             "exit": exit,
             "exit_code": code,
             "post_code": m.bus.signals.post_code,
