@@ -457,7 +457,6 @@ pub fn merge_eflags(c: &mut Ctx, image: u32, bits32: bool, cpl: u8, iret: bool) 
     if !bits32 {
         writable &= 0xFFFF;
     }
-    let _ = (VIF, VIP, VM);
     c.m.cpu.eflags = (c.m.cpu.eflags & !writable) | (image & writable) | flags::FIXED1;
 }
 
