@@ -1,8 +1,11 @@
 //! String instructions (SDM Vol. 1 7.3.9): MOVS, CMPS, SCAS, LODS, STOS,
-//! INS and OUTS, with the REP/REPE/REPNE prefixes. A REP instruction runs
-//! to completion as one retired instruction; a fault in the middle leaves
-//! (E)CX, (E)SI and (E)DI describing the iterations done, with EIP still at
-//! the instruction so it resumes after the handler returns (SDM Vol. 2B REP).
+//! INS and OUTS, with the REP/REPE/REPNE prefixes. A completed REP
+//! instruction is one retired instruction. It runs in slices of
+//! `REP_SLICE` iterations: between slices it pauses, not retired, with EIP
+//! still on it, so a huge count cannot hold the engine past its budget. A
+//! fault in the middle likewise leaves (E)CX, (E)SI and (E)DI describing
+//! the iterations done, with EIP at the instruction so it resumes after the
+//! handler returns (SDM Vol. 2B REP).
 
 use iced_x86::{Instruction, Mnemonic};
 use ringside_core::cpu::flags::{DF, ZF};
@@ -53,12 +56,7 @@ impl Regs {
 
 /// One iteration; returns the flags of a comparison (CMPS/SCAS).
 #[inline(always)]
-fn iteration<W: Width, const OP: u8>(
-    c: &mut Ctx,
-    d: &Decoded,
-    r: Regs,
-    src: SegReg,
-) -> CpuResult<()> {
+fn iteration<W: Width, const OP: u8>(c: &mut Ctx, r: Regs, src: SegReg) -> CpuResult<()> {
     let delta = if c.m.cpu.eflags & DF != 0 {
         W::BYTES.wrapping_neg()
     } else {
@@ -119,7 +117,6 @@ fn iteration<W: Width, const OP: u8>(
             r.step(c, reg::ESI, delta);
         }
     }
-    let _ = d;
     Ok(())
 }
 
@@ -131,7 +128,7 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     }
     let rep = d.i.has_rep_prefix() || d.i.has_repne_prefix();
     if !rep {
-        return iteration::<W, OP>(c, d, r, src);
+        return iteration::<W, OP>(c, r, src);
     }
     // REPE/REPNE only test ZF for CMPS and SCAS.
     let until_zf = match OP {
@@ -144,7 +141,7 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         if count == 0 {
             return Ok(());
         }
-        iteration::<W, OP>(c, d, r, src)?;
+        iteration::<W, OP>(c, r, src)?;
         r.set(c, reg::ECX, count.wrapping_sub(1));
         if let Some(stop_on) = until_zf {
             if (c.m.cpu.eflags & ZF != 0) == stop_on {
