@@ -429,11 +429,21 @@ impl Drop for RawModeGuard {
     }
 }
 
-fn run(args: RunArgs) -> Result<i32> {
-    let mut config = configure(&args)?;
-    let engine = make_engine(&config.machine.engine)?;
+/// The machine a run or a comparison side boots: the configuration with
+/// every flag applied, the PC built from it with `io`, the image loaded.
+/// A built-in disk image is copied into a temporary file the snapshot disk
+/// reads; the file is removed here (the open disk keeps its data).
+fn build_machine(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Machine)> {
+    let mut config = configure(args)?;
     let mut temp = None;
     let image = boot_image(&mut config, &mut temp)?;
+    let mut m = build_pc(&config, io)?;
+    load(&mut m, &config, image)?;
+    drop(temp);
+    Ok((config, m))
+}
+
+fn run(args: RunArgs) -> Result<i32> {
     let text = args.display == DisplayArg::Text;
     let io = HostIo {
         com1: if text {
@@ -444,8 +454,8 @@ fn run(args: RunArgs) -> Result<i32> {
         com2: Box::new(std::io::sink()),
         debug_console: Box::new(std::io::stderr()),
     };
-    let mut m = build_pc(&config, io)?;
-    load(&mut m, &config, image)?;
+    let (config, m) = build_machine(&args, io)?;
+    let engine = make_engine(&config.machine.engine)?;
     let (input, raw) = host_input();
     let mut session = Session::new(m, engine, input, config.clock.mode);
     session.set_text_display(text);
@@ -513,25 +523,18 @@ fn run(args: RunArgs) -> Result<i32> {
             write_atomically(p, format!("{json}\n").as_bytes())?;
         }
     }
-    drop(temp);
     Ok(code)
 }
 
 /// Build one machine of a comparison: the same configuration and image for
 /// both sides, no host input, output discarded.
 fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lockstep::Side> {
-    let mut config = configure(args)?;
-    let mut temp = None;
-    let image = boot_image(&mut config, &mut temp)?;
     let io = HostIo {
         com1: Box::new(std::io::sink()),
         com2: Box::new(std::io::sink()),
         debug_console: Box::new(std::io::sink()),
     };
-    let mut machine = build_pc(&config, io)?;
-    load(&mut machine, &config, image)?;
-    // A built-in disk image was copied into the machine's snapshot disk.
-    drop(temp);
+    let (_, machine) = build_machine(args, io)?;
     Ok(ringside_debugger::lockstep::Side {
         machine,
         engine: make_engine(engine)?,

@@ -142,10 +142,7 @@ impl Session {
             let exit = self
                 .engine
                 .run(&mut self.machine, Budget { instructions: left })?;
-            given += match exit {
-                Exit::BudgetSpent => left,
-                _ => (self.machine.clock.icount - before).max(1),
-            };
+            given += exit.budget_used(left, self.machine.clock.icount - before);
             // Guest output without a newline (a shell prompt) must show now.
             let _ = std::io::stdout().flush();
             if self.drain_terminal() {

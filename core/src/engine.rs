@@ -33,6 +33,20 @@ pub enum Exit {
     Exception(crate::cpu::Fault),
 }
 
+impl Exit {
+    /// How much of a `left`-instruction budget a `run` that retired
+    /// `retired` instructions and returned this exit used up. A spent
+    /// budget is spent whole (retired instructions plus delivered events
+    /// and paused REP slices); any other exit counts what retired, at least
+    /// one, so a limited run always ends.
+    pub fn budget_used(&self, left: u64, retired: u64) -> u64 {
+        match self {
+            Exit::BudgetSpent => left,
+            _ => retired.max(1),
+        }
+    }
+}
+
 /// Why a machine stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {

@@ -192,13 +192,7 @@ impl Machine {
             };
             let before = self.clock.icount;
             let exit = engine.run(self, Budget { instructions: left })?;
-            // A spent budget is spent whole (retired instructions plus events
-            // and paused REP slices); other exits count what retired, at
-            // least one, so a limited run always ends.
-            given += match exit {
-                Exit::BudgetSpent => left,
-                _ => (self.clock.icount - before).max(1),
-            };
+            given += exit.budget_used(left, self.clock.icount - before);
             match exit {
                 // This loop has no host input to give: the guest keeps waiting.
                 Exit::BudgetSpent | Exit::WaitingForInput => {}
