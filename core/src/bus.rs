@@ -532,24 +532,23 @@ impl Bus {
     /// The interrupt acknowledge cycle: the vector to deliver, if any.
     pub fn acknowledge_interrupt(&mut self, now_ns: u64) -> Option<u8> {
         let src = self.lapic.or(self.pic)?;
-        let ack = self.with_device(src.0, now_ns, |dev, ctx| {
-            dev.interrupt_output()
-                .map_or(Acknowledge::None, |o| o.acknowledge(ctx))
-        });
-        match ack {
+        match self.inta(src, now_ns) {
             Acknowledge::Vector(v) => Some(v),
             Acknowledge::None => None,
-            Acknowledge::ExtInt => {
-                let pic = self.pic?;
-                match self.with_device(pic.0, now_ns, |dev, ctx| {
-                    dev.interrupt_output()
-                        .map_or(Acknowledge::None, |o| o.acknowledge(ctx))
-                }) {
-                    Acknowledge::Vector(v) => Some(v),
-                    _ => None,
-                }
-            }
+            // Virtual wire: the 8259A supplies the vector.
+            Acknowledge::ExtInt => match self.inta(self.pic?, now_ns) {
+                Acknowledge::Vector(v) => Some(v),
+                _ => None,
+            },
         }
+    }
+
+    /// One INTA cycle at a controller.
+    fn inta(&mut self, controller: DeviceId, now_ns: u64) -> Acknowledge {
+        self.with_device(controller.0, now_ns, |dev, ctx| {
+            dev.interrupt_output()
+                .map_or(Acknowledge::None, |o| o.acknowledge(ctx))
+        })
     }
 
     /// An NMI the CPU-facing controller delivers, taken once.
