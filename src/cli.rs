@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringside_core::config::{ClockMode, DiskConfig, DiskMode, MachineConfig};
-use ringside_core::{boot, Engine, Machine, RunOutcome, StopReason};
+use ringside_core::{boot, Engine, EngineError, Machine, RunOutcome, StopReason};
 use ringside_devices::pc::{build_pc, HostIo};
 
 use crate::session::{Input, Session, SessionEnd};
@@ -175,7 +175,10 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringside: error: {e:#}");
-            status::ERROR
+            match e.downcast_ref::<EngineError>() {
+                Some(EngineError::Unavailable { .. }) => status::ENGINE_UNAVAILABLE,
+                _ => status::ERROR,
+            }
         }
     }
 }
@@ -210,6 +213,9 @@ pub mod status {
     pub const HALTED: i32 = 0;
     pub const ERROR: i32 = 2;
     pub const QUIT: i32 = 3;
+    /// The engine cannot run this guest on this host (or at all here): the
+    /// message says what the host lacks.
+    pub const ENGINE_UNAVAILABLE: i32 = 4;
     pub const INSTRUCTION_LIMIT: i32 = 124;
     pub const TRIPLE_FAULT: i32 = 125;
     pub const RESET: i32 = 126;

@@ -482,3 +482,62 @@ fn compare_interp_against_kvm_agrees_on_an_unpaged_guest() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.starts_with("no divergence in "), "{stdout}");
 }
+
+/// The kvm line of `ringside engines`, or None (with the reason printed)
+/// when kvm cannot run here at all.
+fn kvm_probe_report(test: &str) -> Option<String> {
+    let report = text(&ringside(&["engines"]).stdout);
+    if !report.contains("unpaged protected mode: yes") {
+        println!("{test}: skipped: this host's KVM cannot run unpaged protected mode:\n{report}");
+        return None;
+    }
+    Some(report)
+}
+
+#[test]
+fn a_paged_guest_on_a_host_without_paging_stops_at_once_with_status_4() {
+    let test = "a_paged_guest_on_a_host_without_paging_stops_at_once_with_status_4";
+    let Some(report) = kvm_probe_report(test) else {
+        return;
+    };
+    if report.contains("32-bit paging: yes") {
+        println!("{test}: skipped: this host's KVM runs 32-bit paging");
+        return;
+    }
+    let out = ringside(&["run", "builtin:paging", "--engine", "kvm"]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot run 32-bit paging") && stderr.contains("MOV to CR0 at 0008:"),
+        "{stderr}"
+    );
+    // At once: the guest's own #GP handler never ran, so it reported no
+    // failure of its own.
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn kvm_stats_report_exits_by_reason_with_their_mean_round_trip() {
+    let test = "kvm_stats_report_exits_by_reason_with_their_mean_round_trip";
+    if kvm_probe_report(test).is_none() {
+        return;
+    }
+    let out = ringside(&["run", "builtin:irq-pm", "--engine", "kvm", "--stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let json = stderr.lines().last().unwrap_or_default();
+    let stats: serde_json::Value = serde_json::from_str(json).expect("--stats prints JSON");
+    let counters = &stats["counters"];
+    // irq-pm prints on COM1 (port I/O exits) and halts between timer
+    // interrupts (HLT exits).
+    for reason in ["io", "hlt"] {
+        let n = counters[format!("exits_{reason}")].as_u64().unwrap_or(0);
+        let mean = counters[format!("exit_{reason}_mean_round_trip_ns")]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(n > 0, "{reason} exits counted: {json}");
+        assert!(mean > 0, "{reason} round trip measured: {json}");
+    }
+    assert_eq!(counters["interrupts_injected"].as_u64(), Some(20), "{json}");
+}

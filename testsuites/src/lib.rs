@@ -28,4 +28,10 @@ pub mod book {
 
     #[doc = include_str!("../../book/src/guests.md")]
     pub mod guests {}
+
+    #[doc = include_str!("../../book/src/hardware-virtualization.md")]
+    pub mod hardware_virtualization {}
+
+    #[doc = include_str!("../../book/src/comparing-engines.md")]
+    pub mod comparing_engines {}
 }

@@ -90,6 +90,34 @@ enum Class {
     PageFault,
 }
 
+/// The RF the EFLAGS image of a protected-mode frame gets beyond the
+/// current one: "For any fault-class exception except a debug exception
+/// generated in response to an instruction breakpoint, the value pushed for
+/// RF is 1" (SDM Vol. 3A 17.3.1.1). The fault-class vectors are those of
+/// table 6-1; #DB is left out (instruction breakpoints push RF as it is,
+/// and ringside's other debug exceptions are traps).
+fn pushed_rf(ev: &Event) -> u32 {
+    let fault = matches!(
+        ev.vector,
+        vector::DE
+            | vector::BR
+            | vector::UD
+            | vector::NM
+            | vector::TS
+            | vector::NP
+            | vector::SS
+            | vector::GP
+            | vector::PF
+            | vector::MF
+            | vector::AC
+    );
+    if ev.source == EventSource::Exception && fault {
+        RF
+    } else {
+        0
+    }
+}
+
 fn class_of(v: u8) -> Class {
     match v {
         vector::DE | vector::TS | vector::NP | vector::SS | vector::GP => Class::Contributory,
@@ -301,7 +329,7 @@ impl Machine {
         } else {
             (self.cpu.seg[SegReg::Ss as usize], self.cpu.gpr[reg::ESP])
         };
-        frame.push(old_eflags);
+        frame.push(old_eflags | pushed_rf(&ev));
         frame.push(old_cs);
         frame.push(return_eip);
         if let Some(code) = ev.error_code {

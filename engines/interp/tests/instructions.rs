@@ -6,7 +6,7 @@
 
 use iced_x86::code_asm::*;
 use ringside_core::boot::enter_flat_protected_mode;
-use ringside_core::cpu::flags::{CF, IF, OF, TF, ZF};
+use ringside_core::cpu::flags::{CF, IF, OF, RF, TF, ZF};
 use ringside_core::cpu::segments::Descriptor;
 use ringside_core::cpu::{cr0, reg, vector, TableReg};
 use ringside_core::{Engine, Exit, Machine, RunOutcome, StopReason};
@@ -223,6 +223,34 @@ fn divide_overflow_raises_de_and_commits_nothing() {
     run(&mut m);
     assert_eq!(vector_taken(&m), Some(vector::DE));
     assert_eq!(m.cpu.gpr[reg::EDX], 5, "EDX unchanged by the faulting DIV");
+}
+
+/// The EFLAGS image a fault pushes has RF set; a software interrupt's and
+/// a trap's do not (SDM Vol. 3A 17.3.1.1). Found by the interp/kvm
+/// differential test.
+#[test]
+fn a_fault_pushes_rf_and_a_software_interrupt_does_not() {
+    let frame_eflags = |m: &mut Machine| {
+        let top = m.cpu.gpr[reg::ESP];
+        m.read_lin::<u32>(top + 8, false).unwrap()
+    };
+    let mut m = machine(&assemble(|a| {
+        a.mov(ecx, 0u32)?;
+        a.div(ecx)
+    }));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(vector::DE));
+    assert_ne!(
+        frame_eflags(&mut m) & RF,
+        0,
+        "#DE is a fault: RF pushed as 1"
+    );
+    assert_eq!(m.cpu.eflags & RF, 0, "delivery clears RF");
+
+    let mut m = machine(&assemble(|a| a.int(5)));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), Some(5));
+    assert_eq!(frame_eflags(&mut m) & RF, 0, "INT n pushes RF as 0");
 }
 
 #[test]

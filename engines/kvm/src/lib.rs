@@ -33,24 +33,85 @@ pub mod registers;
 #[cfg(target_os = "linux")]
 pub mod slots;
 #[cfg(target_os = "linux")]
+mod step_catch;
+#[cfg(target_os = "linux")]
 mod vcpu;
 
 pub use probe::{probe, Probe, ProbeResult};
+
+/// Why a KVM_RUN came back, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExitReason {
+    Io,
+    Mmio,
+    Hlt,
+    InterruptWindow,
+    /// The host timer kicked the vCPU out (or a signal did).
+    Kick,
+    Debug,
+    Shutdown,
+    /// Entry failures and internal errors: the run ends with an error.
+    Failure,
+}
+
+impl ExitReason {
+    const ALL: [ExitReason; 8] = [
+        ExitReason::Io,
+        ExitReason::Mmio,
+        ExitReason::Hlt,
+        ExitReason::InterruptWindow,
+        ExitReason::Kick,
+        ExitReason::Debug,
+        ExitReason::Shutdown,
+        ExitReason::Failure,
+    ];
+
+    /// The counter names: exits, and their mean round trip.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            ExitReason::Io => ("exits_io", "exit_io_mean_round_trip_ns"),
+            ExitReason::Mmio => ("exits_mmio", "exit_mmio_mean_round_trip_ns"),
+            ExitReason::Hlt => ("exits_hlt", "exit_hlt_mean_round_trip_ns"),
+            ExitReason::InterruptWindow => (
+                "exits_interrupt_window",
+                "exit_interrupt_window_mean_round_trip_ns",
+            ),
+            ExitReason::Kick => ("exits_kick", "exit_kick_mean_round_trip_ns"),
+            ExitReason::Debug => ("exits_debug", "exit_debug_mean_round_trip_ns"),
+            ExitReason::Shutdown => ("exits_shutdown", "exit_shutdown_mean_round_trip_ns"),
+            ExitReason::Failure => ("exits_failure", "exit_failure_mean_round_trip_ns"),
+        }
+    }
+}
 
 /// What the engine counts; `stats` reports it.
 #[derive(Clone, Copy, Debug, Default)]
 struct Counters {
     instructions: u64,
     kvm_runs: u64,
-    exits_io: u64,
-    exits_mmio: u64,
-    exits_hlt: u64,
-    exits_interrupt_window: u64,
-    exits_kick: u64,
-    exits_debug: u64,
-    exits_shutdown: u64,
+    /// Exits by reason (indexed like `ExitReason::ALL`).
+    exits: [u64; 8],
+    /// Host nanoseconds of each exit's round trip, by reason: the KVM_RUN
+    /// that ended with it plus the user-space handling until the vCPU is
+    /// entered again (or the engine returns).
+    exit_ns: [u64; 8],
     interrupts_injected: u64,
     host_ns_in_guest: u64,
+    /// `run` calls that stepped one instruction because the paging guard
+    /// had no #GP handler to watch.
+    guard_steps: u64,
+}
+
+impl Counters {
+    fn exit(&mut self, reason: ExitReason, ns: u64) {
+        let i = reason as usize;
+        self.exits[i] += 1;
+        self.exit_ns[i] += ns;
+    }
+
+    fn handled(&mut self, reason: ExitReason, ns: u64) {
+        self.exit_ns[reason as usize] += ns;
+    }
 }
 
 /// The KVM engine.
@@ -60,6 +121,23 @@ pub struct Kvm {
     #[cfg(target_os = "linux")]
     vm: Option<vcpu::Vm>,
     counters: Counters,
+    /// Whether to watch for the host refusing CR0.PG (see
+    /// `step_catch::paging_guard`); None until the first run asks the
+    /// probe.
+    paging_guard: Option<bool>,
+}
+
+/// Whether this host's KVM refuses 32-bit paging, probed once per process.
+#[cfg(target_os = "linux")]
+fn host_refuses_paging() -> bool {
+    static REFUSES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REFUSES.get_or_init(|| match Kvm::new() {
+        Ok(mut k) => {
+            k.paging_guard = Some(false);
+            !probe::probe_paging(&mut k).ok
+        }
+        Err(_) => false,
+    })
 }
 
 impl Kvm {
@@ -74,6 +152,7 @@ impl Kvm {
             kvm,
             vm: None,
             counters: Counters::default(),
+            paging_guard: None,
         })
     }
 
@@ -105,8 +184,40 @@ impl Kvm {
             self.vm = None;
             self.vm = Some(vcpu::Vm::new(&self.kvm, m)?);
         }
+        let guard = *self.paging_guard.get_or_insert_with(host_refuses_paging);
         let vm = self.vm.as_mut().expect("the VM was created just above");
-        let result = vm.enter(m, mode, &mut self.counters);
+        // The paging guard watches the #GP handler. While the IDT has no
+        // usable #GP gate (before the guest's LIDT, typically), run one
+        // instruction at a time instead, so that the guard is in place from
+        // the instruction the gate appears. Each step counts as one entry.
+        let mode = match mode {
+            vcpu::Mode::Run { entries } if guard => {
+                let mut left = entries.max(1);
+                while m.cpu.protected_mode()
+                    && !m.cpu.paging()
+                    && step_catch::handler(m, 13).is_none()
+                {
+                    if left == 0 {
+                        invalidate_code_pages(m);
+                        return Ok(Exit::BudgetSpent);
+                    }
+                    left -= 1;
+                    self.counters.guard_steps += 1;
+                    let exit = vm.enter(m, vcpu::Mode::Step, guard, &mut self.counters);
+                    if exit != Ok(Exit::BudgetSpent) {
+                        invalidate_code_pages(m);
+                        return exit;
+                    }
+                }
+                if left == 0 {
+                    invalidate_code_pages(m);
+                    return Ok(Exit::BudgetSpent);
+                }
+                vcpu::Mode::Run { entries: left }
+            }
+            other => other,
+        };
+        let result = vm.enter(m, mode, guard, &mut self.counters);
         invalidate_code_pages(m);
         result
     }
@@ -171,17 +282,19 @@ impl Engine for Kvm {
         };
         for (name, v) in [
             ("kvm_runs", c.kvm_runs),
-            ("exits_io", c.exits_io),
-            ("exits_mmio", c.exits_mmio),
-            ("exits_hlt", c.exits_hlt),
-            ("exits_interrupt_window", c.exits_interrupt_window),
-            ("exits_kick", c.exits_kick),
-            ("exits_debug", c.exits_debug),
-            ("exits_shutdown", c.exits_shutdown),
             ("interrupts_injected", c.interrupts_injected),
             ("host_ns_in_guest", c.host_ns_in_guest),
+            ("guard_steps", c.guard_steps),
         ] {
             s.counters.insert(name, v);
+        }
+        for r in ExitReason::ALL {
+            let (n, ns) = (c.exits[r as usize], c.exit_ns[r as usize]);
+            let (count_key, mean_key) = r.keys();
+            s.counters.insert(count_key, n);
+            if let Some(mean) = ns.checked_div(n) {
+                s.counters.insert(mean_key, mean);
+            }
         }
         s
     }

@@ -191,7 +191,8 @@ fn probe_protected_iret(kvm: &mut Kvm) -> ProbeResult {
     guest().unwrap_or_else(ProbeResult::no)
 }
 
-fn probe_paging(kvm: &mut Kvm) -> ProbeResult {
+/// Whether the host runs a guest that turns on 32-bit paging.
+pub(crate) fn probe_paging(kvm: &mut Kvm) -> ProbeResult {
     let mut guest = || -> Result<ProbeResult, String> {
         let mut m = fresh_machine()?;
         // Identity-map the first 4 MiB with 4 KiB pages (present, writable).
@@ -285,7 +286,11 @@ fn probe_single_step(kvm: &mut Kvm) -> ProbeResult {
 /// Find out what this host's KVM runs.
 pub fn probe() -> Probe {
     let mut kvm = match Kvm::new() {
-        Ok(k) => k,
+        Ok(mut k) => {
+            // The probe wants to see what the host does, unguarded.
+            k.paging_guard = Some(false);
+            k
+        }
         Err(e) => {
             let why = ProbeResult::no(e.to_string());
             return Probe {

@@ -14,10 +14,10 @@ use std::time::Instant;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_guest_debug, kvm_interrupt, kvm_msr_entry, kvm_run, CpuId, Msrs,
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_MP_STATE_HALTED,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_HALTED,
 };
 use kvm_ioctls::{Cap, VcpuExit, VcpuFd, VmFd};
-use ringside_core::cpu::flags::IF;
+use ringside_core::cpu::flags::{IF, TF};
 use ringside_core::cpu::{cpuid_features, SegReg, CPUID_SIGNATURE};
 use ringside_core::memory::PAGE_SIZE;
 use ringside_core::{EngineError, Exit, Machine, StopReason};
@@ -25,7 +25,8 @@ use ringside_core::{EngineError, Exit, Machine, StopReason};
 use crate::kick::Kicker;
 use crate::registers::{cpu_to_kvm, kvm_to_cpu, VcpuRegisters, MSR_INDICES};
 use crate::slots::{plan_slots, register_slots, RomCopy};
-use crate::Counters;
+use crate::step_catch::{self, HandlerBreakpoints};
+use crate::{Counters, ExitReason};
 
 pub(crate) fn unavailable(what: impl Into<String>) -> EngineError {
     EngineError::Unavailable {
@@ -86,7 +87,13 @@ pub(crate) struct Vm {
     pub(crate) identity: MemoryIdentity,
     kicker: Kicker,
     kicker_tid: libc::pid_t,
-    single_stepping: bool,
+    /// What KVM_SET_GUEST_DEBUG last set: single-step, and the handler
+    /// breakpoints of a step (see [`step_catch`]).
+    debug: (bool, HandlerBreakpoints),
+    /// The last exit and when it came, until its handling is counted.
+    last_exit: Option<(ExitReason, Instant)>,
+    /// The handler breakpoint a step stopped at, if it did.
+    caught: Option<step_catch::Handler>,
     /// The last exit was port I/O or MMIO that KVM completes on the next
     /// KVM_RUN: until then RIP still points at the instruction.
     io_pending: bool,
@@ -109,11 +116,31 @@ enum ExitKind {
     Hlt,
     IrqWindowOpen,
     Kicked,
-    Debug,
+    /// A debug exit, with the DR6 it reported.
+    Debug {
+        dr6: u64,
+    },
     Shutdown,
     FailEntry(u64),
     InternalError,
     Other(String),
+}
+
+impl ExitKind {
+    fn reason(&self) -> ExitReason {
+        match self {
+            ExitKind::IoIn | ExitKind::IoOut => ExitReason::Io,
+            ExitKind::MmioRead { .. } | ExitKind::MmioWrite { .. } => ExitReason::Mmio,
+            ExitKind::Hlt => ExitReason::Hlt,
+            ExitKind::IrqWindowOpen => ExitReason::InterruptWindow,
+            ExitKind::Kicked => ExitReason::Kick,
+            ExitKind::Debug { .. } => ExitReason::Debug,
+            ExitKind::Shutdown => ExitReason::Shutdown,
+            ExitKind::FailEntry(_) | ExitKind::InternalError | ExitKind::Other(_) => {
+                ExitReason::Failure
+            }
+        }
+    }
 }
 
 fn cpuid_entry(function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
@@ -173,7 +200,9 @@ impl Vm {
             kicker,
             // SAFETY: gettid has no preconditions.
             kicker_tid: unsafe { libc::gettid() },
-            single_stepping: false,
+            debug: (false, [None; 4]),
+            caught: None,
+            last_exit: None,
             io_pending: false,
         })
     }
@@ -226,7 +255,7 @@ impl Vm {
             match r? {
                 // Single-stepping: completing the access ends the
                 // instruction with its debug trap.
-                ExitKind::Kicked | ExitKind::Debug => {}
+                ExitKind::Kicked | ExitKind::Debug { .. } => {}
                 ExitKind::IoIn | ExitKind::IoOut => self.port_io(m),
                 ExitKind::MmioRead { addr, len } => self.mmio_read(m, addr, len),
                 ExitKind::MmioWrite { addr, data, len } => self.mmio_write(m, addr, &data[..len]),
@@ -286,22 +315,36 @@ impl Vm {
         Ok(())
     }
 
-    fn set_single_step(&mut self, on: bool) -> Result<(), EngineError> {
-        if self.single_stepping == on {
+    /// Single-step on or off, with execute breakpoints on `breakpoints`
+    /// (guest debug overrides the guest's own DR0-DR7 while it is on).
+    fn set_guest_debug(
+        &mut self,
+        step: bool,
+        breakpoints: HandlerBreakpoints,
+    ) -> Result<(), EngineError> {
+        if self.debug == (step, breakpoints) {
             return Ok(());
         }
-        let dbg = kvm_guest_debug {
-            control: if on {
-                KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
-            } else {
-                0
-            },
-            ..Default::default()
-        };
+        let mut dbg = kvm_guest_debug::default();
+        if step {
+            dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
+        }
+        let mut dr7 = 0u64;
+        for (i, h) in breakpoints.iter().enumerate() {
+            if let Some(h) = h {
+                dbg.arch.debugreg[i] = h.address as u64;
+                // Ln set, R/W = 00 (execute), LEN = 00 (SDM Vol. 3A 17.2.4).
+                dr7 |= 1 << (2 * i);
+            }
+        }
+        if dr7 != 0 {
+            dbg.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+            dbg.arch.debugreg[7] = dr7;
+        }
         self.vcpu
             .set_guest_debug(&dbg)
-            .map_err(|e| unavailable(format!("KVM_SET_GUEST_DEBUG (single-step): {e}")))?;
-        self.single_stepping = on;
+            .map_err(|e| unavailable(format!("KVM_SET_GUEST_DEBUG: {e}")))?;
+        self.debug = (step, breakpoints);
         Ok(())
     }
 
@@ -341,7 +384,7 @@ impl Vm {
             Ok(VcpuExit::Hlt) => ExitKind::Hlt,
             Ok(VcpuExit::IrqWindowOpen) => ExitKind::IrqWindowOpen,
             Ok(VcpuExit::Intr) => ExitKind::Kicked,
-            Ok(VcpuExit::Debug(_)) => ExitKind::Debug,
+            Ok(VcpuExit::Debug(arch)) => ExitKind::Debug { dr6: arch.dr6 },
             Ok(VcpuExit::Shutdown) => ExitKind::Shutdown,
             Ok(VcpuExit::FailEntry(reason, _)) => ExitKind::FailEntry(reason),
             Ok(VcpuExit::InternalError) => ExitKind::InternalError,
@@ -443,6 +486,7 @@ impl Vm {
         &mut self,
         m: &mut Machine,
         mode: Mode,
+        guard_paging: bool,
         counters: &mut Counters,
     ) -> Result<Exit, EngineError> {
         // SAFETY: gettid has no preconditions.
@@ -453,22 +497,57 @@ impl Vm {
             self.kicker_tid = tid;
         }
         self.load_state(m)?;
-        self.set_single_step(mode == Mode::Step)?;
+        // What a step must know to end at a handler like the other engines
+        // (see step_catch): the instruction, and where its handlers are.
+        let before = (
+            m.cpu.seg[SegReg::Cs as usize].selector,
+            m.cpu.eip,
+            m.cpu.eflags & TF != 0,
+        );
+        let insn = if mode == Mode::Step && !m.cpu.run.halted {
+            step_catch::decode_at_eip(m)
+        } else {
+            None
+        };
+        let guard = guard_paging && mode != Mode::Step && !m.cpu.paging();
+        let breakpoints = if mode == Mode::Step {
+            step_catch::breakpoints_for_step(m, insn.as_ref(), None)
+        } else if guard {
+            step_catch::paging_guard(m)
+        } else {
+            [None; 4]
+        };
+        self.set_guest_debug(mode == Mode::Step, breakpoints)?;
+        self.caught = None;
         self.kicker.arm();
-        let result = self.enter_loop(m, mode, counters);
+        let result = self.enter_loop(m, mode, guard, counters);
         self.kicker.disarm();
-        let (exit, halted, retired) = match result {
+        if let Some((reason, at)) = self.last_exit.take() {
+            counters.handled(reason, at.elapsed().as_nanos() as u64);
+        }
+        let (exit, halted, mut retired) = match result {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.store_state(m, m.cpu.run.halted);
                 return Err(e);
             }
         };
+        self.store_state(m, halted)?;
+        if let Some(h) = self.caught.take() {
+            // The step stopped at a handler's first instruction: mend the
+            // frame, and learn whether the instruction retired (a trap such
+            // as INT n) or faulted.
+            let next = insn.map(|i| i.next_ip() as u32);
+            retired =
+                step_catch::fix_delivered_frame(m, h.wide, before.2, before.0, before.1, next);
+        }
         if retired {
             m.clock.icount += 1;
             counters.instructions += 1;
+            // The TSC read back is the vCPU's; ringside keeps it as icount
+            // plus an offset, so the offset absorbs the retirement.
+            m.cpu.msr.tsc_offset = m.cpu.msr.tsc_offset.wrapping_sub(1);
         }
-        self.store_state(m, halted)?;
         let cs = m.cpu.seg[SegReg::Cs as usize].selector;
         let eip = m.cpu.eip;
         Ok(match exit {
@@ -485,6 +564,7 @@ impl Vm {
                 Exit::Stopped(StopReason::TripleFault { cs, eip })
             }
             LoopExit::HostFailure(what) => return Err(self.host_failure(m, what)),
+            LoopExit::HostLacks(what) => return Err(unavailable(what)),
         })
     }
 
@@ -494,12 +574,16 @@ impl Vm {
         &mut self,
         m: &mut Machine,
         mode: Mode,
+        guard: bool,
         counters: &mut Counters,
     ) -> Result<(LoopExit, bool, bool), EngineError> {
         let mut halted = m.cpu.run.halted;
         let mut if_flag = m.cpu.eflags & IF != 0;
         let mut ready = !m.cpu.run.interrupt_shadow;
         let mut entries = 0u64;
+        // The paging guard is stepping over the #GP handler's first
+        // instruction (see the Debug exit below).
+        let mut stepping_past = false;
         loop {
             if m.bus.signals.input_wanted {
                 m.bus.signals.input_wanted = false;
@@ -510,6 +594,10 @@ impl Vm {
                 m.bus.run_timers(now);
             }
             if m.bus.take_nmi() {
+                if mode == Mode::Step {
+                    let bps = step_catch::breakpoints_for_step(m, None, Some(2));
+                    self.set_guest_debug(true, bps)?;
+                }
                 self.vcpu
                     .nmi()
                     .map_err(|e| unavailable(format!("KVM_NMI: {e}")))?;
@@ -519,6 +607,10 @@ impl Vm {
             if m.bus.interrupt_pending() {
                 if if_flag && ready {
                     if let Some(v) = m.bus.acknowledge_interrupt(now) {
+                        if mode == Mode::Step {
+                            let bps = step_catch::breakpoints_for_step(m, None, Some(v));
+                            self.set_guest_debug(true, bps)?;
+                        }
                         self.inject_interrupt(v)?;
                         counters.interrupts_injected += 1;
                         halted = false;
@@ -546,6 +638,18 @@ impl Vm {
                 }
                 _ => {}
             }
+            if guard {
+                if stepping_past {
+                    self.set_guest_debug(true, [None; 4])?;
+                } else {
+                    // The IDT may have moved since the last entry.
+                    let bps = step_catch::paging_guard(m);
+                    self.set_guest_debug(false, bps)?;
+                }
+            }
+            if let Some((reason, at)) = self.last_exit.take() {
+                counters.handled(reason, at.elapsed().as_nanos() as u64);
+            }
             let start = Instant::now();
             self.io_pending = false;
             let exit = self.enter_guest()?;
@@ -553,6 +657,8 @@ impl Vm {
             entries += 1;
             counters.kvm_runs += 1;
             counters.host_ns_in_guest += spent;
+            counters.exit(exit.reason(), spent);
+            self.last_exit = Some((exit.reason(), Instant::now()));
             // KVM runs on host time (DESIGN.md section 3): the host time
             // spent in the guest passes on the virtual clock as idle time,
             // so device timers progress; icount counts only what is known
@@ -567,7 +673,6 @@ impl Vm {
             }
             match exit {
                 ExitKind::IoIn | ExitKind::IoOut => {
-                    counters.exits_io += 1;
                     self.port_io(m);
                     if mode == Mode::Step {
                         // Completing the access retires the instruction
@@ -597,7 +702,6 @@ impl Vm {
                     }
                 }
                 ExitKind::MmioRead { addr, len } => {
-                    counters.exits_mmio += 1;
                     self.mmio_read(m, addr, len);
                     if mode == Mode::Step {
                         self.complete_pending_io(m)?;
@@ -605,7 +709,6 @@ impl Vm {
                     }
                 }
                 ExitKind::MmioWrite { addr, data, len } => {
-                    counters.exits_mmio += 1;
                     self.mmio_write(m, addr, &data[..len]);
                     if mode == Mode::Step {
                         self.complete_pending_io(m)?;
@@ -613,14 +716,45 @@ impl Vm {
                     }
                 }
                 ExitKind::Hlt => {
-                    counters.exits_hlt += 1;
                     return Ok((LoopExit::Halt, true, mode == Mode::Step));
                 }
-                ExitKind::IrqWindowOpen => counters.exits_interrupt_window += 1,
-                ExitKind::Kicked => counters.exits_kick += 1,
-                ExitKind::Debug => {
-                    counters.exits_debug += 1;
+                ExitKind::IrqWindowOpen | ExitKind::Kicked => {}
+                ExitKind::Debug { dr6 } => {
+                    if stepping_past {
+                        // The single-step trap after the handler's first
+                        // instruction: the guard goes back on.
+                        stepping_past = false;
+                        continue;
+                    }
+                    if guard && dr6 & 0xF != 0 {
+                        // The paging guard: the guest is at its #GP handler.
+                        let wide = self.debug.1[0].is_some_and(|h| h.wide);
+                        self.store_state(m, false)?;
+                        if let Some((cs, eip)) = step_catch::refused_paging(m, wide) {
+                            return Ok((
+                                LoopExit::HostLacks(format!(
+                                    "this host's KVM cannot run 32-bit paging: the guest's MOV to CR0 at \
+                                     {cs:04x}:{eip:08x} sets PG and the host refused it with #GP \
+                                     (`ringside engines` shows what this host runs; use --engine interp)"
+                                )),
+                                false,
+                                false,
+                            ));
+                        }
+                        // An ordinary #GP. Hosts differ in whether RF lets a
+                        // resumed guest past an execute breakpoint (kvm_pvm
+                        // ignores it), so step the handler's first
+                        // instruction with the guard off, then re-arm it.
+                        stepping_past = true;
+                        continue;
+                    }
                     if mode == Mode::Step {
+                        // DR6.B0-B3: a handler breakpoint (step_catch).
+                        let hit = (0..4).find(|&i| dr6 & (1 << i) != 0);
+                        if let Some(h) = hit.and_then(|i| self.debug.1[i]) {
+                            self.caught = Some(h);
+                            return Ok((LoopExit::Plain(Exit::BudgetSpent), false, false));
+                        }
                         // A single-step trap inside a REP string instruction
                         // comes after each iteration, with EIP still on the
                         // instruction and RF set (SDM Vol. 3A 17.3.1.4). The
@@ -644,7 +778,6 @@ impl Vm {
                     }
                 }
                 ExitKind::Shutdown => {
-                    counters.exits_shutdown += 1;
                     return Ok((LoopExit::Shutdown, false, false));
                 }
                 ExitKind::FailEntry(reason) => {
@@ -698,4 +831,6 @@ enum LoopExit {
     Halt,
     Shutdown,
     HostFailure(String),
+    /// The guest needs something the host lacks: the message says what.
+    HostLacks(String),
 }

@@ -1,0 +1,295 @@
+//! Making a KVM single step end where the interpreter's does when the
+//! stepped instruction raises an exception or an interrupt is delivered.
+//!
+//! KVM single-steps with the trap flag (KVM_GUESTDBG_SINGLESTEP sets
+//! RFLAGS.TF behind the guest's back). Event delivery clears TF (SDM Vol. 3A
+//! 6.12.1.2), so the trap cannot come at the handler's first instruction:
+//! real hardware runs the whole handler and traps after its IRET, and
+//! kvm_pvm traps after the handler's first instruction. Worse, the EFLAGS
+//! image the delivery pushed has the debugger's TF in it, so the handler's
+//! IRET would turn single-stepping on in the guest.
+//!
+//! Every engine's step ends at the handler's first instruction, with the
+//! guest's own flags in the frame. The kvm engine gets there with hardware
+//! breakpoints: for the instruction it is about to step, it finds the
+//! vectors the instruction can raise (or the vector it is injecting), puts
+//! an execute breakpoint on each one's handler (up to the four debug
+//! registers), and when one of them fires it takes TF out of the pushed
+//! image again. Which frame slot holds EFLAGS follows from the return
+//! address the delivery pushed (SDM Vol. 3A 6.12.1, figure 6-4).
+
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use ringside_core::cpu::flags::{RF, TF};
+use ringside_core::cpu::segments::Descriptor;
+use ringside_core::cpu::{reg, SegReg};
+use ringside_core::Machine;
+
+/// A handler to put a breakpoint on: its linear address, and whether the
+/// gate pushes a 32-bit frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Handler {
+    pub(crate) address: u32,
+    pub(crate) wide: bool,
+}
+
+/// Up to four handlers, one per debug register.
+pub(crate) type HandlerBreakpoints = [Option<Handler>; 4];
+
+/// Bytes at a linear address, without side effects (no accessed bits, no
+/// device reads); None where the address does not translate to RAM or ROM.
+fn peek(m: &mut Machine, lin: u32, len: u32) -> Option<Vec<u8>> {
+    (0..len)
+        .map(|i| {
+            m.peek_translation(lin.wrapping_add(i))
+                .and_then(|pa| m.mem.read_plain(pa))
+        })
+        .collect()
+}
+
+fn peek_u32(m: &mut Machine, lin: u32) -> Option<u32> {
+    peek(m, lin, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn peek_u16(m: &mut Machine, lin: u32) -> Option<u16> {
+    peek(m, lin, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// The instruction at CS:EIP.
+pub(crate) fn decode_at_eip(m: &mut Machine) -> Option<Instruction> {
+    let lin = m.cpu.linear_eip();
+    let bytes: Vec<u8> = (0..15u32)
+        .map_while(|i| {
+            m.peek_translation(lin.wrapping_add(i))
+                .and_then(|pa| m.mem.read_plain(pa))
+        })
+        .collect();
+    if bytes.is_empty() {
+        return None;
+    }
+    let bitness = if m.cpu.code32() { 32 } else { 16 };
+    let insn = Decoder::with_ip(bitness, &bytes, m.cpu.eip as u64, DecoderOptions::NONE).decode();
+    Some(insn)
+}
+
+/// The vectors `insn` can raise, most specific first.
+fn candidate_vectors(insn: Option<&Instruction>) -> Vec<u8> {
+    let Some(insn) = insn else {
+        return vec![14, 13, 6];
+    };
+    let mut v = Vec::new();
+    match insn.mnemonic() {
+        Mnemonic::Div | Mnemonic::Idiv | Mnemonic::Aam => v.push(0),
+        Mnemonic::Int => v.push(insn.immediate8()),
+        Mnemonic::Int3 => v.push(3),
+        Mnemonic::Int1 => v.push(1),
+        Mnemonic::Into => v.push(4),
+        Mnemonic::Bound => v.push(5),
+        _ => {}
+    }
+    if insn.code() == Code::INVALID || insn.mnemonic() == Mnemonic::Ud2 {
+        v.push(6);
+    }
+    let touches_memory = (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Memory)
+        || insn.is_stack_instruction()
+        || insn.is_string_instruction();
+    if touches_memory {
+        v.extend([13, 12, 14]);
+    } else {
+        // Privileged, I/O and segment-loading instructions raise #GP.
+        v.push(13);
+    }
+    v.push(6);
+    v
+}
+
+/// Vector `v`'s handler, read from the IVT or the IDT as the processor
+/// would (task gates and bad entries give None).
+pub(crate) fn handler(m: &mut Machine, v: u8) -> Option<Handler> {
+    let idtr = m.cpu.idtr;
+    if !m.cpu.protected_mode() {
+        // Real mode: a far pointer per vector (SDM Vol. 3A 20.1.4).
+        let at = idtr.base.wrapping_add(v as u32 * 4);
+        if v as u32 * 4 + 3 > idtr.limit as u32 {
+            return None;
+        }
+        let off = peek_u16(m, at)? as u32;
+        let seg = peek_u16(m, at.wrapping_add(2))? as u32;
+        return Some(Handler {
+            address: (seg << 4).wrapping_add(off),
+            wide: false,
+        });
+    }
+    if v as u32 * 8 + 7 > idtr.limit as u32 {
+        return None;
+    }
+    let at = idtr.base.wrapping_add(v as u32 * 8);
+    let lo = peek_u32(m, at)? as u64;
+    let hi = peek_u32(m, at.wrapping_add(4))? as u64;
+    let gate = Descriptor(lo | (hi << 32));
+    // Interrupt and trap gates only (types 6, 7, 14, 15; SDM Vol. 3A
+    // 6.11): task gates and anything else do not lead to a handler address.
+    if !gate.present() || !matches!(gate.typ(), 6 | 7 | 14 | 15) {
+        return None;
+    }
+    let code_base = segment_base(m, gate.gate_selector())?;
+    Some(Handler {
+        address: code_base.wrapping_add(gate.gate_offset_sized()),
+        wide: gate.typ() & 8 != 0,
+    })
+}
+
+/// The base of the segment a selector names: selector * 16 in real mode,
+/// from its GDT or LDT descriptor in protected mode.
+fn segment_base(m: &mut Machine, selector: u16) -> Option<u32> {
+    if !m.cpu.protected_mode() {
+        return Some((selector as u32) << 4);
+    }
+    let (base, limit) = if selector & 4 != 0 {
+        (m.cpu.ldtr.base, m.cpu.ldtr.limit)
+    } else {
+        (m.cpu.gdtr.base, m.cpu.gdtr.limit as u32)
+    };
+    let index = (selector & !7) as u32;
+    if index + 7 > limit {
+        return None;
+    }
+    let lo = peek_u32(m, base.wrapping_add(index))? as u64;
+    let hi = peek_u32(m, base.wrapping_add(index + 4))? as u64;
+    Some(Descriptor(lo | (hi << 32)).base())
+}
+
+/// A guard for hosts whose KVM refuses CR0.PG with #GP (kvm_pvm): a
+/// breakpoint on the #GP handler, so that the engine sees the refusal and
+/// stops with a message instead of letting the guest fail in its own
+/// handler.
+pub(crate) fn paging_guard(m: &mut Machine) -> HandlerBreakpoints {
+    [handler(m, 13), None, None, None]
+}
+
+/// At the #GP handler's first instruction (the guard fired): was the #GP
+/// a MOV to CR0 that set PG? Returns the faulting CS:EIP if so. The frame
+/// is error code, EIP, CS (SDM Vol. 3A 6.12.1); the GPRs are still those
+/// the faulting instruction saw.
+pub(crate) fn refused_paging(m: &mut Machine, wide: bool) -> Option<(u16, u32)> {
+    let ss_base = m.cpu.seg[SegReg::Ss as usize].base;
+    let esp = m.cpu.gpr[reg::ESP];
+    let sp = if m.cpu.stack32() { esp } else { esp & 0xFFFF };
+    let slot = if wide { 4 } else { 2 };
+    // Protected mode pushes an error code for #GP; real mode does not.
+    let skip = if m.cpu.protected_mode() { slot } else { 0 };
+    let at = ss_base.wrapping_add(sp.wrapping_add(skip));
+    let (eip, cs) = if wide {
+        (peek_u32(m, at)?, peek_u32(m, at.wrapping_add(4))? as u16)
+    } else {
+        (peek_u16(m, at)? as u32, peek_u16(m, at.wrapping_add(2))?)
+    };
+    let lin = segment_base(m, cs)?.wrapping_add(eip);
+    let bytes = peek(m, lin, 3)?;
+    // MOV CR0, r32: 0F 22 /r with reg = 0 and mod = 11 (SDM Vol. 2B MOV).
+    if bytes[0] != 0x0F || bytes[1] != 0x22 || bytes[2] & 0xF8 != 0xC0 {
+        return None;
+    }
+    let value = m.cpu.gpr[(bytes[2] & 7) as usize];
+    (value & 0x8000_0000 != 0).then_some((cs, eip))
+}
+
+/// Breakpoints for a step of the instruction at CS:EIP, with the vector
+/// being injected (if any) first.
+pub(crate) fn breakpoints_for_step(
+    m: &mut Machine,
+    insn: Option<&Instruction>,
+    injected: Option<u8>,
+) -> HandlerBreakpoints {
+    let mut vectors: Vec<u8> = injected.into_iter().collect();
+    if injected.is_none() {
+        vectors.extend(candidate_vectors(insn));
+    }
+    // A breakpoint on the instruction being stepped would fire before it
+    // runs: a handler there cannot be told from the instruction itself.
+    let here = m.cpu.linear_eip();
+    let mut out: HandlerBreakpoints = [None; 4];
+    let mut n = 0;
+    for v in vectors {
+        if n == out.len() {
+            break;
+        }
+        if let Some(h) = handler(m, v) {
+            if h.address != here && !out[..n].iter().flatten().any(|o| o.address == h.address) {
+                out[n] = Some(h);
+                n += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The step stopped at a handler's first instruction: the CPU delivered an
+/// event whose frame is at SS:ESP. Take the debugger's TF out of the
+/// pushed EFLAGS image when the guest's own TF was clear, and say whether
+/// the delivery was a trap after the instruction (INT n, INTO, INT3: the
+/// instruction retired) rather than a fault on it.
+///
+/// `wide` is the gate's frame width; `before_cs`/`before_eip`/`next_eip`
+/// describe the stepped instruction.
+pub(crate) fn fix_delivered_frame(
+    m: &mut Machine,
+    wide: bool,
+    guest_tf: bool,
+    before_cs: u16,
+    before_eip: u32,
+    next_eip: Option<u32>,
+) -> bool {
+    let ss_base = m.cpu.seg[SegReg::Ss as usize].base;
+    let esp = m.cpu.gpr[reg::ESP];
+    let sp = if m.cpu.stack32() { esp } else { esp & 0xFFFF };
+    let slot = if wide { 4 } else { 2 };
+    // Frame: [error code] EIP CS EFLAGS; find EIP/CS at offset 0 or one slot up.
+    let mut found = None;
+    for skip in [0u32, slot] {
+        let at = ss_base.wrapping_add(sp.wrapping_add(skip));
+        let (ip, cs) = if wide {
+            (
+                peek_u32(m, at),
+                peek_u32(m, at.wrapping_add(4)).map(|c| c as u16),
+            )
+        } else {
+            (
+                peek_u16(m, at).map(u32::from),
+                peek_u16(m, at.wrapping_add(2)),
+            )
+        };
+        let (Some(ip), Some(cs)) = (ip, cs) else {
+            continue;
+        };
+        if cs != before_cs {
+            continue;
+        }
+        if ip == before_eip {
+            found = Some((skip, false));
+            break;
+        }
+        if Some(ip) == next_eip {
+            found = Some((skip, true));
+            break;
+        }
+    }
+    // Delivery clears RF (SDM Vol. 3A 6.12.1); the RF in the vCPU's flags
+    // is KVM's, set so that resuming does not hit the breakpoint again.
+    m.cpu.eflags &= !RF;
+    let Some((skip, retired)) = found else {
+        return false;
+    };
+    if !guest_tf {
+        let flags_at = ss_base.wrapping_add(sp.wrapping_add(skip + 2 * slot));
+        if let Some(pa) = m.peek_translation(flags_at.wrapping_add(1)) {
+            if let Some(b) = m.mem.read_plain(pa) {
+                // TF is bit 8: bit 0 of the image's second byte.
+                let clean = b & !((TF >> 8) as u8);
+                if clean != b {
+                    m.phys_write(pa, 1, clean as u64);
+                }
+            }
+        }
+    }
+    retired
+}
