@@ -8,6 +8,7 @@
 //! the page tables (SDM Vol. 3A 4.3), sets accessed and dirty bits, raises #PF
 //! with the error code of SDM Vol. 3A 4.7, and routes MMIO to the bus.
 
+use crate::cpu::segments::Descriptor;
 use crate::cpu::{cr0, cr4, CpuResult, Fault};
 use crate::machine::Machine;
 use crate::memory::{PhysKind, PAGE_SHIFT, PAGE_SIZE};
@@ -477,6 +478,74 @@ impl Machine {
         }
         let pte = self.phys_read((pde & 0xFFFF_F000) | (((lin >> 12) & 0x3FF) << 2), 4) as u32;
         (pte & pte::P != 0).then_some((pte & 0xFFFF_F000) | (lin & 0xFFF))
+    }
+
+    /// Bytes at a linear address for the debugger: no side effects, None
+    /// if any byte is not RAM or ROM behind a present mapping.
+    pub fn peek_bytes(&mut self, lin: u32, len: u32) -> Option<Vec<u8>> {
+        (0..len)
+            .map(|i| {
+                self.peek_translation(lin.wrapping_add(i))
+                    .and_then(|pa| self.mem.read_plain(pa))
+            })
+            .collect()
+    }
+
+    fn peek_u32(&mut self, lin: u32) -> Option<u32> {
+        self.peek_bytes(lin, 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The base of the segment a selector names, read the way a segment
+    /// load would (selector * 16 in real mode; the GDT or LDT descriptor in
+    /// protected mode), without side effects.
+    pub fn peek_segment_base(&mut self, selector: u16) -> Option<u32> {
+        if !self.cpu.protected_mode() {
+            return Some((selector as u32) << 4);
+        }
+        let (base, limit) = if selector & 4 != 0 {
+            (self.cpu.ldtr.base, self.cpu.ldtr.limit)
+        } else {
+            (self.cpu.gdtr.base, self.cpu.gdtr.limit as u32)
+        };
+        let index = (selector & !7) as u32;
+        if index + 7 > limit {
+            return None;
+        }
+        let lo = self.peek_u32(base.wrapping_add(index))? as u64;
+        let hi = self.peek_u32(base.wrapping_add(index + 4))? as u64;
+        Some(Descriptor(lo | (hi << 32)).base())
+    }
+
+    /// Where an event through vector `v` would start: the handler's linear
+    /// address, and whether the gate pushes a 32-bit frame. Read from the
+    /// real-mode IVT (SDM Vol. 3A 20.1.4) or from an interrupt or trap gate
+    /// of the IDT (6.11); task gates and bad entries give None. No side
+    /// effects.
+    pub fn peek_vector_handler(&mut self, v: u8) -> Option<(u32, bool)> {
+        let idtr = self.cpu.idtr;
+        if !self.cpu.protected_mode() {
+            if v as u32 * 4 + 3 > idtr.limit as u32 {
+                return None;
+            }
+            let far = self.peek_u32(idtr.base.wrapping_add(v as u32 * 4))?;
+            return Some((((far >> 16) << 4).wrapping_add(far & 0xFFFF), false));
+        }
+        if v as u32 * 8 + 7 > idtr.limit as u32 {
+            return None;
+        }
+        let at = idtr.base.wrapping_add(v as u32 * 8);
+        let lo = self.peek_u32(at)? as u64;
+        let hi = self.peek_u32(at.wrapping_add(4))? as u64;
+        let gate = Descriptor(lo | (hi << 32));
+        if !gate.present() || !matches!(gate.typ(), 6 | 7 | 14 | 15) {
+            return None;
+        }
+        let base = self.peek_segment_base(gate.gate_selector())?;
+        Some((
+            base.wrapping_add(gate.gate_offset_sized()),
+            gate.typ() & 8 != 0,
+        ))
     }
 
     /// Record that cached code was made from a physical page: writes to it

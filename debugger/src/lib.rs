@@ -1,10 +1,21 @@
 //! ringside-debugger: the debug facility (DBGF in VirtualBox's terms).
 //!
-//! It owns the lockstep comparator ([`lockstep`]): two machines built from
-//! the same configuration, each on its own engine, stepped one instruction
-//! at a time and compared after every step, stopping at the first
-//! instruction where architectural state or memory writes differ. The
-//! debugger core, terminal UI and gdb stub of issue 5 will build on it; they
-//! are not written yet.
+//! - [`dbgf`]: the debugger core every front-end drives — stop, continue,
+//!   step, step over; breakpoints, watchpoints and catches ([`stops`]);
+//!   the history of retired instructions; switching engines; compare mode.
+//! - [`commands`]: the command language of the TUI's command line and the
+//!   gdb stub's `monitor`.
+//! - [`inspect`]: memory, disassembly, registers, page walks, descriptor
+//!   tables, without side effects on the guest.
+//! - [`symbols`]: ELF symbols of the booted image.
+//! - [`lockstep`]: the comparator (two machines, two engines, stepped
+//!   together and compared after every instruction).
 
+pub mod commands;
+pub mod dbgf;
+pub mod inspect;
 pub mod lockstep;
+pub mod stops;
+pub mod symbols;
+
+pub use dbgf::{Debugger, EngineFactory, Resume, StopCause};

@@ -33,7 +33,7 @@ pub struct Difference {
 }
 
 /// The first instruction after which the machines disagree.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Divergence {
     /// Instructions both machines retired before this one.
     pub instruction: u64,

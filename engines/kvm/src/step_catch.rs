@@ -20,7 +20,6 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::flags::{RF, TF};
-use ringside_core::cpu::segments::Descriptor;
 use ringside_core::cpu::{reg, SegReg};
 use ringside_core::Machine;
 
@@ -35,23 +34,14 @@ pub(crate) struct Handler {
 /// Up to four handlers, one per debug register.
 pub(crate) type HandlerBreakpoints = [Option<Handler>; 4];
 
-/// Bytes at a linear address, without side effects (no accessed bits, no
-/// device reads); None where the address does not translate to RAM or ROM.
-fn peek(m: &mut Machine, lin: u32, len: u32) -> Option<Vec<u8>> {
-    (0..len)
-        .map(|i| {
-            m.peek_translation(lin.wrapping_add(i))
-                .and_then(|pa| m.mem.read_plain(pa))
-        })
-        .collect()
-}
-
 fn peek_u32(m: &mut Machine, lin: u32) -> Option<u32> {
-    peek(m, lin, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    m.peek_bytes(lin, 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn peek_u16(m: &mut Machine, lin: u32) -> Option<u16> {
-    peek(m, lin, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    m.peek_bytes(lin, 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 /// The instruction at CS:EIP.
@@ -105,57 +95,8 @@ fn candidate_vectors(insn: Option<&Instruction>) -> Vec<u8> {
 /// Vector `v`'s handler, read from the IVT or the IDT as the processor
 /// would (task gates and bad entries give None).
 pub(crate) fn handler(m: &mut Machine, v: u8) -> Option<Handler> {
-    let idtr = m.cpu.idtr;
-    if !m.cpu.protected_mode() {
-        // Real mode: a far pointer per vector (SDM Vol. 3A 20.1.4).
-        let at = idtr.base.wrapping_add(v as u32 * 4);
-        if v as u32 * 4 + 3 > idtr.limit as u32 {
-            return None;
-        }
-        let off = peek_u16(m, at)? as u32;
-        let seg = peek_u16(m, at.wrapping_add(2))? as u32;
-        return Some(Handler {
-            address: (seg << 4).wrapping_add(off),
-            wide: false,
-        });
-    }
-    if v as u32 * 8 + 7 > idtr.limit as u32 {
-        return None;
-    }
-    let at = idtr.base.wrapping_add(v as u32 * 8);
-    let lo = peek_u32(m, at)? as u64;
-    let hi = peek_u32(m, at.wrapping_add(4))? as u64;
-    let gate = Descriptor(lo | (hi << 32));
-    // Interrupt and trap gates only (types 6, 7, 14, 15; SDM Vol. 3A
-    // 6.11): task gates and anything else do not lead to a handler address.
-    if !gate.present() || !matches!(gate.typ(), 6 | 7 | 14 | 15) {
-        return None;
-    }
-    let code_base = segment_base(m, gate.gate_selector())?;
-    Some(Handler {
-        address: code_base.wrapping_add(gate.gate_offset_sized()),
-        wide: gate.typ() & 8 != 0,
-    })
-}
-
-/// The base of the segment a selector names: selector * 16 in real mode,
-/// from its GDT or LDT descriptor in protected mode.
-fn segment_base(m: &mut Machine, selector: u16) -> Option<u32> {
-    if !m.cpu.protected_mode() {
-        return Some((selector as u32) << 4);
-    }
-    let (base, limit) = if selector & 4 != 0 {
-        (m.cpu.ldtr.base, m.cpu.ldtr.limit)
-    } else {
-        (m.cpu.gdtr.base, m.cpu.gdtr.limit as u32)
-    };
-    let index = (selector & !7) as u32;
-    if index + 7 > limit {
-        return None;
-    }
-    let lo = peek_u32(m, base.wrapping_add(index))? as u64;
-    let hi = peek_u32(m, base.wrapping_add(index + 4))? as u64;
-    Some(Descriptor(lo | (hi << 32)).base())
+    m.peek_vector_handler(v)
+        .map(|(address, wide)| Handler { address, wide })
 }
 
 /// A guard for hosts whose KVM refuses CR0.PG with #GP (kvm_pvm): a
@@ -183,8 +124,8 @@ pub(crate) fn refused_paging(m: &mut Machine, wide: bool) -> Option<(u16, u32)> 
     } else {
         (peek_u16(m, at)? as u32, peek_u16(m, at.wrapping_add(2))?)
     };
-    let lin = segment_base(m, cs)?.wrapping_add(eip);
-    let bytes = peek(m, lin, 3)?;
+    let lin = m.peek_segment_base(cs)?.wrapping_add(eip);
+    let bytes = m.peek_bytes(lin, 3)?;
     // MOV CR0, r32: 0F 22 /r with reg = 0 and mod = 11 (SDM Vol. 2B MOV).
     if bytes[0] != 0x0F || bytes[1] != 0x22 || bytes[2] & 0xF8 != 0xC0 {
         return None;

@@ -1,0 +1,175 @@
+//! The debugger core on real guests: the demo OS (paged, on the
+//! interpreter) and irq-pm (unpaged, on the interpreter and on KVM where
+//! the host runs it).
+
+use ringside_core::boot;
+use ringside_core::config::MachineConfig;
+use ringside_core::{Engine, Machine, StopReason};
+use ringside_debugger::stops::{Address, Condition, StopKind, WatchKind};
+use ringside_debugger::symbols::Symbols;
+use ringside_debugger::{Debugger, StopCause};
+use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::SharedBuffer;
+
+fn factory() -> ringside_debugger::EngineFactory {
+    Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
+        match name {
+            "interp" => Ok(Box::new(ringside_interp::Interp::new())),
+            "kvm" => Ok(Box::new(
+                ringside_kvm::Kvm::new().map_err(|e| e.to_string())?,
+            )),
+            other => Err(format!("no engine {other}")),
+        }
+    })
+}
+
+/// A PC booted (directly, like qemu -kernel) into a built-in kernel, in a
+/// debugger on `engine`, with COM1 captured.
+fn debugger(guest: &str, engine: &str) -> (Debugger, SharedBuffer) {
+    let com1 = SharedBuffer::default();
+    let mut m: Machine = build_pc(
+        &MachineConfig::default(),
+        HostIo {
+            com1: Box::new(com1.clone()),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        },
+    )
+    .expect("the default PC builds");
+    let image = ringside_guests::find(guest).expect("built in").image;
+    boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
+    let f = factory();
+    let e = f(engine).expect("the engine exists");
+    let mut d = Debugger::new(m, e, f);
+    d.symbols = Symbols::from_elf(image);
+    (d, com1)
+}
+
+#[test]
+fn a_breakpoint_on_a_kernel_symbol_stops_before_its_first_instruction() {
+    let (mut d, _) = debugger("demo", "interp");
+    let kmain = d.symbols.resolve("kmain").unwrap();
+    let id = d.add_breakpoint(Address::Linear(kmain), None);
+    let cause = d.cont(|| false).unwrap();
+    assert_eq!(cause, StopCause::Breakpoint { id });
+    assert_eq!(d.main.machine.cpu.linear_eip(), kmain);
+    assert!(d.location().contains("<kmain>"), "{}", d.location());
+}
+
+#[test]
+fn step_retires_exactly_n_instructions_and_history_records_them() {
+    let (mut d, _) = debugger("demo", "interp");
+    let start = d.main.machine.clock.icount;
+    assert_eq!(d.step(25).unwrap(), StopCause::Stepped);
+    assert_eq!(d.main.machine.clock.icount, start + 25);
+    assert_eq!(d.history().count(), 25);
+    assert!(d.history().any(|r| !r.changes.is_empty()));
+}
+
+#[test]
+fn next_steps_over_a_call_to_the_instruction_after_it() {
+    let (mut d, _) = debugger("demo", "interp");
+    let kmain = d.symbols.resolve("kmain").unwrap();
+    d.add_breakpoint(Address::Linear(kmain), None);
+    d.cont(|| false).unwrap();
+    let id = d.stops()[0].id;
+    d.delete(id);
+    // Step until the next instruction is a CALL, then step over it.
+    loop {
+        let insn = ringside_debugger::stops::decode_next(&mut d.main.machine).unwrap();
+        if insn.mnemonic() == iced_x86::Mnemonic::Call {
+            let (after, esp) = (
+                d.main.machine.cpu.eip + insn.len() as u32,
+                d.main.machine.cpu.gpr[4],
+            );
+            let before = d.main.machine.clock.icount;
+            assert_eq!(d.step_over().unwrap(), StopCause::Stepped);
+            assert_eq!(d.main.machine.cpu.eip, after);
+            assert_eq!(d.main.machine.cpu.gpr[4], esp);
+            assert!(d.main.machine.clock.icount > before + 1, "the callee ran");
+            return;
+        }
+        d.step(1).unwrap();
+    }
+}
+
+#[test]
+fn catching_vector_14_stops_at_the_demo_kernels_first_page_fault() {
+    let (mut d, _) = debugger("demo", "interp");
+    d.queue_input(b"run hello\n");
+    let id = d.add_catch(StopKind::Vector(14));
+    let cause = d.cont(|| false).unwrap();
+    assert_eq!(cause, StopCause::Vector { id, vector: 14 });
+    let handler = d.main.machine.peek_vector_handler(14).unwrap().0;
+    assert_eq!(d.main.machine.cpu.linear_eip(), handler);
+    let cr2 = d.main.machine.cpu.cr2;
+    println!("first page fault: CR2 = {cr2:#x}, at {}", d.location());
+    assert_ne!(cr2, 0);
+}
+
+#[test]
+fn a_write_watchpoint_on_a_kernel_variable_fires_after_the_store() {
+    let (mut d, _) = debugger("demo", "interp");
+    let ticks = d
+        .symbols
+        .resolve("ticks")
+        .expect("the demo kernel counts ticks");
+    let id = d.add_watchpoint(ticks, 4, WatchKind::Write);
+    let cause = d.cont(|| false).unwrap();
+    match cause {
+        StopCause::Watchpoint { id: got, access } => {
+            assert_eq!(got, id);
+            assert!(access.write);
+            assert!(ringside_debugger::stops::overlaps(
+                ticks,
+                4,
+                access.lin,
+                access.size
+            ));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The store has retired: the last history entry is the writing
+    // instruction.
+    assert!(d.history().last().is_some());
+}
+
+#[test]
+fn a_conditional_breakpoint_with_a_hit_count_stops_on_the_right_hit() {
+    // The timer interrupt handler runs once per tick; stop at its third run.
+    let (mut d, _) = debugger("demo", "interp");
+    let trap = d
+        .symbols
+        .resolve("trap")
+        .expect("the demo kernel has trap()");
+    let id = d.add_breakpoint(
+        Address::Linear(trap),
+        Some(Condition::parse("esp != 0").unwrap()),
+    );
+    d.set_after(id, 3);
+    assert_eq!(d.cont(|| false).unwrap(), StopCause::Breakpoint { id });
+    assert_eq!(d.stops()[0].hits, 3);
+}
+
+#[test]
+fn catching_ring_3_and_cr3_changes_stop_on_the_first_user_program() {
+    let (mut d, _) = debugger("demo", "interp");
+    d.queue_input(b"run hello\n");
+    let ring = d.add_catch(StopKind::Ring(3));
+    let cause = d.cont(|| false).unwrap();
+    assert!(
+        matches!(cause, StopCause::Ring { id, from: 0, to: 3 } if id == ring),
+        "{cause:?}"
+    );
+    assert_eq!(d.main.machine.cpu.cpl(), 3);
+}
+
+#[test]
+fn the_guest_runs_to_its_exit_under_the_debugger() {
+    let (mut d, com1) = debugger("demo", "interp");
+    d.queue_input(b"run hello\npoweroff\n");
+    let cause = d.cont(|| false).unwrap();
+    assert_eq!(cause, StopCause::Machine(StopReason::DebugExit(0)));
+    let out = String::from_utf8_lossy(&com1.contents()).into_owned();
+    assert!(out.contains("Hello from user space!"), "{out}");
+}
