@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use ringside_core::Machine;
+
 use crate::dbgf::{Debugger, StopCause};
 use crate::inspect::{self, Syntax};
 use crate::stops::{self, Address, Condition, StopKind, WatchKind};
@@ -24,6 +26,8 @@ info                list breakpoints, watchpoints and catches
 delete ID | disable ID | enable ID | ignore ID N
 regs                registers, segment caches, control and debug registers
 set REG VALUE       write a register (eax, eip, cr3, cs.base, ...)
+pset REG VALUE      the same in the compare partner's machine
+input TEXT          type TEXT and Enter on the guest's COM1 (given when it waits)
 x ADDR [LEN]        memory at a linear address; xp for a physical one
 write ADDR BYTES..  write bytes at a linear address
 dis [ADDR] [N]      disassemble (default: at EIP); syntax intel|att
@@ -86,11 +90,100 @@ impl Debugger {
                 out.push_str(&crate::lockstep::format_divergence(d, a, b));
                 out.push('\n');
             }
+            StopCause::Vector { vector, .. } => {
+                let _ = writeln!(out, "stopped: {cause}");
+                out.push_str(&self.faulting_instruction(*vector));
+            }
             other => {
                 let _ = writeln!(out, "stopped: {other}");
             }
         }
         out.push_str(&self.location());
+        out
+    }
+
+    /// At a handler's first instruction: the interrupted (for a fault, the
+    /// faulting) instruction, from the frame the delivery pushed (SDM Vol.
+    /// 3A 6.12.1), and CR2 for a page fault.
+    fn faulting_instruction(&mut self, vector: u8) -> String {
+        let m = &mut self.main.machine;
+        let wide = m.peek_vector_handler(vector).is_some_and(|(_, w)| w);
+        let pm = m.cpu.protected_mode();
+        // Exceptions with an error code (table 6-1) push it last.
+        let has_code = pm && matches!(vector, 8 | 10..=14 | 17);
+        let slot = if wide { 4 } else { 2 };
+        let ss = m.cpu.seg[ringside_core::cpu::SegReg::Ss as usize].base;
+        let sp = if m.cpu.stack32() {
+            m.cpu.gpr[ringside_core::cpu::reg::ESP]
+        } else {
+            m.cpu.gpr[ringside_core::cpu::reg::ESP] & 0xFFFF
+        };
+        let frame = ss.wrapping_add(sp);
+        let mut out = String::new();
+        if vector == 14 {
+            let _ = write!(out, "CR2={:08x}", m.cpu.cr2);
+        }
+        let mut at = frame;
+        if has_code {
+            if let Some(code) = inspect::lin_u32(m, at) {
+                let _ = write!(
+                    out,
+                    "{}error code {code:#x}",
+                    if out.is_empty() { "" } else { " " }
+                );
+            }
+            at = at.wrapping_add(slot);
+        }
+        let (eip, cs) = if wide {
+            (
+                inspect::lin_u32(m, at),
+                inspect::lin_u32(m, at.wrapping_add(4)).map(|c| c as u16),
+            )
+        } else {
+            let w = |m: &mut Machine, a: u32| {
+                m.peek_bytes(a, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+            };
+            (w(m, at).map(u32::from), w(m, at.wrapping_add(2)))
+        };
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if let (Some(eip), Some(cs)) = (eip, cs) {
+            let base = m.peek_segment_base(cs).unwrap_or(0);
+            let lin = base.wrapping_add(eip);
+            let bytes: Vec<u8> = inspect::read_lin(m, lin, 15)
+                .into_iter()
+                .map_while(|b| b)
+                .collect();
+            let bits = if pm && (wide || m.cpu.code32()) {
+                32
+            } else {
+                16
+            };
+            let insn = iced_x86::Decoder::with_ip(
+                bits,
+                &bytes,
+                eip as u64,
+                iced_x86::DecoderOptions::NONE,
+            )
+            .decode();
+            let mut text = String::new();
+            if bytes.is_empty() {
+                text.push_str("?? (not mapped)");
+            } else {
+                use iced_x86::Formatter;
+                match self.syntax {
+                    Syntax::Intel => iced_x86::IntelFormatter::new().format(&insn, &mut text),
+                    Syntax::Att => iced_x86::GasFormatter::new().format(&insn, &mut text),
+                }
+            }
+            let sym = self
+                .symbols
+                .describe(lin)
+                .map(|s| format!(" <{s}>"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "interrupted at {cs:04x}:{eip:08x}{sym}  {text}");
+        }
         out
     }
 
@@ -224,10 +317,24 @@ impl Debugger {
                 }
             }
             "regs" | "r" | "registers" => Ok(inspect::format_registers(&self.main.machine.cpu)),
-            "set" => {
+            "input" => {
+                // The rest of the line, as typed, plus Enter.
+                let text = line.trim_start()[cmd.len()..].trim_start();
+                self.queue_input(format!("{text}\n").as_bytes());
+                Ok(format!("queued for COM1: {text}"))
+            }
+            "set" | "pset" => {
                 let name = arg(0)?;
                 let value = self.eval(arg(1)?)?;
-                let m = &mut self.main.machine;
+                let m = if cmd == "pset" {
+                    &mut self
+                        .partner
+                        .as_mut()
+                        .ok_or("pset writes the compare partner's registers: there is none")?
+                        .machine
+                } else {
+                    &mut self.main.machine
+                };
                 stops::set_register(&mut m.cpu, name, value)?;
                 // Control and debug registers change translation and watches.
                 m.tlb.flush();

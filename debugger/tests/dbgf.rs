@@ -173,3 +173,35 @@ fn the_guest_runs_to_its_exit_under_the_debugger() {
     let out = String::from_utf8_lossy(&com1.contents()).into_owned();
     assert!(out.contains("Hello from user space!"), "{out}");
 }
+
+#[test]
+fn a_page_fault_stop_names_cr2_and_the_faulting_instruction() {
+    let (mut d, _) = debugger("demo", "interp");
+    d.execute("input run hello").unwrap();
+    d.execute("catch vector 14").unwrap();
+    let out = d.execute("cont").unwrap();
+    println!("{out}");
+    let cr2 = d.main.machine.cpu.cr2;
+    assert!(out.contains(&format!("CR2={cr2:08x}")), "{out}");
+    assert!(
+        out.contains("interrupted at 001b:"),
+        "a ring-3 instruction faulted: {out}"
+    );
+    assert!(out.contains("<vector_14>"), "{out}");
+}
+
+#[test]
+fn compare_mode_finds_a_corrupted_partner_register_at_the_next_step() {
+    let (mut d, _) = debugger("demo", "interp");
+    let (partner, _) = debugger("demo", "interp");
+    d.set_partner(partner.main.machine, "interp").unwrap();
+    assert_eq!(
+        d.step(1000).unwrap(),
+        StopCause::Stepped,
+        "interp agrees with itself"
+    );
+    d.execute("pset edi 0x1234").unwrap();
+    let out = d.execute("step").unwrap();
+    assert!(out.contains("divergence after"), "{out}");
+    assert!(out.contains("* edi"), "{out}");
+}
