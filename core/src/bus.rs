@@ -24,7 +24,7 @@ use crate::memory::DeviceId;
 pub const IRQ_LINES: u8 = 24;
 
 /// Why a device asks the machine to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StopRequest {
     /// A write of `code` to the debug-exit port: the run ends with this
     /// exit status.
@@ -34,7 +34,8 @@ pub enum StopRequest {
 }
 
 /// What devices tell the machine, collected while an instruction runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Signals {
     pub stop: Option<StopRequest>,
     /// The last value written to a POST-code port.
@@ -209,6 +210,17 @@ pub trait Device: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
+/// The part of a saved state the bus holds itself rather than a device
+/// (`core::snapshot`): interrupt line levels, each device's timer deadline
+/// by device index, and the signals not yet taken.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusState {
+    pub lines: [bool; IRQ_LINES as usize],
+    pub deadlines: Vec<Option<u64>>,
+    pub signals: Signals,
+}
+
 /// The device list, the port map, interrupt routing and device timers.
 pub struct Bus {
     devices: Vec<Box<dyn Device>>,
@@ -364,13 +376,7 @@ impl Bus {
     fn apply(&mut self, d: usize, events: DeviceEvents, now_ns: u64, depth: u32) {
         if let Some(t) = events.timer {
             self.deadlines[d] = t;
-            self.earliest = self
-                .deadlines
-                .iter()
-                .flatten()
-                .copied()
-                .min()
-                .unwrap_or(u64::MAX);
+            self.update_earliest();
         }
         if depth > 8 {
             return;
@@ -479,6 +485,16 @@ impl Bus {
         }
     }
 
+    fn update_earliest(&mut self) {
+        self.earliest = self
+            .deadlines
+            .iter()
+            .flatten()
+            .copied()
+            .min()
+            .unwrap_or(u64::MAX);
+    }
+
     /// The earliest pending device deadline (u64::MAX when none).
     #[inline(always)]
     pub fn next_deadline(&self) -> u64 {
@@ -501,13 +517,7 @@ impl Bus {
                 return;
             };
             self.deadlines[d] = None;
-            self.earliest = self
-                .deadlines
-                .iter()
-                .flatten()
-                .copied()
-                .min()
-                .unwrap_or(u64::MAX);
+            self.update_earliest();
             self.with_device(d, now_ns, |dev, ctx| dev.timer(ctx));
         }
     }
@@ -575,6 +585,31 @@ impl Bus {
     /// plugged in). Without one, a HLT with IF = 1 waits forever.
     pub fn has_interrupt_controller(&self) -> bool {
         self.pic.is_some() || self.lapic.is_some()
+    }
+
+    /// The bus's own saved state (the devices save theirs).
+    pub fn bus_state(&self) -> BusState {
+        BusState {
+            lines: self.lines,
+            deadlines: self.deadlines.clone(),
+            signals: self.signals.clone(),
+        }
+    }
+
+    /// Take a saved bus state. Deadlines are matched to devices by index:
+    /// the caller checks that the state was saved with as many devices as
+    /// are plugged in (a device without a saved deadline gets none).
+    pub fn restore_bus_state(&mut self, state: &BusState) {
+        self.lines = state.lines;
+        for (i, d) in self.deadlines.iter_mut().enumerate() {
+            *d = state.deadlines.get(i).copied().flatten();
+        }
+        self.update_earliest();
+        self.signals = state.signals.clone();
+        // The controllers' state changed outside a device call: the cached
+        // INTR and NMI answers are stale.
+        self.epoch += 1;
+        self.intr_cache = None;
     }
 
     /// Every device's saved state, by device index.

@@ -4,9 +4,10 @@
 //! It owns the architectural CPU state ([`cpu::CpuState`]), guest memory on
 //! `vm-memory` ([`memory`]), paging and the software TLB ([`mmu`]),
 //! segmentation, event delivery and task switching ([`cpu`]), the port and
-//! MMIO buses ([`bus`]), virtual time ([`time`]), boot loaders ([`boot`]) and
-//! the [`engine::Engine`] trait. It does not execute instructions: that is
-//! the engines' job (engines/interp first).
+//! MMIO buses ([`bus`]), virtual time ([`time`]), boot loaders ([`boot`]),
+//! saved-state files ([`snapshot`]) and the [`engine::Engine`] trait. It
+//! does not execute instructions: that is the engines' job (engines/interp
+//! first).
 //!
 //! Start reading at [`machine::Machine`], then [`cpu::state`], then [`mmu`].
 
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod machine;
 pub mod memory;
 pub mod mmu;
+pub mod snapshot;
 pub mod time;
 
 pub use engine::{Budget, Engine, EngineError, EngineStats, Exit, StopReason};

@@ -341,6 +341,12 @@ impl Memory {
         }
     }
 
+    /// Every ROM mapping: its base address and its page-padded image, in
+    /// the order they were mapped (snapshots record their checksums).
+    pub fn roms(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        self.roms.iter().map(|r| (r.base, &r.data[..]))
+    }
+
     /// The bytes of ROM `index` (the debugger and snapshots read them).
     pub fn rom_bytes(&self, index: usize, offset: u32) -> Option<u8> {
         self.roms.get(index)?.data.get(offset as usize).copied()

@@ -2,7 +2,8 @@
 //! clock, so the same image and input give the same run (DESIGN.md section 3).
 
 /// The virtual clock.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Clock {
     /// Instructions retired since the machine was built.
     pub icount: u64,

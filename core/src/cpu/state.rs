@@ -5,6 +5,8 @@
 //! `#[repr(C)]` so generated code can address fields by offset; the offsets
 //! are pinned by a test at the bottom of this file.
 
+use serde::{Deserialize, Serialize};
+
 use super::flags::{EFLAGS_FIXED_ONES, IF};
 
 /// General register numbers in the encoding order of the manuals (SDM Vol. 2A
@@ -82,9 +84,11 @@ pub mod attr {
 
 /// A segment register: the visible selector and the hidden descriptor cache.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Segment {
     pub selector: u16,
+    #[serde(skip)]
     pub _pad: u16,
     /// Attributes, see [`attr`].
     pub attr: u32,
@@ -133,16 +137,19 @@ impl Segment {
 
 /// GDTR or IDTR.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TableReg {
     pub base: u32,
     pub limit: u16,
+    #[serde(skip)]
     pub _pad: u16,
 }
 
 /// The model-specific registers ringside models.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Msrs {
     /// IA32_TIME_STAMP_COUNTER is `icount + tsc_offset` (time is virtual):
     /// WRMSR to it changes the offset.
@@ -150,6 +157,7 @@ pub struct Msrs {
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
     pub sysenter_eip: u32,
+    #[serde(skip)]
     pub _pad: u32,
     /// IA32_APIC_BASE.
     pub apic_base: u64,
@@ -165,7 +173,8 @@ pub mod msr_index {
 
 /// Run state that is part of the architecture but not a register.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunState {
     /// HLT executed; waiting for an interrupt.
     pub halted: bool,
@@ -179,6 +188,7 @@ pub struct RunState {
     pub nmi_pending: bool,
     /// Inside an NMI handler: further NMIs are blocked until IRET.
     pub nmi_blocked: bool,
+    #[serde(skip)]
     pub _pad: [u8; 3],
 }
 
@@ -211,7 +221,8 @@ pub mod cr4 {
 
 /// All architectural state of one IA-32 CPU.
 #[repr(C)]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CpuState {
     /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
     pub gpr: [u32; 8],
