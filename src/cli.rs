@@ -49,6 +49,22 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Debug a guest in the terminal UI (optionally side by side with a second engine).
+    Debug {
+        /// Run a second machine on this engine in lockstep and stop at the first divergence.
+        #[arg(long, value_name = "ENGINE")]
+        compare: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Serve the GDB remote protocol for a guest (attach with gdb's `target remote`).
+    Gdb {
+        /// Where to listen (loopback unless told otherwise).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1234")]
+        listen: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// List the execution engines and what each can run on this host.
     Engines,
     /// Show the machine configuration.
@@ -94,7 +110,7 @@ enum DisplayArg {
 }
 
 #[derive(Args, Default)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// The guest: builtin:NAME, a Multiboot ELF kernel, or a disk image.
     image: Option<String>,
     /// A machine configuration (TOML); the flags below override its keys.
@@ -153,6 +169,8 @@ pub fn main() -> i32 {
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
         Some(Command::Compare { engines, run }) => compare(&engines, run),
+        Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
+        Some(Command::Gdb { listen, run }) => crate::gdb_cmd::main(&listen, run),
         Some(Command::Engines) => {
             engines();
             Ok(0)
@@ -184,7 +202,7 @@ pub fn main() -> i32 {
 }
 
 /// The engines this build has, by name.
-fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
+pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(ringside_interp::Interp::new())),
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
@@ -439,7 +457,7 @@ impl Drop for RawModeGuard {
 /// every flag applied, the PC built from it with `io`, the image loaded.
 /// A built-in disk image is copied into a temporary file the snapshot disk
 /// reads; the file is removed here (the open disk keeps its data).
-fn build_machine(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Machine)> {
+pub(crate) fn build_machine(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Machine)> {
     let mut config = configure(args)?;
     let mut temp = None;
     let image = boot_image(&mut config, &mut temp)?;

@@ -2,6 +2,9 @@
 //! does is a call into the library crates.
 
 mod cli;
+mod debug_cmd;
+mod frontends;
+mod gdb_cmd;
 mod session;
 
 fn main() {

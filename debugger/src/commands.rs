@@ -37,6 +37,8 @@ history [N]         the last retired instructions and what they changed
 where               the current instruction and symbol
 stats               engine statistics
 engine [NAME]       show or switch the engine of the stopped machine
+save FILE           save the machine (snapshot file; the running machine is unchanged)
+load FILE           restore a snapshot into this machine (refused, and nothing changes, if it does not fit)
 help                this text";
 
 impl Debugger {
@@ -444,6 +446,24 @@ impl Debugger {
                     let _ = writeln!(out, "  {k} {v}");
                 }
                 Ok(out)
+            }
+            "save" => {
+                let path = std::path::Path::new(arg(0)?);
+                ringside_core::snapshot::save(&self.main.machine, &self.config_toml, path)
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "saved the machine at instruction {} to {}",
+                    self.main.machine.clock.icount,
+                    path.display()
+                ))
+            }
+            "load" => {
+                let path = std::path::Path::new(arg(0)?);
+                let snap = ringside_core::snapshot::read(path).map_err(|e| e.to_string())?;
+                snap.restore_into(&mut self.main.machine)
+                    .map_err(|e| e.to_string())?;
+                self.begin();
+                Ok(format!("loaded {}: {}", path.display(), self.location()))
             }
             "engine" => match args.first() {
                 None => Ok(format!("engine {}", self.engine_name())),

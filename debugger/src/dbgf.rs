@@ -146,6 +146,9 @@ pub struct Debugger {
     pub previous: CpuState,
     /// Host input waiting for the guest (COM1).
     input: VecDeque<u8>,
+    /// The machine's configuration (TOML), which snapshots record so that
+    /// a saved state can be restored into the same machine.
+    pub config_toml: String,
 }
 
 impl Debugger {
@@ -163,6 +166,7 @@ impl Debugger {
             history: VecDeque::with_capacity(HISTORY),
             previous,
             input: VecDeque::new(),
+            config_toml: String::new(),
         }
     }
 
@@ -591,20 +595,38 @@ impl Debugger {
     /// Step over: like `step 1`, but a CALL (or INT n) runs until control
     /// comes back to the next instruction at the same stack depth.
     pub fn step_over(&mut self) -> Result<StopCause, String> {
-        let m = &mut self.main.machine;
-        let insn = stops::decode_next(m);
-        let over = insn.as_ref().is_some_and(|i| {
-            use iced_x86::Mnemonic::*;
-            matches!(i.mnemonic(), Call | Int | Into | Int3)
-        });
-        if !over {
+        if !self.arm_step_over() {
             return self.step(1);
         }
-        let insn = insn.expect("checked above");
-        let base = m.cpu.seg[SegReg::Cs as usize].base;
-        let after = base.wrapping_add(insn.next_ip() as u32);
-        self.temp = Some((after, m.cpu.gpr[reg::ESP]));
         self.cont(|| false)
+    }
+
+    /// The first half of a step over, for front-ends that run in slices:
+    /// if the next instruction is a CALL or INT n, set the hidden
+    /// breakpoint after it and return true (running until `Stepped` then
+    /// completes the step over); otherwise return false (`step(1)` is the
+    /// whole step over).
+    pub fn arm_step_over(&mut self) -> bool {
+        let m = &mut self.main.machine;
+        let Some(insn) = stops::decode_next(m) else {
+            return false;
+        };
+        let over = {
+            use iced_x86::Mnemonic::*;
+            matches!(insn.mnemonic(), Call | Int | Into | Int3)
+        };
+        if over {
+            let base = m.cpu.seg[SegReg::Cs as usize].base;
+            let after = base.wrapping_add(insn.next_ip() as u32);
+            self.temp = Some((after, m.cpu.gpr[reg::ESP]));
+        }
+        over
+    }
+
+    /// Forget an armed step over (the run that was to complete it ended
+    /// some other way, e.g. interrupted).
+    pub fn disarm_step_over(&mut self) {
+        self.temp = None;
     }
 
     /// The registers now become the baseline that the next stop's

@@ -13,6 +13,7 @@
 
 pub mod commands;
 pub mod dbgf;
+pub mod gdb;
 pub mod inspect;
 pub mod lockstep;
 pub mod stops;

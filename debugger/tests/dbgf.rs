@@ -205,3 +205,70 @@ fn compare_mode_finds_a_corrupted_partner_register_at_the_next_step() {
     assert!(out.contains("divergence after"), "{out}");
     assert!(out.contains("* edi"), "{out}");
 }
+
+/// Breakpoints, watchpoints and catches are checked by the debugger from
+/// the architectural state around each step, so every engine stops at the
+/// same instructions for the same reasons. irq-pm runs unpaged, which this
+/// host's KVM can run.
+#[test]
+fn stops_are_the_same_on_interp_and_kvm() {
+    let test = "stops_are_the_same_on_interp_and_kvm";
+    if let Err(e) = ringside_kvm::Kvm::new() {
+        println!("{test}: skipped: {e}");
+        return;
+    }
+    let probe = ringside_kvm::probe();
+    if !probe.protected_mode.ok || !probe.single_step.ok {
+        println!(
+            "{test}: skipped: this host's KVM cannot run irq-pm stepwise: {} / {}",
+            probe.protected_mode.reason, probe.single_step.reason
+        );
+        return;
+    }
+    let trace = |engine: &str| {
+        let (mut d, com1) = debugger("irq-pm", engine);
+        let timer = d.symbols.resolve("timer_interrupt").unwrap();
+        let ticks = d.symbols.resolve("ticks").unwrap();
+        d.add_breakpoint(
+            Address::Linear(timer),
+            Some(Condition::parse("esp != 0").unwrap()),
+        );
+        d.add_watchpoint(ticks, 4, WatchKind::Access);
+        d.add_catch(StopKind::Vector(0x20));
+        d.add_catch(StopKind::Port(0x3F8));
+        let mut seen = Vec::new();
+        for _ in 0..60 {
+            let cause = d.cont(|| false).unwrap();
+            let m = &d.main.machine;
+            seen.push(format!(
+                "{cause} at {:08x} after {} instructions",
+                m.cpu.eip, m.clock.icount
+            ));
+            if matches!(cause, StopCause::Machine(_)) {
+                break;
+            }
+        }
+        (seen, com1.contents())
+    };
+    let (on_interp, out_interp) = trace("interp");
+    let (on_kvm, out_kvm) = trace("kvm");
+    println!("{}", on_interp.join("\n"));
+    assert!(
+        on_interp.iter().any(|s| s.starts_with("breakpoint")),
+        "{on_interp:?}"
+    );
+    assert!(
+        on_interp.iter().any(|s| s.starts_with("watchpoint")),
+        "{on_interp:?}"
+    );
+    assert!(
+        on_interp.iter().any(|s| s.contains("vector 0x20")),
+        "{on_interp:?}"
+    );
+    assert!(
+        on_interp.iter().any(|s| s.contains("port 0x03f8")),
+        "{on_interp:?}"
+    );
+    assert_eq!(on_interp, on_kvm);
+    assert_eq!(out_interp, out_kvm);
+}

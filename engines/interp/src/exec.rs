@@ -370,8 +370,16 @@ impl InterpCore {
     pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
+        let delivered = self.counters.interrupts;
         if let Some(exit) = self.check_run_state(m) {
             return Ok(exit);
+        }
+        // A step that delivered an interrupt or NMI ends at the handler's
+        // first instruction, like a step over a faulting instruction: every
+        // engine's step stops there (the debugger's vector catches and the
+        // comparator rely on it).
+        if self.counters.interrupts != delivered {
+            return Ok(Exit::BudgetSpent);
         }
         // A REP string instruction pauses every few thousand iterations
         // without retiring; a step runs it to the end, so that a step

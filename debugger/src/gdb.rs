@@ -1,0 +1,429 @@
+//! The GDB remote stub: `gdbstub` on one side, the debugger core on the
+//! other.
+//!
+//! gdb sees one i386 thread (`gdbstub_arch`'s `X86_SSE` target
+//! description). Addresses are linear (through the guest's paging, like
+//! everything the debugger reads): for a flat kernel that is what the ELF
+//! says. Software and hardware breakpoints are both debugger breakpoints —
+//! no guest memory is patched, so a breakpoint cannot be seen or
+//! overwritten by the guest, and there is no limit of four. Watchpoints are
+//! the debugger's (any length, read, write or access). `monitor` runs the
+//! debugger's command language, plus what the front-end adds (snapshots,
+//! compare).
+//!
+//! Running: `continue` runs the debugger in slices and looks at the
+//! connection between slices, so a Ctrl-C from gdb stops the guest within
+//! one slice.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use gdbstub::common::Signal;
+use gdbstub::conn::ConnectionExt;
+use gdbstub::outputln;
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
+    SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind as GdbWatch,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::reg::{X86CoreRegs, X86SegmentRegs};
+use gdbstub_arch::x86::X86_SSE;
+use ringside_core::cpu::{reg, SegReg};
+use ringside_core::StopReason;
+
+use crate::dbgf::{Debugger, Resume, StopCause};
+use crate::inspect;
+use crate::stops::{Address, StopKind, WatchKind};
+
+/// Monitor commands the front-end adds (they need the machine
+/// configuration): return None for a command it does not know.
+pub type ExtraMonitor = Box<dyn FnMut(&mut Debugger, &str) -> Option<Result<String, String>>>;
+
+/// Commands gdb itself does better; `monitor` refuses them.
+const GDB_OWN: [&str; 8] = ["step", "s", "next", "n", "cont", "c", "continue", "si"];
+
+/// What the next `wait_for_stop_reason` does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Continue,
+    Step,
+}
+
+/// The target gdbstub drives.
+pub struct GdbTarget {
+    pub debugger: Debugger,
+    extra: ExtraMonitor,
+    pending: Pending,
+    /// The guest's exit status, once it exited.
+    pub exit_status: Option<u8>,
+    /// Host input for the guest's COM1 (a script on the stub's stdin),
+    /// passed on as it arrives.
+    pub input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+}
+
+impl GdbTarget {
+    pub fn new(debugger: Debugger, extra: ExtraMonitor) -> GdbTarget {
+        GdbTarget {
+            debugger,
+            extra,
+            pending: Pending::Continue,
+            exit_status: None,
+            input: None,
+        }
+    }
+
+    fn take_input(&mut self) {
+        if let Some(rx) = &self.input {
+            while let Ok(bytes) = rx.try_recv() {
+                self.debugger.queue_input(&bytes);
+            }
+        }
+    }
+
+    /// The stop reason gdb gets for a debugger stop.
+    fn report(&mut self, cause: &StopCause) -> SingleThreadStopReason<u32> {
+        match cause {
+            StopCause::Stepped => SingleThreadStopReason::DoneStep,
+            StopCause::Breakpoint { .. } => SingleThreadStopReason::SwBreak(()),
+            StopCause::Watchpoint { id, access } => {
+                let (addr, kind) = self
+                    .debugger
+                    .stops()
+                    .iter()
+                    .find(|s| s.id == *id)
+                    .and_then(|s| match s.kind {
+                        StopKind::Watchpoint { start, kind, .. } => Some((start, kind)),
+                        _ => None,
+                    })
+                    .unwrap_or((access.lin, WatchKind::Write));
+                let kind = match kind {
+                    WatchKind::Read => GdbWatch::Read,
+                    WatchKind::Write => GdbWatch::Write,
+                    WatchKind::Access => GdbWatch::ReadWrite,
+                };
+                SingleThreadStopReason::Watch {
+                    tid: (),
+                    kind,
+                    addr,
+                }
+            }
+            StopCause::Interrupted => SingleThreadStopReason::Signal(Signal::SIGINT),
+            StopCause::Machine(StopReason::DebugExit(code)) => {
+                self.exit_status = Some(*code);
+                SingleThreadStopReason::Exited(*code)
+            }
+            StopCause::Machine(StopReason::TripleFault { .. }) => {
+                SingleThreadStopReason::Terminated(Signal::SIGSEGV)
+            }
+            StopCause::Machine(StopReason::ResetRequested) => {
+                SingleThreadStopReason::Terminated(Signal::SIGHUP)
+            }
+            StopCause::Machine(StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }) => {
+                self.exit_status = Some(0);
+                SingleThreadStopReason::Exited(0)
+            }
+            // Catches and divergences: a trap; `monitor where` says which.
+            _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+        }
+    }
+}
+
+impl Target for GdbTarget {
+    type Arch = X86_SSE;
+    type Error = String;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::SingleThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
+    // Breakpoints are the debugger's, not INT3 patched into guest memory.
+    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl SingleThreadBase for GdbTarget {
+    fn read_registers(&mut self, regs: &mut X86CoreRegs) -> TargetResult<(), Self> {
+        let c = &self.debugger.main.machine.cpu;
+        let g = &c.gpr;
+        regs.eax = g[reg::EAX];
+        regs.ecx = g[reg::ECX];
+        regs.edx = g[reg::EDX];
+        regs.ebx = g[reg::EBX];
+        regs.esp = g[reg::ESP];
+        regs.ebp = g[reg::EBP];
+        regs.esi = g[reg::ESI];
+        regs.edi = g[reg::EDI];
+        regs.eip = c.eip;
+        regs.eflags = c.eflags;
+        let sel = |s: SegReg| c.seg[s as usize].selector as u32;
+        regs.segments = X86SegmentRegs {
+            cs: sel(SegReg::Cs),
+            ss: sel(SegReg::Ss),
+            ds: sel(SegReg::Ds),
+            es: sel(SegReg::Es),
+            fs: sel(SegReg::Fs),
+            gs: sel(SegReg::Gs),
+        };
+        // No FPU and no SSE in ringside's CPU: those read as zero.
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86CoreRegs) -> TargetResult<(), Self> {
+        let c = &mut self.debugger.main.machine.cpu;
+        let g = &mut c.gpr;
+        g[reg::EAX] = regs.eax;
+        g[reg::ECX] = regs.ecx;
+        g[reg::EDX] = regs.edx;
+        g[reg::EBX] = regs.ebx;
+        g[reg::ESP] = regs.esp;
+        g[reg::EBP] = regs.ebp;
+        g[reg::ESI] = regs.esi;
+        g[reg::EDI] = regs.edi;
+        c.eip = regs.eip;
+        c.eflags = (regs.eflags | 2) & 0x003F_7FD7;
+        // Selectors only: the segment caches stay (`monitor set cs.base`
+        // changes those).
+        let s = &regs.segments;
+        for (r, v) in [
+            (SegReg::Cs, s.cs),
+            (SegReg::Ss, s.ss),
+            (SegReg::Ds, s.ds),
+            (SegReg::Es, s.es),
+            (SegReg::Fs, s.fs),
+            (SegReg::Gs, s.gs),
+        ] {
+            c.seg[r as usize].selector = v as u16;
+        }
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start: u32, data: &mut [u8]) -> TargetResult<usize, Self> {
+        let bytes = inspect::read_lin(&mut self.debugger.main.machine, start, data.len() as u32);
+        let mut n = 0;
+        for (d, b) in data.iter_mut().zip(bytes) {
+            match b {
+                Some(b) => {
+                    *d = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        if n == 0 && !data.is_empty() {
+            // EFAULT: nothing mapped there.
+            return Err(TargetError::Errno(14));
+        }
+        Ok(n)
+    }
+
+    fn write_addrs(&mut self, start: u32, data: &[u8]) -> TargetResult<(), Self> {
+        inspect::write_lin(&mut self.debugger.main.machine, start, data)
+            .map_err(|_| TargetError::Errno(14))
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadResume for GdbTarget {
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.pending = Pending::Continue;
+        self.debugger.begin();
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for GdbTarget {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.pending = Pending::Step;
+        Ok(())
+    }
+}
+
+impl Breakpoints for GdbTarget {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for GdbTarget {
+    fn add_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
+        self.debugger.add_breakpoint(Address::Linear(addr), None);
+        Ok(true)
+    }
+    fn remove_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.debugger.delete_kind(&StopKind::Breakpoint {
+            at: Address::Linear(addr),
+            condition: None,
+        }))
+    }
+}
+
+impl HwBreakpoint for GdbTarget {
+    fn add_hw_breakpoint(&mut self, addr: u32, kind: usize) -> TargetResult<bool, Self> {
+        self.add_sw_breakpoint(addr, kind)
+    }
+    fn remove_hw_breakpoint(&mut self, addr: u32, kind: usize) -> TargetResult<bool, Self> {
+        self.remove_sw_breakpoint(addr, kind)
+    }
+}
+
+fn watch_kind(kind: GdbWatch) -> WatchKind {
+    match kind {
+        GdbWatch::Write => WatchKind::Write,
+        GdbWatch::Read => WatchKind::Read,
+        GdbWatch::ReadWrite => WatchKind::Access,
+    }
+}
+
+impl HwWatchpoint for GdbTarget {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u32,
+        len: u32,
+        kind: GdbWatch,
+    ) -> TargetResult<bool, Self> {
+        self.debugger.add_watchpoint(addr, len, watch_kind(kind));
+        Ok(true)
+    }
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u32,
+        len: u32,
+        kind: GdbWatch,
+    ) -> TargetResult<bool, Self> {
+        Ok(self.debugger.delete_kind(&StopKind::Watchpoint {
+            start: addr,
+            len: len.max(1),
+            kind: watch_kind(kind),
+        }))
+    }
+}
+
+impl MonitorCmd for GdbTarget {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
+        let line = String::from_utf8_lossy(cmd).trim().to_string();
+        let word = line.split_whitespace().next().unwrap_or("");
+        let result = if GDB_OWN.contains(&word) {
+            Err(format!(
+                "'{word}' is gdb's own: use stepi, nexti or continue (monitor runs the debugger's inspection and stop commands)"
+            ))
+        } else if let Some(r) = (self.extra)(&mut self.debugger, &line) {
+            r
+        } else {
+            self.debugger.execute(&line)
+        };
+        match result {
+            Ok(text) => {
+                for l in text.lines() {
+                    outputln!(out, "{l}");
+                }
+            }
+            Err(e) => outputln!(out, "error: {e}"),
+        }
+        Ok(())
+    }
+}
+
+/// gdbstub's event loop: run the debugger in slices, look at the connection
+/// between them.
+pub enum EventLoop {}
+
+/// Instructions per slice between two looks at the connection.
+const SLICE: u64 = 50_000;
+
+impl BlockingEventLoop for EventLoop {
+    type Target = GdbTarget;
+    type Connection = TcpStream;
+    type StopReason = SingleThreadStopReason<u32>;
+
+    fn wait_for_stop_reason(
+        target: &mut GdbTarget,
+        conn: &mut TcpStream,
+    ) -> Result<Event<SingleThreadStopReason<u32>>, WaitForStopReasonError<String, std::io::Error>>
+    {
+        target.take_input();
+        if target.pending == Pending::Step {
+            target.pending = Pending::Continue;
+            let cause = target
+                .debugger
+                .step(1)
+                .map_err(WaitForStopReasonError::Target)?;
+            return Ok(Event::TargetStopped(target.report(&cause)));
+        }
+        loop {
+            if conn
+                .peek()
+                .map_err(WaitForStopReasonError::Connection)?
+                .is_some()
+            {
+                let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
+                return Ok(Event::IncomingData(byte));
+            }
+            target.take_input();
+            let before = target.debugger.main.machine.clock.now_ns();
+            match target
+                .debugger
+                .resume(SLICE)
+                .map_err(WaitForStopReasonError::Target)?
+            {
+                Resume::Running => {}
+                Resume::Idle => {
+                    // An idle guest: let the wall clock catch up a little
+                    // instead of spinning (at most 10 ms per look).
+                    let skipped = target.debugger.main.machine.clock.now_ns() - before;
+                    std::thread::sleep(Duration::from_nanos(skipped.min(10_000_000)));
+                }
+                Resume::Stopped(cause) => {
+                    return Ok(Event::TargetStopped(target.report(&cause)));
+                }
+            }
+        }
+    }
+
+    fn on_interrupt(
+        _target: &mut GdbTarget,
+    ) -> Result<Option<SingleThreadStopReason<u32>>, String> {
+        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+    }
+}
+
+/// Serve one gdb connection until gdb detaches or the guest exits.
+pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason, String> {
+    let _ = conn.set_nodelay(true);
+    let gdb = GdbStub::new(conn);
+    gdb.run_blocking::<EventLoop>(target)
+        .map_err(|e| format!("gdb connection: {e}"))
+}

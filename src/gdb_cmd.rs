@@ -1,0 +1,130 @@
+//! `ringside gdb`: the GDB remote stub for a guest.
+//!
+//! The machine is built from the run options like `ringside run` builds
+//! it; COM1 goes to stdout, and a script on stdin (a pipe or a file, not a
+//! terminal) is the guest's COM1 input, given when the guest waits for it.
+//! The stub listens on loopback unless told otherwise, serves one gdb
+//! connection, and exits with the guest's exit status (0 if gdb detached).
+
+use std::io::{IsTerminal, Read};
+use std::net::TcpListener;
+
+use anyhow::{Context, Result};
+use ringside_core::snapshot;
+use ringside_debugger::gdb::{serve, ExtraMonitor, GdbTarget};
+use ringside_debugger::lockstep::Side;
+use ringside_debugger::{Debugger, StopCause};
+use ringside_devices::pc::HostIo;
+
+use crate::cli::{build_machine, make_engine, RunArgs};
+use crate::frontends::build_debugger;
+
+/// Instructions `monitor compare` runs at most before it gives up.
+const COMPARE_LIMIT: u64 = 5_000_000;
+
+pub fn main(listen: &str, run: RunArgs) -> Result<i32> {
+    let io = HostIo {
+        com1: Box::new(std::io::stdout()),
+        com2: Box::new(std::io::sink()),
+        debug_console: Box::new(std::io::stderr()),
+    };
+    let (config, mut debugger) = build_debugger(&run, io)?;
+    debugger.config_toml = config.to_toml();
+    let listener =
+        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        eprintln!("ringside: warning: the gdb stub listens on {addr}, reachable from other hosts");
+    }
+    eprintln!(
+        "ringside: gdb stub listening on {addr} ({} engine, {} symbols); attach with: gdb -ex 'target remote {addr}'",
+        debugger.engine_name(),
+        debugger.symbols.len()
+    );
+    let (conn, peer) = listener.accept().context("waiting for gdb")?;
+    eprintln!("ringside: gdb connected from {peer}");
+    let mut target = GdbTarget::new(debugger, extra_monitor(run));
+    target.input = script_input();
+    let reason = serve(&mut target, conn).map_err(anyhow::Error::msg)?;
+    eprintln!("ringside: gdb session ended ({reason:?})");
+    Ok(target.exit_status.map_or(0, i32::from))
+}
+
+/// A script on stdin becomes the guest's COM1 input (read by a thread, so
+/// a stdin that never ends does not hold the stub up).
+fn script_input() -> Option<std::sync::mpsc::Receiver<Vec<u8>>> {
+    if std::io::stdin().is_terminal() {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    Some(rx)
+}
+
+/// The monitor commands that need the machine configuration: snapshots
+/// (`snapshot save|load FILE`) and `compare ENGINE` (a second machine made
+/// from the same configuration and the current state, run in lockstep to
+/// the next divergence).
+fn extra_monitor(run: RunArgs) -> ExtraMonitor {
+    Box::new(move |d: &mut Debugger, line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["snapshot", "save", file] => Some(d.execute(&format!("save {file}"))),
+            ["snapshot", "load", file] => Some(d.execute(&format!("load {file}"))),
+            ["snapshot", ..] => Some(Err("monitor snapshot save|load FILE".into())),
+            ["compare", engine] => Some(compare(d, &run, engine)),
+            ["compare", ..] => Some(Err("monitor compare ENGINE".into())),
+            _ => None,
+        }
+    })
+}
+
+fn compare(d: &mut Debugger, run: &RunArgs, engine: &str) -> Result<String, String> {
+    let io = HostIo {
+        com1: Box::new(std::io::sink()),
+        com2: Box::new(std::io::sink()),
+        debug_console: Box::new(std::io::sink()),
+    };
+    let (_, mut partner) = build_machine(run, io).map_err(|e| format!("{e:#}"))?;
+    // The partner starts where the debugged machine stands now.
+    let bytes = snapshot::to_bytes(&d.main.machine, &d.config_toml).map_err(|e| e.to_string())?;
+    snapshot::from_bytes(&bytes)
+        .and_then(|s| s.restore_into(&mut partner))
+        .map_err(|e| e.to_string())?;
+    let engine = make_engine(engine).map_err(|e| format!("{e:#}"))?;
+    d.partner = Some(Side {
+        machine: partner,
+        engine,
+    });
+    let start = d.main.machine.clock.icount;
+    let mut steps = 0u64;
+    let cause = d.cont(|| {
+        steps += 1;
+        steps * 4096 > COMPARE_LIMIT
+    });
+    let partner_name = d.partner.as_ref().map_or("?", |p| p.engine.name());
+    let done = d.main.machine.clock.icount - start;
+    let text = match cause {
+        Ok(StopCause::Interrupted) => Ok(format!(
+            "no divergence in {done} instructions ({} vs {partner_name}; stopped after the limit)",
+            d.engine_name()
+        )),
+        Ok(c @ StopCause::Divergence(_)) => Ok(d.describe_stop(&c)),
+        Ok(c) => Ok(format!(
+            "no divergence in {done} instructions ({} vs {partner_name}); {}",
+            d.engine_name(),
+            d.describe_stop(&c)
+        )),
+        Err(e) => Err(e),
+    };
+    d.partner = None;
+    text
+}

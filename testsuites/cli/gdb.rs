@@ -1,0 +1,253 @@
+//! The gdb stub against the real client: Debian's `gdb` in batch mode
+//! attaches to `ringside gdb`, breaks on a kernel symbol, continues, steps,
+//! prints a kernel variable, sets a watchpoint that fires, and continues to
+//! the guest's exit. On the interpreter with the demo OS (a paged kernel),
+//! and on KVM with irq-pm where this host's KVM runs it (unpaged). Each
+//! test prints why it skipped when gdb (or KVM) is missing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn have_gdb() -> bool {
+    Command::new("gdb")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ringside(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringside"))
+        .args(args)
+        .output()
+        .expect("ringside runs")
+}
+
+/// The built-in guests as files (gdb reads the ELF for symbols).
+fn exported(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringside-gdb-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    let out = ringside(&["guests", "--export", d.to_str().expect("utf-8 temp dir")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    d
+}
+
+/// A running `ringside gdb` and the address it listens on.
+struct Stub {
+    child: Child,
+    addr: String,
+    stderr: BufReader<std::process::ChildStderr>,
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the stub on a free loopback port with `input` as the guest's COM1
+/// script, and read the port from its first line.
+fn start_stub(args: &[&str], input: &[u8]) -> Stub {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+        .arg("gdb")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ringside gdb starts");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("the script goes in");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    stderr
+        .read_line(&mut line)
+        .expect("the stub says where it listens");
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in: {line}"))
+        .to_string();
+    Stub {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// Run gdb in batch mode with these commands; returns its output.
+fn gdb(elf: &Path, addr: &str, commands: &[&str]) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set architecture i386", "-ex"])
+        .arg(format!("file {}", elf.display()))
+        .arg("-ex")
+        .arg(format!("target remote {addr}"));
+    for c in commands {
+        cmd.arg("-ex").arg(c);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gdb starts");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("gdb is waitable").is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("gdb did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("gdb output");
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+/// The stub's exit status and what it printed after the first line.
+fn finish(mut stub: Stub) -> (Option<i32>, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = stub.child.try_wait().expect("waitable") {
+            break s.code();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stub.stderr, &mut rest);
+    (status, rest)
+}
+
+#[test]
+fn gdb_breaks_steps_prints_watches_and_continues_to_exit_on_the_demo_os() {
+    let test = "gdb_breaks_steps_prints_watches_and_continues_to_exit_on_the_demo_os";
+    if !have_gdb() {
+        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        return;
+    }
+    let dir = exported("demo");
+    let stub = start_stub(&["builtin:demo"], b"run hello\npoweroff\n");
+    let out = gdb(
+        &dir.join("demo.elf"),
+        &stub.addr,
+        &[
+            "break kmain",
+            "continue",
+            "stepi",
+            "info registers eip",
+            "print (unsigned int)ticks",
+            "watch *(unsigned int *)&ticks",
+            "continue",
+            "print (unsigned int)ticks",
+            "delete",
+            "monitor regs",
+            "monitor ptwalk 0x100000",
+            "monitor dg",
+            "continue",
+        ],
+    );
+    println!("{out}");
+    let (status, stub_err) = finish(stub);
+    assert!(out.contains("Breakpoint 1, 0x"), "{out}");
+    assert!(out.contains("in kmain ()"), "{out}");
+    assert!(
+        out.contains("<kmain+"),
+        "stepi moved past kmain's first instruction: {out}"
+    );
+    assert!(
+        out.contains("$1 = 0"),
+        "ticks before the first timer interrupt: {out}"
+    );
+    assert!(
+        out.contains("Old value = 0") && out.contains("New value = 1"),
+        "the watchpoint fired on the first tick: {out}"
+    );
+    assert!(out.contains("$2 = 1"), "{out}");
+    assert!(
+        out.contains("cr0=80010011"),
+        "monitor regs shows control registers: {out}"
+    );
+    assert!(
+        out.contains("PTE at"),
+        "monitor ptwalk walks the tables: {out}"
+    );
+    assert!(
+        out.contains("TSS32Busy"),
+        "monitor dg decodes the GDT: {out}"
+    );
+    assert!(out.contains("exited normally"), "{out}");
+    assert_eq!(status, Some(0), "{stub_err}");
+}
+
+#[test]
+fn gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest() {
+    let test = "gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest";
+    if !have_gdb() {
+        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        return;
+    }
+    let probe = text(&ringside(&["engines"]).stdout);
+    println!(
+        "{test}: the demo OS on kvm skipped: it needs 32-bit paging{}",
+        if probe.contains("32-bit paging: yes") {
+            " (this host has it, but the demo also returns from interrupts with IRET)"
+        } else {
+            ", which this host's KVM lacks"
+        }
+    );
+    if !probe.contains("unpaged protected mode: yes") {
+        println!("{test}: skipped: this host's KVM cannot run unpaged protected mode:\n{probe}");
+        return;
+    }
+    let dir = exported("irq-pm");
+    for engine in ["interp", "kvm"] {
+        let stub = start_stub(&["builtin:irq-pm", "--engine", engine], b"");
+        let out = gdb(
+            &dir.join("irq-pm.elf"),
+            &stub.addr,
+            &[
+                "break timer_interrupt",
+                "continue",
+                "stepi",
+                "print (unsigned int)ticks",
+                "delete",
+                "watch *(unsigned int *)&ticks",
+                "continue",
+                "print (unsigned int)ticks",
+                "delete",
+                "monitor engine",
+                "continue",
+            ],
+        );
+        println!("--- {engine} ---\n{out}");
+        let (status, stub_err) = finish(stub);
+        assert!(out.contains("in timer_interrupt ()"), "{engine}: {out}");
+        assert!(out.contains("$1 = 0"), "{engine}: {out}");
+        assert!(
+            out.contains("Old value = 0") && out.contains("New value = 1"),
+            "{engine}: {out}"
+        );
+        assert!(out.contains("$2 = 1"), "{engine}: {out}");
+        assert!(out.contains(&format!("engine {engine}")), "{engine}: {out}");
+        assert!(out.contains("exited normally"), "{engine}: {out}");
+        assert_eq!(status, Some(0), "{engine}: {stub_err}");
+    }
+}
