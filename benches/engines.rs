@@ -40,7 +40,40 @@ fn bench_int(c: &mut Criterion) {
             run_to_exit(&mut m, &mut ringside_interp::Interp::new())
         })
     });
+    // The same run under the debugger, continuing with no breakpoint: what
+    // the debugger costs when it has nothing to check (free running).
+    group.bench_function("interp under the debugger (no breakpoints)", |b| {
+        b.iter(|| debugger_cont(boot_guest("bench-int-small"), None))
+    });
     group.finish();
+
+    // With one breakpoint that never hits, the debugger steps and checks
+    // every instruction (checked running).
+    let mut group = c.benchmark_group("bench-int-small checked");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(instructions));
+    group.bench_function("interp under the debugger (one breakpoint)", |b| {
+        b.iter(|| debugger_cont(boot_guest("bench-int-small"), Some(0xFFFF_FFF0)))
+    });
+    group.finish();
+}
+
+/// Continue to the guest's exit under the debugger, optionally with a
+/// breakpoint at `bp` (which the guest never reaches).
+fn debugger_cont(m: Machine, bp: Option<u32>) -> u64 {
+    use ringside_debugger::stops::Address;
+    use ringside_debugger::{Debugger, StopCause};
+    let mut d = Debugger::new(
+        m,
+        Box::new(ringside_interp::Interp::new()),
+        Box::new(|_: &str| Err("one engine".to_string())),
+    );
+    if let Some(at) = bp {
+        d.add_breakpoint(Address::Linear(at), None);
+    }
+    let cause = d.cont(|| false).expect("the debugger runs the guest");
+    assert_eq!(cause, StopCause::Machine(StopReason::DebugExit(0)));
+    d.main.machine.clock.icount
 }
 
 criterion_group!(benches, bench_int);
