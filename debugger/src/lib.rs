@@ -10,6 +10,7 @@
 //! - [`symbols`]: ELF symbols of the booted image.
 //! - [`lockstep`]: the comparator (two machines, two engines, stepped
 //!   together and compared after every instruction).
+//! - [`tui`]: the terminal UI of `ringside debug`.
 
 pub mod commands;
 pub mod dbgf;
@@ -18,5 +19,6 @@ pub mod inspect;
 pub mod lockstep;
 pub mod stops;
 pub mod symbols;
+pub mod tui;
 
 pub use dbgf::{Debugger, EngineFactory, Resume, StopCause};

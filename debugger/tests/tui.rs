@@ -1,0 +1,233 @@
+//! The terminal UI driven without a terminal: synthetic keys and command
+//! lines into `App`, the screen drawn on ratatui's `TestBackend`, and the
+//! assertions on what a user would see there.
+
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ringside_core::boot;
+use ringside_core::config::MachineConfig;
+use ringside_core::{Engine, Machine};
+use ringside_debugger::symbols::Symbols;
+use ringside_debugger::tui::{App, Tick, CHANGED, DIFFERENT};
+use ringside_debugger::Debugger;
+use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::SharedBuffer;
+
+fn factory() -> ringside_debugger::EngineFactory {
+    Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
+        match name {
+            "interp" => Ok(Box::new(ringside_interp::Interp::new())),
+            other => Err(format!("no engine {other}")),
+        }
+    })
+}
+
+/// The demo OS booted directly into its kernel, on the interpreter, with
+/// COM1 captured.
+fn demo_machine() -> (Machine, SharedBuffer) {
+    let com1 = SharedBuffer::default();
+    let mut m = build_pc(
+        &MachineConfig::default(),
+        HostIo {
+            com1: Box::new(com1.clone()),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        },
+    )
+    .expect("the default PC builds");
+    let image = ringside_guests::find("demo").expect("built in").image;
+    boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
+    (m, com1)
+}
+
+fn demo_app() -> App {
+    let (m, com1) = demo_machine();
+    let f = factory();
+    let engine = f("interp").expect("the interpreter exists");
+    let mut d = Debugger::new(m, engine, f);
+    d.symbols = Symbols::from_elf(ringside_guests::find("demo").expect("built in").image);
+    App::new(d, com1)
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+/// Type a command on the command line as a user does: `:`, the text,
+/// Enter.
+fn command(app: &mut App, line: &str) {
+    app.handle_key(key(':'));
+    for c in line.chars() {
+        app.handle_key(key(c));
+    }
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+}
+
+/// Run the UI's running loop (without a terminal) until the guest stops.
+fn run_until_stopped(app: &mut App) {
+    for _ in 0..200_000 {
+        if app.tick() == Tick::JustStopped {
+            return;
+        }
+        assert!(app.is_running(), "the run ended without a stop");
+    }
+    panic!("the guest did not stop");
+}
+
+fn draw(app: &mut App) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(160, 50)).expect("a test terminal");
+    terminal.draw(|f| app.draw(f)).expect("drawing cannot fail");
+    terminal.backend().buffer().clone()
+}
+
+fn screen(buffer: &Buffer) -> String {
+    let area = buffer.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        for x in 0..area.width {
+            out.push_str(buffer[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Where `needle` starts in the register column (the first occurrence),
+/// as (x, y).
+fn find(buffer: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    let area = buffer.area;
+    for y in 0..area.height {
+        let row: Vec<&str> = (0..30).map(|x| buffer[(x, y)].symbol()).collect();
+        let text: String = row.concat();
+        if let Some(byte) = text.find(needle) {
+            // Cells hold one character each: count characters, not bytes.
+            let x = text[..byte].chars().count() as u16;
+            return Some((x, y));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_caught_page_fault_shows_cr2_and_the_faulting_user_instruction() {
+    let mut app = demo_app();
+    command(&mut app, "catch vector 14");
+    command(&mut app, "input run hello");
+    app.handle_key(key('c'));
+    assert!(app.is_running(), "c continues");
+    run_until_stopped(&mut app);
+    let cr2 = app.debugger.main.machine.cpu.cr2;
+    assert_eq!(cr2, 0x7fff_fffc, "the first user stack touch faults");
+    let shown = screen(&draw(&mut app));
+    println!("{shown}");
+    assert!(shown.contains("CR2=7ffffffc"), "{shown}");
+    assert!(shown.contains("interrupted at 001b:"), "{shown}");
+    assert!(shown.contains("<vector_14>"), "{shown}");
+}
+
+#[test]
+fn compare_mode_shows_no_divergence_until_the_partner_is_corrupted() {
+    let mut app = demo_app();
+    let (partner, _) = demo_machine();
+    app.debugger
+        .set_partner(partner, "interp")
+        .expect("the interpreter exists");
+    command(&mut app, "step 1000");
+    let shown = screen(&draw(&mut app));
+    assert!(shown.contains("Registers (compare)"), "{shown}");
+    assert!(!shown.contains("divergence"), "{shown}");
+    assert!(!shown.contains("DIVERGED"), "{shown}");
+
+    command(&mut app, "pset edi 0x1234");
+    app.handle_key(key('s'));
+    let buffer = draw(&mut app);
+    let shown = screen(&buffer);
+    println!("{shown}");
+    assert!(shown.contains("divergence after"), "{shown}");
+    assert!(shown.contains("* edi"), "{shown}");
+    assert!(shown.contains("DIVERGED"), "{shown}");
+    // The register pane marks the differing field in the partner's column.
+    let (x, y) = find(&buffer, "* edi ").expect("edi is marked");
+    assert_eq!(buffer[(x, y)].fg, DIFFERENT.fg.expect("a colour"));
+}
+
+#[test]
+fn registers_a_step_changed_are_highlighted() {
+    let mut app = demo_app();
+    app.handle_key(key('s'));
+    let buffer = draw(&mut app);
+    let value_style = |name: &str| {
+        let (x, y) = find(&buffer, &format!("{name} ")).expect("the register is shown");
+        // The value starts after the name padded to 3 and a space.
+        buffer[(x + 4, y)].clone()
+    };
+    let eip = value_style("eip");
+    assert_eq!(eip.fg, CHANGED.fg.expect("a colour"), "eip moved");
+    assert!(eip.modifier.contains(ratatui::style::Modifier::BOLD));
+    let cs = value_style("cs ");
+    assert_ne!(cs.fg, CHANGED.fg.expect("a colour"), "cs did not change");
+}
+
+#[test]
+fn the_ui_draws_on_tiny_and_odd_terminals_without_panicking() {
+    let mut app = demo_app();
+    app.handle_key(key('s'));
+    for (w, h) in [
+        (1, 1),
+        (10, 3),
+        (63, 17),
+        (64, 19),
+        (80, 24),
+        (200, 60),
+        (0, 0),
+    ] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("a test terminal");
+        terminal.draw(|f| app.draw(f)).expect("drawing cannot fail");
+    }
+}
+
+#[test]
+fn b_sets_and_clears_a_breakpoint_at_the_cursor() {
+    let mut app = demo_app();
+    draw(&mut app);
+    app.handle_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+    app.handle_key(key('b'));
+    assert_eq!(app.debugger.breakpoint_addresses().len(), 1);
+    let at = app.debugger.breakpoint_addresses()[0];
+    assert!(
+        at > app.debugger.main.machine.cpu.linear_eip(),
+        "the cursor was one instruction below EIP"
+    );
+    let shown = screen(&draw(&mut app));
+    assert!(shown.contains('●'), "{shown}");
+    app.handle_key(key('c'));
+    run_until_stopped(&mut app);
+    assert_eq!(app.debugger.main.machine.cpu.linear_eip(), at);
+    app.handle_key(key('b'));
+    assert!(app.debugger.breakpoint_addresses().is_empty());
+}
+
+#[test]
+fn esc_stops_a_running_guest_and_typed_keys_reach_com1() {
+    let mut app = demo_app();
+    app.handle_key(key('c'));
+    for _ in 0..200 {
+        app.tick();
+    }
+    app.handle_key(key('i'));
+    for c in "run hello\r".chars() {
+        app.handle_key(key(c));
+    }
+    app.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    for _ in 0..2_000 {
+        app.tick();
+    }
+    assert!(app.is_running());
+    app.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(!app.is_running(), "Esc stops");
+    let shown = screen(&draw(&mut app));
+    assert!(shown.contains("stopped: interrupted"), "{shown}");
+    assert!(shown.contains("Hello from user space!"), "{shown}");
+}
