@@ -541,3 +541,177 @@ fn kvm_stats_report_exits_by_reason_with_their_mean_round_trip() {
     }
     assert_eq!(counters["interrupts_injected"].as_u64(), Some(20), "{json}");
 }
+
+/// `ringside debug` in a detached tmux session: keys in with send-keys,
+/// the screen out with capture-pane. The session is killed when dropped,
+/// so a failing test leaves nothing behind.
+struct DebugUiUnderTmux {
+    session: String,
+}
+
+impl DebugUiUnderTmux {
+    /// None (with the reason printed) when tmux is not installed.
+    fn start(name: &str, args: &[&str]) -> Option<DebugUiUnderTmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            println!("skipped: tmux is not installed (Debian package tmux)");
+            return None;
+        }
+        let ui = DebugUiUnderTmux {
+            session: format!("ringside-{name}-{}", std::process::id()),
+        };
+        let mut command = vec![
+            "new-session",
+            "-d",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            "-s",
+            &ui.session,
+            env!("CARGO_BIN_EXE_ringside"),
+            "debug",
+        ];
+        command.extend_from_slice(args);
+        let started = ui.tmux(&command);
+        assert!(started.status.success(), "{}", text(&started.stderr));
+        // Keep the pane after ringside exits, to read its exit status.
+        ui.tmux(&[
+            "set-option",
+            "-w",
+            "-t",
+            &ui.session,
+            "remain-on-exit",
+            "on",
+        ]);
+        Some(ui)
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux").args(args).output().expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        text(
+            &self
+                .tmux(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+    }
+
+    /// Single keys by tmux name (`:`, `Enter`, `q`).
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.tmux(&["send-keys", "-t", &self.session, k]);
+        }
+    }
+
+    /// A line on the debugger's command line.
+    fn command(&self, line: &str) {
+        self.keys(&[":"]);
+        self.tmux(&["send-keys", "-t", &self.session, "-l", line]);
+        self.keys(&["Enter"]);
+    }
+
+    /// The screen once it shows `needle` (polled, with a deadline).
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} did not appear; the screen shows:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// q, then ringside's exit status once it has exited.
+    fn quit(&self) -> i32 {
+        self.keys(&["q"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let state = text(
+                &self
+                    .tmux(&[
+                        "display-message",
+                        "-p",
+                        "-t",
+                        &self.session,
+                        "#{pane_dead} #{pane_dead_status}",
+                    ])
+                    .stdout,
+            );
+            if let Some(status) = state.trim().strip_prefix("1 ") {
+                return status.parse().expect("an exit status");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "q did not quit ringside debug; the screen shows:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for DebugUiUnderTmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-session", "-t", &self.session]);
+    }
+}
+
+/// The debugger's terminal UI on a real terminal: a caught page fault of
+/// the demo's first user program shows CR2 and the faulting instruction,
+/// and q leaves the terminal as it was with status 0.
+#[test]
+fn debug_ui_under_tmux_stops_at_a_caught_page_fault() {
+    let Some(ui) = DebugUiUnderTmux::start("debug-pf", &["builtin:demo"]) else {
+        return;
+    };
+    ui.wait_for("STOPPED");
+    ui.command("catch vector 14");
+    ui.wait_for("#1 catch vector 0x0e");
+    ui.command("input run hello");
+    ui.wait_for("queued for COM1: run hello");
+    ui.keys(&["c"]);
+    let screen = ui.wait_for("interrupted at 001b:");
+    assert!(screen.contains("CR2=7ffffffc"), "{screen}");
+    assert!(screen.contains("<vector_14>"), "{screen}");
+    assert!(
+        screen.contains("ringside$ run hello"),
+        "COM1 pane: {screen}"
+    );
+    assert_eq!(ui.quit(), 0);
+    let after = ui.screen();
+    assert!(
+        !after.contains("Registers"),
+        "the alternate screen was left: {after}"
+    );
+}
+
+/// Compare mode on a real terminal: interp against itself agrees for 1000
+/// steps; a corrupted partner register shows as a divergence at the next
+/// step.
+#[test]
+fn debug_ui_under_tmux_compare_mode_shows_a_divergence() {
+    let Some(ui) =
+        DebugUiUnderTmux::start("debug-compare", &["--compare", "interp", "builtin:demo"])
+    else {
+        return;
+    };
+    ui.wait_for("Registers (compare)");
+    ui.command("step 1000");
+    let screen = ui.wait_for("(instruction 1000)");
+    assert!(!screen.contains("divergence"), "{screen}");
+    assert!(!screen.contains("DIVERGED"), "{screen}");
+    ui.command("pset edi 0x1234");
+    ui.wait_for("edi = 0x1234");
+    ui.keys(&["s"]);
+    let screen = ui.wait_for("* edi");
+    assert!(screen.contains("divergence after"), "{screen}");
+    assert!(screen.contains("DIVERGED"), "{screen}");
+    assert_eq!(ui.quit(), 0);
+}
