@@ -39,6 +39,7 @@ stats               engine statistics
 engine [NAME]       show or switch the engine of the stopped machine
 save FILE           save the machine (snapshot file; the running machine is unchanged)
 load FILE           restore a snapshot into this machine (refused, and nothing changes, if it does not fit)
+symbols FILE        load the symbols of an ELF file (for a kernel booted from disk)
 help                this text";
 
 impl Debugger {
@@ -419,10 +420,28 @@ impl Debugger {
                         .iter()
                         .map(|(n, a, b)| format!("{n} {a:x}->{b:x}"))
                         .collect();
-                    let hex: String = r.bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    // Decoded with the current code size: right unless the
+                    // CPU changed modes since.
+                    let bits = if self.main.machine.cpu.code32() {
+                        32
+                    } else {
+                        16
+                    };
+                    let insn = iced_x86::Decoder::with_ip(
+                        bits,
+                        &r.bytes,
+                        r.eip as u64,
+                        iced_x86::DecoderOptions::NONE,
+                    )
+                    .decode();
+                    let mut text = String::new();
+                    {
+                        use iced_x86::Formatter;
+                        iced_x86::IntelFormatter::new().format(&insn, &mut text);
+                    }
                     let _ = writeln!(
                         out,
-                        "{:>10} {:04x}:{:08x} {hex:<16} {}",
+                        "{:>10} {:04x}:{:08x} {text:<28} {}",
                         r.icount,
                         r.cs,
                         r.eip,
@@ -446,6 +465,17 @@ impl Debugger {
                     let _ = writeln!(out, "  {k} {v}");
                 }
                 Ok(out)
+            }
+            "symbols" => {
+                let path = arg(0)?;
+                let image = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+                let symbols = crate::symbols::Symbols::from_elf(&image);
+                if symbols.is_empty() {
+                    return Err(format!("{path}: no ELF symbols"));
+                }
+                let n = symbols.len();
+                self.symbols = symbols;
+                Ok(format!("{n} symbols from {path}"))
             }
             "save" => {
                 let path = std::path::Path::new(arg(0)?);

@@ -34,4 +34,10 @@ pub mod book {
 
     #[doc = include_str!("../../book/src/comparing-engines.md")]
     pub mod comparing_engines {}
+
+    #[doc = include_str!("../../book/src/debugger.md")]
+    pub mod debugger {}
+
+    #[doc = include_str!("../../book/src/gdb.md")]
+    pub mod gdb {}
 }
