@@ -74,18 +74,19 @@ pub const HEADER_LEN: usize = MAGIC.len() + 4 + 8 + 4;
 
 /// Why a snapshot could not be written, read or restored. Every variant
 /// raised by reading or restoring leaves the machine unchanged, except
-/// [`SnapshotError::Rollback`].
+/// [`SnapshotError::Rollback`]. Each message is whole (it includes its
+/// cause), so callers print it as it is.
 #[derive(Debug, Error)]
 pub enum SnapshotError {
-    #[error("cannot read snapshot {}: {source}", path.display())]
+    #[error("cannot read snapshot {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write snapshot {}: {source}", path.display())]
+    #[error("cannot write snapshot {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("not a ringside snapshot (it does not start with the magic bytes RINGSIDE-SSM)")]
     NotASnapshot,
@@ -110,7 +111,7 @@ pub enum SnapshotError {
     #[error("snapshot payload is malformed: {0}")]
     Malformed(String),
     #[error("snapshot: {0}")]
-    Config(#[source] ConfigError),
+    Config(ConfigError),
     #[error("snapshot is of a machine with {saved} bytes of RAM; this machine has {machine}")]
     RamSize { saved: u32, machine: u32 },
     #[error("snapshot is of a machine with the devices [{saved}]; this machine has [{machine}]")]
@@ -120,7 +121,7 @@ pub enum SnapshotError {
     #[error("snapshot: disk image {path} {problem}; a snapshot holds no disk contents, so the image must be the one it was saved with")]
     Disk { path: String, problem: String },
     #[error("snapshot cannot be restored: {0}")]
-    Device(#[source] StateError),
+    Device(StateError),
     /// A device refused its saved state, and one of the devices restored
     /// before it then refused its own earlier state: the devices are no
     /// longer consistent. A device that keeps its `restore_state` contract
@@ -213,9 +214,9 @@ pub fn to_bytes(m: &Machine, config_toml: &str) -> Result<Vec<u8>, SnapshotError
 /// does not start with the magic bytes is refused before the rest of it is
 /// read.
 pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
-    let read_error = |source| SnapshotError::Read {
+    let read_error = |error| SnapshotError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut file = File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
@@ -583,9 +584,9 @@ fn inflate(packed: &[u8], ram_bytes: u32) -> Result<Vec<u8>, SnapshotError> {
 /// part of one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-    let write_error = |source| SnapshotError::Write {
+    let write_error = |error| SnapshotError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let Some(name) = path.file_name() else {
         return Err(write_error(std::io::Error::new(
