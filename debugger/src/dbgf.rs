@@ -399,7 +399,12 @@ impl Debugger {
                 match lockstep::run(&mut self.main, partner, 1).map_err(|e| e.to_string())? {
                     Outcome::NoDivergence { .. } => Exit::BudgetSpent,
                     Outcome::Stopped { reason, .. } => Exit::Stopped(reason),
-                    Outcome::Divergence(d) => return Ok(Resume::Stopped(StopCause::Divergence(d))),
+                    Outcome::Divergence(mut d) => {
+                        // Each lockstep run here is one step: count from
+                        // the machine's start, not from this step.
+                        d.instruction = icount;
+                        return Ok(Resume::Stopped(StopCause::Divergence(d)));
+                    }
                 }
             }
             None => self

@@ -10,8 +10,8 @@ use ringside_core::boot;
 use ringside_core::config::MachineConfig;
 use ringside_core::{Engine, Machine};
 use ringside_debugger::symbols::Symbols;
-use ringside_debugger::tui::{App, Tick, CHANGED, DIFFERENT};
-use ringside_debugger::Debugger;
+use ringside_debugger::tui::{App, Focus, Tick, CHANGED, DIFFERENT};
+use ringside_debugger::{Debugger, StopCause};
 use ringside_devices::pc::{build_pc, HostIo};
 use ringside_devices::SharedBuffer;
 
@@ -145,9 +145,13 @@ fn compare_mode_shows_no_divergence_until_the_partner_is_corrupted() {
     let buffer = draw(&mut app);
     let shown = screen(&buffer);
     println!("{shown}");
-    assert!(shown.contains("divergence after"), "{shown}");
+    assert!(
+        shown.contains("divergence after 1000 instructions"),
+        "{shown}"
+    );
     assert!(shown.contains("* edi"), "{shown}");
     assert!(shown.contains("DIVERGED"), "{shown}");
+    assert!(matches!(app.last_stop(), Some(StopCause::Divergence(_))));
     // The register pane marks the differing field in the partner's column.
     let (x, y) = find(&buffer, "* edi ").expect("edi is marked");
     assert_eq!(buffer[(x, y)].fg, DIFFERENT.fg.expect("a colour"));
@@ -217,10 +221,12 @@ fn esc_stops_a_running_guest_and_typed_keys_reach_com1() {
         app.tick();
     }
     app.handle_key(key('i'));
+    assert_eq!(app.focus(), Focus::Input);
     for c in "run hello\r".chars() {
         app.handle_key(key(c));
     }
     app.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert_eq!(app.focus(), Focus::Keys, "Esc ends typing to the guest");
     for _ in 0..2_000 {
         app.tick();
     }

@@ -711,7 +711,10 @@ fn debug_ui_under_tmux_compare_mode_shows_a_divergence() {
     ui.wait_for("edi = 0x1234");
     ui.keys(&["s"]);
     let screen = ui.wait_for("* edi");
-    assert!(screen.contains("divergence after"), "{screen}");
+    assert!(
+        screen.contains("divergence after 1000 instructions"),
+        "{screen}"
+    );
     assert!(screen.contains("DIVERGED"), "{screen}");
     assert_eq!(ui.quit(), 0);
 }
