@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringside_core::config::{ClockMode, DiskConfig, DiskMode, MachineConfig};
-use ringside_core::{boot, Engine, EngineError, Machine, RunOutcome, StopReason};
+use ringside_core::{boot, snapshot, Engine, EngineError, Machine, RunOutcome, StopReason};
 use ringside_devices::pc::{build_pc, HostIo};
 
-use crate::session::{Input, Session, SessionEnd};
+use crate::session::{Checkpoint, Input, Session, SessionEnd};
 
 /// The guest `cargo run --release` boots.
 pub const DEFAULT_GUEST: &str = "builtin:demo";
@@ -152,6 +152,18 @@ pub(crate) struct RunArgs {
     /// Write run statistics as JSON to this file.
     #[arg(long, value_name = "PATH")]
     stats_json: Option<PathBuf>,
+    /// Save the machine's state to FILE when the guest has retired N
+    /// instructions, and run on.
+    #[arg(long, num_args = 2, value_names = ["N", "FILE"])]
+    save_state_at: Option<Vec<String>>,
+    /// Rebuild the machine a state was saved from, restore the state and run
+    /// on (no IMAGE: the file names what the machine was built from).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["image", "machine", "bios", "kernel", "initrd", "cmdline", "disk", "mem"]
+    )]
+    load_state: Option<PathBuf>,
     /// Boot the default guest when nothing else is configured (`ringside`
     /// with no command).
     #[arg(skip)]
@@ -290,15 +302,7 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     if let Some(m) = args.mem {
         c.machine.memory_mib = m;
     }
-    if let Some(e) = &args.engine {
-        c.machine.engine = e.clone();
-    }
-    if let Some(clock) = args.clock {
-        c.clock.mode = match clock {
-            ClockArg::Paced => ClockMode::Paced,
-            ClockArg::Fast => ClockMode::Fast,
-        };
-    }
+    override_engine_and_clock(&mut c, args);
     if let Some(cmdline) = &args.cmdline {
         c.boot.cmdline = cmdline.clone();
     }
@@ -321,6 +325,20 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     }
     c.validate()?;
     Ok(c)
+}
+
+/// `--engine` and `--clock`: the options that also apply to a restored
+/// machine.
+fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
+    if let Some(e) = &args.engine {
+        c.machine.engine = e.clone();
+    }
+    if let Some(clock) = args.clock {
+        c.clock.mode = match clock {
+            ClockArg::Paced => ClockMode::Paced,
+            ClockArg::Fast => ClockMode::Fast,
+        };
+    }
 }
 
 /// Decide what boots, reading the image (and turning a built-in or a
@@ -458,13 +476,138 @@ impl Drop for RawModeGuard {
 /// A built-in disk image is copied into a temporary file the snapshot disk
 /// reads; the file is removed here (the open disk keeps its data).
 pub(crate) fn build_machine(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Machine)> {
-    let mut config = configure(args)?;
+    let built = build(args, io)?;
+    Ok((built.config, built.machine))
+}
+
+/// A machine ready to run, the configuration it was built with, and the
+/// configuration that builds it again, which a saved state records.
+struct Built {
+    config: MachineConfig,
+    machine: Machine,
+    rebuild: MachineConfig,
+}
+
+/// Build the machine the options describe, or, with `--load-state`, the
+/// machine a state was saved from, with the state restored.
+fn build(args: &RunArgs, io: HostIo) -> Result<Built> {
+    if let Some(path) = &args.load_state {
+        return build_restored(args, path, io)
+            .with_context(|| format!("--load-state {}", path.display()));
+    }
+    let requested = configure(args)?;
+    let mut config = requested.clone();
+    let (machine, builtin_disk) = build_and_load(&mut config, io)?;
+    let rebuild = rebuild_config(&requested, &config, builtin_disk);
+    Ok(Built {
+        config,
+        machine,
+        rebuild,
+    })
+}
+
+/// Build the PC `config` describes and load what it boots. True in the
+/// second place when that is a built-in disk image, whose temporary file
+/// is removed again here (the open disk keeps its data).
+fn build_and_load(config: &mut MachineConfig, io: HostIo) -> Result<(Machine, bool)> {
     let mut temp = None;
-    let image = boot_image(&mut config, &mut temp)?;
-    let mut m = build_pc(&config, io)?;
-    load(&mut m, &config, image)?;
-    drop(temp);
-    Ok((config, m))
+    let image = boot_image(config, &mut temp)?;
+    let mut m = build_pc(config, io)?;
+    load(&mut m, config, image)?;
+    Ok((m, temp.is_some()))
+}
+
+/// The configuration a saved state records: it builds the same machine
+/// again, from any directory. A disk image given as IMAGE is named as the
+/// disk it became; a built-in disk stays `builtin:NAME` (its temporary file
+/// is gone); paths are made absolute.
+fn rebuild_config(
+    requested: &MachineConfig,
+    built: &MachineConfig,
+    builtin_disk: bool,
+) -> MachineConfig {
+    let mut c = if builtin_disk {
+        requested.clone()
+    } else {
+        built.clone()
+    };
+    if !builtin_disk && built.disks.len() > requested.disks.len() {
+        c.boot.image.clear();
+    }
+    let boot = [&mut c.boot.image, &mut c.boot.bios, &mut c.boot.initrd];
+    for path in boot
+        .into_iter()
+        .chain(c.disks.iter_mut().map(|d| &mut d.path))
+    {
+        if path.is_empty() || path.starts_with("builtin:") {
+            continue;
+        }
+        if let Ok(absolute) = std::path::absolute(&*path) {
+            *path = absolute.display().to_string();
+        }
+    }
+    c
+}
+
+/// `--load-state`: read and verify the file, build the machine its
+/// configuration describes (with this run's `--engine` and `--clock`), and
+/// restore the state into it.
+fn build_restored(args: &RunArgs, path: &Path, io: HostIo) -> Result<Built> {
+    let saved = snapshot::read(path)?;
+    let mut config = saved.config().clone();
+    override_engine_and_clock(&mut config, args);
+    let rebuild = config.clone();
+    let (mut machine, _) = build_and_load(&mut config, io)?;
+    saved.restore_into(&mut machine)?;
+    Ok(Built {
+        config,
+        machine,
+        rebuild,
+    })
+}
+
+/// `--save-state-at N FILE`: a checkpoint that saves the machine, as
+/// `rebuild` builds it, when exactly N instructions have retired.
+fn save_checkpoint(
+    values: &[String],
+    rebuild: &MachineConfig,
+    m: &Machine,
+    engine: &dyn Engine,
+) -> Result<Checkpoint> {
+    let [n, file] = values else {
+        bail!("--save-state-at takes two values, N and FILE");
+    };
+    let at: u64 = n
+        .parse()
+        .with_context(|| format!("--save-state-at: '{n}' is not a number of instructions"))?;
+    if engine.name() == "kvm" {
+        bail!("--save-state-at: the kvm engine counts no instructions in `run`; save the state under --engine interp (it restores under kvm)");
+    }
+    if at < m.clock.icount {
+        bail!(
+            "--save-state-at {at}: the restored machine has already retired {} instructions",
+            m.clock.icount
+        );
+    }
+    let path = PathBuf::from(file);
+    let config_toml = rebuild.to_toml();
+    Ok(Checkpoint {
+        at,
+        action: Box::new(move |s: &Session| {
+            let m = &s.machine;
+            snapshot::save(m, &config_toml, &path).context("--save-state-at")?;
+            let script = match s.script_bytes_read() {
+                Some(n) => format!(" (input script: {n} bytes read)"),
+                None => String::new(),
+            };
+            eprintln!(
+                "ringside: saved the state at {} instructions to {}{script}",
+                m.clock.icount,
+                path.display()
+            );
+            Ok(())
+        }),
+    })
 }
 
 fn run(args: RunArgs) -> Result<i32> {
@@ -478,11 +621,22 @@ fn run(args: RunArgs) -> Result<i32> {
         com2: Box::new(std::io::sink()),
         debug_console: Box::new(std::io::stderr()),
     };
-    let (config, m) = build_machine(&args, io)?;
+    let Built {
+        config,
+        machine: m,
+        rebuild,
+    } = build(&args, io)?;
     let engine = make_engine(&config.machine.engine)?;
+    let checkpoint = match &args.save_state_at {
+        Some(values) => Some(save_checkpoint(values, &rebuild, &m, engine.as_ref())?),
+        None => None,
+    };
     let (input, raw) = host_input();
     let mut session = Session::new(m, engine, input, config.clock.mode);
     session.set_text_display(text);
+    if let Some(c) = checkpoint {
+        session.set_checkpoint(c);
+    }
     let start = Instant::now();
     let end = session.run(args.max_insns);
     let wall = start.elapsed().as_secs_f64();
@@ -490,6 +644,12 @@ fn run(args: RunArgs) -> Result<i32> {
     let _ = std::io::stdout().flush();
     let end = end?;
     let m = &session.machine;
+    if let Some(at) = session.checkpoint_pending() {
+        eprintln!(
+            "ringside: the run ended after {} instructions, before --save-state-at {at}: no state was saved",
+            m.clock.icount
+        );
+    }
     let (exit, code) = match end {
         SessionEnd::Quit => {
             eprintln!("ringside: quit");
@@ -570,6 +730,9 @@ fn compare(engines: &str, args: RunArgs) -> Result<i32> {
     let Some((ea, eb)) = engines.split_once(',') else {
         bail!("--engines takes two engine names, e.g. interp,interp");
     };
+    if args.save_state_at.is_some() {
+        bail!("--save-state-at is an option of `run`");
+    }
     let mut a = comparison_side(&args, ea)?;
     let mut b = comparison_side(&args, eb)?;
     let limit = args.max_insns.unwrap_or(100_000_000);

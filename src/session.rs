@@ -12,13 +12,17 @@
 //! sleeps until the wall clock catches up with virtual time (an idle guest
 //! costs almost no host CPU); `fast` mode jumps at once. Neither changes
 //! what the guest computes.
+//!
+//! A checkpoint (`--save-state-at`) runs once, at the first instruction
+//! boundary where exactly its number of instructions has retired: the
+//! engine's budget is cut to end there.
 
 use std::io::{Read, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ringside_core::config::ClockMode;
-use ringside_core::{Budget, Engine, EngineError, Exit, Machine, RunOutcome, StopReason};
+use ringside_core::{Budget, Engine, Exit, Machine, RunOutcome, StopReason};
 use ringside_devices::i8042::KeyboardController;
 use ringside_devices::uart::Uart16550;
 use ringside_devices::vga_text::{VgaText, TEXT_BUFFER, TEXT_BUFFER_SIZE};
@@ -33,6 +37,17 @@ pub enum Input {
 
 /// Ctrl-A, the escape prefix: Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A.
 const ESCAPE: u8 = 0x01;
+
+/// Something to do once, when exactly `at` instructions have retired
+/// (`Clock::icount`).
+pub struct Checkpoint {
+    pub at: u64,
+    pub action: CheckpointAction,
+}
+
+/// What a checkpoint does; it sees the whole session (the machine, and how
+/// much of the input script was read).
+pub type CheckpointAction = Box<dyn FnOnce(&Session) -> anyhow::Result<()>>;
 
 /// How a session ended, beyond the machine's own stop reasons.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +69,9 @@ pub struct Session {
     /// Mirror the text screen to the terminal; typed keys go to the 8042.
     text_display: bool,
     last_screen: String,
+    checkpoint: Option<Checkpoint>,
+    /// Bytes of the input script given to the guest so far.
+    script_read: u64,
 }
 
 impl Session {
@@ -75,7 +93,25 @@ impl Session {
             virt_start,
             text_display: false,
             last_screen: String::new(),
+            checkpoint: None,
+            script_read: 0,
         }
+    }
+
+    /// Bytes of the input script given to the guest so far (None when the
+    /// input is a terminal).
+    pub fn script_bytes_read(&self) -> Option<u64> {
+        matches!(self.input, Input::Script(_)).then_some(self.script_read)
+    }
+
+    /// Run `checkpoint` during [`Session::run`] (replacing any other).
+    pub fn set_checkpoint(&mut self, checkpoint: Checkpoint) {
+        self.checkpoint = Some(checkpoint);
+    }
+
+    /// The instruction count of a checkpoint the run did not reach.
+    pub fn checkpoint_pending(&self) -> Option<u64> {
+        self.checkpoint.as_ref().map(|c| c.at)
     }
 
     /// Show the guest's text screen instead of COM1.
@@ -126,18 +162,31 @@ impl Session {
     }
 
     /// Run until the guest stops, the user quits or `max_insns` budget is
-    /// spent.
-    pub fn run(&mut self, max_insns: Option<u64>) -> Result<SessionEnd, EngineError> {
+    /// spent. Errors are the engine's, or the checkpoint's.
+    pub fn run(&mut self, max_insns: Option<u64>) -> anyhow::Result<SessionEnd> {
         const SLICE: u64 = 1 << 20;
         let mut given = 0u64;
         loop {
-            let left = match max_insns {
+            let mut left = match max_insns {
                 Some(max) if given >= max => {
                     return Ok(SessionEnd::Machine(RunOutcome::InstructionLimit))
                 }
                 Some(max) => (max - given).min(SLICE),
                 None => SLICE,
             };
+            // Between two engine runs the session holds nothing of the
+            // guest's but its place in the input script (which the
+            // checkpoint can ask for): the place for a checkpoint.
+            if let Some(at) = self.checkpoint_pending() {
+                let icount = self.machine.clock.icount;
+                if icount >= at {
+                    if let Some(c) = self.checkpoint.take() {
+                        (c.action)(self)?;
+                    }
+                } else {
+                    left = left.min(at - icount);
+                }
+            }
             let before = self.machine.clock.icount;
             let exit = self
                 .engine
@@ -210,6 +259,7 @@ impl Session {
         let mut b = [0u8];
         match r.read(&mut b) {
             Ok(1) => {
+                self.script_read += 1;
                 self.give_input(&b);
                 true
             }

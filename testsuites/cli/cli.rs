@@ -289,6 +289,253 @@ fn scripted_sessions_are_deterministic() {
     assert_eq!(n1, n2, "instruction counts differ between runs");
 }
 
+/// A run with `--stats`: its exit status, COM1 output, stderr and the
+/// instructions retired by its end (counted from power-on, also across a
+/// restored state).
+struct StatsRun {
+    status: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+    instructions: u64,
+}
+
+fn run_with_stats(args: &[&str], input: &[u8]) -> StatsRun {
+    let out = ringside_with_input(&[args, &["--stats"]].concat(), input);
+    let stderr = text(&out.stderr);
+    let json = stderr.lines().last().unwrap_or_default();
+    let stats: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("--stats prints JSON last ({e}); stderr: {stderr}"));
+    StatsRun {
+        status: out.status.code(),
+        stdout: out.stdout,
+        instructions: stats["instructions"].as_u64().unwrap_or(0),
+        stderr,
+    }
+}
+
+/// How many bytes of its input script the guest had read when
+/// `--save-state-at` saved the state, from the message it prints.
+fn script_bytes_read(stderr: &str) -> usize {
+    stderr
+        .split_once("input script: ")
+        .and_then(|(_, after)| after.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no save message on stderr: {stderr}"))
+}
+
+const DEMO_SCRIPT: &[u8] = b"ps\nrun hello\npoweroff\n";
+
+#[test]
+fn a_demo_session_restored_from_a_saved_state_ends_like_the_uninterrupted_one() {
+    let dir = temp_dir("save-load");
+    let whole = run_with_stats(&["run", "builtin:demo", "--clock", "fast"], DEMO_SCRIPT);
+    assert_eq!(whole.status, Some(0), "{}", whole.stderr);
+    // Before the guest reads its first input byte; during boot, with
+    // output printed; late in the session, with the script read.
+    for at in [40, whole.instructions / 2, whole.instructions * 95 / 100] {
+        let state = dir.join(format!("demo-{at}.ssm"));
+        let state = state.to_str().unwrap();
+        let at_arg = at.to_string();
+        let saving = run_with_stats(
+            &[
+                "run",
+                "--clock",
+                "fast",
+                "--save-state-at",
+                &at_arg,
+                state,
+                "builtin:demo",
+            ],
+            DEMO_SCRIPT,
+        );
+        assert_eq!(
+            saving.stdout, whole.stdout,
+            "saving is invisible to the guest"
+        );
+        assert_eq!(saving.instructions, whole.instructions);
+        assert!(
+            saving
+                .stderr
+                .contains(&format!("saved the state at {at} instructions")),
+            "{}",
+            saving.stderr
+        );
+        let read = script_bytes_read(&saving.stderr);
+        if at == 40 {
+            assert_eq!(
+                read, 0,
+                "the demo reads no input in its first 40 instructions"
+            );
+        }
+        // The restored run gets the part of the script not yet read.
+        let restored = run_with_stats(
+            &["run", "--clock", "fast", "--load-state", state],
+            &DEMO_SCRIPT[read..],
+        );
+        assert_eq!(restored.status, whole.status, "{}", restored.stderr);
+        assert_eq!(restored.instructions, whole.instructions, "saved at {at}");
+        assert!(
+            whole.stdout.ends_with(&restored.stdout),
+            "saved at {at}: the restored run printed {:?}, not the end of {:?}",
+            text(&restored.stdout),
+            text(&whole.stdout)
+        );
+        assert!(text(&restored.stdout).contains("Powering off."));
+        if at > 40 {
+            assert!(restored.stdout.len() < whole.stdout.len(), "saved at {at}");
+        }
+    }
+}
+
+#[test]
+fn a_state_saved_under_interp_restores_under_kvm() {
+    let test = "a_state_saved_under_interp_restores_under_kvm";
+    if kvm_probe_report(test).is_none() {
+        return;
+    }
+    let dir = temp_dir("save-kvm");
+    let state = dir.join("irq-pm.ssm");
+    let state = state.to_str().unwrap();
+    let whole = run_with_stats(&["run", "builtin:irq-pm"], b"");
+    assert_eq!(whole.status, Some(0), "{}", whole.stderr);
+    // Part way through the guest's timer interrupts.
+    let at = (whole.instructions * 6 / 10).to_string();
+    let saving = run_with_stats(
+        &["run", "--save-state-at", &at, state, "builtin:irq-pm"],
+        b"",
+    );
+    assert_eq!(saving.stdout, whole.stdout);
+    let restored = run_with_stats(&["run", "--engine", "kvm", "--load-state", state], b"");
+    assert_eq!(restored.status, whole.status, "{}", restored.stderr);
+    assert!(
+        !restored.stdout.is_empty()
+            && restored.stdout.len() < whole.stdout.len()
+            && whole.stdout.ends_with(&restored.stdout),
+        "kvm printed {:?}, not the end of {:?}",
+        text(&restored.stdout),
+        text(&whole.stdout)
+    );
+}
+
+#[test]
+fn a_state_saved_twice_at_the_same_instruction_is_byte_identical() {
+    let dir = temp_dir("save-twice");
+    let save = |name: &str| {
+        let path = dir.join(name);
+        let out = ringside_with_input(
+            &[
+                "run",
+                "--clock",
+                "fast",
+                "--save-state-at",
+                "150000",
+                path.to_str().unwrap(),
+                "builtin:demo",
+            ],
+            DEMO_SCRIPT,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        std::fs::read(&path).unwrap()
+    };
+    assert_eq!(save("a.ssm"), save("b.ssm"));
+}
+
+#[test]
+fn a_bad_state_file_is_a_clear_error_with_status_2() {
+    let dir = temp_dir("bad-state");
+    let good = dir.join("good.ssm");
+    let out = ringside(&[
+        "run",
+        "--save-state-at",
+        "1000",
+        good.to_str().unwrap(),
+        "builtin:hello",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&good).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x04;
+    let mut version = bytes.clone();
+    version[13] = 9;
+    for (name, contents, says) in [
+        (
+            "truncated.ssm",
+            bytes[..bytes.len() / 2].to_vec(),
+            "truncated",
+        ),
+        ("empty.ssm", Vec::new(), "truncated"),
+        ("flipped.ssm", flipped, "corrupted"),
+        ("version.ssm", version, "version 9"),
+        ("kernel.ssm", b"\x7fELF".to_vec(), "not a ringside snapshot"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        let out = ringside(&["run", "--load-state", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("error:") && err.contains(says) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+    }
+    let out = ringside(&[
+        "run",
+        "--load-state",
+        dir.join("missing.ssm").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read snapshot"));
+}
+
+#[test]
+fn a_saved_state_refuses_a_disk_image_that_changed_size() {
+    let dir = temp_dir("state-disk");
+    let out = ringside(&["guests", "--export", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let disk = dir.join("demo-disk.img");
+    let disk_arg = format!("{},snapshot", disk.display());
+    let state = dir.join("disk.ssm");
+    let state = state.to_str().unwrap();
+    let script = b"run hello\npoweroff\n";
+    let saving = ringside_with_input(
+        &[
+            "run",
+            "--clock",
+            "fast",
+            "--disk",
+            &disk_arg,
+            "--save-state-at",
+            "200000",
+            state,
+        ],
+        script,
+    );
+    assert_eq!(saving.status.code(), Some(0), "{}", text(&saving.stderr));
+    let read = script_bytes_read(&text(&saving.stderr));
+    let restored = ringside_with_input(
+        &["run", "--clock", "fast", "--load-state", state],
+        &script[read..],
+    );
+    assert_eq!(
+        restored.status.code(),
+        Some(0),
+        "{}",
+        text(&restored.stderr)
+    );
+    assert!(text(&restored.stdout).contains("Powering off."));
+    let mut image = std::fs::read(&disk).unwrap();
+    let size = image.len();
+    image.extend_from_slice(&[0; 512]);
+    std::fs::write(&disk, &image).unwrap();
+    let refused = ringside(&["run", "--load-state", state]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("is {} bytes; it was {size}", size + 512)),
+        "{err}"
+    );
+}
+
 #[test]
 fn idle_guest_costs_almost_no_host_cpu() {
     use std::process::Stdio;
