@@ -62,7 +62,7 @@ use crate::bus::{BusState, StateError};
 use crate::config::{ConfigError, MachineConfig};
 use crate::cpu::CpuState;
 use crate::machine::Machine;
-use crate::memory::{DeviceId, PAGE_SIZE};
+use crate::memory::DeviceId;
 use crate::time::Clock;
 
 /// The first bytes of every snapshot file.
@@ -295,7 +295,11 @@ impl Snapshot {
         self.check_machine(m)?;
         restore_devices(m, &self.state.devices)?;
         // Nothing below can fail: the machine takes the rest as a whole.
-        restore_ram(m, &self.ram);
+        // `write_ram` records a code write for every code page it covers,
+        // so engines drop what they made from the old contents.
+        m.mem
+            .write_ram(0, &self.ram)
+            .expect("check_machine compared the RAM sizes");
         m.cpu = self.state.cpu.clone();
         m.clock = self.state.clock.clone();
         m.mem.set_a20(self.state.a20);
@@ -340,28 +344,6 @@ impl Snapshot {
             });
         }
         Ok(())
-    }
-}
-
-/// Copy the saved RAM into the machine, page by page. `write_ram` records
-/// a code write for every code page it covers, so every code page is
-/// written (engines drop what they made from it); other pages are written
-/// only where they differ, so a fresh machine's untouched RAM stays
-/// untouched (mapped on demand) and a restore into the same run copies
-/// little.
-fn restore_ram(m: &mut Machine, saved: &[u8]) {
-    let page = PAGE_SIZE as usize;
-    let rewrite: Vec<u32> = (0..m.mem.ram_size() / PAGE_SIZE)
-        .filter(|&p| {
-            let range = p as usize * page..(p as usize + 1) * page;
-            m.mem.is_code_page(p) || saved[range.clone()] != m.mem.ram_slice()[range]
-        })
-        .collect();
-    for p in rewrite {
-        let at = p as usize * page;
-        m.mem
-            .write_ram(p * PAGE_SIZE, &saved[at..at + page])
-            .expect("check_machine compared the RAM sizes");
     }
 }
 
