@@ -45,31 +45,48 @@ fn bench_int(c: &mut Criterion) {
     group.bench_function("interp under the debugger (no breakpoints)", |b| {
         b.iter(|| debugger_cont(boot_guest("bench-int-small"), None))
     });
+    // A breakpoint that never hits: the interpreter checks it itself
+    // (engine-assisted breakpoints) and runs free.
+    group.bench_function("interp under the debugger (one breakpoint)", |b| {
+        b.iter(|| debugger_cont(boot_guest("bench-int-small"), Some(Stop::Breakpoint)))
+    });
     group.finish();
 
-    // With one breakpoint that never hits, the debugger steps and checks
-    // every instruction (checked running).
+    // A watchpoint that never fires: the debugger steps and checks every
+    // instruction (checked running).
     let mut group = c.benchmark_group("bench-int-small checked");
     group.sample_size(10);
     group.throughput(Throughput::Elements(instructions));
-    group.bench_function("interp under the debugger (one breakpoint)", |b| {
-        b.iter(|| debugger_cont(boot_guest("bench-int-small"), Some(0xFFFF_FFF0)))
+    group.bench_function("interp under the debugger (one watchpoint)", |b| {
+        b.iter(|| debugger_cont(boot_guest("bench-int-small"), Some(Stop::Watchpoint)))
     });
     group.finish();
 }
 
+/// A stop the guest never triggers.
+enum Stop {
+    Breakpoint,
+    Watchpoint,
+}
+
 /// Continue to the guest's exit under the debugger, optionally with a
-/// breakpoint at `bp` (which the guest never reaches).
-fn debugger_cont(m: Machine, bp: Option<u32>) -> u64 {
-    use ringside_debugger::stops::Address;
+/// stop that never fires.
+fn debugger_cont(m: Machine, stop: Option<Stop>) -> u64 {
+    use ringside_debugger::stops::{Address, WatchKind};
     use ringside_debugger::{Debugger, StopCause};
     let mut d = Debugger::new(
         m,
         Box::new(ringside_interp::Interp::new()),
         Box::new(|_: &str| Err("one engine".to_string())),
     );
-    if let Some(at) = bp {
-        d.add_breakpoint(Address::Linear(at), None);
+    match stop {
+        Some(Stop::Breakpoint) => {
+            d.add_breakpoint(Address::Linear(0xFFFF_FFF0), None);
+        }
+        Some(Stop::Watchpoint) => {
+            d.add_watchpoint(0xFFFF_F000, 4, WatchKind::Access);
+        }
+        None => {}
     }
     let cause = d.cont(|| false).expect("the debugger runs the guest");
     assert_eq!(cause, StopCause::Machine(StopReason::DebugExit(0)));

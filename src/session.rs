@@ -199,7 +199,8 @@ impl Session {
             }
             self.refresh_display();
             match exit {
-                Exit::BudgetSpent => {}
+                // No debugger here sets breakpoints: none can stop a run.
+                Exit::BudgetSpent | Exit::Breakpoint => {}
                 Exit::Stopped(reason) => {
                     return Ok(SessionEnd::Machine(RunOutcome::Stopped(reason)))
                 }

@@ -31,6 +31,10 @@ pub enum Exit {
     /// see (`Machine::exception_exits`). It was not delivered: EIP points at
     /// the faulting instruction and nothing of it was committed.
     Exception(crate::cpu::Fault),
+    /// The next instruction is at one of the debugger's breakpoint
+    /// addresses (`Machine::breakpoints`) and has not run. Only engines
+    /// whose `honours_breakpoints` is true return it.
+    Breakpoint,
 }
 
 impl Exit {
@@ -132,4 +136,10 @@ pub trait Engine {
     /// Forget anything cached about these physical pages.
     fn invalidate(&mut self, pages: PhysRange);
     fn stats(&self) -> EngineStats;
+    /// Whether `run` stops before an instruction at a linear address in
+    /// `Machine::breakpoints` (with `Exit::Breakpoint`). Engines that do
+    /// not are driven one `step` at a time while breakpoints are set.
+    fn honours_breakpoints(&self) -> bool {
+        false
+    }
 }

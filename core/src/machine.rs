@@ -28,6 +28,11 @@ pub struct Machine {
     /// wrote. While it is on, the TLB holds no write entries, so no store
     /// can bypass the log.
     pub write_log: Option<Vec<(u32, u32, u64)>>,
+    /// The debugger's execution breakpoints: sorted linear addresses.
+    /// Engines that honour them (`Engine::honours_breakpoints`) stop `run`
+    /// with `Exit::Breakpoint` before executing an instruction there; empty
+    /// unless a debugger set them.
+    pub breakpoints: Vec<u32>,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -63,6 +68,7 @@ impl Machine {
             watch: DataWatch::default(),
             exception_exits: 0,
             write_log: None,
+            breakpoints: Vec::new(),
         })
     }
 
@@ -196,6 +202,12 @@ impl Machine {
             match exit {
                 // This loop has no host input to give: the guest keeps waiting.
                 Exit::BudgetSpent | Exit::WaitingForInput => {}
+                // Breakpoints are the debugger's: a plain run goes past them.
+                Exit::Breakpoint => {
+                    if let Exit::Stopped(reason) = engine.step(self)? {
+                        return Ok(RunOutcome::Stopped(reason));
+                    }
+                }
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
                 Exit::Exception(f) => return Ok(RunOutcome::Exception(f)),
                 Exit::Halted => {

@@ -294,7 +294,66 @@ impl Debugger {
 
     /// Whether running must go one checked step at a time.
     pub fn checked(&self) -> bool {
-        self.partner.is_some() || self.temp.is_some() || self.stops.iter().any(|s| s.enabled)
+        let anything =
+            self.partner.is_some() || self.temp.is_some() || self.stops.iter().any(|s| s.enabled);
+        anything && self.engine_breakpoints().is_none()
+    }
+
+    /// When every enabled stop is a linear breakpoint (and `next`'s hidden
+    /// one) and the engine honours `Machine::breakpoints`, the addresses to
+    /// give it: the engine then runs free and stops only there. None when
+    /// the debugger must step.
+    fn engine_breakpoints(&self) -> Option<Vec<u32>> {
+        if self.partner.is_some() || !self.main.engine.honours_breakpoints() {
+            return None;
+        }
+        let mut at: Vec<u32> = self.temp.iter().map(|t| t.0).collect();
+        for s in self.stops.iter().filter(|s| s.enabled) {
+            match s.kind {
+                StopKind::Breakpoint {
+                    at: Address::Linear(a),
+                    ..
+                } => at.push(a),
+                _ => return None,
+            }
+        }
+        at.sort_unstable();
+        at.dedup();
+        Some(at)
+    }
+
+    /// The engine stopped before an instruction at a breakpoint address:
+    /// whether a breakpoint (its condition, its hit count) or `next`'s
+    /// return point makes the debugger stop here.
+    fn breakpoint_hit(&mut self) -> Option<StopCause> {
+        let cpu = &self.main.machine.cpu;
+        let lin = cpu.linear_eip();
+        let mut cause = None;
+        for s in self.stops.iter_mut().filter(|s| s.enabled) {
+            if let StopKind::Breakpoint {
+                at: Address::Linear(a),
+                condition,
+            } = &s.kind
+            {
+                if *a == lin && condition.as_ref().is_none_or(|c| c.holds(cpu)) {
+                    s.hits += 1;
+                    if s.hits >= s.after && cause.is_none() {
+                        cause = Some(StopCause::Breakpoint { id: s.id });
+                    }
+                }
+            }
+        }
+        if cause.is_some() {
+            self.temp = None;
+            return cause;
+        }
+        if let Some((at, esp)) = self.temp {
+            if lin == at && cpu.gpr[reg::ESP] >= esp {
+                self.temp = None;
+                return Some(StopCause::Stepped);
+            }
+        }
+        None
     }
 
     // ---- history ----------------------------------------------------
@@ -439,7 +498,7 @@ impl Debugger {
             Exit::WaitingForInput => {
                 self.feed_input();
             }
-            Exit::BudgetSpent | Exit::Exception(_) => {}
+            Exit::BudgetSpent | Exit::Exception(_) | Exit::Breakpoint => {}
         }
         let m = &mut self.main.machine;
         let after = m.cpu.clone();
@@ -532,7 +591,19 @@ impl Debugger {
             }
             return Ok(Resume::Running);
         }
+        let breakpoints = self.engine_breakpoints().unwrap_or_default();
+        if breakpoints
+            .binary_search(&self.main.machine.cpu.linear_eip())
+            .is_ok()
+        {
+            // Standing on a breakpoint: go past it first, one checked step.
+            match self.checked_step()? {
+                Resume::Running => {}
+                other => return Ok(other),
+            }
+        }
         let m = &mut self.main.machine;
+        m.breakpoints = breakpoints;
         let exit = self
             .main
             .engine
@@ -542,9 +613,15 @@ impl Debugger {
                     instructions: slice,
                 },
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        self.main.machine.breakpoints.clear();
+        let exit = exit?;
         Ok(match exit {
             Exit::BudgetSpent | Exit::Exception(_) => Resume::Running,
+            Exit::Breakpoint => match self.breakpoint_hit() {
+                Some(cause) => Resume::Stopped(cause),
+                None => Resume::Running,
+            },
             Exit::WaitingForInput => {
                 self.feed_input();
                 Resume::Running

@@ -272,3 +272,46 @@ fn stops_are_the_same_on_interp_and_kvm() {
     assert_eq!(on_interp, on_kvm);
     assert_eq!(out_interp, out_kvm);
 }
+
+/// With only linear breakpoints set, the interpreter runs free and stops
+/// itself at them (`Machine::breakpoints`); KVM does not, so the debugger
+/// steps it. Both must stop at the same places with the same hit counts.
+#[test]
+fn engine_assisted_breakpoints_stop_where_stepping_does() {
+    let trace = |engine: &str| {
+        let (mut d, _) = debugger("irq-pm", engine);
+        let timer = d.symbols.resolve("timer_interrupt").unwrap();
+        let main = d.symbols.resolve("guest_main").unwrap();
+        let every_third = d.add_breakpoint(Address::Linear(timer), None);
+        d.set_after(every_third, 3);
+        d.add_breakpoint(
+            Address::Linear(main),
+            Some(Condition::parse("eax != 0x12345678").unwrap()),
+        );
+        let free = !d.checked();
+        let mut seen = Vec::new();
+        loop {
+            let cause = d.cont(|| false).unwrap();
+            seen.push(format!(
+                "{cause} at {:08x} after {}",
+                d.main.machine.cpu.eip, d.main.machine.clock.icount
+            ));
+            if matches!(cause, StopCause::Machine(_)) {
+                break;
+            }
+        }
+        (free, seen)
+    };
+    let (free, on_interp) = trace("interp");
+    assert!(free, "the interpreter runs free with breakpoints only");
+    println!("{}", on_interp.join("\n"));
+    assert!(on_interp.len() > 10, "{on_interp:?}");
+    match ringside_kvm::Kvm::new() {
+        Ok(_) if ringside_kvm::probe().protected_mode.ok => {
+            let (free, on_kvm) = trace("kvm");
+            assert!(!free, "kvm is stepped");
+            assert_eq!(on_interp, on_kvm);
+        }
+        _ => println!("engine_assisted_breakpoints_stop_where_stepping_does: kvm side skipped: kvm cannot run irq-pm here"),
+    }
+}

@@ -266,7 +266,8 @@ fn run_test(t: &Test, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<Verdi
                 halted = true;
                 break;
             }
-            Ok(Exit::BudgetSpent) | Ok(Exit::WaitingForInput) => {
+            // No breakpoints are set here; a step never stops at one.
+            Ok(Exit::BudgetSpent) | Ok(Exit::WaitingForInput) | Ok(Exit::Breakpoint) => {
                 if m.cpu.run.halted {
                     halted = true;
                     break;

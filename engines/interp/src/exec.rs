@@ -256,6 +256,12 @@ enum Fetched {
     Single(Box<Decoded>),
 }
 
+/// Whether the next instruction is at one of the debugger's breakpoints.
+#[inline]
+fn at_breakpoint(m: &Machine) -> bool {
+    !m.breakpoints.is_empty() && m.breakpoints.binary_search(&m.cpu.linear_eip()).is_ok()
+}
+
 impl InterpCore {
     /// Run until the budget is spent or something stops the run.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
@@ -269,6 +275,9 @@ impl InterpCore {
         while m.clock.icount < target && stalls_left > 0 {
             if let Some(exit) = self.check_run_state(m) {
                 return Ok(exit);
+            }
+            if at_breakpoint(m) {
+                return Ok(Exit::Breakpoint);
             }
             if self.needs_single_step(m) {
                 let before = m.clock.icount;
@@ -319,6 +328,9 @@ impl InterpCore {
             let block = self.cache.blocks[id as usize]
                 .as_ref()
                 .expect("the block id was just looked up and nothing freed it");
+            // With debugger breakpoints set, the block ends before an
+            // instruction at one of them (the loop's check then stops).
+            let watch_bps = !m.breakpoints.is_empty();
             let mut c = Ctx {
                 m,
                 next_eip: 0,
@@ -344,6 +356,7 @@ impl InterpCore {
                 if c.end_block
                     || c.m.mem.code_write_seq() != c.code_seq
                     || c.m.clock.icount >= block_target
+                    || (watch_bps && at_breakpoint(c.m))
                 {
                     break;
                 }

@@ -55,6 +55,11 @@ impl Engine for Interp {
         self.core.step(m)
     }
 
+    /// `run` checks `Machine::breakpoints` before every instruction.
+    fn honours_breakpoints(&self) -> bool {
+        true
+    }
+
     fn invalidate(&mut self, pages: PhysRange) {
         for p in pages.first_page..pages.first_page.saturating_add(pages.pages) {
             self.core.cache.invalidate_page(p);
