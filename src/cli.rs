@@ -480,6 +480,20 @@ pub(crate) fn build_machine(args: &RunArgs, io: HostIo) -> Result<(MachineConfig
     Ok((built.config, built.machine))
 }
 
+/// For the debugger front-ends: the machine, the configuration it was
+/// built with, and the one a saved state records (which builds it again).
+/// `--save-state-at` belongs to `run`; the debuggers have `save`.
+pub(crate) fn build_debuggee(
+    args: &RunArgs,
+    io: HostIo,
+) -> Result<(MachineConfig, MachineConfig, Machine)> {
+    if args.save_state_at.is_some() {
+        bail!("--save-state-at is an option of `run` (the debugger saves with its `save` command)");
+    }
+    let built = build(args, io)?;
+    Ok((built.config, built.rebuild, built.machine))
+}
+
 /// A machine ready to run, the configuration it was built with, and the
 /// configuration that builds it again, which a saved state records.
 struct Built {

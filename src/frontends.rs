@@ -9,7 +9,7 @@ use ringside_debugger::symbols::Symbols;
 use ringside_debugger::{Debugger, EngineFactory};
 use ringside_devices::pc::HostIo;
 
-use crate::cli::{build_machine, make_engine, RunArgs};
+use crate::cli::{build_debuggee, make_engine, RunArgs};
 
 /// Engines by name, for the debugger's `engine` command and compare mode.
 pub fn engine_factory() -> EngineFactory {
@@ -31,11 +31,13 @@ pub fn image_symbols(config: &MachineConfig) -> Symbols {
 }
 
 /// A debugger on the machine the run options describe, on the configured
-/// engine.
+/// engine, ready to save its machine (`save`: the configuration that
+/// builds it again is recorded).
 pub fn build_debugger(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Debugger)> {
-    let (config, machine) = build_machine(args, io)?;
+    let (config, rebuild, machine) = build_debuggee(args, io)?;
     let engine = make_engine(&config.machine.engine)?;
     let mut d = Debugger::new(machine, engine, engine_factory());
     d.symbols = image_symbols(&config);
+    d.config_toml = rebuild.to_toml();
     Ok((config, d))
 }

@@ -28,8 +28,7 @@ pub fn main(listen: &str, run: RunArgs) -> Result<i32> {
         com2: Box::new(std::io::sink()),
         debug_console: Box::new(std::io::stderr()),
     };
-    let (config, mut debugger) = build_debugger(&run, io)?;
-    debugger.config_toml = config.to_toml();
+    let (_, debugger) = build_debugger(&run, io)?;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
