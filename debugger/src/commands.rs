@@ -190,6 +190,14 @@ impl Debugger {
         out
     }
 
+    /// One stop as `info` lists it.
+    fn describe_stop_entry(&self, id: u32) -> String {
+        self.stops()
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| format!("no stop #{id}"), |s| s.to_string())
+    }
+
     /// Run one command line. Errors are for the user to read.
     pub fn execute(&mut self, line: &str) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -232,13 +240,7 @@ impl Debugger {
                     Address::Linear(at)
                 };
                 let id = self.add_breakpoint(at, condition);
-                Ok(format!(
-                    "{}",
-                    self.stops()
-                        .iter()
-                        .find(|s| s.id == id)
-                        .expect("just added")
-                ))
+                Ok(self.describe_stop_entry(id))
             }
             "watch" => {
                 let (kind, rest) = match args.first().copied() {
@@ -253,13 +255,7 @@ impl Debugger {
                     None => 4,
                 };
                 let id = self.add_watchpoint(start, len, kind);
-                Ok(format!(
-                    "{}",
-                    self.stops()
-                        .iter()
-                        .find(|s| s.id == id)
-                        .expect("just added")
-                ))
+                Ok(self.describe_stop_entry(id))
             }
             "catch" => {
                 let kind = match arg(0)? {
@@ -275,13 +271,7 @@ impl Debugger {
                     }
                 };
                 let id = self.add_catch(kind);
-                Ok(format!(
-                    "{}",
-                    self.stops()
-                        .iter()
-                        .find(|s| s.id == id)
-                        .expect("just added")
-                ))
+                Ok(self.describe_stop_entry(id))
             }
             "info" | "stops" => {
                 if self.stops().is_empty() {

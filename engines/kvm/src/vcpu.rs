@@ -11,7 +11,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::Mnemonic;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_guest_debug, kvm_interrupt, kvm_msr_entry, kvm_run, CpuId, Msrs,
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_HALTED,
@@ -813,16 +813,8 @@ impl Vm {
 /// Whether the instruction at CS:EIP of `m` (the state before a step) is
 /// HLT and the step ended just after it, at `rip`: the step retired HLT.
 fn retired_hlt(m: &mut Machine, rip: u32) -> bool {
-    let lin = m.cpu.linear_eip();
-    let bytes: Vec<u8> = (0..15u32)
-        .map_while(|i| {
-            m.peek_translation(lin.wrapping_add(i))
-                .and_then(|pa| m.mem.read_plain(pa))
-        })
-        .collect();
-    let bitness = if m.cpu.code32() { 32 } else { 16 };
-    let insn = Decoder::with_ip(bitness, &bytes, m.cpu.eip as u64, DecoderOptions::NONE).decode();
-    insn.mnemonic() == Mnemonic::Hlt && insn.next_ip() as u32 == rip
+    step_catch::decode_at_eip(m)
+        .is_some_and(|insn| insn.mnemonic() == Mnemonic::Hlt && insn.next_ip() as u32 == rip)
 }
 
 /// How the entry loop ended.
