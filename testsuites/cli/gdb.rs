@@ -251,3 +251,75 @@ fn gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest() {
         assert_eq!(status, Some(0), "{engine}: {stub_err}");
     }
 }
+
+/// A gdb packet in the remote protocol's framing: `$data#checksum`.
+fn packet(data: &str) -> Vec<u8> {
+    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("${data}#{sum:02x}").into_bytes()
+}
+
+/// Garbage and malformed packets on the gdb port: the stub answers what it
+/// can, never panics, and a well-formed session afterwards still works
+/// (or the stub ends the connection with an error, not a crash).
+#[test]
+fn malformed_gdb_packets_never_crash_the_stub() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"garbage without framing".to_vec(),
+        b"$m#00".to_vec(),                    // wrong checksum
+        packet("mzzzz,10"),                   // bad address
+        packet("m100000,ffffffff"),           // huge length
+        packet("M100000,4:zz"),               // bad hex data
+        packet("Z0,nothex,1"),                // bad breakpoint
+        packet("Z2,0,ffffffff"),              // watchpoint over everything
+        packet("P99=00000000"),               // no such register
+        packet("qRcmd,7a7a7a"),               // monitor "zzz" (unknown command)
+        packet("qRcmd,78206666666666666666"), // monitor "x ffffffffff"
+        packet("vCont;x"),                    // bad vCont action
+        vec![0xFF; 64],
+    ];
+    // And some deterministic pseudo-random bytes.
+    let mut seed = 0x9E37_79B9u32;
+    junk.push(
+        (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect(),
+    );
+    // Each on its own connection (the stub serves one), after a valid
+    // handshake packet so the stub is past its start.
+    let mut buf = [0u8; 4096];
+    for j in &junk {
+        let stub = start_stub(&["builtin:hello"], b"");
+        let mut conn = TcpStream::connect(&stub.addr).expect("the stub accepts");
+        conn.set_read_timeout(Some(Duration::from_millis(200))).ok();
+        let _ = conn.write_all(&packet("qSupported:multiprocess+;swbreak+;hwbreak+"));
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"+");
+        let _ = conn.write_all(j);
+        let _ = conn.read(&mut buf);
+        // A well-formed request afterwards: answered, or the session is over.
+        let _ = conn.write_all(&packet("g"));
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(&packet("D"));
+        let _ = conn.read(&mut buf);
+        drop(conn);
+        let (status, stderr) = finish(stub);
+        let shown = String::from_utf8_lossy(&j[..j.len().min(40)]).into_owned();
+        assert!(!stderr.contains("panicked"), "{shown}: {stderr}");
+        // Ended by itself, with a status: never by a signal (a crash).
+        assert!(
+            status.is_some(),
+            "{shown}: the stub did not exit by itself: {stderr}"
+        );
+        println!(
+            "{shown:?}: stub exit {status:?} {}",
+            stderr.lines().last().unwrap_or("")
+        );
+    }
+}
