@@ -146,6 +146,8 @@ pub struct Debugger {
     pub previous: CpuState,
     /// Host input waiting for the guest (COM1).
     input: VecDeque<u8>,
+    /// iced-x86's instruction-info factory, kept for its buffers.
+    info: iced_x86::InstructionInfoFactory,
     /// The machine's configuration (TOML), which snapshots record so that
     /// a saved state can be restored into the same machine.
     pub config_toml: String,
@@ -166,6 +168,7 @@ impl Debugger {
             history: VecDeque::with_capacity(HISTORY),
             previous,
             input: VecDeque::new(),
+            info: iced_x86::InstructionInfoFactory::new(),
             config_toml: String::new(),
         }
     }
@@ -436,16 +439,15 @@ impl Debugger {
         let m = &mut self.main.machine;
         let before = m.cpu.clone();
         let icount = m.clock.icount;
-        let insn = stops::decode_next(m);
-        let bytes = insn
-            .as_ref()
-            .and_then(|i| m.peek_bytes(m.cpu.linear_eip(), i.len() as u32))
-            .unwrap_or_default();
+        let (insn, bytes) = match stops::decode_next_with_bytes(m) {
+            Some((i, b)) => (Some(i), b),
+            None => (None, Vec::new()),
+        };
         let watching = self.stops.iter().any(|s| {
             s.enabled && matches!(s.kind, StopKind::Watchpoint { .. } | StopKind::Port(_))
         });
         let accesses = match (&insn, watching) {
-            (Some(i), true) => stops::accesses(i, &before),
+            (Some(i), true) => stops::accesses(&mut self.info, i, &before),
             _ => Vec::new(),
         };
         let port = match (&insn, watching) {

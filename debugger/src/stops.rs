@@ -317,19 +317,49 @@ pub struct Access {
     pub write: bool,
 }
 
-/// The instruction at CS:EIP, decoded without side effects.
-pub fn decode_next(m: &mut Machine) -> Option<Instruction> {
-    let lin = m.cpu.linear_eip();
-    let bytes: Vec<u8> = crate::inspect::read_lin(m, lin, 15)
-        .into_iter()
-        .map_while(|b| b)
-        .collect();
-    if bytes.is_empty() {
+/// Up to 15 bytes at a linear address, stopping at the first byte that is
+/// not readable. One translation per page (a step's hot path).
+pub fn code_bytes(m: &mut Machine, lin: u32) -> ([u8; 15], usize) {
+    let mut out = [0u8; 15];
+    let mut n = 0usize;
+    while n < out.len() {
+        let at = lin.wrapping_add(n as u32);
+        let Some(pa) = m.peek_translation(at) else {
+            break;
+        };
+        let in_page = (0x1000 - (at & 0xFFF)) as usize;
+        let end = (n + in_page).min(out.len());
+        for (k, slot) in out[n..end].iter_mut().enumerate() {
+            match m.mem.read_plain(pa.wrapping_add(k as u32)) {
+                Some(b) => *slot = b,
+                None => return (out, n + k),
+            }
+        }
+        n = end;
+    }
+    (out, n)
+}
+
+/// The instruction at CS:EIP, decoded without side effects, with its
+/// bytes.
+pub fn decode_next_with_bytes(m: &mut Machine) -> Option<(Instruction, Vec<u8>)> {
+    let (bytes, n) = code_bytes(m, m.cpu.linear_eip());
+    if n == 0 {
         return None;
     }
     let bitness = if m.cpu.code32() { 32 } else { 16 };
-    let insn = Decoder::with_ip(bitness, &bytes, m.cpu.eip as u64, DecoderOptions::NONE).decode();
-    (!insn.is_invalid()).then_some(insn)
+    let insn =
+        Decoder::with_ip(bitness, &bytes[..n], m.cpu.eip as u64, DecoderOptions::NONE).decode();
+    if insn.is_invalid() {
+        return None;
+    }
+    let len = insn.len().min(n);
+    Some((insn, bytes[..len].to_vec()))
+}
+
+/// The instruction at CS:EIP, decoded without side effects.
+pub fn decode_next(m: &mut Machine) -> Option<Instruction> {
+    decode_next_with_bytes(m).map(|(i, _)| i)
 }
 
 fn iced_register_value(c: &CpuState, r: Register) -> Option<u64> {
@@ -352,8 +382,11 @@ fn iced_register_value(c: &CpuState, r: Register) -> Option<u64> {
 /// The memory an instruction accesses when it runs from state `c`: its
 /// explicit operands and the stack (iced-x86's instruction info). String
 /// instructions give their first element; REP repeats are not expanded.
-pub fn accesses(insn: &Instruction, c: &CpuState) -> Vec<Access> {
-    let mut factory = InstructionInfoFactory::new();
+pub fn accesses(
+    factory: &mut InstructionInfoFactory,
+    insn: &Instruction,
+    c: &CpuState,
+) -> Vec<Access> {
     let info = factory.info(insn);
     let mut out = Vec::new();
     for mem in info.used_memory() {
