@@ -185,6 +185,17 @@ pub struct Translation {
     pub large: bool,
 }
 
+/// What an event delivery pushed (see `Machine::peek_event_frame`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventFrame {
+    pub error_code: Option<u32>,
+    /// The saved return address and code segment.
+    pub eip: u32,
+    pub cs: u16,
+    /// Where the saved EFLAGS (or FLAGS) image is, linear.
+    pub eflags_at: u32,
+}
+
 impl Machine {
     /// Read a value at a linear address with the privilege of `user` (a CPL 3
     /// access) — the path every instruction's data reads take.
@@ -480,20 +491,77 @@ impl Machine {
         (pte & pte::P != 0).then_some((pte & 0xFFFF_F000) | (lin & 0xFFF))
     }
 
+    /// Fill `buf` from a linear address without side effects, one
+    /// translation per page. Returns how many leading bytes were readable
+    /// (RAM or ROM behind a present mapping).
+    pub fn peek_into(&mut self, lin: u32, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            let at = lin.wrapping_add(n as u32);
+            let Some(pa) = self.peek_translation(at) else {
+                break;
+            };
+            let end = (n + (PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize).min(buf.len());
+            for (k, slot) in buf[n..end].iter_mut().enumerate() {
+                match self.mem.read_plain(pa.wrapping_add(k as u32)) {
+                    Some(b) => *slot = b,
+                    None => return n + k,
+                }
+            }
+            n = end;
+        }
+        n
+    }
+
     /// Bytes at a linear address for the debugger: no side effects, None
     /// if any byte is not RAM or ROM behind a present mapping.
     pub fn peek_bytes(&mut self, lin: u32, len: u32) -> Option<Vec<u8>> {
-        (0..len)
-            .map(|i| {
-                self.peek_translation(lin.wrapping_add(i))
-                    .and_then(|pa| self.mem.read_plain(pa))
-            })
-            .collect()
+        let mut v = vec![0; len as usize];
+        (self.peek_into(lin, &mut v) == v.len()).then_some(v)
+    }
+
+    /// Up to 15 bytes (the longest instruction) at CS:EIP, and how many of
+    /// them were readable: what an instruction decoder outside an engine
+    /// (the debugger, the comparator, the kvm engine's step) looks at.
+    pub fn peek_code(&mut self) -> ([u8; 15], usize) {
+        let mut code = [0u8; 15];
+        let n = self.peek_into(self.cpu.linear_eip(), &mut code);
+        (code, n)
     }
 
     fn peek_u32(&mut self, lin: u32) -> Option<u32> {
         self.peek_bytes(lin, 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The frame an event delivery just pushed at SS:ESP (SDM Vol. 3A
+    /// 6.12.1, figure 6-4): slots of 4 bytes through a 32-bit gate, of 2
+    /// otherwise; an error code, when there is one, on top. Read without
+    /// side effects.
+    pub fn peek_event_frame(&mut self, gate32: bool, error_code: bool) -> Option<EventFrame> {
+        let ss = self.cpu.seg[crate::cpu::SegReg::Ss as usize].base;
+        let esp = self.cpu.gpr[crate::cpu::reg::ESP];
+        let sp = if self.cpu.stack32() {
+            esp
+        } else {
+            esp & 0xFFFF
+        };
+        let slot = if gate32 { 4 } else { 2 };
+        let at = ss.wrapping_add(sp.wrapping_add(if error_code { slot } else { 0 }));
+        let read = |m: &mut Machine, a: u32| {
+            m.peek_bytes(a, slot)
+                .map(|b| b.iter().rev().fold(0u32, |acc, &x| (acc << 8) | x as u32))
+        };
+        Some(EventFrame {
+            error_code: if error_code {
+                Some(read(self, ss.wrapping_add(sp))?)
+            } else {
+                None
+            },
+            eip: read(self, at)?,
+            cs: read(self, at.wrapping_add(slot))? as u16,
+            eflags_at: at.wrapping_add(2 * slot),
+        })
     }
 
     /// The base of the segment a selector names, read the way a segment

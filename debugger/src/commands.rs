@@ -7,8 +7,6 @@
 
 use std::fmt::Write as _;
 
-use ringside_core::Machine;
-
 use crate::dbgf::{Debugger, StopCause};
 use crate::inspect::{self, Syntax};
 use crate::stops::{self, Address, Condition, StopKind, WatchKind};
@@ -114,72 +112,40 @@ impl Debugger {
         let pm = m.cpu.protected_mode();
         // Exceptions with an error code (table 6-1) push it last.
         let has_code = pm && matches!(vector, 8 | 10..=14 | 17);
-        let slot = if wide { 4 } else { 2 };
-        let ss = m.cpu.seg[ringside_core::cpu::SegReg::Ss as usize].base;
-        let sp = if m.cpu.stack32() {
-            m.cpu.gpr[ringside_core::cpu::reg::ESP]
-        } else {
-            m.cpu.gpr[ringside_core::cpu::reg::ESP] & 0xFFFF
-        };
-        let frame = ss.wrapping_add(sp);
+        let frame = m.peek_event_frame(wide, has_code);
         let mut out = String::new();
         if vector == 14 {
             let _ = write!(out, "CR2={:08x}", m.cpu.cr2);
         }
-        let mut at = frame;
-        if has_code {
-            if let Some(code) = inspect::lin_u32(m, at) {
-                let _ = write!(
-                    out,
-                    "{}error code {code:#x}",
-                    if out.is_empty() { "" } else { " " }
-                );
-            }
-            at = at.wrapping_add(slot);
+        if let Some(code) = frame.and_then(|f| f.error_code) {
+            let sep = if out.is_empty() { "" } else { " " };
+            let _ = write!(out, "{sep}error code {code:#x}");
         }
-        let (eip, cs) = if wide {
-            (
-                inspect::lin_u32(m, at),
-                inspect::lin_u32(m, at.wrapping_add(4)).map(|c| c as u16),
-            )
-        } else {
-            let w = |m: &mut Machine, a: u32| {
-                m.peek_bytes(a, 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-            };
-            (w(m, at).map(u32::from), w(m, at.wrapping_add(2)))
-        };
         if !out.is_empty() {
             out.push('\n');
         }
-        if let (Some(eip), Some(cs)) = (eip, cs) {
-            let base = m.peek_segment_base(cs).unwrap_or(0);
-            let lin = base.wrapping_add(eip);
-            let bytes: Vec<u8> = inspect::read_lin(m, lin, 15)
-                .into_iter()
-                .map_while(|b| b)
-                .collect();
+        if let Some(f) = frame {
+            let (cs, eip) = (f.cs, f.eip);
+            let lin = m.peek_segment_base(cs).unwrap_or(0).wrapping_add(eip);
+            let mut code = [0u8; 15];
+            let n = m.peek_into(lin, &mut code);
             let bits = if pm && (wide || m.cpu.code32()) {
                 32
             } else {
                 16
             };
-            let insn = iced_x86::Decoder::with_ip(
-                bits,
-                &bytes,
-                eip as u64,
-                iced_x86::DecoderOptions::NONE,
-            )
-            .decode();
-            let mut text = String::new();
-            if bytes.is_empty() {
-                text.push_str("?? (not mapped)");
+            let text = if n == 0 {
+                "?? (not mapped)".to_string()
             } else {
-                use iced_x86::Formatter;
-                match self.syntax {
-                    Syntax::Intel => iced_x86::IntelFormatter::new().format(&insn, &mut text),
-                    Syntax::Att => iced_x86::GasFormatter::new().format(&insn, &mut text),
-                }
-            }
+                let insn = iced_x86::Decoder::with_ip(
+                    bits,
+                    &code[..n],
+                    eip as u64,
+                    iced_x86::DecoderOptions::NONE,
+                )
+                .decode();
+                inspect::format_instruction(&insn, None, self.syntax)
+            };
             let sym = self
                 .symbols
                 .describe(lin)
@@ -424,11 +390,7 @@ impl Debugger {
                         iced_x86::DecoderOptions::NONE,
                     )
                     .decode();
-                    let mut text = String::new();
-                    {
-                        use iced_x86::Formatter;
-                        iced_x86::IntelFormatter::new().format(&insn, &mut text);
-                    }
+                    let text = inspect::format_instruction(&insn, None, Syntax::Intel);
                     let _ = writeln!(
                         out,
                         "{:>10} {:04x}:{:08x} {text:<28} {}",

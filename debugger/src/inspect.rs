@@ -20,14 +20,21 @@ use ringside_core::Machine;
 
 use crate::symbols::Symbols;
 
-/// One byte at a linear address, or None where nothing readable is mapped.
-pub fn peek_lin(m: &mut Machine, lin: u32) -> Option<u8> {
-    m.peek_translation(lin).and_then(|pa| m.mem.read_plain(pa))
-}
-
-/// `len` bytes from a linear address; unreadable bytes are None.
+/// `len` bytes from a linear address; unreadable bytes are None. Read a
+/// page at a time (`Machine::peek_into`), skipping over unreadable bytes.
 pub fn read_lin(m: &mut Machine, lin: u32, len: u32) -> Vec<Option<u8>> {
-    (0..len).map(|i| peek_lin(m, lin.wrapping_add(i))).collect()
+    let len = len as usize;
+    let mut buf = vec![0u8; len];
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let i = out.len();
+        let n = m.peek_into(lin.wrapping_add(i as u32), &mut buf[i..]);
+        out.extend(buf[i..i + n].iter().map(|&b| Some(b)));
+        if out.len() < len {
+            out.push(None);
+        }
+    }
+    out
 }
 
 /// `len` bytes from a physical address (RAM and ROM only).
@@ -39,8 +46,8 @@ pub fn read_phys(m: &Machine, pa: u32, len: u32) -> Vec<Option<u8>> {
 
 /// A little-endian dword at a linear address, if all four bytes read.
 pub fn lin_u32(m: &mut Machine, lin: u32) -> Option<u32> {
-    let b: Option<Vec<u8>> = read_lin(m, lin, 4).into_iter().collect();
-    b.map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    m.peek_bytes(lin, 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Write bytes at a linear address through the guest's paging (the
@@ -115,6 +122,19 @@ impl SymbolResolver for Resolver {
     }
 }
 
+/// One decoded instruction as text, in `syntax`, with branch targets and
+/// displacements named by `symbols` when given.
+pub fn format_instruction(insn: &Instruction, symbols: Option<&Symbols>, syntax: Syntax) -> String {
+    let mut text = String::new();
+    // The formatters own their resolver (a cheap shared copy).
+    let resolver = symbols.map(|s| Box::new(Resolver(s.clone())) as Box<dyn SymbolResolver>);
+    match syntax {
+        Syntax::Intel => IntelFormatter::with_options(resolver, None).format(insn, &mut text),
+        Syntax::Att => GasFormatter::with_options(resolver, None).format(insn, &mut text),
+    }
+    text
+}
+
 /// One disassembled instruction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
@@ -142,10 +162,9 @@ pub fn disassemble(
     let mut at = eip;
     for _ in 0..count {
         let linear = base.wrapping_add(at);
-        let bytes: Vec<u8> = read_lin(m, linear, 15)
-            .into_iter()
-            .map_while(|b| b)
-            .collect();
+        let mut code = [0u8; 15];
+        let n = m.peek_into(linear, &mut code);
+        let bytes = &code[..n];
         if bytes.is_empty() {
             out.push(Line {
                 eip: at,
@@ -156,21 +175,8 @@ pub fn disassemble(
             });
             break;
         }
-        let insn = Decoder::with_ip(bitness, &bytes, at as u64, DecoderOptions::NONE).decode();
+        let insn = Decoder::with_ip(bitness, bytes, at as u64, DecoderOptions::NONE).decode();
         let len = insn.len().max(1);
-        let mut text = String::new();
-        // The formatters own their resolver (a cheap shared copy).
-        let resolver = Box::new(Resolver(symbols.clone()));
-        match syntax {
-            Syntax::Intel => {
-                let mut f = IntelFormatter::with_options(Some(resolver), None);
-                f.format(&insn, &mut text);
-            }
-            Syntax::Att => {
-                let mut f = GasFormatter::with_options(Some(resolver), None);
-                f.format(&insn, &mut text);
-            }
-        }
         out.push(Line {
             eip: at,
             linear,
@@ -178,7 +184,7 @@ pub fn disassemble(
             text: if insn.is_invalid() {
                 "(bad)".into()
             } else {
-                text
+                format_instruction(&insn, Some(symbols), syntax)
             },
             symbol: symbols.describe(linear),
         });

@@ -65,14 +65,8 @@ pub enum Outcome {
 /// The instruction at CS:EIP of `m`, read without side effects.
 fn peek_instruction(m: &mut Machine) -> (Vec<u8>, Instruction) {
     let code32 = m.cpu.code32();
-    let lin = m.cpu.linear_eip();
-    let mut bytes = Vec::with_capacity(15);
-    for i in 0..15u32 {
-        match m.peek_translation(lin.wrapping_add(i)) {
-            Some(pa) => bytes.push(m.mem.read_plain(pa).unwrap_or(0xFF)),
-            None => break,
-        }
-    }
+    let (code, n) = m.peek_code();
+    let mut bytes = code[..n].to_vec();
     let mut d = Decoder::with_ip(
         if code32 { 32 } else { 16 },
         &bytes,

@@ -317,33 +317,10 @@ pub struct Access {
     pub write: bool,
 }
 
-/// Up to 15 bytes at a linear address, stopping at the first byte that is
-/// not readable. One translation per page (a step's hot path).
-pub fn code_bytes(m: &mut Machine, lin: u32) -> ([u8; 15], usize) {
-    let mut out = [0u8; 15];
-    let mut n = 0usize;
-    while n < out.len() {
-        let at = lin.wrapping_add(n as u32);
-        let Some(pa) = m.peek_translation(at) else {
-            break;
-        };
-        let in_page = (0x1000 - (at & 0xFFF)) as usize;
-        let end = (n + in_page).min(out.len());
-        for (k, slot) in out[n..end].iter_mut().enumerate() {
-            match m.mem.read_plain(pa.wrapping_add(k as u32)) {
-                Some(b) => *slot = b,
-                None => return (out, n + k),
-            }
-        }
-        n = end;
-    }
-    (out, n)
-}
-
 /// The instruction at CS:EIP, decoded without side effects, with its
 /// bytes.
 pub fn decode_next_with_bytes(m: &mut Machine) -> Option<(Instruction, Vec<u8>)> {
-    let (bytes, n) = code_bytes(m, m.cpu.linear_eip());
+    let (bytes, n) = m.peek_code();
     if n == 0 {
         return None;
     }

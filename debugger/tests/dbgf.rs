@@ -2,48 +2,13 @@
 //! interpreter) and irq-pm (unpaged, on the interpreter and on KVM where
 //! the host runs it).
 
-use ringside_core::boot;
+mod common;
+
+use common::debugger;
 use ringside_core::config::MachineConfig;
-use ringside_core::{Engine, Machine, StopReason};
+use ringside_core::StopReason;
 use ringside_debugger::stops::{Address, Condition, StopKind, WatchKind};
-use ringside_debugger::symbols::Symbols;
-use ringside_debugger::{Debugger, StopCause};
-use ringside_devices::pc::{build_pc, HostIo};
-use ringside_devices::SharedBuffer;
-
-fn factory() -> ringside_debugger::EngineFactory {
-    Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
-        match name {
-            "interp" => Ok(Box::new(ringside_interp::Interp::new())),
-            "kvm" => Ok(Box::new(
-                ringside_kvm::Kvm::new().map_err(|e| e.to_string())?,
-            )),
-            other => Err(format!("no engine {other}")),
-        }
-    })
-}
-
-/// A PC booted (directly, like qemu -kernel) into a built-in kernel, in a
-/// debugger on `engine`, with COM1 captured.
-fn debugger(guest: &str, engine: &str) -> (Debugger, SharedBuffer) {
-    let com1 = SharedBuffer::default();
-    let mut m: Machine = build_pc(
-        &MachineConfig::default(),
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds");
-    let image = ringside_guests::find(guest).expect("built in").image;
-    boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
-    let f = factory();
-    let e = f(engine).expect("the engine exists");
-    let mut d = Debugger::new(m, e, f);
-    d.symbols = Symbols::from_elf(image);
-    (d, com1)
-}
+use ringside_debugger::StopCause;
 
 #[test]
 fn a_breakpoint_on_a_kernel_symbol_stops_before_its_first_instruction() {

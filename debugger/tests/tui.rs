@@ -2,52 +2,17 @@
 //! lines into `App`, the screen drawn on ratatui's `TestBackend`, and the
 //! assertions on what a user would see there.
 
+mod common;
+
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
-use ringside_core::boot;
-use ringside_core::config::MachineConfig;
-use ringside_core::{Engine, Machine};
-use ringside_debugger::symbols::Symbols;
 use ringside_debugger::tui::{App, Focus, Tick, CHANGED, DIFFERENT};
-use ringside_debugger::{Debugger, StopCause};
-use ringside_devices::pc::{build_pc, HostIo};
-use ringside_devices::SharedBuffer;
-
-fn factory() -> ringside_debugger::EngineFactory {
-    Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
-        match name {
-            "interp" => Ok(Box::new(ringside_interp::Interp::new())),
-            other => Err(format!("no engine {other}")),
-        }
-    })
-}
-
-/// The demo OS booted directly into its kernel, on the interpreter, with
-/// COM1 captured.
-fn demo_machine() -> (Machine, SharedBuffer) {
-    let com1 = SharedBuffer::default();
-    let mut m = build_pc(
-        &MachineConfig::default(),
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds");
-    let image = ringside_guests::find("demo").expect("built in").image;
-    boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
-    (m, com1)
-}
+use ringside_debugger::StopCause;
 
 fn demo_app() -> App {
-    let (m, com1) = demo_machine();
-    let f = factory();
-    let engine = f("interp").expect("the interpreter exists");
-    let mut d = Debugger::new(m, engine, f);
-    d.symbols = Symbols::from_elf(ringside_guests::find("demo").expect("built in").image);
+    let (d, com1) = common::debugger("demo", "interp");
     App::new(d, com1)
 }
 
@@ -130,7 +95,7 @@ fn a_caught_page_fault_shows_cr2_and_the_faulting_user_instruction() {
 #[test]
 fn compare_mode_shows_no_divergence_until_the_partner_is_corrupted() {
     let mut app = demo_app();
-    let (partner, _) = demo_machine();
+    let (partner, _) = common::machine("demo");
     app.debugger
         .set_partner(partner, "interp")
         .expect("the interpreter exists");

@@ -116,10 +116,7 @@ fn back(m: &mut Machine, symbols: &Symbols, target: u32, n: usize) -> u32 {
 /// The instruction starts from `start` up to `target`, if the instructions
 /// end exactly at `target` (all readable and valid).
 fn boundaries(m: &mut Machine, base: u32, bits: u32, start: u32, target: u32) -> Option<Vec<u32>> {
-    let bytes: Option<Vec<u8>> = inspect::read_lin(m, base.wrapping_add(start), target - start)
-        .into_iter()
-        .collect();
-    let bytes = bytes?;
+    let bytes = m.peek_bytes(base.wrapping_add(start), target - start)?;
     let mut decoder = Decoder::with_ip(bits, &bytes, start as u64, DecoderOptions::NONE);
     let mut starts = Vec::new();
     while decoder.can_decode() {

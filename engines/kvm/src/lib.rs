@@ -186,40 +186,43 @@ impl Kvm {
         }
         let guard = *self.paging_guard.get_or_insert_with(host_refuses_paging);
         let vm = self.vm.as_mut().expect("the VM was created just above");
-        // The paging guard watches the #GP handler. While the IDT has no
-        // usable #GP gate (before the guest's LIDT, typically), run one
-        // instruction at a time instead, so that the guard is in place from
-        // the instruction the gate appears. Each step counts as one entry.
-        let mode = match mode {
+        let result = match mode {
             vcpu::Mode::Run { entries } if guard => {
-                let mut left = entries.max(1);
-                while m.cpu.protected_mode()
-                    && !m.cpu.paging()
-                    && step_catch::handler(m, 13).is_none()
-                {
-                    if left == 0 {
-                        invalidate_code_pages(m);
-                        return Ok(Exit::BudgetSpent);
-                    }
-                    left -= 1;
-                    self.counters.guard_steps += 1;
-                    let exit = vm.enter(m, vcpu::Mode::Step, guard, &mut self.counters);
-                    if exit != Ok(Exit::BudgetSpent) {
-                        invalidate_code_pages(m);
-                        return exit;
-                    }
-                }
-                if left == 0 {
-                    invalidate_code_pages(m);
-                    return Ok(Exit::BudgetSpent);
-                }
-                vcpu::Mode::Run { entries: left }
+                Self::run_guarded(vm, m, entries, &mut self.counters)
             }
-            other => other,
+            other => vm.enter(m, other, guard, &mut self.counters),
         };
-        let result = vm.enter(m, mode, guard, &mut self.counters);
         invalidate_code_pages(m);
         result
+    }
+
+    /// `run` with the paging guard on. While the IDT has no usable #GP
+    /// gate (before the guest's LIDT, typically), run one instruction at a
+    /// time instead, so that the guard is in place from the instruction the
+    /// gate appears. Each step counts as one entry.
+    #[cfg(target_os = "linux")]
+    fn run_guarded(
+        vm: &mut vcpu::Vm,
+        m: &mut Machine,
+        entries: u64,
+        counters: &mut Counters,
+    ) -> Result<Exit, EngineError> {
+        let mut left = entries.max(1);
+        while m.cpu.protected_mode() && !m.cpu.paging() && step_catch::handler(m, 13).is_none() {
+            if left == 0 {
+                return Ok(Exit::BudgetSpent);
+            }
+            left -= 1;
+            counters.guard_steps += 1;
+            let exit = vm.enter(m, vcpu::Mode::Step, true, counters)?;
+            if exit != Exit::BudgetSpent {
+                return Ok(exit);
+            }
+        }
+        if left == 0 {
+            return Ok(Exit::BudgetSpent);
+        }
+        vm.enter(m, vcpu::Mode::Run { entries: left }, true, counters)
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -20,7 +20,6 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::flags::{RF, TF};
-use ringside_core::cpu::{reg, SegReg};
 use ringside_core::Machine;
 
 /// A handler to put a breakpoint on: its linear address, and whether the
@@ -34,31 +33,14 @@ pub(crate) struct Handler {
 /// Up to four handlers, one per debug register.
 pub(crate) type HandlerBreakpoints = [Option<Handler>; 4];
 
-fn peek_u32(m: &mut Machine, lin: u32) -> Option<u32> {
-    m.peek_bytes(lin, 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn peek_u16(m: &mut Machine, lin: u32) -> Option<u16> {
-    m.peek_bytes(lin, 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-}
-
 /// The instruction at CS:EIP.
 pub(crate) fn decode_at_eip(m: &mut Machine) -> Option<Instruction> {
-    let lin = m.cpu.linear_eip();
-    let bytes: Vec<u8> = (0..15u32)
-        .map_while(|i| {
-            m.peek_translation(lin.wrapping_add(i))
-                .and_then(|pa| m.mem.read_plain(pa))
-        })
-        .collect();
-    if bytes.is_empty() {
+    let (code, n) = m.peek_code();
+    if n == 0 {
         return None;
     }
     let bitness = if m.cpu.code32() { 32 } else { 16 };
-    let insn = Decoder::with_ip(bitness, &bytes, m.cpu.eip as u64, DecoderOptions::NONE).decode();
-    Some(insn)
+    Some(Decoder::with_ip(bitness, &code[..n], m.cpu.eip as u64, DecoderOptions::NONE).decode())
 }
 
 /// The vectors `insn` can raise, most specific first.
@@ -112,18 +94,10 @@ pub(crate) fn paging_guard(m: &mut Machine) -> HandlerBreakpoints {
 /// is error code, EIP, CS (SDM Vol. 3A 6.12.1); the GPRs are still those
 /// the faulting instruction saw.
 pub(crate) fn refused_paging(m: &mut Machine, wide: bool) -> Option<(u16, u32)> {
-    let ss_base = m.cpu.seg[SegReg::Ss as usize].base;
-    let esp = m.cpu.gpr[reg::ESP];
-    let sp = if m.cpu.stack32() { esp } else { esp & 0xFFFF };
-    let slot = if wide { 4 } else { 2 };
     // Protected mode pushes an error code for #GP; real mode does not.
-    let skip = if m.cpu.protected_mode() { slot } else { 0 };
-    let at = ss_base.wrapping_add(sp.wrapping_add(skip));
-    let (eip, cs) = if wide {
-        (peek_u32(m, at)?, peek_u32(m, at.wrapping_add(4))? as u16)
-    } else {
-        (peek_u16(m, at)? as u32, peek_u16(m, at.wrapping_add(2))?)
-    };
+    let error_code = m.cpu.protected_mode();
+    let frame = m.peek_event_frame(wide, error_code)?;
+    let (cs, eip) = (frame.cs, frame.eip);
     let lin = m.peek_segment_base(cs)?.wrapping_add(eip);
     let bytes = m.peek_bytes(lin, 3)?;
     // MOV CR0, r32: 0F 22 /r with reg = 0 and mod = 11 (SDM Vol. 2B MOV).
@@ -180,49 +154,29 @@ pub(crate) fn fix_delivered_frame(
     before_eip: u32,
     next_eip: Option<u32>,
 ) -> bool {
-    let ss_base = m.cpu.seg[SegReg::Ss as usize].base;
-    let esp = m.cpu.gpr[reg::ESP];
-    let sp = if m.cpu.stack32() { esp } else { esp & 0xFFFF };
-    let slot = if wide { 4 } else { 2 };
-    // Frame: [error code] EIP CS EFLAGS; find EIP/CS at offset 0 or one slot up.
-    let mut found = None;
-    for skip in [0u32, slot] {
-        let at = ss_base.wrapping_add(sp.wrapping_add(skip));
-        let (ip, cs) = if wide {
-            (
-                peek_u32(m, at),
-                peek_u32(m, at.wrapping_add(4)).map(|c| c as u16),
-            )
+    // Frame: [error code] EIP CS EFLAGS; which one it is shows in whether
+    // EIP/CS are on top or one slot up.
+    let found = [false, true].into_iter().find_map(|error_code| {
+        let f = m.peek_event_frame(wide, error_code)?;
+        if f.cs != before_cs {
+            return None;
+        }
+        if f.eip == before_eip {
+            Some((f, false))
+        } else if Some(f.eip) == next_eip {
+            Some((f, true))
         } else {
-            (
-                peek_u16(m, at).map(u32::from),
-                peek_u16(m, at.wrapping_add(2)),
-            )
-        };
-        let (Some(ip), Some(cs)) = (ip, cs) else {
-            continue;
-        };
-        if cs != before_cs {
-            continue;
+            None
         }
-        if ip == before_eip {
-            found = Some((skip, false));
-            break;
-        }
-        if Some(ip) == next_eip {
-            found = Some((skip, true));
-            break;
-        }
-    }
+    });
     // Delivery clears RF (SDM Vol. 3A 6.12.1); the RF in the vCPU's flags
     // is KVM's, set so that resuming does not hit the breakpoint again.
     m.cpu.eflags &= !RF;
-    let Some((skip, retired)) = found else {
+    let Some((frame, retired)) = found else {
         return false;
     };
     if !guest_tf {
-        let flags_at = ss_base.wrapping_add(sp.wrapping_add(skip + 2 * slot));
-        if let Some(pa) = m.peek_translation(flags_at.wrapping_add(1)) {
+        if let Some(pa) = m.peek_translation(frame.eflags_at.wrapping_add(1)) {
             if let Some(b) = m.mem.read_plain(pa) {
                 // TF is bit 8: bit 0 of the image's second byte.
                 let clean = b & !((TF >> 8) as u8);

@@ -1,0 +1,50 @@
+//! What the debugger's integration tests share: built-in kernels booted
+//! directly (like qemu -kernel) into a debugger, COM1 captured.
+
+use ringside_core::boot;
+use ringside_core::config::MachineConfig;
+use ringside_core::{Engine, Machine};
+use ringside_debugger::symbols::Symbols;
+use ringside_debugger::Debugger;
+use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::SharedBuffer;
+
+/// The engines the tests use, by name.
+pub fn factory() -> ringside_debugger::EngineFactory {
+    Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
+        match name {
+            "interp" => Ok(Box::new(ringside_interp::Interp::new())),
+            "kvm" => Ok(Box::new(
+                ringside_kvm::Kvm::new().map_err(|e| e.to_string())?,
+            )),
+            other => Err(format!("no engine {other}")),
+        }
+    })
+}
+
+/// The default PC booted into the built-in kernel `guest`, with COM1.
+pub fn machine(guest: &str) -> (Machine, SharedBuffer) {
+    let com1 = SharedBuffer::default();
+    let mut m = build_pc(
+        &MachineConfig::default(),
+        HostIo {
+            com1: Box::new(com1.clone()),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        },
+    )
+    .expect("the default PC builds");
+    let image = ringside_guests::find(guest).expect("built in").image;
+    boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
+    (m, com1)
+}
+
+/// That machine in a debugger on `engine`, with the kernel's symbols.
+pub fn debugger(guest: &str, engine: &str) -> (Debugger, SharedBuffer) {
+    let (m, com1) = machine(guest);
+    let f = factory();
+    let e = f(engine).expect("the engine exists");
+    let mut d = Debugger::new(m, e, f);
+    d.symbols = Symbols::from_elf(ringside_guests::find(guest).expect("built in").image);
+    (d, com1)
+}
