@@ -686,9 +686,9 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("ringside: {r}");
             ("reset", status::RESET)
         }
-        SessionEnd::Machine(RunOutcome::Exception(f)) => {
+        SessionEnd::Machine(RunOutcome::Event(e)) => {
             // `run` intercepts no vectors; only the debugger does.
-            eprintln!("ringside: unexpected exception exit: {f:?}");
+            eprintln!("ringside: unexpected event exit: {e:?}");
             ("exception", status::ERROR)
         }
         SessionEnd::Machine(RunOutcome::InstructionLimit) => {

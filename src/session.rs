@@ -204,7 +204,7 @@ impl Session {
                 Exit::Stopped(reason) => {
                     return Ok(SessionEnd::Machine(RunOutcome::Stopped(reason)))
                 }
-                Exit::Exception(f) => return Ok(SessionEnd::Machine(RunOutcome::Exception(f))),
+                Exit::Event(e) => return Ok(SessionEnd::Machine(RunOutcome::Event(e))),
                 Exit::WaitingForInput => {
                     self.feed_script_byte();
                 }

@@ -14,10 +14,12 @@
 //! the PIC directly otherwise.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::cpu::boundary::{work, PendingWork};
 use crate::memory::DeviceId;
 
 /// Interrupt lines on the bus: global system interrupts 0-23.
@@ -244,6 +246,8 @@ pub struct Bus {
     epoch: u64,
     intr_cache: Option<(u64, bool)>,
     nmi_checked: u64,
+    /// Raised with `work::DEVICE` after every device call.
+    pending: Arc<PendingWork>,
 }
 
 impl Default for Bus {
@@ -268,7 +272,13 @@ impl Bus {
             epoch: 1,
             intr_cache: None,
             nmi_checked: 0,
+            pending: Arc::default(),
         }
+    }
+
+    /// Raise `pending` (the machine's pending-work word) after device calls.
+    pub fn share_pending_work(&mut self, pending: Arc<PendingWork>) {
+        self.pending = pending;
     }
 
     /// Add a device; it answers nothing until ports or MMIO are claimed.
@@ -361,6 +371,7 @@ impl Bus {
         f: impl FnOnce(&mut dyn Device, &mut DeviceCtx) -> R,
     ) -> R {
         self.epoch += 1;
+        self.pending.raise(work::DEVICE);
         let mut events = DeviceEvents::default();
         let r = {
             let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
@@ -413,6 +424,7 @@ impl Bus {
         f: impl FnOnce(&mut dyn Device, &mut DeviceCtx),
     ) {
         self.epoch += 1;
+        self.pending.raise(work::DEVICE);
         let mut events = DeviceEvents::default();
         {
             let mut ctx = DeviceCtx::new(now_ns, &mut self.signals, &mut events);
@@ -610,6 +622,7 @@ impl Bus {
         // INTR and NMI answers are stale.
         self.epoch += 1;
         self.intr_cache = None;
+        self.pending.raise(work::DEVICE);
     }
 
     /// Every device's saved state, by device index.

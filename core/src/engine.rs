@@ -27,10 +27,10 @@ pub enum Exit {
     /// A device found its host-input buffer empty when the guest looked
     /// (`Signals::input_wanted`): the caller may feed input now, then run on.
     WaitingForInput,
-    /// An instruction raised an exception whose vector the caller asked to
-    /// see (`Machine::exception_exits`). It was not delivered: EIP points at
-    /// the faulting instruction and nothing of it was committed.
-    Exception(crate::cpu::Fault),
+    /// An event the caller asked to see (`Machine::event_policy`) was
+    /// raised. It was not delivered; the CPU state is as it was before
+    /// delivery began (see `EventExit`).
+    Event(crate::cpu::events::EventExit),
     /// The next instruction is at one of the debugger's breakpoint
     /// addresses (`Machine::breakpoints`) and has not run. Only engines
     /// whose `honours_breakpoints` is true return it.

@@ -1,7 +1,11 @@
 //! The machine (VirtualBox's Main API in miniature): CPU state, memory, TLB,
 //! buses and clock in one value that every engine and front-end works on.
 
+use std::sync::Arc;
+
 use crate::bus::{Bus, Device, StopRequest};
+use crate::cpu::boundary::PendingWork;
+use crate::cpu::events::{EventExit, EventPolicy};
 use crate::cpu::CpuState;
 use crate::engine::{Budget, Engine, EngineError, Exit, StopReason};
 use crate::memory::{DeviceId, Memory, MemoryError};
@@ -18,11 +22,14 @@ pub struct Machine {
     /// Data breakpoints armed in DR7, derived from the debug registers by
     /// [`Machine::sync_debug_registers`].
     pub watch: DataWatch,
-    /// Event redirection (DESIGN.md section 3, `EventPolicy::Exit`): bit v
-    /// set means an exception with vector v raised by an instruction is
-    /// returned to the caller as `Exit::Exception` instead of being delivered
-    /// through the IDT. The debugger and the raw-mode monitor use this.
-    pub exception_exits: u32,
+    /// Event redirection (DESIGN.md section 3, `EventPolicy::Exit`): the
+    /// events, by source and vector, that `deliver_event` returns to the
+    /// caller (as `Exit::Event`) instead of delivering them. The debugger,
+    /// the conformance runner and the raw-mode monitor use this.
+    pub event_policy: EventPolicy,
+    /// The pending-work word (`cpu::boundary`), shared with the bus and
+    /// memory, which raise it.
+    pending: Arc<PendingWork>,
     /// When set, every guest-physical write is recorded here (address,
     /// size, value) — the lockstep comparator compares what two engines
     /// wrote. While it is on, the TLB holds no write entries, so no store
@@ -52,24 +59,37 @@ pub enum RunOutcome {
     Stopped(StopReason),
     /// The instruction limit was reached first.
     InstructionLimit,
-    /// An exception the caller intercepts (`exception_exits`) was raised.
-    Exception(crate::cpu::Fault),
+    /// An event the caller redirects (`event_policy`) was raised.
+    Event(EventExit),
 }
 
 impl Machine {
     /// A machine with `mib` MiB of RAM, no ROM, no devices, in the reset state.
     pub fn with_ram_mib(mib: u32) -> Result<Machine, MemoryError> {
+        let pending = Arc::new(PendingWork::default());
+        let mut mem = Memory::new(mib)?;
+        mem.share_pending_work(pending.clone());
+        let mut bus = Bus::new();
+        bus.share_pending_work(pending.clone());
         Ok(Machine {
             cpu: CpuState::at_reset(),
-            mem: Memory::new(mib)?,
+            mem,
             tlb: Tlb::default(),
-            bus: Bus::new(),
+            bus,
             clock: Clock::default(),
             watch: DataWatch::default(),
-            exception_exits: 0,
+            event_policy: EventPolicy::default(),
+            pending,
             write_log: None,
             breakpoints: Vec::new(),
         })
+    }
+
+    /// The pending-work word: raise a bit of `cpu::boundary::work` to make
+    /// the next instruction boundary look.
+    #[inline(always)]
+    pub fn pending(&self) -> &PendingWork {
+        &self.pending
     }
 
     /// Re-derive the armed data breakpoints from DR7 (after a write to a
@@ -209,7 +229,7 @@ impl Machine {
                     }
                 }
                 Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
-                Exit::Exception(f) => return Ok(RunOutcome::Exception(f)),
+                Exit::Event(e) => return Ok(RunOutcome::Event(e)),
                 Exit::Halted => {
                     if !self.skip_to_next_deadline() {
                         return Ok(RunOutcome::Stopped(StopReason::IdleForever {

@@ -8,8 +8,12 @@
 //! mapped there, else RAM if below the RAM size, else unassigned (reads give
 //! all ones, writes are dropped, as on a PC bus with nothing answering).
 
+use std::sync::Arc;
+
 use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use crate::cpu::boundary::{work, PendingWork};
 
 pub const PAGE_SIZE: u32 = 4096;
 pub const PAGE_SHIFT: u32 = 12;
@@ -86,6 +90,8 @@ pub struct Memory {
     code_log: Vec<u32>,
     /// Sequence number of `code_log[0]`.
     code_log_base: u64,
+    /// Raised with `work::CODE_WRITE` when a code page is written.
+    pending: Arc<PendingWork>,
 }
 
 /// What an engine must drop since its cursor into the code-write log.
@@ -106,6 +112,12 @@ const CODE_LOG_LIMIT: usize = 1 << 16;
 unsafe impl Send for Memory {}
 
 impl Memory {
+    /// Raise `pending` (the machine's pending-work word) when a code page
+    /// is written.
+    pub fn share_pending_work(&mut self, pending: Arc<PendingWork>) {
+        self.pending = pending;
+    }
+
     /// Map `mib` MiB of zeroed RAM at physical address 0.
     pub fn new(mib: u32) -> Result<Memory, MemoryError> {
         if mib == 0 || mib > 3072 {
@@ -128,6 +140,7 @@ impl Memory {
             code_pages: vec![0; pages.div_ceil(64)],
             code_log: Vec::new(),
             code_log_base: 0,
+            pending: Arc::default(),
         })
     }
 
@@ -319,6 +332,7 @@ impl Memory {
                 self.code_log.clear();
             }
             self.code_log.push(page);
+            self.pending.raise(work::CODE_WRITE);
         }
     }
 

@@ -500,7 +500,7 @@ impl Debugger {
             Exit::WaitingForInput => {
                 self.feed_input();
             }
-            Exit::BudgetSpent | Exit::Exception(_) | Exit::Breakpoint => {}
+            Exit::BudgetSpent | Exit::Event(_) | Exit::Breakpoint => {}
         }
         let m = &mut self.main.machine;
         let after = m.cpu.clone();
@@ -619,7 +619,7 @@ impl Debugger {
         self.main.machine.breakpoints.clear();
         let exit = exit?;
         Ok(match exit {
-            Exit::BudgetSpent | Exit::Exception(_) => Resume::Running,
+            Exit::BudgetSpent | Exit::Event(_) => Resume::Running,
             Exit::Breakpoint => match self.breakpoint_hit() {
                 Some(cause) => Resume::Stopped(cause),
                 None => Resume::Running,

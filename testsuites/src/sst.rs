@@ -273,10 +273,8 @@ fn run_test(t: &Test, make_engine: &dyn Fn() -> Box<dyn Engine>) -> Result<Verdi
                     break;
                 }
             }
-            Ok(Exit::Exception(f)) => {
-                return Ok(Verdict::Failed(format!(
-                    "exception {f:?} returned undelivered"
-                )))
+            Ok(Exit::Event(e)) => {
+                return Ok(Verdict::Failed(format!("event {e:?} returned undelivered")))
             }
             Err(e) => return Ok(Verdict::Failed(format!("engine error: {e}"))),
         }

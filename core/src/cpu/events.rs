@@ -49,6 +49,14 @@ impl Event {
             address: f.address,
         }
     }
+    pub fn nmi() -> Event {
+        Event {
+            vector: vector::NMI,
+            source: EventSource::Nmi,
+            error_code: None,
+            address: 0,
+        }
+    }
     pub fn software(vector: u8) -> Event {
         Event {
             vector,
@@ -73,6 +81,20 @@ impl Event {
     }
 }
 
+impl EventSource {
+    const ALL: [EventSource; 5] = [
+        EventSource::Exception,
+        EventSource::Software,
+        EventSource::Icebp,
+        EventSource::External,
+        EventSource::Nmi,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The outcome of delivering an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -80,6 +102,78 @@ pub enum Delivery {
     Delivered,
     /// A fault while delivering a double fault: the CPU shut down.
     TripleFault,
+    /// The event policy redirects the event to the caller: nothing was
+    /// delivered (see [`EventExit`]).
+    Redirected(EventExit),
+}
+
+/// An event handed to the engine's caller instead of being delivered
+/// (`EventPolicy::Exit` of DESIGN.md section 3). The CPU state is as it was
+/// before delivery began: for a fault, the faulting instruction committed
+/// nothing and EIP points at it; for a software interrupt (INT n, INT3,
+/// INTO, ICEBP) the instruction did not retire and EIP points at it; for a
+/// trap (a debug trap) the instruction retired and EIP is past it; for an
+/// external interrupt, it was acknowledged at the interrupt controller
+/// (the caller now owns its delivery); for a fault raised while delivering
+/// another event, `during` names that event and nothing of either was
+/// delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventExit {
+    pub event: Event,
+    /// The address delivery would have saved as the return address.
+    pub return_eip: u32,
+    /// The event whose delivery raised this one, if any.
+    pub during: Option<Event>,
+}
+
+/// Which events go to the engine's caller instead of through the IDT or
+/// IVT: one bit per (source, vector). Empty by default. The debugger
+/// catches vectors with it, the conformance runner sees every fault, and
+/// the raw-mode monitor takes every event the guest's kernel would handle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventPolicy {
+    by_source: [[u64; 4]; 5],
+}
+
+impl EventPolicy {
+    /// Redirect `vector` when it comes from any of `sources`.
+    pub fn redirect(&mut self, sources: &[EventSource], vector: u8) {
+        for s in sources {
+            self.by_source[s.index()][vector as usize / 64] |= 1 << (vector % 64);
+        }
+    }
+
+    /// Redirect the exceptions (source `Exception`) whose vectors are set
+    /// in `mask` (bit v for vector v < 32).
+    pub fn redirect_exceptions(&mut self, mask: u32) {
+        for v in (0..32u8).filter(|v| mask & (1 << v) != 0) {
+            self.redirect(&[EventSource::Exception], v);
+        }
+    }
+
+    /// Redirect every event from every source.
+    pub fn redirect_all(&mut self) {
+        self.by_source = [[u64::MAX; 4]; 5];
+    }
+
+    /// Deliver everything again.
+    pub fn clear(&mut self) {
+        *self = EventPolicy::default();
+    }
+
+    /// Whether `event` goes to the caller.
+    #[inline]
+    pub fn redirects(&self, event: &Event) -> bool {
+        let v = event.vector as usize;
+        self.by_source[event.source.index()][v / 64] & (1 << (v % 64)) != 0
+    }
+
+    /// Whether nothing is redirected.
+    pub fn is_empty(&self) -> bool {
+        EventSource::ALL
+            .iter()
+            .all(|s| self.by_source[s.index()] == [0; 4])
+    }
 }
 
 /// SDM Vol. 3A table 6-4: exception classes for the double-fault rules.
@@ -131,7 +225,18 @@ impl Machine {
     /// Faults raised during delivery are combined by the rules of SDM Vol. 3A
     /// table 6-5: a second contributory fault or page fault becomes #DF, a
     /// fault while delivering #DF shuts the CPU down.
+    ///
+    /// The event policy ([`Machine::event_policy`]) is consulted for the
+    /// event and for every fault raised while delivering it: a redirected
+    /// one comes back as [`Delivery::Redirected`] with nothing delivered.
     pub fn deliver_event(&mut self, event: Event, return_eip: u32) -> Delivery {
+        if self.event_policy.redirects(&event) {
+            return Delivery::Redirected(EventExit {
+                event,
+                return_eip,
+                during: None,
+            });
+        }
         let mut ev = event;
         let mut ret = return_eip;
         loop {
@@ -151,6 +256,7 @@ impl Machine {
                         Class::Benign
                     };
                     let second = class_of(f2.vector);
+                    let delivering = ev;
                     let double = matches!(
                         (first, second),
                         (Class::Contributory, Class::Contributory)
@@ -176,6 +282,13 @@ impl Machine {
                     };
                     // Faults during delivery report the interrupted instruction.
                     ret = self.cpu.eip;
+                    if self.event_policy.redirects(&ev) {
+                        return Delivery::Redirected(EventExit {
+                            event: ev,
+                            return_eip: ret,
+                            during: Some(delivering),
+                        });
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! software engine shares — flags, segmentation (SELM), event delivery
 //! (TRPM) and hardware task switching.
 
+pub mod boundary;
 pub mod events;
 pub mod flags;
 pub mod segments;

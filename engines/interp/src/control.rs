@@ -6,7 +6,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::events::{Delivery, Event, EventSource};
 use ringside_core::cpu::flags::OF;
 use ringside_core::cpu::{reg, vector, CpuResult, Fault, SegReg};
-use ringside_core::{Exit, StopReason};
+use ringside_core::Exit;
 
 use crate::data::condition;
 use crate::exec::{Ctx, Decoded, Handler};
@@ -138,11 +138,15 @@ pub fn software_interrupt(c: &mut Ctx, vector: u8, source: EventSource) -> CpuRe
     c.event_delivered = true;
     c.end_block = true;
     c.next_eip = c.m.cpu.eip;
-    if outcome == Delivery::TripleFault {
-        c.exit = Some(Exit::Stopped(StopReason::TripleFault {
-            cs: c.m.cpu.seg[SegReg::Cs as usize].selector,
-            eip: c.m.cpu.eip,
-        }));
+    match outcome {
+        Delivery::Delivered => {}
+        Delivery::TripleFault => c.exit = Some(c.m.triple_fault_exit()),
+        Delivery::Redirected(e) => {
+            // Nothing was delivered: the instruction does not retire and
+            // EIP stays on it (core's `EventExit`).
+            c.exit = Some(Exit::Event(e));
+            c.rep_paused = true;
+        }
     }
     Ok(())
 }

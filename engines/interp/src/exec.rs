@@ -10,13 +10,14 @@
 
 use std::collections::HashMap;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Register};
-use ringside_core::cpu::events::{Delivery, Event, EventSource};
-use ringside_core::cpu::flags::{IF, RF, TF};
-use ringside_core::cpu::{vector, CpuResult, Fault, SegReg};
+use iced_x86::{
+    Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
+};
+use ringside_core::cpu::boundary::{work, Boundary, DeliveredKind};
+use ringside_core::cpu::{CpuResult, Fault, SegReg};
 use ringside_core::memory::CodeWrites;
 use ringside_core::mmu::AccessKind;
-use ringside_core::{Budget, EngineError, Exit, Machine, StopReason};
+use ringside_core::{Budget, EngineError, Exit, Machine};
 
 use crate::table;
 
@@ -45,6 +46,7 @@ pub struct Ctx<'a> {
 pub type Handler = fn(&mut Ctx, &Decoded) -> CpuResult<()>;
 
 /// One decoded instruction, ready to run.
+#[derive(Clone)]
 pub struct Decoded {
     pub i: Instruction,
     pub exec: Handler,
@@ -54,6 +56,10 @@ pub struct Decoded {
     pub imm: u32,
     /// The memory operand uses 16-bit addressing.
     pub a16: bool,
+    /// The next instruction boundary must look after this one: it may
+    /// change whether an interrupt can be taken or how code runs (see
+    /// [`changes_boundary_state`]).
+    pub boundary_after: bool,
 }
 
 impl Decoded {
@@ -98,10 +104,41 @@ impl Decoded {
                 next_eip,
                 imm,
                 a16,
+                boundary_after: ends_block && changes_boundary_state(&i),
             },
             ends,
         )
     }
+}
+
+/// Of the instructions whose family ends a block (system, control
+/// transfer, I/O, segment loads), those after which the boundary must
+/// look (DESIGN.md section 4): anything but a near branch may change IF,
+/// the interrupt shadow, NMI blocking, TF/RF, the privilege level, the
+/// mode or the control registers, or talk to a device. Near branches
+/// change none of these, so blocks and traces run on across them.
+fn changes_boundary_state(i: &Instruction) -> bool {
+    let far = matches!(
+        i.mnemonic(),
+        Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd
+    ) || (0..i.op_count()).any(|n| {
+        matches!(i.op_kind(n), OpKind::FarBranch16 | OpKind::FarBranch32)
+            || (i.op_kind(n) == OpKind::Memory
+                && matches!(
+                    i.memory_size(),
+                    iced_x86::MemorySize::SegPtr16 | iced_x86::MemorySize::SegPtr32
+                ))
+    });
+    let near_branch = matches!(
+        i.flow_control(),
+        FlowControl::UnconditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::ConditionalBranch
+            | FlowControl::Call
+            | FlowControl::IndirectCall
+            | FlowControl::Return
+    );
+    far || !near_branch
 }
 
 fn immediate_of(i: &Instruction, n: u32) -> Option<u32> {
@@ -264,30 +301,54 @@ fn at_breakpoint(m: &Machine) -> bool {
 
 impl InterpCore {
     /// Run until the budget is spent or something stops the run.
+    ///
+    /// The loop services the instruction boundary (core's
+    /// `Machine::service_boundary`) only when the pending-work word has a
+    /// bit raised or the clock reaches the next device deadline; otherwise
+    /// it runs cached blocks, testing that word after every instruction.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
         let target = m.clock.icount.saturating_add(budget.instructions);
+        // Entering is a boundary like any other: look at everything.
+        m.pending().raise(work::HOST);
+        let mut stop_at = target;
         // Events delivered and paused REP slices spend budget without
         // retiring instructions, so a guest that faults forever (or a REP
         // with a huge count) still returns to the caller.
         let mut stalls_left = budget.instructions;
         while m.clock.icount < target && stalls_left > 0 {
-            if let Some(exit) = self.check_run_state(m) {
-                return Ok(exit);
-            }
-            if at_breakpoint(m) {
+            if m.pending().get() != 0 || m.clock.icount >= stop_at {
+                if m.pending().take() & work::CODE_WRITE != 0 {
+                    self.process_code_writes(m);
+                }
+                match m.service_boundary() {
+                    Boundary::Execute => {}
+                    Boundary::Delivered(kind) => {
+                        self.count_delivery(kind);
+                        stalls_left -= 1;
+                        continue;
+                    }
+                    Boundary::Exit(exit) => return Ok(exit),
+                }
+                stop_at = m.boundary_icount(target);
+                if at_breakpoint(m) {
+                    return Ok(Exit::Breakpoint);
+                }
+                if m.pending().get() & work::STEP != 0 {
+                    // TF, RF, an interrupt shadow or debug registers: one
+                    // instruction, then the boundary again.
+                    let before = m.clock.icount;
+                    if let Some(exit) = self.step_one(m)? {
+                        return Ok(exit);
+                    }
+                    if m.clock.icount == before {
+                        stalls_left -= 1;
+                    }
+                    continue;
+                }
+            } else if at_breakpoint(m) {
                 return Ok(Exit::Breakpoint);
-            }
-            if self.needs_single_step(m) {
-                let before = m.clock.icount;
-                if let Some(exit) = self.step_one(m)? {
-                    return Ok(exit);
-                }
-                if m.clock.icount == before {
-                    stalls_left -= 1;
-                }
-                continue;
             }
             let fetched = match self.fetch(m) {
                 Ok(f) => f,
@@ -311,19 +372,6 @@ impl InterpCore {
                     }
                     continue;
                 }
-            };
-            // Stop the block where the virtual clock reaches the next device
-            // deadline, so timers fire at the same instruction in every engine.
-            let deadline = m.bus.next_deadline();
-            let block_target = if deadline == u64::MAX {
-                target
-            } else {
-                let per = m.clock.ns_per_insn.max(1);
-                let n = deadline
-                    .saturating_sub(m.clock.now_ns())
-                    .div_ceil(per)
-                    .max(1);
-                target.min(m.clock.icount.saturating_add(n))
             };
             let block = self.cache.blocks[id as usize]
                 .as_ref()
@@ -353,9 +401,12 @@ impl InterpCore {
                     break;
                 }
                 c.m.clock.icount += 1;
-                if c.end_block
-                    || c.m.mem.code_write_seq() != c.code_seq
-                    || c.m.clock.icount >= block_target
+                if d.boundary_after {
+                    c.m.pending().raise(work::CPU);
+                }
+                if c.m.pending().get() != 0
+                    || c.end_block
+                    || c.m.clock.icount >= stop_at
                     || (watch_bps && at_breakpoint(c.m))
                 {
                     break;
@@ -368,12 +419,9 @@ impl InterpCore {
                     return Ok(exit);
                 }
             }
-            self.process_code_writes(m);
             if let Some(exit) = exit {
+                self.process_code_writes(m);
                 return Ok(exit);
-            }
-            if let Some(stop) = m.take_stop_request() {
-                return Ok(Exit::Stopped(stop));
             }
         }
         Ok(Exit::BudgetSpent)
@@ -383,16 +431,18 @@ impl InterpCore {
     pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
-        let delivered = self.counters.interrupts;
-        if let Some(exit) = self.check_run_state(m) {
-            return Ok(exit);
-        }
-        // A step that delivered an interrupt or NMI ends at the handler's
-        // first instruction, like a step over a faulting instruction: every
-        // engine's step stops there (the debugger's vector catches and the
-        // comparator rely on it).
-        if self.counters.interrupts != delivered {
-            return Ok(Exit::BudgetSpent);
+        m.pending().take();
+        // A step that delivered an interrupt, an NMI or a code-breakpoint
+        // #DB ends at the handler's first instruction, like a step over a
+        // faulting instruction: every engine's step stops there (the
+        // debugger's vector catches and the comparator rely on it).
+        match m.service_boundary() {
+            Boundary::Execute => {}
+            Boundary::Delivered(kind) => {
+                self.count_delivery(kind);
+                return Ok(Exit::BudgetSpent);
+            }
+            Boundary::Exit(exit) => return Ok(exit),
         }
         // A REP string instruction pauses every few thousand iterations
         // without retiring; a step runs it to the end, so that a step
@@ -409,90 +459,20 @@ impl InterpCore {
         }
     }
 
-    fn check_run_state(&mut self, m: &mut Machine) -> Option<Exit> {
-        if m.bus.signals.input_wanted {
-            m.bus.signals.input_wanted = false;
-            return Some(Exit::WaitingForInput);
+    fn count_delivery(&mut self, kind: DeliveredKind) {
+        match kind {
+            DeliveredKind::Exception => self.counters.exceptions += 1,
+            DeliveredKind::Interrupt => self.counters.interrupts += 1,
         }
-        let cs = m.cpu.seg[SegReg::Cs as usize].selector;
-        if m.cpu.run.shutdown {
-            return Some(Exit::Stopped(StopReason::TripleFault {
-                cs,
-                eip: m.cpu.eip,
-            }));
-        }
-        if m.bus.take_nmi() {
-            m.cpu.run.nmi_pending = true;
-        }
-        if m.cpu.run.nmi_pending && !m.cpu.run.nmi_blocked && !m.cpu.run.interrupt_shadow {
-            m.cpu.run.nmi_pending = false;
-            m.cpu.run.nmi_blocked = true;
-            self.counters.interrupts += 1;
-            let ev = Event {
-                vector: vector::NMI,
-                source: EventSource::Nmi,
-                error_code: None,
-                address: 0,
-            };
-            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
-                return Some(Exit::Stopped(StopReason::TripleFault {
-                    cs,
-                    eip: m.cpu.eip,
-                }));
-            }
-        }
-        // Device timers due at this instruction boundary.
-        let now = m.clock.now_ns();
-        if now >= m.bus.next_deadline() {
-            m.bus.run_timers(now);
-        }
-        // Maskable interrupts are taken with IF = 1 outside the interrupt
-        // shadow (SDM Vol. 3A 6.8.1, 6.8.3); they also end a HLT.
-        if m.cpu.eflags & IF != 0 && !m.cpu.run.interrupt_shadow && m.bus.interrupt_pending() {
-            if let Some(v) = m.bus.acknowledge_interrupt(now) {
-                self.counters.interrupts += 1;
-                if m.deliver_event(Event::external(v), m.cpu.eip) == Delivery::TripleFault {
-                    return Some(Exit::Stopped(StopReason::TripleFault {
-                        cs: m.cpu.seg[SegReg::Cs as usize].selector,
-                        eip: m.cpu.eip,
-                    }));
-                }
-            }
-        }
-        if m.cpu.run.halted {
-            return Some(if m.cpu.interrupts_enabled() {
-                Exit::Halted
-            } else {
-                Exit::Stopped(StopReason::DeadHalt { cs, eip: m.cpu.eip })
-            });
-        }
-        None
-    }
-
-    /// The fast block path skips single-step traps, the interrupt shadow,
-    /// RF and debug-register breakpoints; those go one instruction at a time.
-    #[inline]
-    fn needs_single_step(&self, m: &Machine) -> bool {
-        m.cpu.eflags & (TF | RF) != 0 || m.cpu.run.interrupt_shadow || m.cpu.dr[7] & 0xFF != 0
     }
 
     fn step_one(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
-        if let Some(exit) = self.instruction_breakpoint(m) {
-            return Ok(exit);
-        }
         let d = match self.fetch(m) {
             Ok(Fetched::Block(id)) => {
                 let b = self.cache.blocks[id as usize]
                     .as_ref()
                     .expect("the block id was just looked up and nothing freed it");
-                let d = &b.insns[0];
-                Box::new(Decoded {
-                    i: d.i,
-                    exec: d.exec,
-                    next_eip: d.next_eip,
-                    imm: d.imm,
-                    a16: d.a16,
-                })
+                Box::new(b.insns[0].clone())
             }
             Ok(Fetched::Single(d)) => d,
             Err(f) => return Ok(self.raise(m, f)),
@@ -500,17 +480,16 @@ impl InterpCore {
         self.execute_single(m, &d)
     }
 
-    /// Run one decoded instruction with the single-step rules: the interrupt
-    /// shadow lasts one instruction, TF raises #DB after it (SDM Vol. 3A
-    /// 17.3.1.4), RF is cleared once an instruction retires.
+    /// Run one decoded instruction on the careful path: core's
+    /// `finish_instruction` then applies the rules that follow an
+    /// instruction (interrupt shadow, RF, single-step and data-breakpoint
+    /// traps).
     fn execute_single(
         &mut self,
         m: &mut Machine,
         d: &Decoded,
     ) -> Result<Option<Exit>, EngineError> {
-        let tf_before = m.cpu.eflags & TF != 0;
-        let shadow_before = m.cpu.run.interrupt_shadow;
-        let rf_before = m.cpu.eflags & RF != 0;
+        let start = m.start_instruction();
         let mut c = Ctx {
             m,
             next_eip: d.next_eip,
@@ -520,108 +499,43 @@ impl InterpCore {
             rep_paused: false,
             code_seq: self.code_cursor,
         };
-        c.m.watch.hits = 0;
         let result = (d.exec)(&mut c, d);
         let exit = c.exit.take();
         let delivered = c.event_delivered;
         let paused = c.rep_paused;
         let next = c.next_eip;
-        match result {
-            Err(f) => return Ok(self.raise(m, f)),
-            Ok(()) => {
-                m.cpu.eip = next;
-                if paused {
-                    self.rep_paused = true;
-                    return Ok(None);
-                }
-                m.clock.icount += 1;
-            }
+        if let Err(f) = result {
+            return Ok(self.raise(m, f));
         }
-        if shadow_before {
-            m.cpu.run.interrupt_shadow = false;
+        m.cpu.eip = next;
+        if paused {
+            self.rep_paused = true;
+            return Ok(exit);
         }
-        if rf_before && m.cpu.eflags & RF != 0 && !delivered {
-            m.cpu.eflags &= !RF;
+        m.clock.icount += 1;
+        if d.boundary_after {
+            m.pending().raise(work::CPU);
         }
         self.process_code_writes(m);
-        if let Some(exit) = exit {
-            return Ok(Some(exit));
-        }
-        if let Some(stop) = m.take_stop_request() {
-            return Ok(Some(Exit::Stopped(stop)));
-        }
-        let data_hits = std::mem::take(&mut m.watch.hits);
-        if data_hits != 0 && !shadow_before {
-            // A data breakpoint is a trap: EIP already points past the
-            // instruction that touched the watched range.
-            m.cpu.dr[6] = (m.cpu.dr[6] & !0xF) | data_hits | if tf_before { 1 << 14 } else { 0 };
-            let ev = Event::from_fault(Fault::new(vector::DB, None));
-            self.counters.exceptions += 1;
-            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
-                return Ok(Some(self.triple_fault(m)));
+        match m.finish_instruction(start, delivered, exit) {
+            Boundary::Execute => Ok(None),
+            Boundary::Delivered(kind) => {
+                self.count_delivery(kind);
+                Ok(None)
             }
-            return Ok(None);
+            Boundary::Exit(exit) => Ok(Some(exit)),
         }
-        if tf_before && !delivered && !m.cpu.run.interrupt_shadow {
-            m.cpu.dr[6] |= 1 << 14; // DR6.BS
-            let ev = Event::from_fault(Fault::new(vector::DB, None));
-            self.counters.exceptions += 1;
-            if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
-                return Ok(Some(self.triple_fault(m)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// DR0-DR3 execution breakpoints (SDM Vol. 3A 17.2.4): a fault before
-    /// the instruction runs, suppressed by RF.
-    fn instruction_breakpoint(&mut self, m: &mut Machine) -> Option<Option<Exit>> {
-        let dr7 = m.cpu.dr[7];
-        if dr7 & 0xFF == 0 || m.cpu.eflags & RF != 0 {
-            return None;
-        }
-        let lin = m.cpu.linear_eip();
-        let mut hit = 0;
-        for n in 0..4 {
-            let enabled = dr7 & (3 << (2 * n)) != 0;
-            let rw = (dr7 >> (16 + 4 * n)) & 3;
-            if enabled && rw == 0 && m.cpu.dr[n] == lin {
-                hit |= 1 << n;
-            }
-        }
-        if hit == 0 {
-            return None;
-        }
-        m.cpu.dr[6] = (m.cpu.dr[6] & !0xF) | hit;
-        self.counters.exceptions += 1;
-        let ev = Event::from_fault(Fault::new(vector::DB, None));
-        if m.deliver_event(ev, m.cpu.eip) == Delivery::TripleFault {
-            return Some(Some(self.triple_fault(m)));
-        }
-        // The handler's IRET sets RF so the instruction then runs once.
-        Some(None)
-    }
-
-    fn triple_fault(&self, m: &Machine) -> Exit {
-        Exit::Stopped(StopReason::TripleFault {
-            cs: m.cpu.seg[SegReg::Cs as usize].selector,
-            eip: m.cpu.eip,
-        })
     }
 
     /// Deliver a fault raised by the instruction at EIP (or hand it to the
-    /// caller when it intercepts the vector).
+    /// caller when the event policy redirects it).
     fn raise(&mut self, m: &mut Machine, f: Fault) -> Option<Exit> {
-        self.counters.exceptions += 1;
-        if f.vector < 32 && m.exception_exits & (1 << f.vector) != 0 {
-            return Some(Exit::Exception(f));
-        }
-        if f.vector == vector::DB {
-            m.cpu.dr[6] |= 1 << 13; // general-detect (the only #DB fault from handlers)
-        }
-        match m.deliver_event(Event::from_fault(f), m.cpu.eip) {
-            Delivery::Delivered => None,
-            Delivery::TripleFault => Some(self.triple_fault(m)),
+        match m.raise_fault(f) {
+            Boundary::Exit(exit) => Some(exit),
+            Boundary::Delivered(_) | Boundary::Execute => {
+                self.counters.exceptions += 1;
+                None
+            }
         }
     }
 

@@ -461,10 +461,10 @@ fn step_retires_exactly_one_instruction() {
 #[test]
 fn intercepted_exception_returns_to_the_caller_undelivered() {
     let mut m = machine(&[0x0F, 0x0B]); // ud2
-    m.exception_exits = 1 << vector::UD;
+    m.event_policy.redirect_exceptions(1 << vector::UD);
     let out = run(&mut m);
     assert!(
-        matches!(out, RunOutcome::Exception(f) if f.vector == vector::UD),
+        matches!(out, RunOutcome::Event(e) if e.event.vector == vector::UD && e.return_eip == CODE),
         "{out:?}"
     );
     assert_eq!(

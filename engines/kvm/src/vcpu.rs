@@ -17,6 +17,7 @@ use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_HALTED,
 };
 use kvm_ioctls::{Cap, VcpuExit, VcpuFd, VmFd};
+use ringside_core::cpu::boundary::{Acceptance, BoundaryWork};
 use ringside_core::cpu::flags::{IF, TF};
 use ringside_core::cpu::{cpuid_features, SegReg, CPUID_SIGNATURE};
 use ringside_core::memory::PAGE_SIZE;
@@ -585,28 +586,31 @@ impl Vm {
         // instruction (see the Debug exit below).
         let mut stepping_past = false;
         loop {
-            if m.bus.signals.input_wanted {
-                m.bus.signals.input_wanted = false;
-                return Ok((LoopExit::Plain(Exit::WaitingForInput), halted, false));
-            }
-            let now = m.clock.now_ns();
-            if now >= m.bus.next_deadline() {
-                m.bus.run_timers(now);
-            }
-            if m.bus.take_nmi() {
-                if mode == Mode::Step {
-                    let bps = step_catch::breakpoints_for_step(m, None, Some(2));
-                    self.set_guest_debug(true, bps)?;
-                }
-                self.vcpu
-                    .nmi()
-                    .map_err(|e| unavailable(format!("KVM_NMI: {e}")))?;
-                halted = false;
-            }
-            let mut window = false;
-            if m.bus.interrupt_pending() {
-                if if_flag && ready {
-                    if let Some(v) = m.bus.acknowledge_interrupt(now) {
+            // The instruction boundary's rules are core's: this loop only
+            // carries out what they hand it, the KVM way (an NMI or an
+            // interrupt injected into the vCPU).
+            let mut accept = Acceptance {
+                nmi: true,
+                interrupt: if_flag && ready,
+            };
+            loop {
+                match m.next_boundary_work(accept) {
+                    BoundaryWork::None => break,
+                    BoundaryWork::Exit(exit) => {
+                        return Ok((LoopExit::Plain(exit), halted, false));
+                    }
+                    BoundaryWork::Nmi => {
+                        if mode == Mode::Step {
+                            let bps = step_catch::breakpoints_for_step(m, None, Some(2));
+                            self.set_guest_debug(true, bps)?;
+                        }
+                        self.vcpu
+                            .nmi()
+                            .map_err(|e| unavailable(format!("KVM_NMI: {e}")))?;
+                        halted = false;
+                        accept.nmi = false;
+                    }
+                    BoundaryWork::Interrupt(v) => {
                         if mode == Mode::Step {
                             let bps = step_catch::breakpoints_for_step(m, None, Some(v));
                             self.set_guest_debug(true, bps)?;
@@ -614,11 +618,12 @@ impl Vm {
                         self.inject_interrupt(v)?;
                         counters.interrupts_injected += 1;
                         halted = false;
+                        accept.interrupt = false;
                     }
-                } else {
-                    window = true;
                 }
             }
+            // An interrupt the vCPU cannot take yet: exit as soon as it can.
+            let window = !(if_flag && ready) && m.bus.interrupt_pending();
             self.kvm_run().request_interrupt_window = window as u8;
             if halted {
                 return Ok((LoopExit::Halt, true, false));

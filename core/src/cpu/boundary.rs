@@ -1,0 +1,417 @@
+//! The instruction boundary: what happens between two instructions, for
+//! every engine (DESIGN.md section 4, "What every engine stands on").
+//!
+//! Four engines must take interrupts, faults and device deadlines at exactly
+//! the same instruction, so the rules applied between instructions live here
+//! and nowhere else. They follow the priority order of SDM Vol. 3A 6.9
+//! (table 6-2), highest first:
+//!
+//! 1. host and machine stops: host input wanted, shutdown after a triple
+//!    fault, a stop a device requested (debug-exit port, reset) — the
+//!    "hardware reset" and "external hardware interventions" rows;
+//! 2. traps on the previous instruction: the TF single-step trap and data
+//!    breakpoints ([`Machine::finish_instruction`], which engines call right
+//!    after an instruction on their careful path);
+//! 3. NMI;
+//! 4. device timers now due, then maskable hardware interrupts (IF = 1 and
+//!    no interrupt shadow, SDM Vol. 3A 6.8.1 and 6.8.3);
+//! 5. a halted CPU stays halted;
+//! 6. code breakpoints: DR0-DR3 execute breakpoints, a fault before the
+//!    next instruction, suppressed by RF (SDM Vol. 3A 17.2.4, 17.3.1.1).
+//!
+//! # The pending-work word
+//!
+//! Looking at all of that before every instruction would cost more than the
+//! instructions. Instead, whatever may need the boundary's attention raises
+//! a bit in one [`PendingWork`] word: the bus after every device call (port
+//! I/O, MMIO, timer callbacks, INTA cycles), memory when a page holding
+//! cached code is written, the engines after an instruction that can change
+//! whether an interrupt can be taken (STI, POPF, IRET, MOV SS, INT n, far
+//! transfers, CR writes, HLT), and the host (the debugger, another thread).
+//! Device deadlines are the one thing that arrives without a bit: the clock
+//! advances with every retired instruction, so an engine stops at the
+//! instruction count [`Machine::boundary_icount`] names. An engine's fast
+//! path therefore tests one word and compares one counter; when either
+//! fires it calls [`Machine::service_boundary`] (software engines) or
+//! [`Machine::next_boundary_work`] (engines whose CPU delivers events
+//! itself, such as KVM). Because the bits are raised by what happened and
+//! not by where an engine cut its blocks, every engine takes every
+//! interrupt at the same instruction count, however it slices its run.
+//!
+//! The word is `#[repr(C)]` and shared (an `Arc` of an atomic) between the
+//! machine, its bus and its memory, so generated code can test it through a
+//! pointer ([`PendingWork::as_ptr`]) and a host thread can raise it.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::events::{Delivery, Event, EventExit};
+use super::flags::{IF, RF, TF};
+use super::{vector, Fault, SegReg};
+use crate::engine::{Exit, StopReason};
+use crate::machine::Machine;
+
+/// The bits of the pending-work word.
+pub mod work {
+    /// A device was called (port I/O, MMIO, a timer callback, an INTA
+    /// cycle): interrupt lines, NMI, the next deadline, the signals (stop,
+    /// A20, host input wanted) may have changed.
+    pub const DEVICE: u32 = 1 << 0;
+    /// A page that decoded or translated code was made from was written
+    /// (`Memory`'s code-write log has new entries).
+    pub const CODE_WRITE: u32 = 1 << 1;
+    /// The CPU's interrupt acceptance or execution mode may have changed:
+    /// IF, the interrupt shadow, NMI blocking (IRET), CR0/CR3/CR4, an
+    /// event was delivered, HLT.
+    pub const CPU: u32 = 1 << 2;
+    /// Something outside the guest asked the engine to come back (the
+    /// debugger, a host thread).
+    pub const HOST: u32 = 1 << 3;
+    /// Sticky while instruction-by-instruction rules apply: TF or RF set,
+    /// an interrupt shadow, DR0-DR3 enabled in DR7. The boundary raises it
+    /// again each time it finds one of them, so it looks before every
+    /// instruction until they are gone.
+    pub const STEP: u32 = 1 << 4;
+}
+
+/// The pending-work word (see the module documentation).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PendingWork {
+    bits: AtomicU32,
+}
+
+impl PendingWork {
+    /// Ask the next boundary to look (`bits` from [`work`]).
+    #[inline(always)]
+    pub fn raise(&self, bits: u32) {
+        self.bits.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The bits raised and not yet taken: an engine's fast-path test.
+    #[inline(always)]
+    pub fn get(&self) -> u32 {
+        self.bits.load(Ordering::Relaxed)
+    }
+
+    /// Take every raised bit, leaving the word clear.
+    #[inline]
+    pub fn take(&self) -> u32 {
+        self.bits.swap(0, Ordering::Relaxed)
+    }
+
+    /// The word's address, for generated code: a `u32` that is non-zero
+    /// while work is pending. Valid as long as the machine lives (the word
+    /// is heap-allocated and never moves).
+    pub fn as_ptr(&self) -> *const u32 {
+        self.bits.as_ptr()
+    }
+}
+
+/// What the CPU can accept at this boundary. Software engines derive it
+/// from `CpuState`; an engine whose CPU runs elsewhere (KVM) reports its
+/// CPU's view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acceptance {
+    /// An NMI can be delivered now (not blocked by an NMI handler, no
+    /// interrupt shadow).
+    pub nmi: bool,
+    /// A maskable interrupt can be delivered now (IF = 1, no shadow).
+    pub interrupt: bool,
+}
+
+/// Work the boundary hands an engine that delivers events itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundaryWork {
+    /// Nothing: run the next instruction.
+    None,
+    /// Return this to the engine's caller.
+    Exit(Exit),
+    /// Deliver an NMI.
+    Nmi,
+    /// Deliver this interrupt vector (already acknowledged: the interrupt
+    /// controller moved it to in-service).
+    Interrupt(u8),
+}
+
+/// What [`Machine::service_boundary`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boundary {
+    /// Nothing stands in the way: execute the instruction at CS:EIP.
+    Execute,
+    /// An event was delivered; the CPU stands at its handler. Look at the
+    /// boundary again before executing (another event may follow).
+    Delivered(DeliveredKind),
+    /// Return this exit to the engine's caller.
+    Exit(Exit),
+}
+
+/// What kind of event a boundary delivered, for engines' counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveredKind {
+    /// A debug exception (trap or code breakpoint).
+    Exception,
+    /// An NMI or a maskable interrupt.
+    Interrupt,
+}
+
+/// The facts about an instruction's start that decide the traps after it
+/// (taken by [`Machine::start_instruction`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstructionStart {
+    tf: bool,
+    shadow: bool,
+    rf: bool,
+}
+
+impl Machine {
+    /// The instruction count at which the boundary must look next, for an
+    /// engine that may run until `target`: `target`, or earlier if a device
+    /// deadline falls before it. A timer then fires at the instruction
+    /// where virtual time reaches its deadline, however the engine cut its
+    /// blocks. Valid until a device is called (which raises
+    /// [`work::DEVICE`]).
+    #[inline]
+    pub fn boundary_icount(&self, target: u64) -> u64 {
+        let deadline = self.bus.next_deadline();
+        if deadline == u64::MAX {
+            return target;
+        }
+        let per = self.clock.ns_per_insn.max(1);
+        let n = deadline
+            .saturating_sub(self.clock.now_ns())
+            .div_ceil(per)
+            .max(1);
+        target.min(self.clock.icount.saturating_add(n))
+    }
+
+    /// The CPU's acceptance of events now, from `CpuState`.
+    pub fn acceptance(&self) -> Acceptance {
+        let run = &self.cpu.run;
+        Acceptance {
+            nmi: !run.nmi_blocked && !run.interrupt_shadow,
+            interrupt: self.cpu.eflags & IF != 0 && !run.interrupt_shadow,
+        }
+    }
+
+    /// Priority 1 (SDM Vol. 3A table 6-2): host input wanted, shutdown, a
+    /// stop a device requested.
+    fn machine_stops(&mut self) -> Option<Exit> {
+        if self.bus.signals.input_wanted {
+            self.bus.signals.input_wanted = false;
+            return Some(Exit::WaitingForInput);
+        }
+        if self.cpu.run.shutdown {
+            return Some(self.triple_fault_exit());
+        }
+        self.take_stop_request().map(Exit::Stopped)
+    }
+
+    /// Priorities 5 and 6: NMI, then device timers due now and a maskable
+    /// interrupt. `accept` says what the CPU can take.
+    fn interrupt_work(&mut self, accept: Acceptance) -> BoundaryWork {
+        if self.bus.take_nmi() {
+            self.cpu.run.nmi_pending = true;
+        }
+        if self.cpu.run.nmi_pending && accept.nmi {
+            self.cpu.run.nmi_pending = false;
+            return BoundaryWork::Nmi;
+        }
+        let now = self.clock.now_ns();
+        if now >= self.bus.next_deadline() {
+            self.bus.run_timers(now);
+        }
+        if accept.interrupt && self.bus.interrupt_pending() {
+            if let Some(v) = self.bus.acknowledge_interrupt(now) {
+                return BoundaryWork::Interrupt(v);
+            }
+        }
+        BoundaryWork::None
+    }
+
+    /// The boundary for an engine whose CPU delivers events itself (KVM):
+    /// the machine's stops, then an NMI, then device timers and a maskable
+    /// interrupt, in SDM order. Call it until it returns `None` or `Exit`,
+    /// updating `accept` after each event handed over.
+    pub fn next_boundary_work(&mut self, accept: Acceptance) -> BoundaryWork {
+        if let Some(exit) = self.machine_stops() {
+            return BoundaryWork::Exit(exit);
+        }
+        self.interrupt_work(accept)
+    }
+
+    /// The boundary for a software engine: look at everything of SDM Vol.
+    /// 3A table 6-2 in order and deliver what is due, through
+    /// [`Machine::deliver_event`] (so redirection applies). Delivers at
+    /// most one event per call. Raises [`work::STEP`] again while
+    /// instruction-by-instruction rules apply.
+    pub fn service_boundary(&mut self) -> Boundary {
+        if let Some(exit) = self.machine_stops() {
+            return Boundary::Exit(exit);
+        }
+        match self.interrupt_work(self.acceptance()) {
+            BoundaryWork::Nmi => {
+                self.cpu.run.nmi_blocked = true;
+                let ev = Event {
+                    vector: vector::NMI,
+                    source: super::events::EventSource::Nmi,
+                    error_code: None,
+                    address: 0,
+                };
+                return self.boundary_delivery(ev, DeliveredKind::Interrupt);
+            }
+            BoundaryWork::Interrupt(v) => {
+                return self.boundary_delivery(Event::external(v), DeliveredKind::Interrupt);
+            }
+            BoundaryWork::Exit(exit) => return Boundary::Exit(exit),
+            BoundaryWork::None => {}
+        }
+        if self.cpu.run.halted {
+            return Boundary::Exit(self.halt_exit());
+        }
+        if self.step_rules_apply() {
+            self.pending().raise(work::STEP);
+        }
+        if let Some(hits) = self.code_breakpoint_hits() {
+            self.cpu.dr[6] = (self.cpu.dr[6] & !0xF) | hits;
+            // The handler's IRET sets RF so the instruction then runs once.
+            let ev = Event::from_fault(Fault::new(vector::DB, None));
+            return self.boundary_delivery(ev, DeliveredKind::Exception);
+        }
+        Boundary::Execute
+    }
+
+    /// Deliver an event the boundary found, with the current EIP as the
+    /// return address (nothing of the next instruction has run).
+    fn boundary_delivery(&mut self, ev: Event, kind: DeliveredKind) -> Boundary {
+        self.pending().raise(work::CPU);
+        match self.deliver_event(ev, self.cpu.eip) {
+            Delivery::Delivered => Boundary::Delivered(kind),
+            Delivery::TripleFault => Boundary::Exit(self.triple_fault_exit()),
+            Delivery::Redirected(e) => Boundary::Exit(Exit::Event(e)),
+        }
+    }
+
+    /// Whether the careful, one-instruction-at-a-time rules apply: TF or
+    /// RF set, an interrupt shadow, or debug registers enabled in DR7.
+    #[inline]
+    pub fn step_rules_apply(&self) -> bool {
+        self.cpu.eflags & (TF | RF) != 0
+            || self.cpu.run.interrupt_shadow
+            || self.cpu.dr[7] & 0xFF != 0
+    }
+
+    /// The exit for a halted CPU: it waits for an interrupt, or, with
+    /// IF = 0, nothing can wake it.
+    pub fn halt_exit(&self) -> Exit {
+        if self.cpu.interrupts_enabled() {
+            Exit::Halted
+        } else {
+            Exit::Stopped(StopReason::DeadHalt {
+                cs: self.cpu.seg[SegReg::Cs as usize].selector,
+                eip: self.cpu.eip,
+            })
+        }
+    }
+
+    /// The exit after a triple fault shut the CPU down.
+    pub fn triple_fault_exit(&self) -> Exit {
+        Exit::Stopped(StopReason::TripleFault {
+            cs: self.cpu.seg[SegReg::Cs as usize].selector,
+            eip: self.cpu.eip,
+        })
+    }
+
+    /// DR0-DR3 execute breakpoints that match the next instruction (SDM
+    /// Vol. 3A 17.2.4): B0-B3 of the hits, or None. RF suppresses them.
+    fn code_breakpoint_hits(&self) -> Option<u32> {
+        let dr7 = self.cpu.dr[7];
+        if dr7 & 0xFF == 0 || self.cpu.eflags & RF != 0 {
+            return None;
+        }
+        let lin = self.cpu.linear_eip();
+        let hits = (0..4)
+            .filter(|&n| {
+                let enabled = dr7 & (3 << (2 * n)) != 0;
+                let rw = (dr7 >> (16 + 4 * n)) & 3;
+                enabled && rw == 0 && self.cpu.dr[n] == lin
+            })
+            .fold(0, |acc, n| acc | 1 << n);
+        (hits != 0).then_some(hits)
+    }
+
+    /// Note what decides the traps after the instruction about to run, and
+    /// clear the data-breakpoint hits it may collect.
+    #[inline]
+    pub fn start_instruction(&mut self) -> InstructionStart {
+        self.watch.hits = 0;
+        InstructionStart {
+            tf: self.cpu.eflags & TF != 0,
+            shadow: self.cpu.run.interrupt_shadow,
+            rf: self.cpu.eflags & RF != 0,
+        }
+    }
+
+    /// The rules right after an instruction retired on the careful path,
+    /// first of the next boundary's: the interrupt shadow lasts one
+    /// instruction, RF is cleared once an instruction retires (SDM Vol. 3A
+    /// 17.3.1.1), a stop a device requested comes first (priority 1), then
+    /// the traps on the previous instruction (priority 4): data breakpoints
+    /// hit by it (a trap: EIP is past the instruction, SDM Vol. 3A 17.2.5)
+    /// and the TF single-step trap (SDM Vol. 3A 17.3.1.4), both held off by
+    /// an interrupt shadow the instruction ended. `event_delivered`: the
+    /// instruction delivered an event itself (INT n, a task switch), which
+    /// leaves no single-step trap. `ended`: an exit the instruction itself
+    /// produced (HLT, a shutdown while delivering INT n, an event the
+    /// policy redirected), which comes before any trap.
+    pub fn finish_instruction(
+        &mut self,
+        start: InstructionStart,
+        event_delivered: bool,
+        ended: Option<Exit>,
+    ) -> Boundary {
+        if start.shadow {
+            self.cpu.run.interrupt_shadow = false;
+        }
+        if start.rf && self.cpu.eflags & RF != 0 && !event_delivered {
+            self.cpu.eflags &= !RF;
+        }
+        if let Some(exit) = ended {
+            return Boundary::Exit(exit);
+        }
+        if let Some(stop) = self.take_stop_request() {
+            return Boundary::Exit(Exit::Stopped(stop));
+        }
+        let data_hits = std::mem::take(&mut self.watch.hits);
+        if data_hits != 0 && !start.shadow {
+            let bs = if start.tf { 1 << 14 } else { 0 };
+            self.cpu.dr[6] = (self.cpu.dr[6] & !0xF) | data_hits | bs;
+            let ev = Event::from_fault(Fault::new(vector::DB, None));
+            return self.boundary_delivery(ev, DeliveredKind::Exception);
+        }
+        if start.tf && !event_delivered && !self.cpu.run.interrupt_shadow {
+            self.cpu.dr[6] |= 1 << 14; // DR6.BS
+            let ev = Event::from_fault(Fault::new(vector::DB, None));
+            return self.boundary_delivery(ev, DeliveredKind::Exception);
+        }
+        Boundary::Execute
+    }
+
+    /// Deliver a fault an instruction raised, with EIP at the instruction
+    /// (nothing of it committed), or hand it to the caller when the event
+    /// policy redirects its vector.
+    pub fn raise_fault(&mut self, f: Fault) -> Boundary {
+        if f.vector == vector::DB {
+            // General detect (SDM Vol. 3A 17.2.4): the only #DB fault an
+            // instruction raises itself.
+            self.cpu.dr[6] |= 1 << 13;
+        }
+        self.boundary_delivery(Event::from_fault(f), DeliveredKind::Exception)
+    }
+}
+
+/// The exit for an event the policy redirected.
+impl From<EventExit> for Exit {
+    fn from(e: EventExit) -> Exit {
+        Exit::Event(e)
+    }
+}
