@@ -5,61 +5,14 @@
 //! mode and checks the architectural result.
 
 use iced_x86::code_asm::*;
-use ringside_core::boot::enter_flat_protected_mode;
 use ringside_core::cpu::flags::{CF, IF, OF, RF, TF, ZF};
 use ringside_core::cpu::segments::Descriptor;
-use ringside_core::cpu::{cr0, reg, vector, TableReg};
+use ringside_core::cpu::{cr0, reg, vector};
 use ringside_core::{Engine, Exit, Machine, RunOutcome, StopReason};
 use ringside_interp::Interp;
 
-const CODE: u32 = 0x10000;
-const IDT: u32 = 0x1000;
-const STACK: u32 = 0x9000;
-/// Each vector's handler is `mov al, vector; hlt` at HANDLERS + 8 * vector.
-const HANDLERS: u32 = 0x2000;
-
-/// A flat protected-mode machine with an IDT whose handlers record the
-/// vector in AL and halt, the snippet at CODE and ESP at STACK.
-fn machine(code: &[u8]) -> Machine {
-    let mut m = Machine::with_ram_mib(2).unwrap();
-    enter_flat_protected_mode(&mut m, CODE);
-    m.mem.write_ram(CODE, code).unwrap();
-    for v in 0..32u32 {
-        let h = HANDLERS + 8 * v;
-        m.mem.write_ram(h, &[0xB0, v as u8, 0xF4]).unwrap();
-        let gate =
-            (h as u64 & 0xFFFF) | (0x08 << 16) | (0x8E00u64 << 32) | ((h as u64 >> 16) << 48);
-        m.mem.write_ram(IDT + 8 * v, &gate.to_le_bytes()).unwrap();
-    }
-    m.cpu.idtr = TableReg {
-        base: IDT,
-        limit: 32 * 8 - 1,
-        _pad: 0,
-    };
-    m.cpu.gpr[reg::ESP] = STACK;
-    m
-}
-
-fn assemble(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
-    let mut a = CodeAssembler::new(32).unwrap();
-    f(&mut a).unwrap();
-    a.hlt().unwrap();
-    a.assemble(CODE as u64).unwrap()
-}
-
-/// Run to the HLT (with interrupts off, the machine stops there).
-fn run(m: &mut Machine) -> RunOutcome {
-    m.run_until_stopped(&mut Interp::new(), Some(100_000))
-        .unwrap()
-}
-
-/// The vector a test's handler recorded, if the run ended in a handler.
-fn vector_taken(m: &Machine) -> Option<u8> {
-    let eip = m.cpu.eip;
-    (HANDLERS..HANDLERS + 8 * 32)
-        .contains(&eip)
-        .then(|| ((eip - HANDLERS) / 8) as u8)
-}
+mod common;
+use common::*;
 
 #[test]
 fn bswap_reverses_byte_order() {
