@@ -125,7 +125,7 @@ impl Session {
             return;
         }
         let mut vram = vec![0u8; TEXT_BUFFER_SIZE];
-        if self.machine.mem.read_ram(TEXT_BUFFER, &mut vram).is_err() {
+        if self.machine.mem().read_ram(TEXT_BUFFER, &mut vram).is_err() {
             return;
         }
         let Some(vga) = self.machine.bus.find_device::<VgaText>() else {

@@ -41,9 +41,9 @@ pub enum BootError {
 /// appear in full only at the top of 4 GiB; the low copy shows their last
 /// 128 KiB, like a PC's BIOS window.
 pub fn load_rom(m: &mut Machine, image: &[u8]) -> Result<(), BootError> {
-    m.mem.map_rom(image, 1 << 32)?;
+    m.map_rom(image, 1 << 32)?;
     let low = &image[image.len().saturating_sub(128 * 1024)..];
-    m.mem.map_rom(low, 1 << 20)?;
+    m.map_rom(low, 1 << 20)?;
     m.cpu = CpuState::at_reset();
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use crate::machine::Machine;
-use crate::memory::PhysRange;
 use thiserror::Error;
 
 /// How much an engine may run before returning.
@@ -126,6 +125,16 @@ pub struct EngineStats {
 /// An execution engine. State lives in the `Machine`; an engine keeps only
 /// caches and counters, so any engine can take over at any instruction
 /// boundary.
+///
+/// **Invalidation.** An engine that caches code made from guest memory
+/// (decoded blocks, translations) marks each page it made code from
+/// (`Machine::mark_code_page`) and keeps a cursor into the machine's
+/// code-write log (`Memory::code_write_seq`, `code_writes_since`). Every
+/// writer — a guest store, a device's DMA, a loader, the debugger, a
+/// restored snapshot, KVM's vCPU (`Machine::note_ram_written`) — logs the
+/// code pages it writes and raises `work::CODE_WRITE`; the engine drops
+/// what it made from the logged pages before it runs again. The log is the
+/// one invalidation contract: there is no separate call to make.
 pub trait Engine {
     fn name(&self) -> &'static str;
     /// Run until the budget is spent, the guest halts or stops, or an event
@@ -133,8 +142,6 @@ pub trait Engine {
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError>;
     /// Retire exactly one instruction (or deliver one pending event).
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError>;
-    /// Forget anything cached about these physical pages.
-    fn invalidate(&mut self, pages: PhysRange);
     fn stats(&self) -> EngineStats;
     /// Whether `run` stops before an instruction at a linear address in
     /// `Machine::breakpoints` (with `Exit::Breakpoint`). Engines that do

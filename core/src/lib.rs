@@ -11,6 +11,7 @@
 //!
 //! Start reading at [`machine::Machine`], then [`cpu::state`], then [`mmu`].
 
+pub mod abi;
 pub mod boot;
 pub mod bus;
 pub mod config;

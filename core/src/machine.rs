@@ -8,15 +8,19 @@ use crate::cpu::boundary::PendingWork;
 use crate::cpu::events::{EventExit, EventPolicy};
 use crate::cpu::CpuState;
 use crate::engine::{Budget, Engine, EngineError, Exit, StopReason};
-use crate::memory::{DeviceId, Memory, MemoryError};
+use crate::memory::{DeviceId, Memory, MemoryError, PhysRange};
 use crate::mmu::Tlb;
 use crate::time::Clock;
 
 /// One IA-32 PC.
 pub struct Machine {
     pub cpu: CpuState,
-    pub mem: Memory,
-    pub tlb: Tlb,
+    /// Guest memory. Private: the TLB holds host pointers into it, so it
+    /// is changed only through `Machine`'s methods, which keep the two
+    /// consistent (`mem()` reads it).
+    pub(crate) mem: Memory,
+    /// The software TLB, shared by the software engines (`abi::tlb`).
+    pub(crate) tlb: Tlb,
     pub bus: Bus,
     pub clock: Clock,
     /// Data breakpoints armed in DR7, derived from the debug registers by
@@ -83,6 +87,67 @@ impl Machine {
             write_log: None,
             breakpoints: Vec::new(),
         })
+    }
+
+    /// Guest memory, for reading. Changes go through `Machine` (writes to
+    /// RAM, mappings, A20) so that the TLB stays consistent.
+    #[inline(always)]
+    pub fn mem(&self) -> &Memory {
+        &self.mem
+    }
+
+    /// The software TLB, for its statistics.
+    pub fn tlb(&self) -> &Tlb {
+        &self.tlb
+    }
+
+    /// Forget every cached translation (a MOV to CR3 does this; so does
+    /// anything that changes the physical map).
+    pub fn flush_tlb(&mut self) {
+        self.tlb.flush();
+    }
+
+    /// INVLPG: forget the translation of the page holding `lin`.
+    pub fn invalidate_tlb_page(&mut self, lin: u32) {
+        self.tlb.invalidate_page(lin);
+    }
+
+    /// Copy `bytes` into RAM at `addr` (a loader, a device's DMA, the
+    /// debugger, a restored snapshot): code made from the pages written is
+    /// invalidated as for any guest store.
+    pub fn write_ram(&mut self, addr: u32, bytes: &[u8]) -> Result<(), MemoryError> {
+        self.mem.write_ram(addr, bytes)
+    }
+
+    /// Map a ROM image ending at `end` (see `Memory::map_rom`). The
+    /// physical map changed: the TLB is flushed.
+    pub fn map_rom(&mut self, image: &[u8], end: u64) -> Result<(), MemoryError> {
+        let r = self.mem.map_rom(image, end);
+        self.tlb.flush();
+        r
+    }
+
+    /// Route physical `start..start + len` to `device` (MMIO). The
+    /// physical map changed: the TLB is flushed.
+    pub fn map_mmio(&mut self, start: u32, len: u32, device: DeviceId) {
+        self.mem.map_mmio(start, len, device);
+        self.tlb.flush();
+    }
+
+    /// RAM pages `pages` may have been written by something that does not
+    /// store through core (KVM's vCPU): code made from any of them is
+    /// invalidated, through the code-write log, as for a guest store.
+    pub fn note_ram_written(&mut self, pages: PhysRange) {
+        self.mem.note_pages_written(pages);
+    }
+
+    /// An engine takes over the machine, or hands it back, at an
+    /// instruction boundary (DESIGN.md section 4): the TLB may cache
+    /// translations another engine's guest code has since changed, so it
+    /// is flushed, and the next boundary looks at everything.
+    pub fn handover(&mut self) {
+        self.tlb.flush();
+        self.pending().raise(crate::cpu::boundary::work::HOST);
     }
 
     /// The pending-work word: raise a bit of `cpu::boundary::work` to make

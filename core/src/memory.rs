@@ -280,6 +280,17 @@ impl Memory {
         Ok(())
     }
 
+    /// RAM pages in `pages` were written by something that does not store
+    /// through `Memory` (KVM's vCPU): log the code pages among them, as
+    /// `write_ram` does for the pages it writes.
+    pub fn note_pages_written(&mut self, pages: PhysRange) {
+        let ram_pages = self.ram_size >> PAGE_SHIFT;
+        let end = pages.first_page.saturating_add(pages.pages).min(ram_pages);
+        for page in pages.first_page..end {
+            self.note_write(page);
+        }
+    }
+
     /// Read bytes from RAM.
     pub fn read_ram(&self, addr: u32, out: &mut [u8]) -> Result<(), MemoryError> {
         let end = addr as u64 + out.len() as u64;

@@ -39,22 +39,27 @@ pub enum AccessKind {
     Execute,
 }
 
-const TLB_ENTRIES: usize = 1024;
-const INVALID_TAG: u32 = u32::MAX;
+pub(crate) const TLB_ENTRIES: usize = 1024;
+pub(crate) const INVALID_TAG: u32 = u32::MAX;
 
-/// One TLB slot. `tags[class * 2 + write]` holds the virtual page number for
+/// One TLB slot, laid out for generated code (`abi::tlb` publishes the
+/// offsets). `tags[class * 2 + write]` holds the virtual page number for
 /// which the access is allowed, class 0 being supervisor and 1 user.
-#[derive(Clone, Copy)]
-struct TlbEntry {
-    tags: [u32; 4],
-    host: *mut u8,
-    phys_page: u32,
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlbEntry {
+    pub(crate) tags: [u32; 4],
+    /// The host address of the page's first byte.
+    pub(crate) host: *mut u8,
+    pub(crate) phys_page: u32,
+    _pad: u32,
 }
 
 const EMPTY: TlbEntry = TlbEntry {
     tags: [INVALID_TAG; 4],
     host: std::ptr::null_mut(),
     phys_page: 0,
+    _pad: 0,
 };
 
 /// The software TLB.
@@ -82,6 +87,11 @@ impl Default for Tlb {
 }
 
 impl Tlb {
+    /// The first entry, for generated code (`abi::tlb`).
+    pub fn entries_ptr(&self) -> *const TlbEntry {
+        self.entries.as_ptr()
+    }
+
     pub fn flush(&mut self) {
         self.entries.iter_mut().for_each(|e| *e = EMPTY);
         self.has_large_pages = false;
@@ -730,7 +740,7 @@ mod tests {
     fn mmio_accesses_reach_the_device_with_offset_and_size() {
         let mut m = Machine::with_ram_mib(1).unwrap();
         let id = m.bus.add(Box::new(Register32(0)));
-        m.mem.map_mmio(0xFEE0_0000, 0x1000, id);
+        m.map_mmio(0xFEE0_0000, 0x1000, id);
         m.write_lin::<u32>(0xFEE0_0080, 0x1234_5678, false).unwrap();
         assert_eq!(m.read_lin::<u32>(0xFEE0_0080, false).unwrap(), 0x1234_5678);
         // MMIO pages are never cached in the TLB: every access reaches the device.
@@ -741,7 +751,7 @@ mod tests {
     #[test]
     fn writes_to_rom_are_ignored() {
         let mut m = Machine::with_ram_mib(1).unwrap();
-        m.mem.map_rom(&[0xAA; 16], 1 << 20).unwrap();
+        m.map_rom(&[0xAA; 16], 1 << 20).unwrap();
         m.write_lin::<u8>(0xFFFF0, 0x55, false).unwrap();
         assert_eq!(m.read_lin::<u8>(0xFFFF0, false).unwrap(), 0xAA);
     }

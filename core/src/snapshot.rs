@@ -942,7 +942,7 @@ mod tests {
     fn a_machine_with_another_rom_is_refused() {
         let snapshot = from_bytes(&snapshot_of(&busy_machine())).unwrap();
         let mut m = Machine::with_ram_mib(2).unwrap();
-        m.mem.map_rom(&[0xF4], 1 << 32).unwrap();
+        m.map_rom(&[0xF4], 1 << 32).unwrap();
         for name in ["first", "second"] {
             m.add_port_device(Box::new(Register::new(name)), &[]);
         }

@@ -296,7 +296,7 @@ impl Debugger {
                 };
                 stops::set_register(&mut m.cpu, name, value)?;
                 // Control and debug registers change translation and watches.
-                m.tlb.flush();
+                m.flush_tlb();
                 m.sync_debug_registers();
                 Ok(format!("{name} = {value:#x}"))
             }

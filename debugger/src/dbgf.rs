@@ -189,6 +189,7 @@ impl Debugger {
     /// from `CpuState` at this instruction boundary.
     pub fn set_engine(&mut self, name: &str) -> Result<(), String> {
         self.main.engine = (self.factory)(name)?;
+        self.main.machine.handover();
         Ok(())
     }
 

@@ -40,7 +40,7 @@ pub fn read_lin(m: &mut Machine, lin: u32, len: u32) -> Vec<Option<u8>> {
 /// `len` bytes from a physical address (RAM and ROM only).
 pub fn read_phys(m: &Machine, pa: u32, len: u32) -> Vec<Option<u8>> {
     (0..len)
-        .map(|i| m.mem.read_plain(pa.wrapping_add(i)))
+        .map(|i| m.mem().read_plain(pa.wrapping_add(i)))
         .collect()
 }
 
@@ -307,7 +307,7 @@ pub fn page_walk(m: &mut Machine, lin: u32) -> String {
         let _ = writeln!(
             out,
             "paging is off (CR0.PG = 0): linear {lin:#010x} = physical {:#010x}",
-            lin & m.mem.a20_mask()
+            lin & m.mem().a20_mask()
         );
         return out;
     }

@@ -247,7 +247,7 @@ pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, Engine
         for (addr, size) in places {
             let read = |m: &Machine| -> Vec<Option<u8>> {
                 (0..size)
-                    .map(|i| m.mem.read_plain(addr.wrapping_add(i)))
+                    .map(|i| m.mem().read_plain(addr.wrapping_add(i)))
                     .collect()
             };
             let (ma, mb) = (read(&a.machine), read(&b.machine));

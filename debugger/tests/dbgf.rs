@@ -32,6 +32,22 @@ fn step_retires_exactly_n_instructions_and_history_records_them() {
 }
 
 #[test]
+fn stats_counts_the_instructions_the_engine_retired() {
+    let (mut d, _) = debugger("demo", "interp");
+    d.queue_input(b"run hello\npoweroff\n");
+    d.step(10).unwrap();
+    d.cont(|| false).unwrap();
+    let retired = d.main.machine.clock.icount;
+    assert!(retired > 100_000, "the demo ran: {retired}");
+    assert_eq!(d.stats().instructions, retired);
+    let out = d.execute("stats").unwrap();
+    assert!(
+        out.starts_with(&format!("engine interp: {retired} instructions")),
+        "{out}"
+    );
+}
+
+#[test]
 fn next_steps_over_a_call_to_the_instruction_after_it() {
     let (mut d, _) = debugger("demo", "interp");
     let kmain = d.symbols.resolve("kmain").unwrap();
@@ -356,11 +372,11 @@ fn save_and_load_in_the_debugger_continue_the_guest_exactly() {
     other.step(100).unwrap();
     let before = (
         other.main.machine.cpu.clone(),
-        other.main.machine.mem.ram_slice().to_vec(),
+        other.main.machine.mem().ram_slice().to_vec(),
     );
     let err = other.execute(&format!("load {file}")).unwrap_err();
     assert!(err.contains("checksum") || err.contains("CRC"), "{err}");
     assert_eq!(other.main.machine.cpu, before.0);
-    assert!(other.main.machine.mem.ram_slice() == &before.1[..]);
+    assert!(other.main.machine.mem().ram_slice() == &before.1[..]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

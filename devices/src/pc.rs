@@ -76,10 +76,10 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
     }
     if d.apic {
         let lapic = m.bus.add(Box::new(LocalApic::new()));
-        m.mem.map_mmio(LAPIC_BASE, LAPIC_SIZE, lapic);
+        m.map_mmio(LAPIC_BASE, LAPIC_SIZE, lapic);
         m.bus.set_lapic(lapic);
         let ioapic = m.bus.add(Box::new(IoApic::new()));
-        m.mem.map_mmio(IOAPIC_BASE, IOAPIC_SIZE, ioapic);
+        m.map_mmio(IOAPIC_BASE, IOAPIC_SIZE, ioapic);
         m.bus.add_irq_listener_mapped(ioapic, ioapic_pin_map());
         m.bus.add_eoi_listener(ioapic);
         // The IOAPIC's ID is 1, as the MP table says (ID 0 is the CPU's).

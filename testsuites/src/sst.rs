@@ -317,7 +317,7 @@ fn load_initial(m: &mut Machine, s: &State) {
         _pad: 0,
     };
     for &(addr, byte) in &s.ram {
-        let _ = m.mem.write_ram(addr & 0xFF_FFFF, &[byte]);
+        let _ = m.write_ram(addr & 0xFF_FFFF, &[byte]);
     }
 }
 
@@ -477,7 +477,7 @@ fn compare(t: &Test, insn: &iced_x86::Instruction, m: &mut Machine) -> Verdict {
     });
     for &(addr, byte) in &t.final_.ram {
         let mut got = [0u8];
-        let _ = m.mem.read_ram(addr & 0xFF_FFFF, &mut got);
+        let _ = m.mem().read_ram(addr & 0xFF_FFFF, &mut got);
         let byte_mask = match flag_addr {
             Some(fa) if addr == fa => !(mask as u8),
             Some(fa) if addr == fa + 1 => !((mask >> 8) as u8) & 0x0F,

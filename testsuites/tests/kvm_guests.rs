@@ -305,7 +305,7 @@ fn moving_between_engines_changes_nothing(guest: Guest, name: &str) {
         moved.machine.cpu.msr.tsc_offset = alone.machine.cpu.msr.tsc_offset;
         assert_eq!(moved.machine.cpu, alone.machine.cpu, "{what}");
         assert!(
-            moved.machine.mem.ram_slice() == alone.machine.mem.ram_slice(),
+            moved.machine.mem().ram_slice() == alone.machine.mem().ram_slice(),
             "{what}: RAM differs"
         );
     }

@@ -49,15 +49,13 @@ fn load(
     let timer_addr = result.label_ip(&timer).unwrap() as u32;
     let com1_addr = result.label_ip(&com1).unwrap() as u32;
     enter_flat_protected_mode(m, CODE);
-    m.mem.write_ram(CODE, &bytes).unwrap();
+    m.write_ram(CODE, &bytes).unwrap();
     for (vector, handler) in [(0x20u32, timer_addr), (0x24, com1_addr)] {
         let gate = (handler as u64 & 0xFFFF)
             | (0x08 << 16)
             | (0x8E00u64 << 32)
             | ((handler as u64 >> 16) << 48);
-        m.mem
-            .write_ram(IDT + 8 * vector, &gate.to_le_bytes())
-            .unwrap();
+        m.write_ram(IDT + 8 * vector, &gate.to_le_bytes()).unwrap();
     }
     m.cpu.idtr = TableReg {
         base: IDT,
@@ -225,7 +223,7 @@ fn multiboot_modules_are_loaded_page_aligned_after_the_kernel() {
     let info = m.cpu.gpr[reg::EBX];
     let word = |m: &Machine, a: u32| {
         let mut b = [0u8; 4];
-        m.mem.read_ram(a, &mut b).unwrap();
+        m.mem().read_ram(a, &mut b).unwrap();
         u32::from_le_bytes(b)
     };
     assert_ne!(word(&m, info) & (1 << 3), 0, "flags bit 3: modules present");
@@ -236,9 +234,9 @@ fn multiboot_modules_are_loaded_page_aligned_after_the_kernel() {
     assert!(start >= 0x10_0000);
     assert_eq!(end - start, initrd.len() as u32);
     let mut got = vec![0u8; initrd.len()];
-    m.mem.read_ram(start, &mut got).unwrap();
+    m.mem().read_ram(start, &mut got).unwrap();
     assert_eq!(got, initrd);
     let mut name = [0u8; 11];
-    m.mem.read_ram(string, &mut name).unwrap();
+    m.mem().read_ram(string, &mut name).unwrap();
     assert_eq!(&name, b"initrd.img\0");
 }

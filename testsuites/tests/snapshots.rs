@@ -54,7 +54,7 @@ struct Parts {
 fn parts(m: &Machine) -> Parts {
     Parts {
         cpu: m.cpu.clone(),
-        a20: m.mem.a20_enabled(),
+        a20: m.mem().a20_enabled(),
         clock: m.clock.clone(),
         bus: m.bus.bus_state(),
         devices: m.bus.save_state(),
@@ -84,7 +84,7 @@ fn a_restored_demo_runs_on_exactly_like_the_saved_one() {
         .restore_into(&mut restored)
         .unwrap();
     assert_eq!(parts(&restored), parts(&saved));
-    assert!(restored.mem.ram_slice() == saved.mem.ram_slice());
+    assert!(restored.mem().ram_slice() == saved.mem().ram_slice());
     let before = saved_out.contents().len();
     for m in [&mut saved, &mut restored] {
         type_line(m, b"ps\nrun hello\npoweroff\n");
@@ -121,7 +121,7 @@ impl Fixture {
         type_line(&mut m, b"p");
         Fixture {
             parts: parts(&m),
-            ram: m.mem.ram_slice().to_vec(),
+            ram: m.mem().ram_slice().to_vec(),
             m,
             bytes,
             original,
@@ -130,7 +130,7 @@ impl Fixture {
 
     fn assert_unchanged(&self) {
         assert_eq!(parts(&self.m), self.parts);
-        assert!(self.m.mem.ram_slice() == &self.ram[..], "RAM changed");
+        assert!(self.m.mem().ram_slice() == &self.ram[..], "RAM changed");
     }
 
     /// Restore `bytes`; a restore that succeeded (a forged file can hold

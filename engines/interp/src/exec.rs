@@ -178,6 +178,8 @@ struct Block {
 /// Counters the interpreter reports.
 #[derive(Default, Clone, Debug)]
 pub struct Counters {
+    /// Instructions this engine retired.
+    pub instructions: u64,
     pub blocks_decoded: u64,
     pub block_lookups: u64,
     pub uncached_insns: u64,
@@ -542,11 +544,11 @@ impl InterpCore {
     /// Drop the blocks of every code page written since this engine last
     /// looked (by any writer: the guest, a device, a loader or the debugger).
     pub fn process_code_writes(&mut self, m: &mut Machine) {
-        let seq = m.mem.code_write_seq();
+        let seq = m.mem().code_write_seq();
         if seq == self.code_cursor {
             return;
         }
-        match m.mem.code_writes_since(self.code_cursor) {
+        match m.mem().code_writes_since(self.code_cursor) {
             CodeWrites::All => {
                 self.counters.invalidated_blocks += self.cache.len() as u64;
                 self.cache.clear();
@@ -569,10 +571,10 @@ impl InterpCore {
         }
         let lin = cs.base.wrapping_add(eip);
         let user = m.cpu.cpl() == 3;
-        let phys = match m.tlb.lookup_phys(lin, user) {
+        let phys = match m.tlb().lookup_phys(lin, user) {
             Some(page) => (page << 12) | (lin & 0xFFF),
             None => m.translate(lin, AccessKind::Execute, user)?,
-        } & m.mem.a20_mask();
+        } & m.mem().a20_mask();
         let code32 = m.cpu.code32();
         let key = Key { phys, eip, code32 };
         self.counters.block_lookups += 1;
@@ -584,11 +586,11 @@ impl InterpCore {
                 None => true,
                 Some((lin_page, phys_page)) => {
                     let lin2 = lin_page << 12;
-                    let p2 = match m.tlb.lookup_phys(lin2, user) {
+                    let p2 = match m.tlb().lookup_phys(lin2, user) {
                         Some(p) => Ok(p << 12),
                         None => m.translate(lin2, AccessKind::Execute, user),
                     };
-                    p2.is_ok_and(|p| (p & m.mem.a20_mask()) >> 12 == phys_page)
+                    p2.is_ok_and(|p| (p & m.mem().a20_mask()) >> 12 == phys_page)
                 }
             };
             if b.end_eip.wrapping_sub(1) <= cs.limit && b.end_eip > eip && second_ok {
@@ -602,17 +604,22 @@ impl InterpCore {
             }
         }
         let page = phys >> 12;
-        let Some((host, _)) = m.mem.page_host_ptr(phys & !0xFFF) else {
+        let Some((host, _)) = m.mem().page_host_ptr(phys & !0xFFF) else {
             return self.decode_single(m);
         };
-        // SAFETY: page_host_ptr returned the start of a 4 KiB RAM/ROM page;
-        // the slice is dropped before anything can write guest memory.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                host.add((phys & 0xFFF) as usize),
-                (0x1000 - (phys & 0xFFF)) as usize,
-            )
-        };
+        // Decode from a copy of the rest of the page: the decode loop may
+        // walk the page tables (for an instruction that straddles into the
+        // next page), which can set accessed bits in guest RAM, so no
+        // borrow of guest memory may live across it.
+        let tail = (0x1000 - (phys & 0xFFF)) as usize;
+        let mut copy = [0u8; 0x1000];
+        // SAFETY: page_host_ptr returned the start of a 4 KiB RAM/ROM page
+        // and `phys & 0xFFF` + `tail` is 4096; the slice is dropped at the
+        // end of this statement, before anything can write guest memory.
+        copy[..tail].copy_from_slice(unsafe {
+            std::slice::from_raw_parts(host.add((phys & 0xFFF) as usize), tail)
+        });
+        let bytes = &copy[..tail];
         let mut decoder = Decoder::with_ip(
             if code32 { 32 } else { 16 },
             bytes,
@@ -695,8 +702,8 @@ impl InterpCore {
         user: bool,
     ) -> Option<(Decoded, (u32, u32))> {
         let lin2 = (block_lin & !0xFFF).wrapping_add(0x1000);
-        let phys2 = m.translate(lin2, AccessKind::Execute, user).ok()? & m.mem.a20_mask();
-        let (host2, _) = m.mem.page_host_ptr(phys2 & !0xFFF)?;
+        let phys2 = m.translate(lin2, AccessKind::Execute, user).ok()? & m.mem().a20_mask();
+        let (host2, _) = m.mem().page_host_ptr(phys2 & !0xFFF)?;
         let mut buf = head.to_vec();
         // SAFETY: host2 is the start of a 4 KiB RAM/ROM page; 15 bytes fit.
         buf.extend_from_slice(unsafe { std::slice::from_raw_parts(host2, 15) });

@@ -27,7 +27,6 @@ pub mod string;
 pub mod system;
 pub mod table;
 
-use ringside_core::memory::PhysRange;
 use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
 
 /// The interpreter engine.
@@ -48,11 +47,17 @@ impl Engine for Interp {
     }
 
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
-        self.core.run(m, budget)
+        let before = m.clock.icount;
+        let exit = self.core.run(m, budget);
+        self.core.counters.instructions += m.clock.icount - before;
+        exit
     }
 
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
-        self.core.step(m)
+        let before = m.clock.icount;
+        let exit = self.core.step(m);
+        self.core.counters.instructions += m.clock.icount - before;
+        exit
     }
 
     /// `run` checks `Machine::breakpoints` before every instruction.
@@ -60,15 +65,12 @@ impl Engine for Interp {
         true
     }
 
-    fn invalidate(&mut self, pages: PhysRange) {
-        for p in pages.first_page..pages.first_page.saturating_add(pages.pages) {
-            self.core.cache.invalidate_page(p);
-        }
-    }
-
     fn stats(&self) -> EngineStats {
         let c = &self.core.counters;
-        let mut s = EngineStats::default();
+        let mut s = EngineStats {
+            instructions: c.instructions,
+            ..EngineStats::default()
+        };
         s.counters.insert("blocks_decoded", c.blocks_decoded);
         s.counters.insert("block_lookups", c.block_lookups);
         s.counters.insert("uncached_instructions", c.uncached_insns);

@@ -148,7 +148,7 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
                 return Ok(());
             }
         }
-        if c.m.mem.code_write_seq() != c.code_seq {
+        if c.m.mem().code_write_seq() != c.code_seq {
             // The loop may have overwritten code that follows: let the
             // engine drop stale blocks, then resume the REP at EIP.
             break;

@@ -195,20 +195,20 @@ fn mov_to_cr(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
             let new = (v & cr0::DEFINED) | cr0::ET;
             c.m.cpu.cr0 = new;
             if (old ^ new) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
-                c.m.tlb.flush();
+                c.m.flush_tlb();
             }
         }
         Register::CR2 => c.m.cpu.cr2 = v,
         Register::CR3 => {
             c.m.cpu.cr3 = v & 0xFFFF_F018;
-            c.m.tlb.flush();
+            c.m.flush_tlb();
         }
         Register::CR4 => {
             if v & !cr4::SUPPORTED != 0 {
                 return Err(Fault::gp0());
             }
             c.m.cpu.cr4 = v;
-            c.m.tlb.flush();
+            c.m.flush_tlb();
         }
         _ => return Err(Fault::ud()),
     }
@@ -268,7 +268,7 @@ fn invlpg(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let (s, off) = mem_operand(c, d)?;
     require_cpl0(c)?;
     let lin = c.m.cpu.seg[s as usize].base.wrapping_add(off);
-    c.m.tlb.invalidate_page(lin);
+    c.m.invalidate_tlb_page(lin);
     Ok(())
 }
 

@@ -38,7 +38,7 @@ fn cmpxchg_stores_on_match_and_loads_accumulator_otherwise() {
     }));
     run(&mut m);
     let mut word = [0u8; 4];
-    m.mem.read_ram(0x5000, &mut word).unwrap();
+    m.mem().read_ram(0x5000, &mut word).unwrap();
     assert_eq!(u32::from_le_bytes(word), 9);
     assert_eq!(
         m.cpu.gpr[reg::EBX] & 0xFFFF,
@@ -77,7 +77,7 @@ fn cmpxchg8b_compares_edx_eax_with_memory() {
     }));
     run(&mut m);
     let mut q = [0u8; 8];
-    m.mem.read_ram(0x5000, &mut q).unwrap();
+    m.mem().read_ram(0x5000, &mut q).unwrap();
     assert_eq!(u64::from_le_bytes(q), 0xBB_0000_00AA);
     assert_ne!(m.cpu.eflags & ZF, 0);
 }
@@ -127,7 +127,7 @@ fn bt_with_register_offset_addresses_a_bit_string_beyond_the_operand() {
         "bit 33 = bit 1 of the next dword was set"
     );
     let mut d = [0u8; 4];
-    m.mem.read_ram(0x5004, &mut d).unwrap();
+    m.mem().read_ram(0x5004, &mut d).unwrap();
     assert_eq!(u32::from_le_bytes(d), 0x2);
     let mut m = machine(&assemble(|a| {
         a.mov(eax, -1i32 as u32)?;
@@ -226,7 +226,7 @@ fn faulting_push_commits_nothing() {
     );
     assert_eq!(m.cpu.gpr[reg::ESP], 0x2000);
     let mut d = [0u8; 4];
-    m.mem.read_ram(0x1FFC, &mut d).unwrap();
+    m.mem().read_ram(0x1FFC, &mut d).unwrap();
     assert_eq!(u32::from_le_bytes(d), 0);
 }
 
@@ -245,7 +245,7 @@ fn lock_on_a_memory_destination_is_allowed() {
     run(&mut m);
     assert_eq!(vector_taken(&m), None);
     let mut d = [0u8; 4];
-    m.mem.read_ram(0x5000, &mut d).unwrap();
+    m.mem().read_ram(0x5000, &mut d).unwrap();
     assert_eq!(u32::from_le_bytes(d), 1);
 }
 
@@ -277,7 +277,7 @@ fn no_coprocessor_probe_finds_no_fpu() {
     run(&mut m);
     assert_eq!(vector_taken(&m), None);
     let mut w = [0u8; 2];
-    m.mem.read_ram(0x5000, &mut w).unwrap();
+    m.mem().read_ram(0x5000, &mut w).unwrap();
     assert_eq!(u16::from_le_bytes(w), 0x5A5A, "no coprocessor answered");
 }
 

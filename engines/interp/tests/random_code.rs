@@ -43,18 +43,18 @@ fn set_up(
     data: &[u8],
 ) -> Machine {
     let mut m = Machine::with_ram_mib(2).expect("2 MiB of RAM maps");
-    m.mem.write_ram(0x2000, data).expect("data fits");
-    m.mem.write_ram(CODE, code).expect("code fits");
+    m.write_ram(0x2000, data).expect("data fits");
+    m.write_ram(CODE, code).expect("code fits");
     match mode {
         Mode::Real => {
             for s in SegReg::ALL {
                 m.cpu.seg[s as usize] = Segment::real_mode(0);
             }
-            m.mem.write_ram(0, idt).expect("IVT fits");
+            m.write_ram(0, idt).expect("IVT fits");
         }
         _ => {
             enter_flat_protected_mode(&mut m, CODE);
-            m.mem.write_ram(IDT, idt).expect("IDT fits");
+            m.write_ram(IDT, idt).expect("IDT fits");
             m.cpu.idtr = TableReg {
                 base: IDT,
                 limit: idt.len() as u16 - 1,
@@ -66,8 +66,7 @@ fn set_up(
             }
             if matches!(mode, Mode::Paged32) {
                 // Identity-map the first 4 MiB with one 4 MiB page, PD at 0x3000.
-                m.mem
-                    .write_ram(0x3000, &0x87u32.to_le_bytes())
+                m.write_ram(0x3000, &0x87u32.to_le_bytes())
                     .expect("PD fits");
                 m.cpu.cr3 = 0x3000;
                 m.cpu.cr4 |= ringside_core::cpu::cr4::PSE;

@@ -173,7 +173,7 @@ impl Kvm {
                 eip: m.cpu.eip,
             }));
         }
-        if !m.mem.a20_enabled() {
+        if !m.mem().a20_enabled() {
             return Err(vcpu::unavailable(
                 "the A20 gate is off, which the kvm engine does not model",
             ));
@@ -192,7 +192,7 @@ impl Kvm {
             }
             other => vm.enter(m, other, guard, &mut self.counters),
         };
-        invalidate_code_pages(m);
+        hand_back(m);
         result
     }
 
@@ -232,17 +232,16 @@ impl Kvm {
 }
 
 /// The guest may have written any RAM page while under KVM, without the
-/// stores passing through `Memory`'s code-page tracking: record a write to
-/// every page that software engines made code from, so they drop it.
-fn invalidate_code_pages(m: &mut Machine) {
-    let pages = m.mem.ram_size() / ringside_core::memory::PAGE_SIZE;
-    for page in 0..pages {
-        if m.mem.is_code_page(page) {
-            let off = page * ringside_core::memory::PAGE_SIZE;
-            let byte = m.mem.ram_slice()[off as usize];
-            m.mem.store_ram_byte(off, byte);
-        }
-    }
+/// stores passing through core: note them all as written (the code-write
+/// log drops what software engines made from them), and hand the machine
+/// back with the TLB flushed.
+fn hand_back(m: &mut Machine) {
+    let pages = m.mem().ram_size() / ringside_core::memory::PAGE_SIZE;
+    m.note_ram_written(PhysRange {
+        first_page: 0,
+        pages,
+    });
+    m.handover();
 }
 
 impl Engine for Kvm {
@@ -273,9 +272,6 @@ impl Engine for Kvm {
         #[cfg(not(target_os = "linux"))]
         self.enter(m)
     }
-
-    /// KVM caches no code: nothing to forget.
-    fn invalidate(&mut self, _pages: PhysRange) {}
 
     fn stats(&self) -> EngineStats {
         let c = &self.counters;

@@ -92,7 +92,7 @@ fn assemble(
 }
 
 fn load(m: &mut Machine, at: u32, bytes: &[u8]) -> Result<(), String> {
-    m.mem.write_ram(at, bytes).map_err(|e| e.to_string())
+    m.write_ram(at, bytes).map_err(|e| e.to_string())
 }
 
 /// Real mode at 0000:1000 with a stack below the code.

@@ -177,7 +177,7 @@ pub(crate) fn fix_delivered_frame(
     };
     if !guest_tf {
         if let Some(pa) = m.peek_translation(frame.eflags_at.wrapping_add(1)) {
-            if let Some(b) = m.mem.read_plain(pa) {
+            if let Some(b) = m.mem().read_plain(pa) {
                 // TF is bit 8: bit 0 of the image's second byte.
                 let clean = b & !((TF >> 8) as u8);
                 if clean != b {

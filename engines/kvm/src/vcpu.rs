@@ -69,11 +69,11 @@ pub(crate) struct MemoryIdentity {
 impl MemoryIdentity {
     pub(crate) fn of(m: &Machine) -> MemoryIdentity {
         let roms = (0..)
-            .take_while(|&i| m.mem.rom_bytes(i, 0).is_some())
+            .take_while(|&i| m.mem().rom_bytes(i, 0).is_some())
             .count();
         MemoryIdentity {
-            ram_host: m.mem.ram_slice().as_ptr() as usize,
-            ram_size: m.mem.ram_size(),
+            ram_host: m.mem().ram_slice().as_ptr() as usize,
+            ram_size: m.mem().ram_size(),
             roms,
         }
     }
@@ -163,7 +163,7 @@ impl Vm {
         // Only VMX without unrestricted guest needs it; other hosts refuse
         // or ignore it, and either is fine.
         let _ = vm.set_tss_address(VMX_TSS_ADDR);
-        let plan = plan_slots(&m.mem);
+        let plan = plan_slots(m.mem());
         let max_slots = kvm.get_nr_memslots();
         if plan.len() > max_slots {
             return Err(unavailable(format!(
@@ -172,7 +172,7 @@ impl Vm {
             )));
         }
         let readonly = vm.check_extension(Cap::ReadonlyMem);
-        let roms = register_slots(&vm, &m.mem, &plan, readonly).map_err(unavailable)?;
+        let roms = register_slots(&vm, m.mem(), &plan, readonly).map_err(unavailable)?;
         let vcpu = vm
             .create_vcpu(0)
             .map_err(|e| unavailable(format!("cannot create a vCPU: {e}")))?;
@@ -685,7 +685,7 @@ impl Vm {
                         self.complete_pending_io(m)?;
                     }
                     m.apply_a20_signal();
-                    if !m.mem.a20_enabled() {
+                    if !m.mem().a20_enabled() {
                         return Ok((
                             LoopExit::HostFailure(
                                 "the guest turned the A20 gate off, which the kvm engine does not model"

@@ -943,17 +943,15 @@ fn assemble(mode: Mode, stream: &[Template]) -> Vec<u8> {
 /// A machine holding the case, ready to run the stream at CS:CODE.
 fn machine(c: &Case, code: &[u8]) -> Machine {
     let mut m = Machine::with_ram_mib(2).expect("2 MiB of RAM maps");
-    m.mem.write_ram(HLT_STUB, &[0xF4]).expect("the stub fits");
-    m.mem
-        .write_ram(DATA, &c.data.0)
-        .expect("the data area fits");
-    m.mem.write_ram(CODE, code).expect("the code fits");
+    m.write_ram(HLT_STUB, &[0xF4]).expect("the stub fits");
+    m.write_ram(DATA, &c.data.0).expect("the data area fits");
+    m.write_ram(CODE, code).expect("the code fits");
     let mut stack = STACK_TOP;
     match c.mode {
         Mode::Real => {
             // Every IVT entry is 0000:HLT_STUB.
             let ivt: Vec<u8> = (0..256).flat_map(|_| HLT_STUB.to_le_bytes()).collect();
-            m.mem.write_ram(0, &ivt).expect("the IVT fits");
+            m.write_ram(0, &ivt).expect("the IVT fits");
             for s in SegReg::ALL {
                 m.cpu.seg[s as usize] = Segment::real_mode(0);
             }
@@ -969,7 +967,7 @@ fn machine(c: &Case, code: &[u8]) -> Machine {
                 | (0x8E00u64 << 32)
                 | ((HLT_STUB as u64 >> 16) << 48);
             let idt: Vec<u8> = (0..256).flat_map(|_| gate.to_le_bytes()).collect();
-            m.mem.write_ram(IDT, &idt).expect("the IDT fits");
+            m.write_ram(IDT, &idt).expect("the IDT fits");
             m.cpu.idtr = TableReg {
                 base: IDT,
                 limit: 256 * 8 - 1,
@@ -1249,7 +1247,7 @@ fn a_kvm_step_over_a_faulting_div_stops_at_the_handler_with_the_guests_flags() {
         let ss_base = m.cpu.seg[SegReg::Ss as usize].base;
         let mut image = 0u32;
         for i in 0..width {
-            let b = m.mem.read_plain(ss_base + flags_at + i).unwrap_or(0xFF) as u32;
+            let b = m.mem().read_plain(ss_base + flags_at + i).unwrap_or(0xFF) as u32;
             image |= b << (8 * i);
         }
         assert_eq!(image, want, "{mode:?}: the pushed FLAGS image");

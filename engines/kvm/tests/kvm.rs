@@ -158,7 +158,7 @@ fn moving_a_machine_interp_kvm_interp_changes_nothing() {
     // a trip through KVM legitimately changes.
     moved.cpu.msr.tsc_offset = alone.cpu.msr.tsc_offset;
     assert_eq!(moved.cpu, alone.cpu);
-    assert_eq!(moved.mem.ram_slice(), alone.mem.ram_slice());
+    assert_eq!(moved.mem().ram_slice(), alone.mem().ram_slice());
 }
 
 #[test]

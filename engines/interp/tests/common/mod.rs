@@ -21,13 +21,13 @@ pub const HANDLERS: u32 = 0x2000;
 pub fn machine(code: &[u8]) -> Machine {
     let mut m = Machine::with_ram_mib(2).unwrap();
     enter_flat_protected_mode(&mut m, CODE);
-    m.mem.write_ram(CODE, code).unwrap();
+    m.write_ram(CODE, code).unwrap();
     for v in 0..32u32 {
         let h = HANDLERS + 8 * v;
-        m.mem.write_ram(h, &[0xB0, v as u8, 0xF4]).unwrap();
+        m.write_ram(h, &[0xB0, v as u8, 0xF4]).unwrap();
         let gate =
             (h as u64 & 0xFFFF) | (0x08 << 16) | (0x8E00u64 << 32) | ((h as u64 >> 16) << 48);
-        m.mem.write_ram(IDT + 8 * v, &gate.to_le_bytes()).unwrap();
+        m.write_ram(IDT + 8 * v, &gate.to_le_bytes()).unwrap();
     }
     m.cpu.idtr = TableReg {
         base: IDT,
