@@ -150,6 +150,12 @@ impl Machine {
         self.pending().raise(crate::cpu::boundary::work::HOST);
     }
 
+    /// A handle on the pending-work word that does not borrow the machine
+    /// (an engine's loop tests it while a handler has the machine).
+    pub fn pending_work(&self) -> Arc<PendingWork> {
+        self.pending.clone()
+    }
+
     /// The pending-work word: raise a bit of `cpu::boundary::work` to make
     /// the next instruction boundary look.
     #[inline(always)]

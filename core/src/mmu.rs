@@ -69,6 +69,11 @@ pub struct Tlb {
     has_large_pages: bool,
     pub flushes: u64,
     pub misses: u64,
+    /// Bumped by every change to any entry (fill, flush, INVLPG, revoked
+    /// writes): an engine that remembers a translation it looked up (the
+    /// interpreter's block chaining) knows it still holds while this is
+    /// unchanged.
+    generation: u64,
 }
 
 // SAFETY: the host pointers point into the `Memory` of the same `Machine`,
@@ -82,6 +87,7 @@ impl Default for Tlb {
             has_large_pages: false,
             flushes: 0,
             misses: 0,
+            generation: 0,
         }
     }
 }
@@ -92,7 +98,14 @@ impl Tlb {
         self.entries.as_ptr()
     }
 
+    /// See the field: changes whenever any entry changes.
+    #[inline(always)]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn flush(&mut self) {
+        self.generation += 1;
         self.entries.iter_mut().for_each(|e| *e = EMPTY);
         self.has_large_pages = false;
         self.flushes += 1;
@@ -100,6 +113,7 @@ impl Tlb {
 
     /// INVLPG.
     pub fn invalidate_page(&mut self, lin: u32) {
+        self.generation += 1;
         if self.has_large_pages {
             self.flush();
         } else {
@@ -110,6 +124,7 @@ impl Tlb {
 
     /// Stop fast-path writes to a physical page (it now holds cached code).
     pub fn revoke_writes(&mut self, phys_page: u32) {
+        self.generation += 1;
         for e in self.entries.iter_mut() {
             if e.phys_page == phys_page {
                 e.tags[1] = INVALID_TAG;
@@ -129,6 +144,19 @@ impl Tlb {
         } else {
             None
         }
+    }
+
+    /// The host address of `len` bytes at `lin`, when the TLB holds the
+    /// page for this access (a read, or a write when `write`) by this
+    /// privilege class and the bytes stay inside it. None otherwise: the
+    /// caller takes the slow path, which walks, checks and fills. A string
+    /// instruction's fast path copies through it.
+    #[inline(always)]
+    pub fn cached_span(&self, lin: u32, len: u32, write: bool, user: bool) -> Option<*mut u8> {
+        if len == 0 || (lin & (PAGE_SIZE - 1)) > PAGE_SIZE - len {
+            return None;
+        }
+        self.hit(lin, user as usize * 2 + write as usize)
     }
 
     /// The physical page of a linear page cached for reading by this class.
@@ -375,6 +403,7 @@ impl Machine {
         let vpn = lin >> PAGE_SHIFT;
         let idx = vpn as usize % TLB_ENTRIES;
         let class = user as usize;
+        self.tlb.generation += 1;
         let can_write = if user {
             t.writable && t.user
         } else {

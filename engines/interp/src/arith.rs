@@ -6,7 +6,7 @@ use iced_x86::{Mnemonic, OpKind};
 use ringside_core::cpu::flags::{CF, OF, ZF};
 use ringside_core::cpu::{reg, CpuResult, Fault};
 
-use crate::exec::{Ctx, Decoded, Handler};
+use crate::exec::{Ctx, Decoded, Handler, Operand};
 use crate::operand::*;
 use crate::table::{op_bits, w};
 
@@ -66,6 +66,45 @@ fn alu_rm<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let (v, f) = alu::<W, OP>(c.m.cpu.eflags, a, b);
     rmw_end::<W>(c, dest, v)?;
     set_status(&mut c.m.cpu, f);
+    Ok(())
+}
+
+/// `OP reg, reg`: both operands registers, resolved at decode time.
+fn alu_reg_reg<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let cpu = &mut c.m.cpu;
+    let a = W::reg_n(cpu, d.regs[0]);
+    let b = W::reg_n(cpu, d.regs[1]);
+    let (v, f) = alu::<W, OP>(cpu.eflags, a, b);
+    if OP != CMP && OP != TEST {
+        W::set_reg_n(cpu, d.regs[0], v);
+    }
+    set_status(cpu, f);
+    Ok(())
+}
+
+/// `OP reg, imm`.
+fn alu_reg_imm<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let cpu = &mut c.m.cpu;
+    let a = W::reg_n(cpu, d.regs[0]);
+    let (v, f) = alu::<W, OP>(cpu.eflags, a, d.imm & W::MASK);
+    if OP != CMP && OP != TEST {
+        W::set_reg_n(cpu, d.regs[0], v);
+    }
+    set_status(cpu, f);
+    Ok(())
+}
+
+/// INC and DEC of a register (`DELTA` 1 or -1).
+fn inc_dec_reg<W: Width, const DEC: bool>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let cpu = &mut c.m.cpu;
+    let a = W::reg_n(cpu, d.regs[0]);
+    let (v, f) = if DEC {
+        sub_flags::<W>(a, 1, 0)
+    } else {
+        add_flags::<W>(a, 1, 0)
+    };
+    W::set_reg_n(cpu, d.regs[0], v);
+    set_flags(cpu, STATUS_NO_CF, f);
     Ok(())
 }
 
@@ -271,16 +310,31 @@ fn cmpxchg8b(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
 
 pub fn lookup(i: &iced_x86::Instruction) -> Option<Handler> {
     let bits = op_bits(i, 0);
+    let shape = (Operand::of(i, 0), Operand::of(i, 1));
+    // The register forms, the commonest, get handlers that read their
+    // operands without looking at their shapes.
+    macro_rules! alu {
+        ($op:expr) => {
+            match shape {
+                (Operand::Gpr(_), Operand::Gpr(_)) => w!(bits, alu_reg_reg, $op),
+                (Operand::Gpr(_), Operand::Immediate) => w!(bits, alu_reg_imm, $op),
+                _ => w!(bits, alu_rm, $op),
+            }
+        };
+    }
+    let reg = matches!(shape.0, Operand::Gpr(_));
     Some(match i.mnemonic() {
-        Mnemonic::Add => w!(bits, alu_rm, ADD),
-        Mnemonic::Or => w!(bits, alu_rm, OR),
-        Mnemonic::Adc => w!(bits, alu_rm, ADC),
-        Mnemonic::Sbb => w!(bits, alu_rm, SBB),
-        Mnemonic::And => w!(bits, alu_rm, AND),
-        Mnemonic::Sub => w!(bits, alu_rm, SUB),
-        Mnemonic::Xor => w!(bits, alu_rm, XOR),
-        Mnemonic::Cmp => w!(bits, alu_rm, CMP),
-        Mnemonic::Test => w!(bits, alu_rm, TEST),
+        Mnemonic::Add => alu!(ADD),
+        Mnemonic::Or => alu!(OR),
+        Mnemonic::Adc => alu!(ADC),
+        Mnemonic::Sbb => alu!(SBB),
+        Mnemonic::And => alu!(AND),
+        Mnemonic::Sub => alu!(SUB),
+        Mnemonic::Xor => alu!(XOR),
+        Mnemonic::Cmp => alu!(CMP),
+        Mnemonic::Test => alu!(TEST),
+        Mnemonic::Inc if reg => w!(bits, inc_dec_reg, false),
+        Mnemonic::Dec if reg => w!(bits, inc_dec_reg, true),
         Mnemonic::Inc => w!(bits, inc),
         Mnemonic::Dec => w!(bits, dec),
         Mnemonic::Neg => w!(bits, neg),

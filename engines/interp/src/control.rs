@@ -8,7 +8,7 @@ use ringside_core::cpu::flags::OF;
 use ringside_core::cpu::{reg, vector, CpuResult, Fault, SegReg};
 use ringside_core::Exit;
 
-use crate::data::condition;
+use crate::data::condition_number;
 use crate::exec::{Ctx, Decoded, Handler};
 use crate::operand::*;
 use crate::stack::{pop, push};
@@ -36,9 +36,11 @@ fn jmp_indirect<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
 
 /// Conditional branches do not end a decoded block: the block continues
 /// on the fall-through path and a taken branch leaves it early.
-fn jcc(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
-    if condition(c.m.cpu.eflags, d.i.condition_code()) {
-        c.next_eip = check_target(c, d.i.near_branch32())?;
+/// Jcc, specialised by condition (`ConditionCode as u8`); the target
+/// travels as the decoded immediate.
+fn jcc<const CC: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    if condition_number(c.m.cpu.eflags, CC) {
+        c.next_eip = check_target(c, d.imm)?;
         c.end_block = true;
     }
     Ok(())
@@ -255,7 +257,18 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
         | Mnemonic::Jl
         | Mnemonic::Jge
         | Mnemonic::Jle
-        | Mnemonic::Jg => jcc,
+        | Mnemonic::Jg => {
+            use iced_x86::ConditionCode as C;
+            macro_rules! by_condition {
+                ($($cc:ident),*) => {
+                    match i.condition_code() {
+                        $(C::$cc => jcc::<{ C::$cc as u8 }>,)*
+                        C::None => return None,
+                    }
+                };
+            }
+            by_condition!(o, no, b, ae, e, ne, be, a, s, ns, p, np, l, ge, le, g)
+        }
         Mnemonic::Jcxz | Mnemonic::Jecxz => {
             if cx {
                 jcxz::<true>

@@ -6,42 +6,94 @@ use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::flags::{CF, OF, PF, SF, ZF};
 use ringside_core::cpu::{reg, CpuResult};
 
-use crate::exec::{Ctx, Decoded, Handler};
+use crate::exec::{Ctx, Decoded, Handler, Operand};
 use crate::operand::*;
 use crate::table::{op_bits, w};
 
 /// Evaluate a condition code against EFLAGS (SDM Vol. 1 appendix B).
 #[inline(always)]
 pub fn condition(f: u32, cc: ConditionCode) -> bool {
+    condition_number(f, cc as u8)
+}
+
+/// [`condition`] by the condition's number (`ConditionCode as u8`), so
+/// that handlers specialised for one condition at compile time test it
+/// with no table (`control::jcc`).
+#[inline(always)]
+pub fn condition_number(f: u32, cc: u8) -> bool {
+    const O: u8 = ConditionCode::o as u8;
+    const NO: u8 = ConditionCode::no as u8;
+    const B: u8 = ConditionCode::b as u8;
+    const AE: u8 = ConditionCode::ae as u8;
+    const E: u8 = ConditionCode::e as u8;
+    const NE: u8 = ConditionCode::ne as u8;
+    const BE: u8 = ConditionCode::be as u8;
+    const A: u8 = ConditionCode::a as u8;
+    const S: u8 = ConditionCode::s as u8;
+    const NS: u8 = ConditionCode::ns as u8;
+    const P: u8 = ConditionCode::p as u8;
+    const NP: u8 = ConditionCode::np as u8;
+    const L: u8 = ConditionCode::l as u8;
+    const GE: u8 = ConditionCode::ge as u8;
+    const LE: u8 = ConditionCode::le as u8;
+    const G: u8 = ConditionCode::g as u8;
     let cf = f & CF != 0;
     let zf = f & ZF != 0;
     let sf = f & SF != 0;
     let of = f & OF != 0;
     let pf = f & PF != 0;
     match cc {
-        ConditionCode::o => of,
-        ConditionCode::no => !of,
-        ConditionCode::b => cf,
-        ConditionCode::ae => !cf,
-        ConditionCode::e => zf,
-        ConditionCode::ne => !zf,
-        ConditionCode::be => cf || zf,
-        ConditionCode::a => !cf && !zf,
-        ConditionCode::s => sf,
-        ConditionCode::ns => !sf,
-        ConditionCode::p => pf,
-        ConditionCode::np => !pf,
-        ConditionCode::l => sf != of,
-        ConditionCode::ge => sf == of,
-        ConditionCode::le => zf || sf != of,
-        ConditionCode::g => !zf && sf == of,
-        ConditionCode::None => true,
+        O => of,
+        NO => !of,
+        B => cf,
+        AE => !cf,
+        E => zf,
+        NE => !zf,
+        BE => cf || zf,
+        A => !cf && !zf,
+        S => sf,
+        NS => !sf,
+        P => pf,
+        NP => !pf,
+        L => sf != of,
+        GE => sf == of,
+        LE => zf || sf != of,
+        G => !zf && sf == of,
+        _ => true,
     }
 }
 
 fn mov<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let v = read_op::<W>(c, d, 1)?;
     write_op::<W>(c, d, 0, v)
+}
+
+/// MOV between registers.
+fn mov_reg_reg<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let v = W::reg_n(&c.m.cpu, d.regs[1]);
+    W::set_reg_n(&mut c.m.cpu, d.regs[0], v);
+    Ok(())
+}
+
+/// MOV of an immediate to a register.
+fn mov_reg_imm<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    W::set_reg_n(&mut c.m.cpu, d.regs[0], d.imm & W::MASK);
+    Ok(())
+}
+
+/// MOV from memory to a register.
+fn mov_reg_mem<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let off = ea(&c.m.cpu, d);
+    let v = W::read(c.m, mem_seg(d), off)?;
+    W::set_reg_n(&mut c.m.cpu, d.regs[0], v);
+    Ok(())
+}
+
+/// MOV from a register to memory.
+fn mov_mem_reg<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let off = ea(&c.m.cpu, d);
+    let v = W::reg_n(&c.m.cpu, d.regs[1]);
+    W::write(c.m, mem_seg(d), off, v)
 }
 
 /// MOVZX/MOVSX: source width S, destination width D.
@@ -189,7 +241,13 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
             if sreg || sysreg {
                 return None;
             }
-            w!(bits, mov)
+            match (Operand::of(i, 0), Operand::of(i, 1)) {
+                (Operand::Gpr(_), Operand::Gpr(_)) => w!(bits, mov_reg_reg),
+                (Operand::Gpr(_), Operand::Immediate) => w!(bits, mov_reg_imm),
+                (Operand::Gpr(_), Operand::Memory) => w!(bits, mov_reg_mem),
+                (Operand::Memory, Operand::Gpr(_)) => w!(bits, mov_mem_reg),
+                _ => w!(bits, mov),
+            }
         }
         Mnemonic::Movzx => match op_bits(i, 1) {
             8 => movx::<W8, false>,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use iced_x86::{
     Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
-use ringside_core::cpu::boundary::{work, Boundary, DeliveredKind};
+use ringside_core::cpu::boundary::{work, Boundary, DeliveredKind, PendingWork};
 use ringside_core::cpu::{CpuResult, Fault, SegReg};
 use ringside_core::memory::CodeWrites;
 use ringside_core::mmu::AccessKind;
@@ -56,6 +56,17 @@ pub struct Decoded {
     pub imm: u32,
     /// The memory operand uses 16-bit addressing.
     pub a16: bool,
+    /// Operands 0-2 resolved at decode time, so that the handlers do not
+    /// ask iced for the operand kinds and registers at every execution
+    /// (the idea of Bochs's decoder, which picks handlers and operand
+    /// forms once).
+    pub ops: [Operand; 3],
+    /// The general registers of operands 0 and 1 by encoding number (0
+    /// where the operand is not a general register): what the handlers
+    /// specialised for register forms read.
+    pub regs: [usize; 2],
+    /// The memory operand's address computation, resolved at decode time.
+    pub mem: MemoryOperand,
     /// The next instruction boundary must look after this one: it may
     /// change whether an interrupt can be taken or how code runs (see
     /// [`changes_boundary_state`]).
@@ -68,9 +79,13 @@ impl Decoded {
         let eip = i.ip32();
         let next = eip.wrapping_add(i.len() as u32);
         let next_eip = if code32 { next } else { next & 0xFFFF };
-        let imm = (0..i.op_count())
-            .find_map(|n| immediate_of(&i, n))
-            .unwrap_or(0);
+        // A near branch's target travels as its immediate.
+        let imm = match i.op0_kind() {
+            OpKind::NearBranch16 | OpKind::NearBranch32 => i.near_branch32(),
+            _ => (0..i.op_count())
+                .find_map(|n| immediate_of(&i, n))
+                .unwrap_or(0),
+        };
         let base = i.memory_base();
         let index = i.memory_index();
         let a16 = base.is_gpr16()
@@ -104,10 +119,93 @@ impl Decoded {
                 next_eip,
                 imm,
                 a16,
+                ops: [0, 1, 2].map(|n| Operand::of(&i, n)),
+                regs: [0, 1].map(|n| match Operand::of(&i, n) {
+                    Operand::Gpr(r) => r as usize,
+                    _ => 0,
+                }),
+                mem: MemoryOperand::of(&i),
                 boundary_after: ends_block && changes_boundary_state(&i),
             },
             ends,
         )
+    }
+}
+
+/// An operand's shape, fixed by the encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// A general register by encoding number (for byte operands: AL, CL,
+    /// DL, BL, AH, CH, DH, BH).
+    Gpr(u8),
+    Memory,
+    Immediate,
+    /// Anything else (segment, control or debug registers, branch
+    /// targets, implicit string operands): handlers ask iced.
+    Other,
+}
+
+impl Operand {
+    pub(crate) fn of(i: &Instruction, n: u32) -> Operand {
+        if n >= i.op_count() {
+            return Operand::Other;
+        }
+        match i.op_kind(n) {
+            OpKind::Register => {
+                let r = i.op_register(n);
+                if r.is_gpr8() || r.is_gpr16() || r.is_gpr32() {
+                    Operand::Gpr(r.number() as u8 & 7)
+                } else {
+                    Operand::Other
+                }
+            }
+            OpKind::Memory => Operand::Memory,
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32 => Operand::Immediate,
+            _ => Operand::Other,
+        }
+    }
+}
+
+/// How a memory operand's offset is computed: displacement, plus a base
+/// register, plus an index register shifted by the scale. Register numbers
+/// are 0-7; [`MemoryOperand::NONE`] means no register. With 16-bit
+/// addressing the sum is taken modulo 64 KiB, so the full 32-bit registers
+/// give the same offset as their 16-bit halves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryOperand {
+    pub displacement: u32,
+    pub base: u8,
+    pub index: u8,
+    pub scale_shift: u8,
+    /// The index is a byte register (XLAT's AL), not a full register.
+    pub byte_index: bool,
+    pub segment: SegReg,
+}
+
+impl MemoryOperand {
+    pub const NONE: u8 = 0xFF;
+
+    fn of(i: &Instruction) -> MemoryOperand {
+        let number = |r: Register| {
+            if r == Register::None {
+                MemoryOperand::NONE
+            } else {
+                r.number() as u8 & 7
+            }
+        };
+        let index = i.memory_index();
+        MemoryOperand {
+            displacement: i.memory_displacement32(),
+            base: number(i.memory_base()),
+            index: number(index),
+            scale_shift: i.memory_index_scale().trailing_zeros() as u8,
+            byte_index: index.is_gpr8(),
+            segment: crate::operand::seg_of(i.memory_segment()),
+        }
     }
 }
 
@@ -173,7 +271,31 @@ struct Block {
     /// (linear, physical) page numbers, checked at every lookup because the
     /// second page's mapping may change independently of the first.
     second: Option<(u32, u32)>,
+    /// Where control went after this block, and the block found there
+    /// (block chaining): the fall-through and the taken branch, most
+    /// recent first.
+    links: [Link; 2],
 }
+
+/// A remembered successor: after the block, EIP `eip` led to block
+/// `target`, when the chain generation (`InterpCore::chain_generation`)
+/// was `generation`. While the generation is unchanged, nothing a fetch
+/// depends on has changed (CS, CPL and the mode change only across a
+/// serviced boundary; the TLB and the cache count their own changes), so
+/// the fetch would find `target` again.
+#[derive(Clone, Copy)]
+struct Link {
+    eip: u32,
+    target: u32,
+    generation: u64,
+}
+
+/// A link no generation matches.
+const NO_LINK: Link = Link {
+    eip: 0,
+    target: 0,
+    generation: u64::MAX,
+};
 
 /// Counters the interpreter reports.
 #[derive(Default, Clone, Debug)]
@@ -182,6 +304,9 @@ pub struct Counters {
     pub instructions: u64,
     pub blocks_decoded: u64,
     pub block_lookups: u64,
+    /// Blocks reached through a link from the previous block, without a
+    /// lookup.
+    pub chained_blocks: u64,
     pub uncached_insns: u64,
     pub invalidated_blocks: u64,
     pub exceptions: u64,
@@ -196,6 +321,9 @@ pub struct BlockCache {
     map: HashMap<Key, u32>,
     by_page: HashMap<u32, Vec<Key>>,
     front: Vec<(Key, u32)>,
+    /// Bumped whenever blocks are dropped (ids are reused), so that links
+    /// to them die.
+    generation: u64,
 }
 
 impl BlockCache {
@@ -251,6 +379,7 @@ impl BlockCache {
         let Some(keys) = self.by_page.remove(&page) else {
             return 0;
         };
+        self.generation += 1;
         let mut n = 0;
         for k in keys {
             if let Some(id) = self.map.remove(&k) {
@@ -264,7 +393,31 @@ impl BlockCache {
     }
 
     pub fn clear(&mut self) {
+        let generation = self.generation + 1;
         *self = BlockCache::default();
+        self.generation = generation;
+    }
+
+    /// The block a link of `from` names for `eip`, if still valid.
+    #[inline(always)]
+    fn follow(&self, from: u32, eip: u32, generation: u64) -> Option<u32> {
+        let b = self.blocks.get(from as usize)?.as_ref()?;
+        b.links
+            .iter()
+            .find(|l| l.eip == eip && l.generation == generation)
+            .map(|l| l.target)
+    }
+
+    /// Remember that `eip` after block `from` led to `target`.
+    fn link(&mut self, from: u32, eip: u32, target: u32, generation: u64) {
+        if let Some(Some(b)) = self.blocks.get_mut(from as usize) {
+            b.links[1] = b.links[0];
+            b.links[0] = Link {
+                eip,
+                target,
+                generation,
+            };
+        }
     }
 
     /// Live blocks.
@@ -286,6 +439,9 @@ pub struct InterpCore {
     code_cursor: u64,
     /// The last single-stepped instruction was a REP that paused.
     rep_paused: bool,
+    /// Boundaries serviced by `run`: part of the chain generation, since
+    /// CS, CPL and the mode change only across a serviced boundary.
+    boundaries: u64,
 }
 
 enum Fetched {
@@ -293,6 +449,37 @@ enum Fetched {
     /// The instruction cannot be cached (page-crossing, MMIO, CS-limit
     /// edge): run it alone.
     Single(Box<Decoded>),
+}
+
+/// Run the instructions of a block until one ends it: a fault, a paused
+/// REP, a taken branch, work for the boundary, or (when `CHECKED`) the
+/// deadline instruction count `stop_at` or a debugger breakpoint. Returns
+/// how many retired, and the fault if one was raised.
+#[inline(always)]
+fn run_block<const CHECKED: bool>(
+    c: &mut Ctx,
+    insns: &[Decoded],
+    pending: &PendingWork,
+    stop_at: u64,
+) -> (usize, Option<Fault>) {
+    for (n, d) in insns.iter().enumerate() {
+        c.next_eip = d.next_eip;
+        if let Err(f) = (d.exec)(c, d) {
+            return (n, Some(f));
+        }
+        c.m.cpu.eip = c.next_eip;
+        if c.rep_paused {
+            return (n, None);
+        }
+        c.m.clock.icount += 1;
+        if pending.get() != 0 || c.end_block {
+            return (n + 1, None);
+        }
+        if CHECKED && (c.m.clock.icount >= stop_at || at_breakpoint(c.m)) {
+            return (n + 1, None);
+        }
+    }
+    (insns.len(), None)
 }
 
 /// Whether the next instruction is at one of the debugger's breakpoints.
@@ -319,8 +506,14 @@ impl InterpCore {
         // retiring instructions, so a guest that faults forever (or a REP
         // with a huge count) still returns to the caller.
         let mut stalls_left = budget.instructions;
+        // The block just run, when control left it plainly (no fault, no
+        // exit, no boundary since): its links may name the next block.
+        let mut chain_from: Option<u32> = None;
+        let pending = m.pending_work();
         while m.clock.icount < target && stalls_left > 0 {
             if m.pending().get() != 0 || m.clock.icount >= stop_at {
+                chain_from = None;
+                self.boundaries += 1;
                 if m.pending().take() & work::CODE_WRITE != 0 {
                     self.process_code_writes(m);
                 }
@@ -352,7 +545,21 @@ impl InterpCore {
             } else if at_breakpoint(m) {
                 return Ok(Exit::Breakpoint);
             }
-            let fetched = match self.fetch(m) {
+            let from = chain_from.take();
+            let linked =
+                from.and_then(|b| self.cache.follow(b, m.cpu.eip, self.chain_generation(m)));
+            let fetched = match linked {
+                Some(id) => {
+                    self.counters.chained_blocks += 1;
+                    Ok(Fetched::Block(id))
+                }
+                None => self.fetch(m),
+            };
+            if let (Some(b), Ok(Fetched::Block(id)), None) = (from, &fetched, linked) {
+                let generation = self.chain_generation(m);
+                self.cache.link(b, m.cpu.eip, *id, generation);
+            }
+            let fetched = match fetched {
                 Ok(f) => f,
                 Err(f) => {
                     stalls_left -= 1;
@@ -390,31 +597,27 @@ impl InterpCore {
                 rep_paused: false,
                 code_seq: self.code_cursor,
             };
-            let mut fault = None;
-            for d in block.insns.iter() {
-                c.next_eip = d.next_eip;
-                if let Err(f) = (d.exec)(&mut c, d) {
-                    fault = Some(f);
-                    break;
-                }
-                c.m.cpu.eip = c.next_eip;
-                if c.rep_paused {
-                    stalls_left -= 1;
-                    break;
-                }
-                c.m.clock.icount += 1;
-                if d.boundary_after {
-                    c.m.pending().raise(work::CPU);
-                }
-                if c.m.pending().get() != 0
-                    || c.end_block
-                    || c.m.clock.icount >= stop_at
-                    || (watch_bps && at_breakpoint(c.m))
-                {
-                    break;
-                }
+            // The per-instruction test of the deadline and of debugger
+            // breakpoints is needed only when the block could reach them.
+            let unchecked =
+                !watch_bps && c.m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
+            let (retired, fault) = if unchecked {
+                run_block::<false>(&mut c, &block.insns, &pending, stop_at)
+            } else {
+                run_block::<true>(&mut c, &block.insns, &pending, stop_at)
+            };
+            if c.rep_paused {
+                stalls_left -= 1;
+            }
+            // An instruction that makes the boundary look always ends its
+            // block (`changes_boundary_state`), so only the last can.
+            if retired == block.insns.len() && block.insns[retired - 1].boundary_after {
+                pending.raise(work::CPU);
             }
             let exit = c.exit.take();
+            if fault.is_none() && exit.is_none() && !c.rep_paused {
+                chain_from = Some(id);
+            }
             if let Some(f) = fault {
                 stalls_left -= 1;
                 if let Some(exit) = self.raise(m, f) {
@@ -459,6 +662,16 @@ impl InterpCore {
                 return Ok(Exit::BudgetSpent);
             }
         }
+    }
+
+    /// The chain generation: changes whenever anything a block lookup
+    /// depends on may have changed (see [`Link`]).
+    #[inline(always)]
+    fn chain_generation(&self, m: &Machine) -> u64 {
+        m.tlb()
+            .generation()
+            .wrapping_add(self.cache.generation)
+            .wrapping_add(self.boundaries)
     }
 
     fn count_delivery(&mut self, kind: DeliveredKind) {
@@ -684,6 +897,7 @@ impl InterpCore {
                 end_eip,
                 phys_page: page,
                 second,
+                links: [NO_LINK; 2],
             },
         );
         Ok(Fetched::Block(id))

@@ -73,6 +73,7 @@ impl Engine for Interp {
         };
         s.counters.insert("blocks_decoded", c.blocks_decoded);
         s.counters.insert("block_lookups", c.block_lookups);
+        s.counters.insert("chained_blocks", c.chained_blocks);
         s.counters.insert("uncached_instructions", c.uncached_insns);
         s.counters
             .insert("invalidated_blocks", c.invalidated_blocks);

@@ -5,9 +5,10 @@
 use iced_x86::{OpKind, Register};
 use ringside_core::cpu::flags::{parity, AF, CF, OF, PF, SF, STATUS, ZF};
 use ringside_core::cpu::{CpuResult, CpuState, SegReg};
+use ringside_core::mmu::MemWord;
 use ringside_core::Machine;
 
-use crate::exec::{Ctx, Decoded};
+use crate::exec::{Ctx, Decoded, MemoryOperand, Operand};
 
 /// An operand width: 8, 16 or 32 bits. Values travel as `u32`, masked.
 pub trait Width: Copy + 'static {
@@ -21,6 +22,16 @@ pub trait Width: Copy + 'static {
     fn set_reg_n(cpu: &mut CpuState, n: usize, v: u32);
     fn read(m: &mut Machine, s: SegReg, off: u32) -> CpuResult<u32>;
     fn write(m: &mut Machine, s: SegReg, off: u32, v: u32) -> CpuResult<()>;
+    /// Load a value of this width from host memory.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `BYTES` bytes.
+    unsafe fn load_host(p: *const u8) -> u32;
+    /// Store a value of this width to host memory.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `BYTES` bytes.
+    unsafe fn store_host(p: *mut u8, v: u32);
     /// Sign-extend a value of this width to 32 bits.
     #[inline(always)]
     fn sext(v: u32) -> u32 {
@@ -37,6 +48,16 @@ pub struct W16;
 pub struct W32;
 
 impl Width for W8 {
+    #[inline(always)]
+    unsafe fn load_host(p: *const u8) -> u32 {
+        // SAFETY: the caller guarantees BYTES readable bytes.
+        unsafe { <u8 as MemWord>::load(p) as u32 }
+    }
+    #[inline(always)]
+    unsafe fn store_host(p: *mut u8, v: u32) {
+        // SAFETY: the caller guarantees BYTES writable bytes.
+        unsafe { (v as u8).store(p) }
+    }
     const BITS: u32 = 8;
     const MASK: u32 = 0xFF;
     #[inline(always)]
@@ -66,6 +87,16 @@ impl Width for W8 {
 }
 
 impl Width for W16 {
+    #[inline(always)]
+    unsafe fn load_host(p: *const u8) -> u32 {
+        // SAFETY: the caller guarantees BYTES readable bytes.
+        unsafe { <u16 as MemWord>::load(p) as u32 }
+    }
+    #[inline(always)]
+    unsafe fn store_host(p: *mut u8, v: u32) {
+        // SAFETY: the caller guarantees BYTES writable bytes.
+        unsafe { (v as u16).store(p) }
+    }
     const BITS: u32 = 16;
     const MASK: u32 = 0xFFFF;
     #[inline(always)]
@@ -95,6 +126,16 @@ impl Width for W16 {
 }
 
 impl Width for W32 {
+    #[inline(always)]
+    unsafe fn load_host(p: *const u8) -> u32 {
+        // SAFETY: the caller guarantees BYTES readable bytes.
+        unsafe { <u32 as MemWord>::load(p) as u32 }
+    }
+    #[inline(always)]
+    unsafe fn store_host(p: *mut u8, v: u32) {
+        // SAFETY: the caller guarantees BYTES writable bytes.
+        unsafe { (v as u32).store(p) }
+    }
     const BITS: u32 = 32;
     const MASK: u32 = u32::MAX;
     #[inline(always)]
@@ -131,19 +172,6 @@ pub fn gpr_index(r: Register, first: Register) -> usize {
     (r as usize).wrapping_sub(first as usize) & 7
 }
 
-/// The value of a 16- or 32-bit address register (base or index).
-#[inline(always)]
-fn addr_reg(cpu: &CpuState, r: Register) -> u32 {
-    let n = r as usize;
-    if n >= Register::EAX as usize {
-        cpu.gpr[gpr_index(r, Register::EAX)]
-    } else if n >= Register::AX as usize {
-        cpu.gpr[gpr_index(r, Register::AX)] & 0xFFFF
-    } else {
-        cpu.reg8(gpr_index(r, Register::AL)) as u32
-    }
-}
-
 /// The segment register an iced `Register` names.
 #[inline(always)]
 pub fn seg_of(r: Register) -> SegReg {
@@ -160,15 +188,18 @@ pub fn seg_of(r: Register) -> SegReg {
 /// The effective address (offset in its segment) of the memory operand.
 #[inline(always)]
 pub fn ea(cpu: &CpuState, d: &Decoded) -> u32 {
-    let i = &d.i;
-    let mut a = i.memory_displacement32();
-    let base = i.memory_base();
-    if base != Register::None {
-        a = a.wrapping_add(addr_reg(cpu, base));
+    let m = &d.mem;
+    let mut a = m.displacement;
+    if m.base != MemoryOperand::NONE {
+        a = a.wrapping_add(cpu.gpr[m.base as usize]);
     }
-    let index = i.memory_index();
-    if index != Register::None {
-        a = a.wrapping_add(addr_reg(cpu, index).wrapping_mul(i.memory_index_scale()));
+    if m.index != MemoryOperand::NONE {
+        let index = if m.byte_index {
+            cpu.reg8(m.index as usize) as u32
+        } else {
+            cpu.gpr[m.index as usize]
+        };
+        a = a.wrapping_add(index << m.scale_shift);
     }
     if d.a16 {
         a & 0xFFFF
@@ -180,31 +211,42 @@ pub fn ea(cpu: &CpuState, d: &Decoded) -> u32 {
 /// The segment of the memory operand (override or default).
 #[inline(always)]
 pub fn mem_seg(d: &Decoded) -> SegReg {
-    seg_of(d.i.memory_segment())
+    d.mem.segment
 }
 
 /// Read operand `n` (register, memory or immediate).
 #[inline(always)]
 pub fn read_op<W: Width>(c: &mut Ctx, d: &Decoded, n: u32) -> CpuResult<u32> {
-    match d.i.op_kind(n) {
-        OpKind::Register => Ok(W::reg(&c.m.cpu, d.i.op_register(n))),
-        OpKind::Memory => {
+    match d.ops[n as usize] {
+        Operand::Gpr(r) => Ok(W::reg_n(&c.m.cpu, r as usize)),
+        Operand::Memory => {
             let off = ea(&c.m.cpu, d);
             W::read(c.m, mem_seg(d), off)
         }
-        _ => Ok(d.imm & W::MASK),
+        Operand::Immediate => Ok(d.imm & W::MASK),
+        Operand::Other => match d.i.op_kind(n) {
+            OpKind::Register => Ok(W::reg(&c.m.cpu, d.i.op_register(n))),
+            _ => Ok(d.imm & W::MASK),
+        },
     }
 }
 
 /// Write operand `n` (register or memory).
 #[inline(always)]
 pub fn write_op<W: Width>(c: &mut Ctx, d: &Decoded, n: u32, v: u32) -> CpuResult<()> {
-    if d.i.op_kind(n) == OpKind::Register {
-        W::set_reg(&mut c.m.cpu, d.i.op_register(n), v);
-        Ok(())
-    } else {
-        let off = ea(&c.m.cpu, d);
-        W::write(c.m, mem_seg(d), off, v)
+    match d.ops[n as usize] {
+        Operand::Gpr(r) => {
+            W::set_reg_n(&mut c.m.cpu, r as usize, v);
+            Ok(())
+        }
+        Operand::Other if d.i.op_kind(n) == OpKind::Register => {
+            W::set_reg(&mut c.m.cpu, d.i.op_register(n), v);
+            Ok(())
+        }
+        _ => {
+            let off = ea(&c.m.cpu, d);
+            W::write(c.m, mem_seg(d), off, v)
+        }
     }
 }
 
@@ -213,27 +255,37 @@ pub fn write_op<W: Width>(c: &mut Ctx, d: &Decoded, n: u32, v: u32) -> CpuResult
 /// fault after the read.
 #[derive(Clone, Copy)]
 pub enum Dest {
+    /// A general register by encoding number.
+    Gpr(u8),
     Reg(Register),
     Mem(SegReg, u32),
 }
 
 #[inline(always)]
 pub fn rmw_begin<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<(Dest, u32)> {
-    if d.i.op0_kind() == OpKind::Register {
-        let r = d.i.op0_register();
-        Ok((Dest::Reg(r), W::reg(&c.m.cpu, r)))
-    } else {
-        let s = mem_seg(d);
-        let off = ea(&c.m.cpu, d);
-        c.m.probe_seg_write(s, off, W::BYTES)?;
-        let v = W::read(c.m, s, off)?;
-        Ok((Dest::Mem(s, off), v))
+    match d.ops[0] {
+        Operand::Gpr(r) => Ok((Dest::Gpr(r), W::reg_n(&c.m.cpu, r as usize))),
+        Operand::Other if d.i.op0_kind() == OpKind::Register => {
+            let r = d.i.op0_register();
+            Ok((Dest::Reg(r), W::reg(&c.m.cpu, r)))
+        }
+        _ => {
+            let s = mem_seg(d);
+            let off = ea(&c.m.cpu, d);
+            c.m.probe_seg_write(s, off, W::BYTES)?;
+            let v = W::read(c.m, s, off)?;
+            Ok((Dest::Mem(s, off), v))
+        }
     }
 }
 
 #[inline(always)]
 pub fn rmw_end<W: Width>(c: &mut Ctx, dest: Dest, v: u32) -> CpuResult<()> {
     match dest {
+        Dest::Gpr(r) => {
+            W::set_reg_n(&mut c.m.cpu, r as usize, v);
+            Ok(())
+        }
         Dest::Reg(r) => {
             W::set_reg(&mut c.m.cpu, r, v);
             Ok(())

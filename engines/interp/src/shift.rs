@@ -7,7 +7,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::flags::{CF, OF};
 use ringside_core::cpu::{reg, CpuResult};
 
-use crate::exec::{Ctx, Decoded, Handler};
+use crate::exec::{Ctx, Decoded, Handler, Operand};
 use crate::operand::*;
 use crate::table::{op_bits, w};
 
@@ -118,6 +118,21 @@ fn shift_rm<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
+/// A shift or rotate of a register by an immediate count, the commonest
+/// form, with its operands resolved at decode time.
+fn shift_reg_imm<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+    let n = d.imm & 0x1F;
+    if n == 0 {
+        return Ok(());
+    }
+    let cpu = &mut c.m.cpu;
+    let a = W::reg_n(cpu, d.regs[0]);
+    let (r, f, mask) = shift::<W, OP>(a, n, cpu.eflags);
+    W::set_reg_n(cpu, d.regs[0], r);
+    set_flags(cpu, mask, f);
+    Ok(())
+}
+
 /// SHLD/SHRD dst, src, count (SDM Vol. 2B). Counts above the operand size
 /// give undefined results; ringside shifts through the 32/64-bit
 /// concatenation like P6 does.
@@ -163,14 +178,27 @@ fn double_shift<W: Width, const LEFT: bool>(c: &mut Ctx, d: &Decoded) -> CpuResu
 
 pub fn lookup(i: &Instruction) -> Option<Handler> {
     let bits = op_bits(i, 0);
+    let reg_imm = matches!(
+        (Operand::of(i, 0), Operand::of(i, 1)),
+        (Operand::Gpr(_), Operand::Immediate)
+    );
+    macro_rules! shift {
+        ($op:expr) => {
+            if reg_imm {
+                w!(bits, shift_reg_imm, $op)
+            } else {
+                w!(bits, shift_rm, $op)
+            }
+        };
+    }
     Some(match i.mnemonic() {
-        Mnemonic::Rol => w!(bits, shift_rm, ROL),
-        Mnemonic::Ror => w!(bits, shift_rm, ROR),
-        Mnemonic::Rcl => w!(bits, shift_rm, RCL),
-        Mnemonic::Rcr => w!(bits, shift_rm, RCR),
-        Mnemonic::Shl | Mnemonic::Sal => w!(bits, shift_rm, SHL),
-        Mnemonic::Shr => w!(bits, shift_rm, SHR),
-        Mnemonic::Sar => w!(bits, shift_rm, SAR),
+        Mnemonic::Rol => shift!(ROL),
+        Mnemonic::Ror => shift!(ROR),
+        Mnemonic::Rcl => shift!(RCL),
+        Mnemonic::Rcr => shift!(RCR),
+        Mnemonic::Shl | Mnemonic::Sal => shift!(SHL),
+        Mnemonic::Shr => shift!(SHR),
+        Mnemonic::Sar => shift!(SAR),
         Mnemonic::Shld => w!(bits, double_shift, true),
         Mnemonic::Shrd => w!(bits, double_shift, false),
         _ => return None,

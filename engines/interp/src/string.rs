@@ -136,7 +136,14 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         CMPS | SCAS => Some(false),
         _ => None,
     };
-    for _ in 0..REP_SLICE {
+    let mut left = REP_SLICE;
+    if (OP == MOVS || OP == STOS) && !d.a16 && c.m.cpu.eflags & DF == 0 {
+        left -= rep_in_place::<W, OP>(c, src, left);
+        if r.get(c, reg::ECX) == 0 {
+            return Ok(());
+        }
+    }
+    for _ in 0..left {
         let count = r.get(c, reg::ECX);
         if count == 0 {
             return Ok(());
@@ -160,6 +167,85 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         c.rep_paused = true;
     }
     Ok(())
+}
+
+/// The fast path of REP MOVS and REP STOS with 32-bit addresses going
+/// up: as many iterations at once as stay inside one source and one
+/// destination page that the TLB holds for the access, copied element by
+/// element (so overlapping moves behave as the one-at-a-time loop),
+/// with ESI, EDI and ECX updated as after that many iterations. Anything
+/// the TLB does not hold (a miss, MMIO, a code page, a data breakpoint),
+/// a segment limit in the way or alignment checking leaves the rest to
+/// the ordinary loop. Returns the iterations done, at most `budget`.
+fn rep_in_place<W: Width, const OP: u8>(c: &mut Ctx, src: SegReg, budget: u32) -> u32 {
+    let size = W::BYTES;
+    let user = c.m.user_access();
+    if user && c.m.cpu.cr0 & ringside_core::cpu::cr0::AM != 0 {
+        return 0;
+    }
+    let mut done = 0;
+    while done < budget {
+        let cpu = &c.m.cpu;
+        let (count, si, di) = (cpu.gpr[reg::ECX], cpu.gpr[reg::ESI], cpu.gpr[reg::EDI]);
+        let Ok(dst_lin) = c.m.seg_write_addr(SegReg::Es, di, size) else {
+            break;
+        };
+        let room = |lin: u32| (0x1000 - (lin & 0xFFF)) / size;
+        let mut n = count.min(budget - done).min(room(dst_lin));
+        let src_lin = if OP == MOVS {
+            let Ok(lin) = c.m.seg_read_addr(src, si, size) else {
+                break;
+            };
+            n = n.min(room(lin));
+            lin
+        } else {
+            0
+        };
+        if n == 0 {
+            break;
+        }
+        // The whole run must pass the segment checks, not just its start.
+        if c.m.seg_write_addr(SegReg::Es, di, n * size).is_err()
+            || (OP == MOVS && c.m.seg_read_addr(src, si, n * size).is_err())
+        {
+            break;
+        }
+        let tlb = c.m.tlb();
+        let Some(dst) = tlb.cached_span(dst_lin, n * size, true, user) else {
+            break;
+        };
+        if OP == MOVS {
+            let Some(from) = tlb.cached_span(src_lin, n * size, false, user) else {
+                break;
+            };
+            for k in 0..n as usize {
+                let at = k * size as usize;
+                // SAFETY: both spans are n * size bytes inside pages the
+                // TLB holds for this access (RAM; writable, not code).
+                unsafe {
+                    let v = W::load_host(from.add(at));
+                    W::store_host(dst.add(at), v);
+                }
+            }
+        } else {
+            let v = W::reg_n(&c.m.cpu, reg::EAX);
+            for k in 0..n as usize {
+                // SAFETY: as above, for the destination span.
+                unsafe { W::store_host(dst.add(k * size as usize), v) };
+            }
+        }
+        let cpu = &mut c.m.cpu;
+        cpu.gpr[reg::ECX] = count - n;
+        cpu.gpr[reg::EDI] = di.wrapping_add(n * size);
+        if OP == MOVS {
+            cpu.gpr[reg::ESI] = si.wrapping_add(n * size);
+        }
+        done += n;
+        if n == count {
+            break;
+        }
+    }
+    done
 }
 
 /// Iterations a REP instruction runs before it pauses (not retired) so the
