@@ -965,3 +965,53 @@ fn debug_ui_under_tmux_compare_mode_shows_a_divergence() {
     assert!(screen.contains("DIVERGED"), "{screen}");
     assert_eq!(ui.quit(), 0);
 }
+
+/// Every built-in guest retires exactly the number of instructions it
+/// retired before the engine substrate (issue 9) moved the boundary rules
+/// into core and sped the interpreter up: the counts are the guests'
+/// behaviour, and a change to any of them must be a deliberate act
+/// (DESIGN.md section 3: same image and input, same instruction count).
+#[test]
+fn built_in_guests_retire_their_pinned_instruction_counts() {
+    let demo_script: &[u8] = b"run hello\npoweroff\n";
+    let pinned: &[(&str, &[u8], u64)] = &[
+        ("bench-int-small", b"", 5_741_726),
+        ("demo", demo_script, 297_194),
+        ("demo-disk", demo_script, 338_707),
+        ("exceptions", b"", 59_083),
+        ("hello", b"", 5_250),
+        ("irq-pm", b"", 7_587),
+        ("irq-real", b"", 33_508),
+        ("paging", b"", 62_424),
+        ("pm-segments", b"", 65_701),
+        ("privilege", b"", 34_201),
+        ("smc", b"", 174_840),
+        ("tasks", b"", 22_311),
+        ("vm86", b"", 24_856),
+    ];
+    let dir = temp_dir("pinned");
+    let mut wrong = Vec::new();
+    for &(guest, input, count) in pinned {
+        let stats = dir.join(format!("{guest}.json"));
+        let image = format!("builtin:{guest}");
+        let out = ringside_with_input(
+            &[
+                "run",
+                &image,
+                "--clock",
+                "fast",
+                "--stats-json",
+                stats.to_str().unwrap(),
+            ],
+            input,
+        );
+        assert_eq!(out.status.code(), Some(0), "{guest}: {}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        let got = v["instructions"].as_u64().unwrap();
+        if got != count {
+            wrong.push(format!("{guest}: {got} instead of {count}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(wrong.is_empty(), "{wrong:?}");
+}

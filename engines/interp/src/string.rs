@@ -136,20 +136,24 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
         CMPS | SCAS => Some(false),
         _ => None,
     };
+    let in_place = (OP == MOVS || OP == STOS) && !d.a16 && c.m.cpu.eflags & DF == 0;
     let mut left = REP_SLICE;
-    if (OP == MOVS || OP == STOS) && !d.a16 && c.m.cpu.eflags & DF == 0 {
-        left -= rep_in_place::<W, OP>(c, src, left);
-        if r.get(c, reg::ECX) == 0 {
-            return Ok(());
+    while left > 0 {
+        if in_place {
+            // After an ordinary iteration has filled the TLB, the rest of
+            // the page goes at once.
+            left -= rep_in_place::<W, OP>(c, src, left);
+            if left == 0 {
+                break;
+            }
         }
-    }
-    for _ in 0..left {
         let count = r.get(c, reg::ECX);
         if count == 0 {
             return Ok(());
         }
         iteration::<W, OP>(c, r, src)?;
         r.set(c, reg::ECX, count.wrapping_sub(1));
+        left -= 1;
         if let Some(stop_on) = until_zf {
             if (c.m.cpu.eflags & ZF != 0) == stop_on {
                 return Ok(());

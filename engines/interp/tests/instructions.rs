@@ -426,3 +426,42 @@ fn intercepted_exception_returns_to_the_caller_undelivered() {
     );
     assert_eq!(m.cpu.gpr[reg::ESP], STACK, "nothing was pushed");
 }
+
+#[test]
+fn rep_movs_over_overlapping_ranges_moves_element_by_element() {
+    // dst = src + 1: each doubleword is read whole before it is written,
+    // so the copy is not the byte-smearing of a byte-wise memmove.
+    let code = assemble(|a| {
+        a.mov(esi, 0x5000u32)?;
+        a.mov(edi, 0x5001u32)?;
+        a.mov(ecx, 2u32)?;
+        a.rep().movsd()
+    });
+    let mut m = machine(&code);
+    m.write_ram(0x5000, b"ABCDEFGHI").unwrap();
+    run(&mut m);
+    let mut got = [0u8; 9];
+    m.mem().read_ram(0x5000, &mut got).unwrap();
+    assert_eq!(&got, b"AABCDDFGH");
+    assert_eq!(m.cpu.gpr[reg::ECX], 0);
+    assert_eq!(m.cpu.gpr[reg::ESI], 0x5008);
+    assert_eq!(m.cpu.gpr[reg::EDI], 0x5009);
+}
+
+#[test]
+fn rep_stos_across_a_page_boundary_fills_both_pages() {
+    let code = assemble(|a| {
+        a.mov(edi, 0x5FF0u32)?;
+        a.mov(ecx, 0x20u32)?;
+        a.mov(al, 0x5Au32)?;
+        a.rep().stosb()
+    });
+    let mut m = machine(&code);
+    run(&mut m);
+    let mut got = [0u8; 0x22];
+    m.mem().read_ram(0x5FEF, &mut got).unwrap();
+    assert_eq!(got[0], 0, "before the range");
+    assert!(got[1..0x21].iter().all(|&b| b == 0x5A));
+    assert_eq!(got[0x21], 0, "after the range");
+    assert_eq!(m.cpu.gpr[reg::EDI], 0x6010);
+}
