@@ -4,7 +4,8 @@
 //! architectural side effects, as `Machine` functions with explicit
 //! operands that the interpreter, a recompiler's slow paths and a
 //! raw-mode monitor all call: far transfers ([`far_transfer`], [`iret`]),
-//! software interrupts ([`software_interrupts`]), control and debug
+//! software interrupts ([`software_interrupts`]), the I/O permission check
+//! ([`io_permission`]), control and debug
 //! registers ([`control_registers`], [`debug_registers`]), MSRs and the
 //! TSC ([`msr`]), [`cpuid`], flag control ([`flag_control`]), the
 //! descriptor-table registers ([`descriptor_tables`]) and SYSENTER/SYSEXIT
@@ -21,6 +22,7 @@ pub mod fast_system_call;
 mod fixture;
 pub mod flag_control;
 pub mod flags;
+pub mod io_permission;
 pub mod iret;
 pub mod msr;
 pub mod operand_size;
