@@ -5,9 +5,11 @@
 
 use anyhow::Result;
 use ringside_core::config::MachineConfig;
+use ringside_core::hostio::give_host_input;
 use ringside_debugger::symbols::Symbols;
 use ringside_debugger::{Debugger, EngineFactory};
 use ringside_devices::pc::HostIo;
+use ringside_devices::uart::Uart16550;
 
 use crate::cli::{build_debuggee, make_engine, RunArgs};
 
@@ -38,6 +40,7 @@ pub fn build_debugger(args: &RunArgs, io: HostIo) -> Result<(MachineConfig, Debu
     let engine = make_engine(&config.machine.engine)?;
     let mut d = Debugger::new(machine, engine, engine_factory());
     d.symbols = image_symbols(&config);
+    d.host_input = Some(give_host_input::<Uart16550>);
     d.config_toml = rebuild.to_toml();
     Ok((config, d))
 }

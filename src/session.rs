@@ -22,6 +22,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ringside_core::config::ClockMode;
+use ringside_core::hostio::give_host_input;
 use ringside_core::{Budget, Engine, Exit, Machine, RunOutcome, StopReason};
 use ringside_devices::i8042::KeyboardController;
 use ringside_devices::uart::Uart16550;
@@ -142,23 +143,13 @@ impl Session {
     }
 
     /// Host input for the guest: COM1, or the keyboard with a text display.
+    /// Either device is poked at once so an idle, halted guest gets its
+    /// interrupt.
     fn give_input(&mut self, bytes: &[u8]) {
-        let now = self.machine.clock.now_ns();
-        if self.text_display {
-            if let Some(k) = self.machine.bus.find_device::<KeyboardController>() {
-                for &b in bytes {
-                    k.push_ascii(b);
-                }
-                // Let the controller raise IRQ 1 now: an idle guest is halted
-                // and would not touch it.
-                self.machine.bus.poke::<KeyboardController>(now);
-                return;
-            }
+        if self.text_display && give_host_input::<KeyboardController>(&mut self.machine, bytes) {
+            return;
         }
-        if let Some(u) = self.com1() {
-            u.push_input(bytes);
-            self.machine.bus.poke::<Uart16550>(now);
-        }
+        give_host_input::<Uart16550>(&mut self.machine, bytes);
     }
 
     /// Run until the guest stops, the user quits or `max_insns` budget is
@@ -243,10 +234,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    fn com1(&mut self) -> Option<&mut Uart16550> {
-        self.machine.bus.find_device::<Uart16550>()
     }
 
     /// Give the guest the next script byte. False when there is none.

@@ -4,7 +4,7 @@
 //! It owns the architectural CPU state ([`cpu::CpuState`]), guest memory on
 //! `vm-memory` ([`memory`]), paging and the software TLB ([`mmu`]),
 //! segmentation, event delivery and task switching ([`cpu`]), the port and
-//! MMIO buses ([`bus`]), virtual time ([`time`]), boot loaders ([`boot`]),
+//! MMIO buses ([`bus`]), what passes to and from the host ([`hostio`]), virtual time ([`time`]), boot loaders ([`boot`]),
 //! saved-state files ([`snapshot`]) and the [`engine::Engine`] trait. It
 //! does not execute instructions: that is the engines' job (engines/interp
 //! first).
@@ -17,6 +17,7 @@ pub mod bus;
 pub mod config;
 pub mod cpu;
 pub mod engine;
+pub mod hostio;
 pub mod machine;
 pub mod memory;
 pub mod mmu;

@@ -279,6 +279,11 @@ impl Debugger {
             "input" => {
                 // The rest of the line, as typed, plus Enter.
                 let text = line.trim_start()[cmd.len()..].trim_start();
+                if self.host_input.is_none() {
+                    return Err("this machine's host input goes nowhere: whoever built \
+                                the debugger set no Debugger::host_input"
+                        .to_string());
+                }
                 self.queue_input(format!("{text}\n").as_bytes());
                 Ok(format!("queued for COM1: {text}"))
             }

@@ -19,8 +19,8 @@
 use std::collections::VecDeque;
 
 use ringside_core::cpu::{reg, CpuState, SegReg};
+use ringside_core::hostio::HostInputRoute;
 use ringside_core::{Budget, Engine, EngineStats, Exit, Machine, StopReason};
-use ringside_devices::uart::Uart16550;
 
 use crate::inspect::Syntax;
 use crate::lockstep::{self, Divergence, Outcome, Side};
@@ -146,6 +146,10 @@ pub struct Debugger {
     pub previous: CpuState,
     /// Host input waiting for the guest (COM1).
     input: VecDeque<u8>,
+    /// Where host input goes (the front-end knows the machine's devices:
+    /// COM1 for `ringside debug`). Without one, queued input is dropped
+    /// when the guest waits for it, as on a machine without a UART.
+    pub host_input: Option<HostInputRoute>,
     /// iced-x86's instruction-info factory, kept for its buffers.
     info: iced_x86::InstructionInfoFactory,
     /// The machine's configuration (TOML), which snapshots record so that
@@ -168,6 +172,7 @@ impl Debugger {
             history: VecDeque::with_capacity(HISTORY),
             previous,
             input: VecDeque::new(),
+            host_input: None,
             info: iced_x86::InstructionInfoFactory::new(),
             config_toml: String::new(),
         }
@@ -423,12 +428,9 @@ impl Debugger {
             .position(|&b| b == b'\n')
             .map_or(self.input.len(), |i| i + 1);
         let bytes: Vec<u8> = self.input.drain(..end).collect();
-        for side in std::iter::once(&mut self.main).chain(self.partner.as_mut()) {
-            let m = &mut side.machine;
-            let now = m.clock.now_ns();
-            if let Some(u) = m.bus.find_device::<Uart16550>() {
-                u.push_input(&bytes);
-                m.bus.poke::<Uart16550>(now);
+        if let Some(route) = self.host_input {
+            for side in std::iter::once(&mut self.main).chain(self.partner.as_mut()) {
+                route(&mut side.machine, &bytes);
             }
         }
         true

@@ -30,6 +30,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 
 use ringside_core::bus::{Device, DeviceCtx, StateError, StopRequest};
+use ringside_core::hostio::HostInput;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -611,6 +612,16 @@ impl KeyboardController {
 
     fn state_error(reason: impl std::fmt::Display) -> StateError {
         StateError::new("i8042", reason)
+    }
+}
+
+/// Host input to the keyboard is text: each byte is typed as the key
+/// presses that produce it; a byte no key types is dropped.
+impl HostInput for KeyboardController {
+    fn push_host_input(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.push_ascii(b);
+        }
     }
 }
 

@@ -19,32 +19,10 @@ pub mod rtc;
 pub mod uart;
 pub mod vga_text;
 
-use std::io::Write;
-
-/// Where a character device's output goes.
-pub type Sink = Box<dyn Write + Send>;
-
-/// A sink that keeps everything written to it, for tests and captures.
-#[derive(Clone, Default)]
-pub struct SharedBuffer(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl SharedBuffer {
-    pub fn contents(&self) -> Vec<u8> {
-        self.0.lock().map(|b| b.clone()).unwrap_or_default()
-    }
-}
-
-impl Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut b) = self.0.lock() {
-            b.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+/// Output sinks live in core (`ringside_core::hostio`) so the debugger can
+/// capture a guest's output without depending on this crate; they are
+/// re-exported here for the front-end's wiring.
+pub use ringside_core::hostio::{SharedBuffer, Sink};
 
 use emulator_ports::{DebugConsole, DebugExit, PostCode, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT};
 use ringside_core::memory::MemoryError;

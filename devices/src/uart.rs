@@ -29,6 +29,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 
 use ringside_core::bus::{Device, DeviceCtx, StateError};
+use ringside_core::hostio::HostInput;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -473,6 +474,12 @@ impl Uart16550 {
 
     fn state_error(reason: impl std::fmt::Display) -> StateError {
         StateError::new("uart16550", reason)
+    }
+}
+
+impl HostInput for Uart16550 {
+    fn push_host_input(&mut self, bytes: &[u8]) {
+        self.push_input(bytes);
     }
 }
 

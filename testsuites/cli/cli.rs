@@ -957,11 +957,14 @@ fn debug_ui_under_tmux_compare_mode_shows_a_divergence() {
     ui.command("pset edi 0x1234");
     ui.wait_for("edi = 0x1234");
     ui.keys(&["s"]);
-    let screen = ui.wait_for("* edi");
+    // The registers pane marks EDI as soon as `pset` changes it, so wait
+    // for the step's own report, not for the mark.
+    let screen = ui.wait_for("divergence after");
     assert!(
         screen.contains("divergence after 1000 instructions"),
         "{screen}"
     );
+    assert!(screen.contains("* edi"), "{screen}");
     assert!(screen.contains("DIVERGED"), "{screen}");
     assert_eq!(ui.quit(), 0);
 }

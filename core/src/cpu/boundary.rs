@@ -25,9 +25,13 @@
 //! instructions. Instead, whatever may need the boundary's attention raises
 //! a bit in one [`PendingWork`] word: the bus after every device call (port
 //! I/O, MMIO, timer callbacks, INTA cycles), memory when a page holding
-//! cached code is written, the engines after an instruction that can change
-//! whether an interrupt can be taken (STI, POPF, IRET, MOV SS, INT n, far
-//! transfers, CR writes, HLT), and the host (the debugger, another thread).
+//! cached code is written, core's architectural operations that can change
+//! whether an interrupt can be taken or how code runs (STI, the EFLAGS
+//! merge of POPF and IRET, IRET, a load of SS, software interrupts, far
+//! transfers, CR/DR/MSR writes, SYSENTER/SYSEXIT, LTR), the engines after
+//! any other instruction that ends their block for such a reason (the
+//! interpreter's `boundary_after`), and the host (the debugger, another
+//! thread).
 //! Device deadlines are the one thing that arrives without a bit: the clock
 //! advances with every retired instruction, so an engine stops at the
 //! instruction count [`Machine::boundary_icount`] names. An engine's fast

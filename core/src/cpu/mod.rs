@@ -1,14 +1,38 @@
 //! The CPU: architectural state and the parts of the architecture every
 //! software engine shares — flags, segmentation (SELM), event delivery
-//! (TRPM) and hardware task switching.
+//! (TRPM) and hardware task switching — and the instructions with
+//! architectural side effects, as `Machine` functions with explicit
+//! operands that the interpreter, a recompiler's slow paths and a
+//! raw-mode monitor all call: far transfers ([`far_transfer`], [`iret`]),
+//! software interrupts ([`software_interrupts`]), the I/O permission check
+//! ([`io_permission`]), control and debug
+//! registers ([`control_registers`], [`debug_registers`]), MSRs and the
+//! TSC ([`msr`]), [`cpuid`], flag control ([`flag_control`]), the
+//! descriptor-table registers ([`descriptor_tables`]) and SYSENTER/SYSEXIT
+//! ([`fast_system_call`]).
 
 pub mod boundary;
+pub mod control_registers;
+pub mod cpuid;
+pub mod debug_registers;
+pub mod descriptor_tables;
 pub mod events;
+pub mod far_transfer;
+pub mod fast_system_call;
+#[cfg(test)]
+mod fixture;
+pub mod flag_control;
 pub mod flags;
+pub mod io_permission;
+pub mod iret;
+pub mod msr;
+pub mod operand_size;
 pub mod segments;
+pub mod software_interrupts;
 pub mod state;
 pub mod tasking;
 
+pub use operand_size::OperandSize;
 pub use state::{
     attr, cr0, cr4, msr_index, reg, CpuState, Msrs, RunState, SegReg, Segment, TableReg,
 };

@@ -316,7 +316,20 @@ impl Machine {
 
     /// Load a data or stack segment register (MOV, POP, LDS/LES/LFS/LGS/LSS)
     /// with the checks of SDM Vol. 2B MOV pseudo-code. CS is not loaded here.
+    /// A load of SS holds off interrupts until the next instruction has run
+    /// (SDM Vol. 3A 6.8.3), so a MOV SS / MOV ESP pair is never split.
     pub fn load_segment(&mut self, s: SegReg, selector: u16) -> CpuResult<()> {
+        self.load_segment_cache(s, selector)?;
+        if s == SegReg::Ss {
+            self.cpu.run.interrupt_shadow = true;
+            // The shadow is a rule of the next boundary.
+            self.pending().raise(crate::cpu::boundary::work::CPU);
+        }
+        Ok(())
+    }
+
+    /// The register and descriptor-cache part of `load_segment`.
+    fn load_segment_cache(&mut self, s: SegReg, selector: u16) -> CpuResult<()> {
         if !self.cpu.protected_mode() {
             // Real mode keeps the cached limit and attributes (which is what
             // makes "unreal mode" work); only base and selector change.
@@ -472,6 +485,16 @@ mod tests {
             Err(Fault::gp0())
         );
         assert!(check_segment_access(&seg, SegReg::Cs, 0, 1, true, false).is_ok());
+    }
+
+    #[test]
+    fn a_stack_segment_load_holds_off_interrupts_and_a_data_segment_load_does_not() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.load_segment(SegReg::Ds, 0x1000).unwrap();
+        assert!(!m.cpu.run.interrupt_shadow);
+        m.load_segment(SegReg::Ss, 0x1000).unwrap();
+        assert!(m.cpu.run.interrupt_shadow);
+        assert_eq!(m.cpu.seg[SegReg::Ss as usize].base, 0x10000);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! return, line feed, backspace and tab move the cursor; ANSI escape
 //! sequences are skipped (the pane shows text, it is not a VT100).
 
-use ringside_devices::SharedBuffer;
+use ringside_core::hostio::SharedBuffer;
 
 /// How much of the end of the output is rendered: enough for any pane.
 const TAIL_BYTES: usize = 64 * 1024;

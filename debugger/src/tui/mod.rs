@@ -23,7 +23,7 @@ mod terminal;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::style::{Color, Modifier, Style};
-use ringside_devices::SharedBuffer;
+use ringside_core::hostio::SharedBuffer;
 
 use crate::dbgf::{Debugger, Resume, StopCause};
 use crate::stops::{self, Address, StopKind};

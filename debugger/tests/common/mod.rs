@@ -3,10 +3,12 @@
 
 use ringside_core::boot;
 use ringside_core::config::MachineConfig;
+use ringside_core::hostio::give_host_input;
 use ringside_core::{Engine, Machine};
 use ringside_debugger::symbols::Symbols;
 use ringside_debugger::Debugger;
 use ringside_devices::pc::{build_pc, HostIo};
+use ringside_devices::uart::Uart16550;
 use ringside_devices::SharedBuffer;
 
 /// The engines the tests use, by name.
@@ -39,12 +41,14 @@ pub fn machine(guest: &str) -> (Machine, SharedBuffer) {
     (m, com1)
 }
 
-/// That machine in a debugger on `engine`, with the kernel's symbols.
+/// That machine in a debugger on `engine`, with the kernel's symbols and
+/// host input routed to COM1 (as `ringside debug` wires it).
 pub fn debugger(guest: &str, engine: &str) -> (Debugger, SharedBuffer) {
     let (m, com1) = machine(guest);
     let f = factory();
     let e = f(engine).expect("the engine exists");
     let mut d = Debugger::new(m, e, f);
     d.symbols = Symbols::from_elf(ringside_guests::find(guest).expect("built in").image);
+    d.host_input = Some(give_host_input::<Uart16550>);
     (d, com1)
 }

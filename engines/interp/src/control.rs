@@ -1,11 +1,11 @@
 //! Near control transfers and software interrupts (SDM Vol. 1 6.3, 7.3.8):
 //! JMP, Jcc, JCXZ/JECXZ, LOOP/LOOPE/LOOPNE, CALL, RET, INT n, INT3, INTO,
-//! INT1, BOUND. Far transfers are in `far`.
+//! INT1, BOUND. Far transfers are in `far_transfer`.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
-use ringside_core::cpu::events::{Delivery, Event, EventSource};
-use ringside_core::cpu::flags::OF;
-use ringside_core::cpu::{reg, vector, CpuResult, Fault, SegReg};
+use ringside_core::cpu::events::Delivery;
+use ringside_core::cpu::software_interrupts::SoftwareInterrupt;
+use ringside_core::cpu::{reg, CpuResult, Fault, SegReg};
 use ringside_core::Exit;
 
 use crate::data::condition_number;
@@ -128,15 +128,13 @@ fn ret_near<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
-/// Deliver a software interrupt whose saved EIP is the next instruction.
-pub fn software_interrupt(c: &mut Ctx, vector: u8, source: EventSource) -> CpuResult<()> {
-    let ev = Event {
-        vector,
-        source,
-        error_code: None,
-        address: 0,
+/// INT n, INT3, INTO and ICEBP: core checks and delivers
+/// (`ringside_core::cpu::software_interrupts`); the handler continues at
+/// the handler core entered, or stops the machine on a triple fault.
+fn software_interrupt(c: &mut Ctx, interrupt: SoftwareInterrupt) -> CpuResult<()> {
+    let Some(outcome) = c.m.software_interrupt(interrupt, c.next_eip)? else {
+        return Ok(());
     };
-    let outcome = c.m.deliver_event(ev, c.next_eip);
     c.event_delivered = true;
     c.end_block = true;
     c.next_eip = c.m.cpu.eip;
@@ -154,27 +152,19 @@ pub fn software_interrupt(c: &mut Ctx, vector: u8, source: EventSource) -> CpuRe
 }
 
 fn int_n(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
-    // In virtual-8086 mode INT n (not INT3 or INTO) is IOPL-sensitive
-    // (SDM Vol. 2A INT n pseudo-code; ringside has no VME).
-    if c.m.cpu.vm86() && c.m.cpu.iopl() < 3 {
-        return Err(Fault::gp0());
-    }
-    software_interrupt(c, d.imm as u8, EventSource::Software)
+    software_interrupt(c, SoftwareInterrupt::IntN(d.imm as u8))
 }
 
 fn int3(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
-    software_interrupt(c, vector::BP, EventSource::Software)
+    software_interrupt(c, SoftwareInterrupt::Int3)
 }
 
 fn int1(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
-    software_interrupt(c, vector::DB, EventSource::Icebp)
+    software_interrupt(c, SoftwareInterrupt::Icebp)
 }
 
 fn into(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
-    if c.m.cpu.eflags & OF != 0 {
-        return software_interrupt(c, vector::OF, EventSource::Software);
-    }
-    Ok(())
+    software_interrupt(c, SoftwareInterrupt::Into)
 }
 
 /// BOUND r, m: #BR unless lower <= r <= upper (signed).
@@ -227,7 +217,7 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
                     Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd
                 ) =>
         {
-            return crate::far::lookup(i)
+            return crate::far_transfer::lookup(i)
         }
         Mnemonic::Jmp
             if i.op0_kind() == OpKind::NearBranch16 || i.op0_kind() == OpKind::NearBranch32 =>

@@ -1,40 +1,12 @@
 //! Port I/O (SDM Vol. 1 chapter 19): IN and OUT, with the protection of
 //! 19.5 — at CPL > IOPL or in virtual-8086 mode every port accessed must be
-//! allowed by the I/O permission bitmap in the TSS.
+//! allowed by the I/O permission bitmap in the TSS (core's
+//! `Machine::check_io_permission`).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
-use ringside_core::cpu::segments::system_type;
-use ringside_core::cpu::{reg, CpuResult, Fault};
-use ringside_core::Machine;
+use ringside_core::cpu::{reg, CpuResult};
 
 use crate::exec::{Ctx, Decoded, Handler};
-
-/// Check that `size` bytes of ports starting at `port` may be accessed.
-pub fn check_io(m: &mut Machine, port: u16, size: u32) -> CpuResult<()> {
-    let cpu = &m.cpu;
-    if !cpu.protected_mode() || (!cpu.vm86() && cpu.cpl() <= cpu.iopl()) {
-        return Ok(());
-    }
-    let tr = cpu.tr;
-    let tss32 = matches!(
-        (tr.attr & 0xF) as u8,
-        system_type::TSS32_AVAIL | system_type::TSS32_BUSY
-    );
-    if !tss32 || tr.limit < 103 {
-        return Err(Fault::gp0());
-    }
-    let map_base = m.read_lin::<u16>(tr.base.wrapping_add(102), false)? as u32;
-    let byte = map_base + port as u32 / 8;
-    if byte + 1 > tr.limit {
-        return Err(Fault::gp0());
-    }
-    let bits = m.read_lin::<u16>(tr.base.wrapping_add(byte), false)? as u32;
-    let mask = ((1u32 << size) - 1) << (port % 8);
-    if bits & mask != 0 {
-        return Err(Fault::gp0());
-    }
-    Ok(())
-}
 
 fn size_of(i: &Instruction) -> u32 {
     let r = if i.mnemonic() == Mnemonic::In {
@@ -55,7 +27,7 @@ fn port_of(c: &Ctx, d: &Decoded, n: u32) -> u16 {
 
 fn in_<const SIZE: u32>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let port = port_of(c, d, 1);
-    check_io(c.m, port, SIZE)?;
+    c.m.check_io_permission(port, SIZE)?;
     let now = c.m.clock.now_ns();
     let v = c.m.bus.io_read(port, SIZE as u8, now);
     match SIZE {
@@ -68,7 +40,7 @@ fn in_<const SIZE: u32>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
 
 fn out<const SIZE: u32>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let port = port_of(c, d, 0);
-    check_io(c.m, port, SIZE)?;
+    c.m.check_io_permission(port, SIZE)?;
     let now = c.m.clock.now_ns();
     let v = c.m.cpu.gpr[reg::EAX];
     c.m.bus.io_write(port, SIZE as u8, v, now);

@@ -4,10 +4,18 @@
 //! It decodes guest code with `iced-x86` into cached blocks ([`exec`]) and
 //! runs each instruction through the handler of its family: one module per
 //! family, in the manuals' own terms ([`arith`], [`bcd`], [`shift`], [`bit`],
-//! [`data`], [`stack`], [`string`], [`control`], [`far`], [`segment`],
-//! [`system`], [`io`]). Operand access at 8, 16 and 32 bits is written once,
-//! in [`operand`]. It owns no architectural state: everything lives in
-//! ringside-core's `Machine`, which the interpreter only caches decodes of.
+//! [`data`], [`stack`], [`string`], [`control`], [`far_transfer`],
+//! [`segment`], [`flag_control`], [`control_registers`],
+//! [`descriptor_tables`], [`msr`], [`fast_system_call`],
+//! [`processor_control`], [`io`]). Operand access at 8, 16 and 32 bits is
+//! written once, in [`operand`]. It owns no architectural state: everything
+//! lives in ringside-core's `Machine`, which the interpreter only caches
+//! decodes of. Instructions with architectural side effects beyond their
+//! operands (far transfers, IRET, software interrupts, CR/DR/MSR access,
+//! CPUID, flag control, descriptor-table loads, SYSENTER/SYSEXIT) are
+//! core's `Machine` functions with explicit operands (`ringside_core::cpu`);
+//! their handlers here only read the operands, call them and say where
+//! execution goes on.
 //!
 //! Start reading at [`exec::InterpCore::run`], then [`table`], then any family.
 
@@ -15,16 +23,21 @@ pub mod arith;
 pub mod bcd;
 pub mod bit;
 pub mod control;
+pub mod control_registers;
 pub mod data;
+pub mod descriptor_tables;
 pub mod exec;
-pub mod far;
+pub mod far_transfer;
+pub mod fast_system_call;
+pub mod flag_control;
 pub mod io;
+pub mod msr;
 pub mod operand;
+pub mod processor_control;
 pub mod segment;
 pub mod shift;
 pub mod stack;
 pub mod string;
-pub mod system;
 pub mod table;
 
 use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};

@@ -10,13 +10,11 @@ use ringside_core::cpu::{CpuResult, Fault, SegReg};
 use crate::exec::{Ctx, Decoded, Handler};
 use crate::operand::*;
 
-/// Load a segment register, with the interrupt shadow for SS (SDM Vol. 3A
-/// 6.8.3: interrupts are held off after a MOV SS or POP SS).
+/// Load a segment register through core (its checks, and the interrupt
+/// shadow after a load of SS); the block ends, since the segment's base,
+/// limit or size may be what later instructions were decoded for.
 fn load(c: &mut Ctx, s: SegReg, sel: u16) -> CpuResult<()> {
     c.m.load_segment(s, sel)?;
-    if s == SegReg::Ss {
-        c.m.cpu.run.interrupt_shadow = true;
-    }
     c.end_block = true;
     Ok(())
 }

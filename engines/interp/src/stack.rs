@@ -1,6 +1,6 @@
 //! Stack instructions (SDM Vol. 1 6.2-6.5): PUSH, POP, PUSHA, POPA, ENTER,
 //! LEAVE. Segment-register pushes and pops live in `segment`, PUSHF/POPF in
-//! `system` (they touch IF and IOPL).
+//! `flag_control` (they touch IF and IOPL).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use ringside_core::cpu::{reg, CpuResult, SegReg};

@@ -12,7 +12,6 @@ use ringside_core::cpu::flags::{DF, ZF};
 use ringside_core::cpu::{reg, CpuResult, SegReg};
 
 use crate::exec::{Ctx, Decoded, Handler};
-use crate::io::check_io;
 use crate::operand::*;
 use crate::table::{op_bits, w};
 
@@ -98,7 +97,7 @@ fn iteration<W: Width, const OP: u8>(c: &mut Ctx, r: Regs, src: SegReg) -> CpuRe
         }
         INS => {
             let port = c.m.cpu.gpr[reg::EDX] as u16;
-            check_io(c.m, port, W::BYTES)?;
+            c.m.check_io_permission(port, W::BYTES)?;
             // The destination is checked before the port is read, so a
             // fault does not lose the input.
             c.m.probe_seg_write(SegReg::Es, di, W::BYTES)?;
@@ -109,7 +108,7 @@ fn iteration<W: Width, const OP: u8>(c: &mut Ctx, r: Regs, src: SegReg) -> CpuRe
         }
         _ => {
             let port = c.m.cpu.gpr[reg::EDX] as u16;
-            check_io(c.m, port, W::BYTES)?;
+            c.m.check_io_permission(port, W::BYTES)?;
             let v = W::read(c.m, src, si)?;
             let now = c.m.clock.now_ns();
             c.m.bus.io_write(port, W::BYTES as u8, v, now);

@@ -4,9 +4,10 @@
 //! or SSE, and raises #UD, as such a CPU does.
 
 use iced_x86::{Instruction, OpKind};
-use ringside_core::cpu::{CpuResult, Fault};
+use ringside_core::cpu::{CpuResult, Fault, OperandSize};
 
 use crate::exec::{Ctx, Decoded, Handler};
+use crate::operand::Width;
 
 /// Instantiate a handler generic over the operand width for `bits`.
 macro_rules! w {
@@ -26,6 +27,11 @@ macro_rules! w {
     };
 }
 pub(crate) use w;
+
+/// Core's name for the operand width `W` of a 16- or 32-bit handler.
+pub fn operand_size<W: Width>() -> OperandSize {
+    OperandSize::from_bits32(W::BITS == 32)
+}
 
 /// The width in bits of operand `n`: a register's size or the memory
 /// operand's size.
@@ -51,7 +57,15 @@ pub fn handler_for(i: &Instruction) -> (Handler, bool) {
     if i.is_invalid() {
         return (invalid_opcode, true);
     }
-    if let Some(h) = crate::system::lookup(i) {
+    // Instructions that change state decoding or the fast path depend on
+    // (mode, privilege, IF, paging): the block ends after them.
+    let system = crate::processor_control::lookup(i)
+        .or_else(|| crate::control_registers::lookup(i))
+        .or_else(|| crate::descriptor_tables::lookup(i))
+        .or_else(|| crate::msr::lookup(i))
+        .or_else(|| crate::fast_system_call::lookup(i))
+        .or_else(|| crate::flag_control::lookup(i));
+    if let Some(h) = system {
         return (h, true);
     }
     if let Some(h) = crate::control::lookup(i) {

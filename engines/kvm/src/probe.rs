@@ -7,11 +7,13 @@
 //! instead of shutting down.
 
 use iced_x86::code_asm::{al, ax, bx, cr0, cr3, dx, eax, CodeAssembler};
+use std::any::Any;
+
 use iced_x86::IcedError;
 use ringside_core::boot::enter_flat_protected_mode;
+use ringside_core::bus::{Device, DeviceCtx, StateError, StopRequest};
 use ringside_core::cpu::{reg, CpuState, SegReg, Segment};
 use ringside_core::{Budget, Engine, EngineError, Exit, Machine, StopReason};
-use ringside_devices::emulator_ports::{DebugExit, DEBUG_EXIT_PORT};
 
 use crate::Kvm;
 
@@ -75,9 +77,38 @@ const VECTOR_CODE: u8 = 0xE0;
 /// KVM_RUN entries a probe guest may take (each ends at an exit or a 1 ms kick).
 const PROBE_ENTRIES: u64 = 2000;
 
+/// The probe guests' only port: a write stops the machine with the low
+/// byte as status, as the PC's debug-exit port does (DESIGN.md section 6).
+/// The probe builds it from core's bus alone: the engines do not depend on
+/// the device crate (DESIGN.md section 2).
+const DEBUG_EXIT_PORT: u16 = 0xF4;
+
+struct ProbeExit;
+
+impl Device for ProbeExit {
+    fn name(&self) -> &'static str {
+        "probe-exit"
+    }
+    fn io_read(&mut self, _port: u16, _size: u8, _ctx: &mut DeviceCtx) -> u32 {
+        u32::MAX
+    }
+    fn io_write(&mut self, _port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
+        ctx.signals.stop = Some(StopRequest::DebugExit(value as u8));
+    }
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), StateError> {
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 fn fresh_machine() -> Result<Machine, String> {
     let mut m = Machine::with_ram_mib(1).map_err(|e| e.to_string())?;
-    m.add_port_device(Box::new(DebugExit), &[(DEBUG_EXIT_PORT, DEBUG_EXIT_PORT)]);
+    m.add_port_device(Box::new(ProbeExit), &[(DEBUG_EXIT_PORT, DEBUG_EXIT_PORT)]);
     Ok(m)
 }
 
