@@ -243,6 +243,13 @@ impl Machine {
         self.interrupt_work(accept)
     }
 
+    /// Whether the interrupt controller holds an interrupt for the CPU:
+    /// an engine whose CPU cannot take it yet asks to be told when it can
+    /// (KVM's interrupt window).
+    pub fn interrupt_waiting(&mut self) -> bool {
+        self.bus.interrupt_pending()
+    }
+
     /// The boundary for a software engine: look at everything of SDM Vol.
     /// 3A table 6-2 in order and deliver what is due, through
     /// [`Machine::deliver_event`] (so redirection applies). Delivers at
@@ -417,5 +424,96 @@ impl Machine {
 impl From<EventExit> for Exit {
     fn from(e: EventExit) -> Exit {
         Exit::Event(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device whose port write schedules its timer 95 ns ahead.
+    struct Timer;
+    impl crate::bus::Device for Timer {
+        fn name(&self) -> &'static str {
+            "timer"
+        }
+        fn io_read(&mut self, _: u16, _: u8, _: &mut crate::bus::DeviceCtx) -> u32 {
+            0
+        }
+        fn io_write(&mut self, _: u16, _: u8, _: u32, ctx: &mut crate::bus::DeviceCtx) {
+            ctx.schedule(ctx.now_ns + 95);
+        }
+        fn save_state(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn restore_state(&mut self, _: &serde_json::Value) -> Result<(), crate::bus::StateError> {
+            Ok(())
+        }
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn the_pending_word_is_raised_by_bits_and_taken_whole() {
+        let w = PendingWork::default();
+        assert_eq!(w.get(), 0);
+        w.raise(work::DEVICE);
+        w.raise(work::CPU);
+        assert_eq!(w.get(), work::DEVICE | work::CPU);
+        // SAFETY: the pointer is the word's own, read while it lives.
+        assert_eq!(unsafe { *w.as_ptr() }, work::DEVICE | work::CPU);
+        assert_eq!(w.take(), work::DEVICE | work::CPU);
+        assert_eq!(w.get(), 0);
+    }
+
+    #[test]
+    fn the_bus_and_memory_raise_the_machines_word() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.add_port_device(Box::new(Timer), &[(0x40, 0x40)]);
+        m.pending().take();
+        m.bus.io_write(0x41, 1, 0, 0);
+        assert_eq!(m.pending().take(), 0, "no device answers port 0x41");
+        m.bus.io_write(0x40, 1, 0, 0);
+        assert_eq!(m.pending().take(), work::DEVICE, "a device call");
+        m.mark_code_page(3);
+        m.write_ram(0x3000, &[1]).unwrap();
+        assert_eq!(m.pending().take(), work::CODE_WRITE, "a code page written");
+    }
+
+    #[test]
+    fn the_boundary_icount_stops_at_the_instruction_reaching_a_deadline() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.clock.ns_per_insn = 10;
+        m.clock.icount = 100;
+        // No deadline: the target.
+        assert_eq!(m.boundary_icount(5000), 5000);
+        // A deadline 95 ns away is reached by the 10th instruction.
+        m.add_port_device(Box::new(Timer), &[(0x40, 0x40)]);
+        let now = m.clock.now_ns();
+        m.bus.io_write(0x40, 1, 0, now);
+        assert_eq!(m.boundary_icount(5000), 110);
+        assert_eq!(m.boundary_icount(105), 105, "the target comes first");
+    }
+
+    #[test]
+    fn a_software_boundary_delivers_one_event_per_call_in_priority_order() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.cpu.run.nmi_pending = true;
+        m.cpu.run.halted = true;
+        // Real mode, IVT at 0: the NMI handler's vector is 0000:0000.
+        assert_eq!(
+            m.service_boundary(),
+            Boundary::Delivered(DeliveredKind::Interrupt)
+        );
+        assert!(
+            m.cpu.run.nmi_blocked && !m.cpu.run.halted,
+            "NMI wakes the CPU"
+        );
+        assert_eq!(m.service_boundary(), Boundary::Execute);
+        m.bus.signals.input_wanted = true;
+        m.cpu.run.shutdown = true;
+        assert_eq!(m.service_boundary(), Boundary::Exit(Exit::WaitingForInput));
+        assert_eq!(m.service_boundary(), Boundary::Exit(m.triple_fault_exit()));
     }
 }

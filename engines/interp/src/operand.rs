@@ -129,12 +129,12 @@ impl Width for W32 {
     #[inline(always)]
     unsafe fn load_host(p: *const u8) -> u32 {
         // SAFETY: the caller guarantees BYTES readable bytes.
-        unsafe { <u32 as MemWord>::load(p) as u32 }
+        unsafe { <u32 as MemWord>::load(p) }
     }
     #[inline(always)]
     unsafe fn store_host(p: *mut u8, v: u32) {
         // SAFETY: the caller guarantees BYTES writable bytes.
-        unsafe { (v as u32).store(p) }
+        unsafe { v.store(p) }
     }
     const BITS: u32 = 32;
     const MASK: u32 = u32::MAX;

@@ -623,7 +623,7 @@ impl Vm {
                 }
             }
             // An interrupt the vCPU cannot take yet: exit as soon as it can.
-            let window = !(if_flag && ready) && m.bus.interrupt_pending();
+            let window = !(if_flag && ready) && m.interrupt_waiting();
             self.kvm_run().request_interrupt_window = window as u8;
             if halted {
                 return Ok((LoopExit::Halt, true, false));
