@@ -96,16 +96,12 @@ fn mov_mem_reg<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     W::write(c.m, mem_seg(d), off, v)
 }
 
-/// MOVZX/MOVSX: source width S, destination width D.
-fn movx<S: Width, const SIGNED: bool>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
+/// MOVZX/MOVSX: source width `S` (8 or 16), destination width `D` (16 or
+/// 32), the destination register resolved at decode time.
+fn movx<S: Width, D: Width, const SIGNED: bool>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let v = read_op::<S>(c, d, 1)?;
     let v = if SIGNED { S::sext(v) } else { v };
-    let r = d.i.op0_register();
-    if r.size() == 2 {
-        W16::set_reg(&mut c.m.cpu, r, v);
-    } else {
-        W32::set_reg(&mut c.m.cpu, r, v);
-    }
+    D::set_reg_n(&mut c.m.cpu, d.regs[0], v);
     Ok(())
 }
 
@@ -249,14 +245,19 @@ pub fn lookup(i: &Instruction) -> Option<Handler> {
                 _ => w!(bits, mov),
             }
         }
-        Mnemonic::Movzx => match op_bits(i, 1) {
-            8 => movx::<W8, false>,
-            _ => movx::<W16, false>,
-        },
-        Mnemonic::Movsx => match op_bits(i, 1) {
-            8 => movx::<W8, true>,
-            _ => movx::<W16, true>,
-        },
+        Mnemonic::Movzx | Mnemonic::Movsx => {
+            let signed = i.mnemonic() == Mnemonic::Movsx;
+            match (op_bits(i, 1), bits, signed) {
+                (8, 16, false) => movx::<W8, W16, false>,
+                (8, _, false) => movx::<W8, W32, false>,
+                (_, 16, false) => movx::<W16, W16, false>,
+                (_, _, false) => movx::<W16, W32, false>,
+                (8, 16, true) => movx::<W8, W16, true>,
+                (8, _, true) => movx::<W8, W32, true>,
+                (_, 16, true) => movx::<W16, W16, true>,
+                (_, _, true) => movx::<W16, W32, true>,
+            }
+        }
         Mnemonic::Xchg => w!(bits, xchg),
         Mnemonic::Cmovo
         | Mnemonic::Cmovno
