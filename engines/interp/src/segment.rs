@@ -5,7 +5,7 @@
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use ringside_core::cpu::flags::ZF;
 use ringside_core::cpu::segments::{system_type, Descriptor};
-use ringside_core::cpu::{CpuResult, Fault, SegReg};
+use ringside_core::cpu::{reg, CpuResult, Fault, SegReg};
 
 use crate::exec::{Ctx, Decoded, Handler};
 use crate::operand::*;
@@ -52,11 +52,21 @@ fn push_sreg<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
+/// POP ES/SS/DS/FS/GS. The pop uses the stack attributes in force before
+/// the load (SDM Vol. 2B POP: the stack-address size is the old SS's B
+/// bit), so a POP SS that changes the stack size moves ESP as the old stack
+/// does: a 16-bit stack wraps SP at 64 KiB and keeps ESP's upper half.
 fn pop_sreg<W: Width>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     let s = seg_of(d.i.op0_register());
     let sel = c.m.stack_read(0, W::BYTES)? as u16;
+    let esp = c.m.cpu.gpr[reg::ESP];
+    let popped = if c.m.cpu.stack32() {
+        esp.wrapping_add(W::BYTES)
+    } else {
+        (esp & 0xFFFF_0000) | (esp.wrapping_add(W::BYTES) & 0xFFFF)
+    };
     load(c, s, sel)?;
-    c.m.adjust_sp(W::BYTES);
+    c.m.cpu.gpr[reg::ESP] = popped;
     Ok(())
 }
 

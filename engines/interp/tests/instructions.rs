@@ -465,3 +465,66 @@ fn rep_stos_across_a_page_boundary_fills_both_pages() {
     assert_eq!(got[0x21], 0, "after the range");
     assert_eq!(m.cpu.gpr[reg::EDI], 0x6010);
 }
+
+/// A GDT at 0x3000 with flat 32-bit code (0x08) and data (0x10), and a
+/// 16-bit data segment (0x18: base 0, limit 0xFFFF, B = 0).
+fn gdt_with_a_16_bit_stack_segment(m: &mut Machine) {
+    let gdt: [u64; 4] = [
+        0,
+        0x00CF_9B00_0000_FFFF,
+        0x00CF_9300_0000_FFFF,
+        0x0000_9300_0000_FFFF,
+    ];
+    for (n, d) in gdt.iter().enumerate() {
+        m.write_ram(0x3000 + 8 * n as u32, &d.to_le_bytes())
+            .unwrap();
+    }
+    m.cpu.gdtr = ringside_core::cpu::TableReg {
+        base: 0x3000,
+        limit: 31,
+        _pad: 0,
+    };
+}
+
+/// The pop uses the old stack's size (SDM Vol. 2B POP): from a 16-bit
+/// stack, SP wraps at 64 KiB and ESP's upper half stays, even though the
+/// new SS is a 32-bit stack.
+#[test]
+fn pop_ss_to_a_32_bit_stack_pops_with_the_old_16_bit_stack_pointer() {
+    let mut m = machine(&[0x17, 0xF4]); // pop ss (o32); hlt
+    gdt_with_a_16_bit_stack_segment(&mut m);
+    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+    m.cpu.gpr[reg::ESP] = 0x0002_FFFC;
+    m.write_ram(0xFFFC, &0x10u32.to_le_bytes()).unwrap();
+    run(&mut m);
+    assert_eq!(m.cpu.seg[2].selector, 0x10);
+    assert_eq!(
+        m.cpu.gpr[reg::ESP],
+        0x0002_0000,
+        "SP wrapped, upper half kept"
+    );
+}
+
+#[test]
+fn pop_ss_to_a_16_bit_stack_pops_with_the_old_32_bit_stack_pointer() {
+    let mut m = machine(&[0x66, 0x17, 0xF4]); // pop ss (o16); hlt
+    gdt_with_a_16_bit_stack_segment(&mut m);
+    m.cpu.gpr[reg::ESP] = 0x0001_FFFE;
+    m.write_ram(0x1_FFFE, &0x18u16.to_le_bytes()).unwrap();
+    run(&mut m);
+    assert_eq!(m.cpu.seg[2].selector, 0x18);
+    assert!(!m.cpu.seg[2].is_big());
+    assert_eq!(m.cpu.gpr[reg::ESP], 0x0002_0000, "all of ESP moved");
+}
+
+#[test]
+fn pop_ds_on_a_16_bit_stack_wraps_sp_at_64_kib() {
+    let mut m = machine(&[0x1F, 0xF4]); // pop ds (o32); hlt
+    gdt_with_a_16_bit_stack_segment(&mut m);
+    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+    m.cpu.gpr[reg::ESP] = 0x1234_FFFC;
+    m.write_ram(0xFFFC, &0x10u32.to_le_bytes()).unwrap();
+    run(&mut m);
+    assert_eq!(m.cpu.seg[3].selector, 0x10);
+    assert_eq!(m.cpu.gpr[reg::ESP], 0x1234_0000);
+}
