@@ -528,3 +528,94 @@ fn pop_ds_on_a_16_bit_stack_wraps_sp_at_64_kib() {
     assert_eq!(m.cpu.seg[3].selector, 0x10);
     assert_eq!(m.cpu.gpr[reg::ESP], 0x1234_0000);
 }
+
+/// Every PUSH and POP of a segment register, with 16- and 32-bit operand
+/// size, on 16- and 32-bit stacks, at the 64 KiB wrap: ESP moves by the
+/// operand size as the stack in force says, and a push stores the 16-bit
+/// selector (a P6 writes two bytes for a 32-bit push of a segment
+/// register, SDM Vol. 2B PUSH).
+#[test]
+fn push_and_pop_of_every_segment_register_at_the_stack_wrap() {
+    // (opcode bytes, segment register index) for ES, CS, SS, DS, FS, GS.
+    let pushes: [(&[u8], usize); 6] = [
+        (&[0x06], 0),
+        (&[0x0E], 1),
+        (&[0x16], 2),
+        (&[0x1E], 3),
+        (&[0x0F, 0xA0], 4),
+        (&[0x0F, 0xA8], 5),
+    ];
+    let pops: [(&[u8], usize); 4] = [
+        (&[0x07], 0),
+        (&[0x1F], 3),
+        (&[0x0F, 0xA1], 4),
+        (&[0x0F, 0xA9], 5),
+    ];
+    for stack32 in [false, true] {
+        for o32 in [false, true] {
+            let size = if o32 { 4 } else { 2 };
+            // 16-bit stack: SP at 0 wraps to the top of the segment; 32-bit
+            // stack: ESP at 0x20000 moves below it.
+            let (sp0, top) = if stack32 {
+                (0x0002_0000u32, 0x0002_0000u32)
+            } else {
+                (0x1234_0000, 0x1_0000)
+            };
+            let prefix: &[u8] = if o32 { &[] } else { &[0x66] };
+            for &(op, s) in &pushes {
+                let mut code = prefix.to_vec();
+                code.extend_from_slice(op);
+                code.push(0xF4);
+                let mut m = machine(&code);
+                gdt_with_a_16_bit_stack_segment(&mut m);
+                if !stack32 {
+                    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+                }
+                m.cpu.gpr[reg::ESP] = sp0;
+                m.write_ram(top - 4, &[0xEE; 4]).unwrap();
+                run(&mut m);
+                let sel = m.cpu.seg[s].selector;
+                let expected = if stack32 {
+                    sp0 - size
+                } else {
+                    (sp0 & 0xFFFF_0000) | (0x1_0000 - size)
+                };
+                let what = format!("push sreg {s}, o32 {o32}, stack32 {stack32}");
+                assert_eq!(m.cpu.gpr[reg::ESP], expected, "{what}");
+                let mut word = [0u8; 4];
+                m.mem().read_ram(top - 4, &mut word).unwrap();
+                let at = (4 - size) as usize;
+                assert_eq!(&word[at..at + 2], &sel.to_le_bytes(), "{what}");
+                if o32 {
+                    assert_eq!(&word[2..], &[0xEE, 0xEE], "{what}: two bytes written");
+                }
+            }
+            for &(op, s) in &pops {
+                let mut code = prefix.to_vec();
+                code.extend_from_slice(op);
+                code.push(0xF4);
+                let mut m = machine(&code);
+                gdt_with_a_16_bit_stack_segment(&mut m);
+                if !stack32 {
+                    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+                }
+                let start = if stack32 {
+                    sp0 - size
+                } else {
+                    (sp0 & 0xFFFF_0000) | (0x1_0000 - size)
+                };
+                m.cpu.gpr[reg::ESP] = start;
+                m.write_ram(top - size, &0x10u32.to_le_bytes()[..size as usize])
+                    .unwrap();
+                run(&mut m);
+                let what = format!("pop sreg {s}, o32 {o32}, stack32 {stack32}");
+                assert_eq!(m.cpu.seg[s].selector, 0x10, "{what}");
+                assert_eq!(
+                    m.cpu.gpr[reg::ESP],
+                    sp0,
+                    "{what}: back where the push began"
+                );
+            }
+        }
+    }
+}
