@@ -34,6 +34,15 @@ pub enum BootError {
     ModuleOutsideRam { len: usize, ram: u32 },
     #[error("the command line and module strings are too long for the boot information")]
     BootInfoTooLarge,
+    #[error(
+        "the boot information ({len:#x} bytes) fits neither at {low:#x}, where the kernel is, nor after the kernel and modules (at {after:#x}) in guest RAM of {ram:#x} bytes"
+    )]
+    NoRoomForBootInfo {
+        len: u32,
+        low: u32,
+        after: u64,
+        ram: u32,
+    },
 }
 
 /// Map a raw ROM image at the top of the first MiB and at the top of the
@@ -55,13 +64,24 @@ const MB_FLAG_PAGE_ALIGN: u32 = 1 << 0;
 const MB_FLAG_MEMORY_INFO: u32 = 1 << 1;
 const MB_FLAG_AOUT_KLUDGE: u32 = 1 << 16;
 
-/// Where the loader puts its own data in low memory.
+/// Where the loader puts its GDT, and its boot information block (the
+/// Multiboot information, memory map, module list and strings) when the
+/// kernel leaves that space free; otherwise the block, and the GDT with it
+/// if need be, go after the kernel and its modules (as QEMU places them).
 const GDT_ADDR: u32 = 0x0800;
-const INFO_ADDR: u32 = 0x9000;
-const MMAP_ADDR: u32 = 0x9100;
-const STRINGS_ADDR: u32 = 0x9400;
-/// End of the loader's own data (GDT, boot information, memory map, strings).
-const LOADER_END: u32 = 0x9600;
+const GDT_SIZE: u32 = 24;
+const BOOT_BLOCK: u32 = 0x9000;
+
+/// The boot information block's layout, from its base.
+mod block {
+    pub const INFO: u32 = 0;
+    pub const MMAP: u32 = 0x100;
+    pub const MODS: u32 = 0x200;
+    pub const STRINGS: u32 = 0x400;
+    /// Where the GDT goes when it moves into the block.
+    pub const GDT: u32 = 0x600;
+    pub const SIZE: u32 = 0x618;
+}
 
 /// True when `image` is an ELF file with a Multiboot v1 header.
 pub fn is_multiboot_elf(image: &[u8]) -> bool {
@@ -91,7 +111,6 @@ pub struct Module<'a> {
     pub string: &'a str,
 }
 
-const MODS_ADDR: u32 = 0x9200;
 const MAX_MODULES: usize = 16;
 
 /// Load a Multiboot v1 kernel with modules: each module is placed on a
@@ -117,10 +136,11 @@ pub fn load_multiboot_with_modules(
     }
     let ram = m.mem.ram_size();
     let mut kernel_end = 0u64;
+    let mut loaded: Vec<(u64, u64)> = Vec::new();
     for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
         let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
         let end = paddr.saturating_add(memsz.max(filesz));
-        if end > ram as u64 || (paddr < LOADER_END as u64 && end > GDT_ADDR as u64) {
+        if end > ram as u64 {
             return Err(BootError::SegmentOutsideRam {
                 paddr,
                 len: memsz,
@@ -140,6 +160,7 @@ pub fn load_multiboot_with_modules(
             m.mem.write_ram((paddr + filesz) as u32, &zeros)?;
         }
         kernel_end = kernel_end.max(end);
+        loaded.push((paddr, end));
     }
     let mut placed = Vec::with_capacity(modules.len());
     let mut next = kernel_end.max(0x10_0000).div_ceil(4096) * 4096;
@@ -155,13 +176,37 @@ pub fn load_multiboot_with_modules(
         placed.push((next as u32, end as u32, module.string));
         next = end.div_ceil(4096) * 4096;
     }
-    write_boot_info(m, cmdline, &placed)?;
+    // The loader's own data goes where the kernel is not.
+    let collides = |start: u32, len: u32| {
+        loaded
+            .iter()
+            .any(|&(a, b)| a < (start + len) as u64 && b > start as u64)
+    };
+    let after = next;
+    let base = if !collides(BOOT_BLOCK, block::SIZE) {
+        BOOT_BLOCK
+    } else if after + block::SIZE as u64 <= ram as u64 {
+        after as u32
+    } else {
+        return Err(BootError::NoRoomForBootInfo {
+            len: block::SIZE,
+            low: BOOT_BLOCK,
+            after,
+            ram,
+        });
+    };
+    let gdt = if !collides(GDT_ADDR, GDT_SIZE) {
+        GDT_ADDR
+    } else {
+        base + block::GDT
+    };
+    write_boot_info(m, base, cmdline, &placed)?;
     if m.bus.has_lapic() {
         write_mp_tables(m)?;
     }
-    enter_flat_protected_mode(m, elf.entry as u32);
+    enter_flat_protected_mode_with_gdt(m, elf.entry as u32, gdt);
     m.cpu.gpr[reg::EAX] = MB_BOOT_MAGIC;
-    m.cpu.gpr[reg::EBX] = INFO_ADDR;
+    m.cpu.gpr[reg::EBX] = base + block::INFO;
     Ok(())
 }
 
@@ -169,6 +214,7 @@ pub fn load_multiboot_with_modules(
 /// command line, the boot loader's name and a BIOS-style memory map.
 fn write_boot_info(
     m: &mut Machine,
+    base: u32,
     cmdline: &str,
     modules: &[(u32, u32, &str)],
 ) -> Result<(), BootError> {
@@ -179,29 +225,32 @@ fn write_boot_info(
     info[1] = 639;
     info[2] = (ram.saturating_sub(1 << 20)) / 1024;
     let mut strings = Vec::new();
-    info[4] = STRINGS_ADDR;
+    let strings_at = base + block::STRINGS;
+    let mods_at = base + block::MODS;
+    let mmap_at = base + block::MMAP;
+    info[4] = strings_at;
     strings.extend_from_slice(&cmdline.as_bytes()[..cmdline.len().min(255)]);
     strings.push(0);
-    info[16] = STRINGS_ADDR + strings.len() as u32;
+    info[16] = strings_at + strings.len() as u32;
     strings.extend_from_slice(b"ringside\0");
     // Modules (flag bit 3): start, end, string, reserved.
     let mut mods = Vec::new();
     for &(start, end, string) in modules {
-        let at = STRINGS_ADDR + strings.len() as u32;
+        let at = strings_at + strings.len() as u32;
         strings.extend_from_slice(&string.as_bytes()[..string.len().min(63)]);
         strings.push(0);
         for w in [start, end, at, 0] {
             mods.extend_from_slice(&w.to_le_bytes());
         }
     }
-    if STRINGS_ADDR as usize + strings.len() > LOADER_END as usize {
+    if block::STRINGS as usize + strings.len() > block::GDT as usize {
         return Err(BootError::BootInfoTooLarge);
     }
     if !modules.is_empty() {
         info[0] |= 1 << 3;
         info[5] = modules.len() as u32;
-        info[6] = MODS_ADDR;
-        m.mem.write_ram(MODS_ADDR, &mods)?;
+        info[6] = mods_at;
+        m.mem.write_ram(mods_at, &mods)?;
     }
     // Memory map entries: size, base (64), length (64), type.
     let regions: [(u64, u64, u32); 4] = [
@@ -218,17 +267,17 @@ fn write_boot_info(
         mmap.extend_from_slice(&ty.to_le_bytes());
     }
     info[11] = mmap.len() as u32;
-    info[12] = MMAP_ADDR;
+    info[12] = mmap_at;
     let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
-    m.mem.write_ram(INFO_ADDR, &bytes)?;
+    m.mem.write_ram(base + block::INFO, &bytes)?;
     // The BIOS data area fields an OS reads without calling the BIOS (as
     // firmware leaves them under `qemu -kernel`): COM1's base, the EBDA
     // segment and the base memory size in KiB.
     m.mem.write_ram(0x400, &0x3F8u16.to_le_bytes())?;
     m.mem.write_ram(0x40E, &0x9FC0u16.to_le_bytes())?;
     m.mem.write_ram(0x413, &639u16.to_le_bytes())?;
-    m.mem.write_ram(MMAP_ADDR, &mmap)?;
-    m.mem.write_ram(STRINGS_ADDR, &strings)?;
+    m.mem.write_ram(mmap_at, &mmap)?;
+    m.mem.write_ram(strings_at, &strings)?;
     Ok(())
 }
 
@@ -307,16 +356,22 @@ fn checksum(bytes: &[u8]) -> u8 {
 /// Put the CPU in 32-bit protected mode with flat segments from a GDT the
 /// loader writes at 0x800 (selectors 0x08 code, 0x10 data).
 pub fn enter_flat_protected_mode(m: &mut Machine, entry: u32) {
+    enter_flat_protected_mode_with_gdt(m, entry, GDT_ADDR);
+}
+
+/// [`enter_flat_protected_mode`] with the GDT at `gdt_addr`, which lies in
+/// RAM (the Multiboot loader moves it away from a kernel that sits at 0x800).
+fn enter_flat_protected_mode_with_gdt(m: &mut Machine, entry: u32, gdt_addr: u32) {
     let gdt: [u64; 3] = [0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
     let bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
     m.mem
-        .write_ram(GDT_ADDR, &bytes)
-        .expect("the loader GDT lies in the first MiB, which every machine has");
+        .write_ram(gdt_addr, &bytes)
+        .expect("the loader's GDT lies in RAM: at 0x800, or in a boot block checked to fit");
     let mut cpu = CpuState::at_reset();
     cpu.cr0 = cr0::PE | cr0::ET;
     cpu.gdtr = TableReg {
-        base: GDT_ADDR,
-        limit: 23,
+        base: gdt_addr,
+        limit: GDT_SIZE as u16 - 1,
         _pad: 0,
     };
     cpu.idtr = TableReg {
@@ -381,6 +436,76 @@ mod tests {
         let mut m = Machine::with_ram_mib(2).unwrap();
         let err = load_multiboot(&mut m, b"\x7fELF not really", "").unwrap_err();
         assert!(matches!(err, BootError::NoMultibootHeader));
+    }
+
+    /// A minimal 32-bit Multiboot ELF kernel: one segment at `paddr` of
+    /// `memsz` bytes whose first bytes are `code`, entered at `paddr`.
+    fn kernel_at(paddr: u32, memsz: u32, code: &[u8]) -> Vec<u8> {
+        let mut v = b"\x7fELF".to_vec();
+        v.extend_from_slice(&[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let half = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+        let word = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+        half(&mut v, 2); // ET_EXEC
+        half(&mut v, 3); // EM_386
+        word(&mut v, 1);
+        word(&mut v, paddr); // e_entry
+        word(&mut v, 52); // e_phoff
+        word(&mut v, 0);
+        word(&mut v, 0);
+        for x in [52, 32, 1, 40, 0, 0] {
+            half(&mut v, x);
+        }
+        for x in [1, 0x100, paddr, paddr, code.len() as u32, memsz, 5, 0x1000] {
+            word(&mut v, x); // PT_LOAD at file offset 0x100
+        }
+        word(&mut v, MB_MAGIC);
+        word(&mut v, 3);
+        word(&mut v, 0u32.wrapping_sub(MB_MAGIC).wrapping_sub(3));
+        v.resize(0x100, 0);
+        v.extend_from_slice(code);
+        v
+    }
+
+    #[test]
+    fn a_kernel_over_the_boot_information_gets_it_placed_after_itself() {
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        let code = [0xF4u8; 16];
+        load_multiboot(&mut m, &kernel_at(0x8000, 0x284C, &code), "quiet").unwrap();
+        let info = m.cpu.gpr[reg::EBX];
+        assert!(
+            info >= 0x10_0000,
+            "info at {info:#x}, not inside the kernel"
+        );
+        let mut kernel = [0u8; 16];
+        m.mem.read_ram(0x8000, &mut kernel).unwrap();
+        assert_eq!(kernel, code, "the kernel is intact");
+        let mut cmdline_at = [0u8; 4];
+        m.mem.read_ram(info + 16, &mut cmdline_at).unwrap();
+        let mut cmdline = [0u8; 6];
+        m.mem
+            .read_ram(u32::from_le_bytes(cmdline_at), &mut cmdline)
+            .unwrap();
+        assert_eq!(&cmdline, b"quiet\0");
+        assert_eq!(m.cpu.gdtr.base, GDT_ADDR, "the GDT stays where it is free");
+    }
+
+    #[test]
+    fn a_kernel_over_the_gdt_gets_the_gdt_moved_too() {
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        let code = [0x90u8; 32];
+        load_multiboot(&mut m, &kernel_at(0x800, 0x9000, &code), "").unwrap();
+        assert_ne!(m.cpu.gdtr.base, GDT_ADDR);
+        let mut kernel = [0u8; 32];
+        m.mem.read_ram(0x800, &mut kernel).unwrap();
+        assert_eq!(kernel, code, "the kernel is intact");
+        assert_eq!(m.cpu.eip, 0x800);
+    }
+
+    #[test]
+    fn no_room_for_the_boot_information_is_an_error_saying_so() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        let err = load_multiboot(&mut m, &kernel_at(0x8000, 0x2000, &[0xF4]), "").unwrap_err();
+        assert!(err.to_string().contains("boot information"), "{err}");
     }
 
     #[test]
