@@ -145,7 +145,7 @@ fn software_interrupt(c: &mut Ctx, interrupt: SoftwareInterrupt) -> CpuResult<()
             // Nothing was delivered: the instruction does not retire and
             // EIP stays on it (core's `EventExit`).
             c.exit = Some(Exit::Event(e));
-            c.rep_paused = true;
+            c.not_retired = true;
         }
     }
     Ok(())

@@ -36,11 +36,12 @@ pub struct Ctx<'a> {
     /// The code-write sequence number when this instruction started: a
     /// different number now means a store hit a page with cached code.
     pub code_seq: u64,
-    /// A REP string instruction stopped part-way (after a slice of its
-    /// iterations) with EIP still on it: it did not retire, and it resumes
-    /// at the next run. This is what keeps a REP with a huge count from
-    /// holding the engine past its budget.
-    pub rep_paused: bool,
+    /// The instruction did not retire and EIP stays on it: a REP string
+    /// instruction stopped part-way (after a slice of its iterations) and
+    /// resumes at the next run, which is what keeps a REP with a huge count
+    /// from holding the engine past its budget; or a software interrupt
+    /// went to the caller under the event policy.
+    pub not_retired: bool,
 }
 
 pub type Handler = fn(&mut Ctx, &Decoded) -> CpuResult<()>;
@@ -468,7 +469,7 @@ fn run_block<const CHECKED: bool>(
             return (n, Some(f));
         }
         c.m.cpu.eip = c.next_eip;
-        if c.rep_paused {
+        if c.not_retired {
             return (n, None);
         }
         c.m.clock.icount += 1;
@@ -594,7 +595,7 @@ impl InterpCore {
                 end_block: false,
                 exit: None,
                 event_delivered: false,
-                rep_paused: false,
+                not_retired: false,
                 code_seq: self.code_cursor,
             };
             // The per-instruction test of the deadline and of debugger
@@ -606,7 +607,7 @@ impl InterpCore {
             } else {
                 run_block::<true>(&mut c, &block.insns, &pending, stop_at)
             };
-            if c.rep_paused {
+            if c.not_retired {
                 stalls_left -= 1;
             }
             // An instruction that makes the boundary look always ends its
@@ -615,7 +616,7 @@ impl InterpCore {
                 pending.raise(work::CPU);
             }
             let exit = c.exit.take();
-            if fault.is_none() && exit.is_none() && !c.rep_paused {
+            if fault.is_none() && exit.is_none() && !c.not_retired {
                 chain_from = Some(id);
             }
             if let Some(f) = fault {
@@ -711,13 +712,13 @@ impl InterpCore {
             end_block: false,
             exit: None,
             event_delivered: false,
-            rep_paused: false,
+            not_retired: false,
             code_seq: self.code_cursor,
         };
         let result = (d.exec)(&mut c, d);
         let exit = c.exit.take();
         let delivered = c.event_delivered;
-        let paused = c.rep_paused;
+        let paused = c.not_retired;
         let next = c.next_eip;
         if let Err(f) = result {
             return Ok(self.raise(m, f));

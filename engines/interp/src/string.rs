@@ -167,7 +167,7 @@ fn string<W: Width, const OP: u8>(c: &mut Ctx, d: &Decoded) -> CpuResult<()> {
     if r.get(c, reg::ECX) != 0 {
         c.next_eip = c.m.cpu.eip;
         c.end_block = true;
-        c.rep_paused = true;
+        c.not_retired = true;
     }
     Ok(())
 }
