@@ -727,11 +727,7 @@ fn run(args: RunArgs) -> Result<i32> {
 /// Build one machine of a comparison: the same configuration and image for
 /// both sides, no host input, output discarded.
 fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lockstep::Side> {
-    let io = HostIo {
-        com1: Box::new(std::io::sink()),
-        com2: Box::new(std::io::sink()),
-        debug_console: Box::new(std::io::sink()),
-    };
+    let io = HostIo::discarded();
     let (_, machine) = build_machine(args, io)?;
     Ok(ringside_debugger::lockstep::Side {
         machine,

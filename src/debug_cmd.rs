@@ -29,11 +29,7 @@ pub fn main(compare: Option<String>, run: RunArgs) -> Result<i32> {
     if let Some(engine) = compare {
         // The partner's output would only repeat the first machine's (a
         // difference shows as a divergence first).
-        let quiet = HostIo {
-            com1: Box::new(std::io::sink()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        };
+        let quiet = HostIo::discarded();
         let (_, machine) = build_machine(&run, quiet).context("the compare partner")?;
         debugger
             .set_partner(machine, &engine)

@@ -87,11 +87,7 @@ fn extra_monitor(run: RunArgs) -> ExtraMonitor {
 }
 
 fn compare(d: &mut Debugger, run: &RunArgs, engine: &str) -> Result<String, String> {
-    let io = HostIo {
-        com1: Box::new(std::io::sink()),
-        com2: Box::new(std::io::sink()),
-        debug_console: Box::new(std::io::sink()),
-    };
+    let io = HostIo::discarded();
     let (_, mut partner) = build_machine(run, io).map_err(|e| format!("{e:#}"))?;
     // The partner starts where the debugged machine stands now.
     let bytes = snapshot::to_bytes(&d.main.machine, &d.config_toml).map_err(|e| e.to_string())?;

@@ -340,11 +340,7 @@ mod tests {
     use ringside_devices::pc::{build_pc, HostIo};
 
     fn side(guest: &str) -> Side {
-        let io = HostIo {
-            com1: Box::new(std::io::sink()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        };
+        let io = HostIo::discarded();
         let mut m = build_pc(&ringside_core::config::MachineConfig::default(), io).unwrap();
         let g = ringside_guests::find(guest).unwrap();
         boot::load_multiboot(&mut m, g.image, "").unwrap();

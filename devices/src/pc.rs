@@ -42,6 +42,21 @@ pub struct HostIo {
 }
 
 impl HostIo {
+    /// COM1 to `com1`, nothing else anywhere: what tests and the debugger's
+    /// front-ends capture.
+    pub fn com1_only(com1: impl std::io::Write + Send + 'static) -> HostIo {
+        HostIo {
+            com1: Box::new(com1),
+            com2: Box::new(std::io::sink()),
+            debug_console: Box::new(std::io::sink()),
+        }
+    }
+
+    /// All output discarded: the partner machine of a comparison.
+    pub fn discarded() -> HostIo {
+        HostIo::com1_only(std::io::sink())
+    }
+
     /// Everything to stdout/stderr, as `ringside run` wires it.
     pub fn terminal() -> HostIo {
         HostIo {

@@ -19,15 +19,7 @@ fn bios_boots_the_self_test_disk() {
         mode: DiskMode::Snapshot,
     });
     let com1 = SharedBuffer::default();
-    let mut m = build_pc(
-        &config,
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .unwrap();
+    let mut m = build_pc(&config, HostIo::com1_only(com1.clone())).unwrap();
     boot::load_rom(&mut m, ringside_firmware::BIOS).unwrap();
     let out = m
         .run_until_stopped(&mut Interp::new(), Some(500_000_000))

@@ -85,15 +85,8 @@ fn pc(guest: Guest) -> Pc {
         Guest::Demo | Guest::IrqPm => {}
     }
     let com1 = SharedBuffer::default();
-    let mut machine = build_pc(
-        &config,
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds");
+    let mut machine =
+        build_pc(&config, HostIo::com1_only(com1.clone())).expect("the default PC builds");
     let (kernel, cmdline, input): (_, _, &[u8]) = match guest {
         Guest::Demo => (Some("demo"), "", b"run hello\nps\npoweroff\n"),
         Guest::PcHw => (Some("pc-hw"), "expect=hello", b"hello\n"),

@@ -74,15 +74,8 @@ fn pc(guest: Guest) -> Pc {
         disk = Some(TempDisk(path));
     }
     let com1 = SharedBuffer::default();
-    let mut machine = build_pc(
-        &config,
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds");
+    let mut machine =
+        build_pc(&config, HostIo::com1_only(com1.clone())).expect("the default PC builds");
     match guest {
         Guest::Multiboot(name) => {
             let image = ringside_guests::find(name).expect("the guest is built in");

@@ -18,15 +18,7 @@ const CODE: u32 = 0x10000;
 const IDT: u32 = 0x1000;
 
 fn pc(config: &MachineConfig, com1: SharedBuffer) -> Machine {
-    build_pc(
-        config,
-        HostIo {
-            com1: Box::new(com1),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds")
+    build_pc(config, HostIo::com1_only(com1)).expect("the default PC builds")
 }
 
 /// Load 32-bit code at CODE in flat protected mode, with IDT gates for

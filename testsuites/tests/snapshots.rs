@@ -21,11 +21,7 @@ const BOOTED: u64 = 2_000_000;
 /// The demo OS on the default PC, its COM1 output collected.
 fn demo_pc() -> (Machine, SharedBuffer) {
     let com1 = SharedBuffer::default();
-    let io = HostIo {
-        com1: Box::new(com1.clone()),
-        com2: Box::new(std::io::sink()),
-        debug_console: Box::new(std::io::sink()),
-    };
+    let io = HostIo::com1_only(com1.clone());
     let mut m = build_pc(&MachineConfig::default(), io).expect("the default PC builds");
     let demo = ringside_guests::find("demo").expect("the demo OS is built in");
     boot::load_multiboot(&mut m, demo.image, "").expect("the demo loads");

@@ -28,10 +28,9 @@
 //! cached code is written, core's architectural operations that can change
 //! whether an interrupt can be taken or how code runs (STI, the EFLAGS
 //! merge of POPF and IRET, IRET, a load of SS, software interrupts, far
-//! transfers, CR/DR/MSR writes, SYSENTER/SYSEXIT, LTR), the engines after
-//! any other instruction that ends their block for such a reason (the
-//! interpreter's `boundary_after`), and the host (the debugger, another
-//! thread).
+//! transfers, CR/DR/MSR writes, SYSENTER/SYSEXIT, LTR) — so an engine
+//! needs no list of its own of the instructions that matter — and the host
+//! (the debugger, another thread).
 //! Device deadlines are the one thing that arrives without a bit: the clock
 //! advances with every retired instruction, so an engine stops at the
 //! instruction count [`Machine::boundary_icount`] names. An engine's fast
@@ -48,7 +47,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::events::{Delivery, Event, EventExit};
+use super::events::{Delivery, Event};
 use super::flags::{IF, RF, TF};
 use super::{vector, Fault, SegReg};
 use crate::engine::{Exit, StopReason};
@@ -417,13 +416,6 @@ impl Machine {
             self.cpu.dr[6] |= 1 << 13;
         }
         self.boundary_delivery(Event::from_fault(f), DeliveredKind::Exception)
-    }
-}
-
-/// The exit for an event the policy redirected.
-impl From<EventExit> for Exit {
-    fn from(e: EventExit) -> Exit {
-        Exit::Event(e)
     }
 }
 

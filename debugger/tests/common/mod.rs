@@ -27,15 +27,8 @@ pub fn factory() -> ringside_debugger::EngineFactory {
 /// The default PC booted into the built-in kernel `guest`, with COM1.
 pub fn machine(guest: &str) -> (Machine, SharedBuffer) {
     let com1 = SharedBuffer::default();
-    let mut m = build_pc(
-        &MachineConfig::default(),
-        HostIo {
-            com1: Box::new(com1.clone()),
-            com2: Box::new(std::io::sink()),
-            debug_console: Box::new(std::io::sink()),
-        },
-    )
-    .expect("the default PC builds");
+    let mut m = build_pc(&MachineConfig::default(), HostIo::com1_only(com1.clone()))
+        .expect("the default PC builds");
     let image = ringside_guests::find(guest).expect("built in").image;
     boot::load_multiboot(&mut m, image, "").expect("the kernel loads");
     (m, com1)

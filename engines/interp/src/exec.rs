@@ -10,9 +10,7 @@
 
 use std::collections::HashMap;
 
-use iced_x86::{
-    Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
-};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, OpKind, Register};
 use ringside_core::cpu::boundary::{work, Boundary, DeliveredKind, PendingWork};
 use ringside_core::cpu::{CpuResult, Fault, SegReg};
 use ringside_core::memory::CodeWrites;
@@ -68,15 +66,12 @@ pub struct Decoded {
     pub regs: [usize; 2],
     /// The memory operand's address computation, resolved at decode time.
     pub mem: MemoryOperand,
-    /// The next instruction boundary must look after this one: it may
-    /// change whether an interrupt can be taken or how code runs (see
-    /// [`changes_boundary_state`]).
-    pub boundary_after: bool,
 }
 
 impl Decoded {
     pub fn new(i: Instruction, code32: bool) -> (Decoded, bool) {
         let (exec, ends_block) = table::handler_for(&i);
+        let ops = [0, 1, 2].map(|n| Operand::of(&i, n));
         let eip = i.ip32();
         let next = eip.wrapping_add(i.len() as u32);
         let next_eip = if code32 { next } else { next & 0xFFFF };
@@ -120,13 +115,12 @@ impl Decoded {
                 next_eip,
                 imm,
                 a16,
-                ops: [0, 1, 2].map(|n| Operand::of(&i, n)),
-                regs: [0, 1].map(|n| match Operand::of(&i, n) {
+                ops,
+                regs: [ops[0], ops[1]].map(|op| match op {
                     Operand::Gpr(r) => r as usize,
                     _ => 0,
                 }),
                 mem: MemoryOperand::of(&i),
-                boundary_after: ends_block && changes_boundary_state(&i),
             },
             ends,
         )
@@ -208,36 +202,6 @@ impl MemoryOperand {
             segment: crate::operand::seg_of(i.memory_segment()),
         }
     }
-}
-
-/// Of the instructions whose family ends a block (system, control
-/// transfer, I/O, segment loads), those after which the boundary must
-/// look (DESIGN.md section 4): anything but a near branch may change IF,
-/// the interrupt shadow, NMI blocking, TF/RF, the privilege level, the
-/// mode or the control registers, or talk to a device. Near branches
-/// change none of these, so blocks and traces run on across them.
-fn changes_boundary_state(i: &Instruction) -> bool {
-    let far = matches!(
-        i.mnemonic(),
-        Mnemonic::Retf | Mnemonic::Iret | Mnemonic::Iretd
-    ) || (0..i.op_count()).any(|n| {
-        matches!(i.op_kind(n), OpKind::FarBranch16 | OpKind::FarBranch32)
-            || (i.op_kind(n) == OpKind::Memory
-                && matches!(
-                    i.memory_size(),
-                    iced_x86::MemorySize::SegPtr16 | iced_x86::MemorySize::SegPtr32
-                ))
-    });
-    let near_branch = matches!(
-        i.flow_control(),
-        FlowControl::UnconditionalBranch
-            | FlowControl::IndirectBranch
-            | FlowControl::ConditionalBranch
-            | FlowControl::Call
-            | FlowControl::IndirectCall
-            | FlowControl::Return
-    );
-    far || !near_branch
 }
 
 fn immediate_of(i: &Instruction, n: u32) -> Option<u32> {
@@ -455,32 +419,32 @@ enum Fetched {
 /// Run the instructions of a block until one ends it: a fault, a paused
 /// REP, a taken branch, work for the boundary, or (when `CHECKED`) the
 /// deadline instruction count `stop_at` or a debugger breakpoint. Returns
-/// how many retired, and the fault if one was raised.
+/// the fault if one was raised.
 #[inline(always)]
 fn run_block<const CHECKED: bool>(
     c: &mut Ctx,
     insns: &[Decoded],
     pending: &PendingWork,
     stop_at: u64,
-) -> (usize, Option<Fault>) {
-    for (n, d) in insns.iter().enumerate() {
+) -> Option<Fault> {
+    for d in insns {
         c.next_eip = d.next_eip;
         if let Err(f) = (d.exec)(c, d) {
-            return (n, Some(f));
+            return Some(f);
         }
         c.m.cpu.eip = c.next_eip;
         if c.not_retired {
-            return (n, None);
+            return None;
         }
         c.m.clock.icount += 1;
-        if pending.get() != 0 || c.end_block {
-            return (n + 1, None);
-        }
-        if CHECKED && (c.m.clock.icount >= stop_at || at_breakpoint(c.m)) {
-            return (n + 1, None);
+        if pending.get() != 0
+            || c.end_block
+            || (CHECKED && (c.m.clock.icount >= stop_at || at_breakpoint(c.m)))
+        {
+            return None;
         }
     }
-    (insns.len(), None)
+    None
 }
 
 /// Whether the next instruction is at one of the debugger's breakpoints.
@@ -602,18 +566,13 @@ impl InterpCore {
             // breakpoints is needed only when the block could reach them.
             let unchecked =
                 !watch_bps && c.m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
-            let (retired, fault) = if unchecked {
+            let fault = if unchecked {
                 run_block::<false>(&mut c, &block.insns, &pending, stop_at)
             } else {
                 run_block::<true>(&mut c, &block.insns, &pending, stop_at)
             };
             if c.not_retired {
                 stalls_left -= 1;
-            }
-            // An instruction that makes the boundary look always ends its
-            // block (`changes_boundary_state`), so only the last can.
-            if retired == block.insns.len() && block.insns[retired - 1].boundary_after {
-                pending.raise(work::CPU);
             }
             let exit = c.exit.take();
             if fault.is_none() && exit.is_none() && !c.not_retired {
@@ -729,9 +688,6 @@ impl InterpCore {
             return Ok(exit);
         }
         m.clock.icount += 1;
-        if d.boundary_after {
-            m.pending().raise(work::CPU);
-        }
         self.process_code_writes(m);
         match m.finish_instruction(start, delivered, exit) {
             Boundary::Execute => Ok(None),

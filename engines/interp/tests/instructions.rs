@@ -466,9 +466,11 @@ fn rep_stos_across_a_page_boundary_fills_both_pages() {
     assert_eq!(m.cpu.gpr[reg::EDI], 0x6010);
 }
 
-/// A GDT at 0x3000 with flat 32-bit code (0x08) and data (0x10), and a
-/// 16-bit data segment (0x18: base 0, limit 0xFFFF, B = 0).
-fn gdt_with_a_16_bit_stack_segment(m: &mut Machine) {
+/// The snippet's machine with a GDT at 0x3000 holding flat 32-bit code
+/// (0x08) and data (0x10) and a 16-bit data segment (0x18: base 0, limit
+/// 0xFFFF, B = 0), which is SS unless `stack32`.
+fn machine_with_stack(code: &[u8], stack32: bool) -> Machine {
+    let mut m = machine(code);
     let gdt: [u64; 4] = [
         0,
         0x00CF_9B00_0000_FFFF,
@@ -484,6 +486,10 @@ fn gdt_with_a_16_bit_stack_segment(m: &mut Machine) {
         limit: 31,
         _pad: 0,
     };
+    if !stack32 {
+        m.cpu.seg[2] = Descriptor(gdt[3]).to_segment(0x18);
+    }
+    m
 }
 
 /// The pop uses the old stack's size (SDM Vol. 2B POP): from a 16-bit
@@ -491,9 +497,7 @@ fn gdt_with_a_16_bit_stack_segment(m: &mut Machine) {
 /// new SS is a 32-bit stack.
 #[test]
 fn pop_ss_to_a_32_bit_stack_pops_with_the_old_16_bit_stack_pointer() {
-    let mut m = machine(&[0x17, 0xF4]); // pop ss (o32); hlt
-    gdt_with_a_16_bit_stack_segment(&mut m);
-    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+    let mut m = machine_with_stack(&[0x17, 0xF4], false); // pop ss (o32); hlt
     m.cpu.gpr[reg::ESP] = 0x0002_FFFC;
     m.write_ram(0xFFFC, &0x10u32.to_le_bytes()).unwrap();
     run(&mut m);
@@ -507,8 +511,7 @@ fn pop_ss_to_a_32_bit_stack_pops_with_the_old_16_bit_stack_pointer() {
 
 #[test]
 fn pop_ss_to_a_16_bit_stack_pops_with_the_old_32_bit_stack_pointer() {
-    let mut m = machine(&[0x66, 0x17, 0xF4]); // pop ss (o16); hlt
-    gdt_with_a_16_bit_stack_segment(&mut m);
+    let mut m = machine_with_stack(&[0x66, 0x17, 0xF4], true); // pop ss (o16); hlt
     m.cpu.gpr[reg::ESP] = 0x0001_FFFE;
     m.write_ram(0x1_FFFE, &0x18u16.to_le_bytes()).unwrap();
     run(&mut m);
@@ -519,9 +522,7 @@ fn pop_ss_to_a_16_bit_stack_pops_with_the_old_32_bit_stack_pointer() {
 
 #[test]
 fn pop_ds_on_a_16_bit_stack_wraps_sp_at_64_kib() {
-    let mut m = machine(&[0x1F, 0xF4]); // pop ds (o32); hlt
-    gdt_with_a_16_bit_stack_segment(&mut m);
-    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
+    let mut m = machine_with_stack(&[0x1F, 0xF4], false); // pop ds (o32); hlt
     m.cpu.gpr[reg::ESP] = 0x1234_FFFC;
     m.write_ram(0xFFFC, &0x10u32.to_le_bytes()).unwrap();
     run(&mut m);
@@ -566,11 +567,7 @@ fn push_and_pop_of_every_segment_register_at_the_stack_wrap() {
                 let mut code = prefix.to_vec();
                 code.extend_from_slice(op);
                 code.push(0xF4);
-                let mut m = machine(&code);
-                gdt_with_a_16_bit_stack_segment(&mut m);
-                if !stack32 {
-                    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
-                }
+                let mut m = machine_with_stack(&code, stack32);
                 m.cpu.gpr[reg::ESP] = sp0;
                 m.write_ram(top - 4, &[0xEE; 4]).unwrap();
                 run(&mut m);
@@ -594,11 +591,7 @@ fn push_and_pop_of_every_segment_register_at_the_stack_wrap() {
                 let mut code = prefix.to_vec();
                 code.extend_from_slice(op);
                 code.push(0xF4);
-                let mut m = machine(&code);
-                gdt_with_a_16_bit_stack_segment(&mut m);
-                if !stack32 {
-                    m.cpu.seg[2] = Descriptor(0x0000_9300_0000_FFFF).to_segment(0x18);
-                }
+                let mut m = machine_with_stack(&code, stack32);
                 let start = if stack32 {
                     sp0 - size
                 } else {

@@ -68,11 +68,7 @@ fn rom_guest() -> Vec<u8> {
 /// A PC with the guest ROM, and its captured COM1.
 fn pc_with_rom() -> (Machine, Capture) {
     let com1 = Capture::default();
-    let io = HostIo {
-        com1: Box::new(com1.clone()),
-        com2: Box::new(std::io::sink()),
-        debug_console: Box::new(std::io::sink()),
-    };
+    let io = HostIo::com1_only(com1.clone());
     let mut m = build_pc(&MachineConfig::default(), io).unwrap();
     boot::load_rom(&mut m, &rom_guest()).unwrap();
     (m, com1)
