@@ -1,6 +1,7 @@
 //! Command-line front-end (clap). `ringside` with no command runs the
 //! default built-in guest and takes the same options as `run`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -134,9 +135,12 @@ pub(crate) struct RunArgs {
     /// Guest RAM in MiB (machine.memory_mib).
     #[arg(long, value_name = "MIB")]
     mem: Option<u32>,
-    /// Execution engine (machine.engine).
+    /// Execution engine (machine.engine): interp, jit or kvm.
     #[arg(long)]
     engine: Option<String>,
+    /// Runs of a guest block before the recompiler compiles it (jit.threshold).
+    #[arg(long, value_name = "N")]
+    jit_threshold: Option<u32>,
     /// Pace virtual time against the wall clock, or run as fast as possible (clock.mode).
     #[arg(long, value_enum)]
     clock: Option<ClockArg>,
@@ -213,12 +217,24 @@ pub fn main() -> i32 {
     }
 }
 
+/// The recompiler's threshold for the engines this process makes: the
+/// configuration's `jit.threshold` (or `--jit-threshold`), set when the
+/// configuration is read.
+static JIT_THRESHOLD: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_THRESHOLD);
+
+pub(crate) fn set_jit_threshold(t: u32) {
+    JIT_THRESHOLD.store(t.max(1), Ordering::Relaxed);
+}
+
 /// The engines this build has, by name.
 pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(ringside_interp::Interp::new())),
+        "jit" => Ok(Box::new(ringside_jit::Jit::with_threshold(
+            JIT_THRESHOLD.load(Ordering::Relaxed),
+        ))),
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
-        other => bail!("unknown engine '{other}' (available: interp, kvm)"),
+        other => bail!("unknown engine '{other}' (available: interp, jit, kvm)"),
     }
 }
 
@@ -226,6 +242,7 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
 /// modes this host's KVM runs, found by running tiny guests.
 fn engines() {
     println!("interp: available (the reference interpreter runs everywhere)");
+    println!("jit: available (the Cranelift recompiler runs on every host Cranelift supports)");
     let probe = ringside_kvm::probe();
     if !probe.available.ok {
         println!("kvm: not available: {}", probe.available.reason);
@@ -333,6 +350,10 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
     if let Some(e) = &args.engine {
         c.machine.engine = e.clone();
     }
+    if let Some(t) = args.jit_threshold {
+        c.jit.threshold = t;
+    }
+    set_jit_threshold(c.jit.threshold);
     if let Some(clock) = args.clock {
         c.clock.mode = match clock {
             ClockArg::Paced => ClockMode::Paced,

@@ -130,12 +130,28 @@ pub struct DiskConfig {
     pub mode: DiskMode,
 }
 
+/// The recompiler (`--engine jit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JitSection {
+    /// Runs of a block before it is compiled (1: compile at the first run).
+    pub threshold: u32,
+}
+
+impl Default for JitSection {
+    fn default() -> Self {
+        JitSection { threshold: 200 }
+    }
+}
+
 /// One machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineConfig {
     pub machine: MachineSection,
     pub clock: ClockSection,
+    #[serde(default)]
+    pub jit: JitSection,
     #[serde(default)]
     pub boot: BootSection,
     pub devices: DevicesSection,
@@ -157,6 +173,7 @@ impl Default for MachineConfig {
                 // 2026-01-01T00:00:00Z.
                 rtc_start: 1_767_225_600,
             },
+            jit: JitSection::default(),
             boot: BootSection::default(),
             devices: DevicesSection {
                 com1: SerialConfig {
@@ -213,6 +230,9 @@ impl MachineConfig {
                 "clock.ns_per_instruction",
                 "must be in 1..=1000000",
             ));
+        }
+        if self.jit.threshold == 0 {
+            return Err(invalid("jit.threshold", "must be at least 1"));
         }
         for (key, s) in [
             ("devices.com1", &self.devices.com1),

@@ -227,8 +227,16 @@ struct Key {
     code32: bool,
 }
 
-struct Block {
-    insns: Vec<Decoded>,
+/// A decoded block: straight-line instructions from one page (the last may
+/// straddle onto the next), with what a faster tier keeps about it.
+pub struct Block {
+    pub insns: Vec<Decoded>,
+    /// A faster tier's count of this block's runs (the recompiler's
+    /// hotness count); the interpreter itself does not count.
+    pub runs: u32,
+    /// A faster tier's translation of this block, if it made one: dropped
+    /// with the block, so it can never outlive the code it was made from.
+    pub translation: Option<Translation>,
     /// EIP just past the last instruction's last byte (for the CS limit check).
     end_eip: u32,
     phys_page: u32,
@@ -240,6 +248,54 @@ struct Block {
     /// (block chaining): the fall-through and the taken branch, most
     /// recent first.
     links: [Link; 2],
+}
+
+/// What a faster tier (the recompiler) made of a block: the host code's
+/// entry, as an address, and the CPU mode it was made for (the tier checks
+/// that the mode still holds before entering).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub entry: usize,
+    pub mode: u32,
+}
+
+/// How a block run ended, whichever tier ran it.
+#[derive(Debug, Default)]
+pub struct BlockEnd {
+    /// The instruction at EIP raised this fault and committed nothing.
+    pub fault: Option<Fault>,
+    /// The run must return this exit.
+    pub exit: Option<Exit>,
+    /// The last instruction did not retire (a paused REP, a redirected
+    /// software interrupt).
+    pub not_retired: bool,
+}
+
+/// A faster tier under the interpreter's loop: offered every block the
+/// loop is about to run unchecked (no deadline or breakpoint inside it, no
+/// single-step work), it may run the block itself and say how it ended,
+/// or return `None` to let the interpreter run it. Whatever it does must
+/// end exactly as the interpreter would: same state, same instruction
+/// count, same fault at the same instruction.
+pub trait Tier {
+    fn run_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd>;
+    /// Polled at every serviced boundary: the tier wants every
+    /// translation dropped (its code cache is full).
+    fn wants_flush(&self) -> bool {
+        false
+    }
+    /// Every translation has been dropped from the blocks.
+    fn flushed(&mut self) {}
+}
+
+/// No tier: the interpreter runs everything.
+pub struct NoTier;
+
+impl Tier for NoTier {
+    #[inline(always)]
+    fn run_block(&mut self, _: &mut Block, _: &mut Machine, _: u64) -> Option<BlockEnd> {
+        None
+    }
 }
 
 /// A remembered successor: after the block, EIP `eip` led to block
@@ -289,6 +345,8 @@ pub struct BlockCache {
     /// Bumped whenever blocks are dropped (ids are reused), so that links
     /// to them die.
     generation: u64,
+    /// Translations dropped with their blocks (code writes, clears).
+    pub dropped_translations: u64,
 }
 
 impl BlockCache {
@@ -348,6 +406,9 @@ impl BlockCache {
         let mut n = 0;
         for k in keys {
             if let Some(id) = self.map.remove(&k) {
+                if let Some(Some(b)) = self.blocks.get(id as usize) {
+                    self.dropped_translations += b.translation.is_some() as u64;
+                }
                 self.blocks[id as usize] = None;
                 self.free.push(id);
                 n += 1;
@@ -359,8 +420,32 @@ impl BlockCache {
 
     pub fn clear(&mut self) {
         let generation = self.generation + 1;
+        let dropped = self.dropped_translations + self.translations() as u64;
         *self = BlockCache::default();
         self.generation = generation;
+        self.dropped_translations = dropped;
+    }
+
+    /// Live blocks that carry a translation.
+    pub fn translations(&self) -> usize {
+        self.blocks
+            .iter()
+            .flatten()
+            .filter(|b| b.translation.is_some())
+            .count()
+    }
+
+    /// Drop every block's translation (the blocks stay).
+    pub fn drop_translations(&mut self) {
+        for b in self.blocks.iter_mut().flatten() {
+            b.translation = None;
+            b.runs = 0;
+        }
+    }
+
+    /// The live block at `eip` (for the recompiler's IR dump).
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.blocks.iter().flatten()
     }
 
     /// The block a link of `from` names for `eip`, if still valid.
@@ -461,6 +546,17 @@ impl InterpCore {
     /// bit raised or the clock reaches the next device deadline; otherwise
     /// it runs cached blocks, testing that word after every instruction.
     pub fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        self.run_with(m, budget, &mut NoTier)
+    }
+
+    /// `run`, offering each block to a faster tier first (see [`Tier`]).
+    #[inline(always)]
+    pub fn run_with<T: Tier>(
+        &mut self,
+        m: &mut Machine,
+        budget: Budget,
+        tier: &mut T,
+    ) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
         let target = m.clock.icount.saturating_add(budget.instructions);
@@ -481,6 +577,10 @@ impl InterpCore {
                 self.boundaries += 1;
                 if m.pending().take() & work::CODE_WRITE != 0 {
                     self.process_code_writes(m);
+                }
+                if tier.wants_flush() {
+                    self.cache.drop_translations();
+                    tier.flushed();
                 }
                 match m.service_boundary() {
                     Boundary::Execute => {}
@@ -548,34 +648,49 @@ impl InterpCore {
                 }
             };
             let block = self.cache.blocks[id as usize]
-                .as_ref()
+                .as_mut()
                 .expect("the block id was just looked up and nothing freed it");
             // With debugger breakpoints set, the block ends before an
             // instruction at one of them (the loop's check then stops).
-            let watch_bps = !m.breakpoints.is_empty();
-            let mut c = Ctx {
-                m,
-                next_eip: 0,
-                end_block: false,
-                exit: None,
-                event_delivered: false,
-                not_retired: false,
-                code_seq: self.code_cursor,
-            };
             // The per-instruction test of the deadline and of debugger
-            // breakpoints is needed only when the block could reach them.
-            let unchecked =
-                !watch_bps && c.m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
-            let fault = if unchecked {
-                run_block::<false>(&mut c, &block.insns, &pending, stop_at)
+            // breakpoints is needed only when the block could reach them;
+            // only such unchecked runs are offered to the tier.
+            let unchecked = m.breakpoints.is_empty()
+                && m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
+            let native = if unchecked {
+                tier.run_block(block, m, self.code_cursor)
             } else {
-                run_block::<true>(&mut c, &block.insns, &pending, stop_at)
+                None
             };
-            if c.not_retired {
+            let end = match native {
+                Some(end) => end,
+                None => {
+                    let mut c = Ctx {
+                        m,
+                        next_eip: 0,
+                        end_block: false,
+                        exit: None,
+                        event_delivered: false,
+                        not_retired: false,
+                        code_seq: self.code_cursor,
+                    };
+                    let fault = if unchecked {
+                        run_block::<false>(&mut c, &block.insns, &pending, stop_at)
+                    } else {
+                        run_block::<true>(&mut c, &block.insns, &pending, stop_at)
+                    };
+                    BlockEnd {
+                        fault,
+                        exit: c.exit.take(),
+                        not_retired: c.not_retired,
+                    }
+                }
+            };
+            if end.not_retired {
                 stalls_left -= 1;
             }
-            let exit = c.exit.take();
-            if fault.is_none() && exit.is_none() && !c.not_retired {
+            let BlockEnd { fault, exit, not_retired } = end;
+            if fault.is_none() && exit.is_none() && !not_retired {
                 chain_from = Some(id);
             }
             if let Some(f) = fault {
@@ -732,6 +847,19 @@ impl InterpCore {
         self.code_cursor = seq;
     }
 
+    /// The decoded instructions of the block at CS:EIP (for tools that
+    /// show what a block is made of, such as the recompiler's IR dump).
+    pub fn decode_block_at(&mut self, m: &mut Machine) -> CpuResult<Vec<Decoded>> {
+        match self.fetch(m)? {
+            Fetched::Block(id) => Ok(self.cache.blocks[id as usize]
+                .as_ref()
+                .expect("the block id was just looked up and nothing freed it")
+                .insns
+                .clone()),
+            Fetched::Single(d) => Ok(vec![*d]),
+        }
+    }
+
     /// Find or decode the block at CS:EIP.
     fn fetch(&mut self, m: &mut Machine) -> CpuResult<Fetched> {
         let cs = m.cpu.seg[SegReg::Cs as usize];
@@ -853,6 +981,8 @@ impl InterpCore {
                 insns,
                 end_eip,
                 phys_page: page,
+                runs: 0,
+                translation: None,
                 second,
                 links: [NO_LINK; 2],
             },

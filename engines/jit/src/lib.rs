@@ -1,6 +1,156 @@
 //! ringside-jit: the Cranelift recompiler (REM in VirtualBox's terms).
 //!
-//! Not built yet: this crate is reserved by the workspace layout of
-//! DESIGN.md section 2 and holds no code. The recompiler is planned in its
-//! own issue; until then `--engine jit` is rejected by the front-end as an
-//! unknown engine.
+//! The recompiler is a tier under the interpreter's loop
+//! (`ringside_interp::exec::Tier`): guest code is decoded and interpreted
+//! first; a block that has run [`Jit::threshold`] times is compiled to host
+//! code with Cranelift ([`translate`]) and run natively from then on
+//! ([`tier`]). Everything that is not a block run — instruction boundaries,
+//! interrupts, single steps, deadlines, breakpoints, invalidation after
+//! code writes — is the interpreter's loop, so the two engines agree by
+//! construction on where every interrupt lands, and the translation of
+//! each instruction must agree with the interpreter's handler for it (the
+//! handler is its slow path).
+//!
+//! Start reading at [`tier::Recompiler::run_block`], then
+//! [`translate::Translator::instruction`]. `docs/jit.md` has the design.
+
+pub mod frame;
+pub mod tier;
+pub mod translate;
+
+use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
+use ringside_interp::exec::InterpCore;
+
+pub use tier::{DEFAULT_CACHE_BYTES, DEFAULT_THRESHOLD};
+
+/// The recompiler engine.
+pub struct Jit {
+    core: InterpCore,
+    tier: tier::Recompiler,
+}
+
+impl Default for Jit {
+    fn default() -> Self {
+        Jit::new()
+    }
+}
+
+impl Jit {
+    pub fn new() -> Jit {
+        Jit::with_threshold(DEFAULT_THRESHOLD)
+    }
+
+    /// A recompiler that compiles a block on its `threshold`-th run (1:
+    /// at its first run).
+    pub fn with_threshold(threshold: u32) -> Jit {
+        Jit {
+            core: InterpCore::default(),
+            tier: tier::Recompiler::new(threshold),
+        }
+    }
+
+    pub fn threshold(&self) -> u32 {
+        self.tier.threshold
+    }
+
+    /// Bound the host code a generation may hold (bytes) before a flush.
+    pub fn set_cache_budget(&mut self, bytes: u64) {
+        self.tier.cache_budget = bytes;
+    }
+
+    /// The Cranelift IR of the block at the machine's CS:EIP, compiled
+    /// afresh (for `ringside jit-dump` and the book): decodes the block
+    /// as the interpreter does, translates it for the current mode, and
+    /// returns the guest instructions with the IR.
+    pub fn dump_block(&mut self, m: &mut Machine) -> Result<(String, String), String> {
+        let insns = self
+            .core
+            .decode_block_at(m)
+            .map_err(|f| format!("the block at CS:EIP cannot be fetched: {f:?}"))?;
+        let mut guest = String::new();
+        for d in &insns {
+            guest.push_str(&format!("{:08x}  {}\n", d.i.ip32(), d.i));
+        }
+        let mut t = tier::Recompiler::new(1);
+        t.keep_ir = true;
+        t.compile(&insns, translate::Mode::of(m))?;
+        Ok((guest, t.last_ir.unwrap_or_default()))
+    }
+}
+
+impl Engine for Jit {
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        let before = m.clock.icount;
+        let exit = self.core.run_with(m, budget, &mut self.tier);
+        self.core.counters.instructions += m.clock.icount - before;
+        exit
+    }
+
+    fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        let before = m.clock.icount;
+        let exit = self.core.step(m);
+        self.core.counters.instructions += m.clock.icount - before;
+        exit
+    }
+
+    /// The interpreter's loop checks breakpoints; blocks that could reach
+    /// one are not run natively.
+    fn honours_breakpoints(&self) -> bool {
+        true
+    }
+
+    fn stats(&self) -> EngineStats {
+        let c = &self.core.counters;
+        let t = &self.tier.counters;
+        let mut s = EngineStats {
+            instructions: c.instructions,
+            ..EngineStats::default()
+        };
+        let mut times = t.compile_micros.clone();
+        times.sort_unstable();
+        let pct = |p: usize| {
+            if times.is_empty() {
+                0
+            } else {
+                times[(times.len() - 1) * p / 100] as u64
+            }
+        };
+        let k = &mut s.counters;
+        k.insert("blocks_decoded", c.blocks_decoded);
+        k.insert("block_lookups", c.block_lookups);
+        k.insert("chained_blocks", c.chained_blocks);
+        k.insert("exceptions", c.exceptions);
+        k.insert("interrupts", c.interrupts);
+        k.insert("invalidated_blocks", c.invalidated_blocks);
+        k.insert("jit_threshold", self.tier.threshold as u64);
+        k.insert("compiled_blocks", t.compiled);
+        k.insert("compile_failures", t.compile_failures);
+        k.insert("compile_us_total", t.compile_nanos / 1000);
+        k.insert("compile_us_p50", pct(50));
+        k.insert("compile_us_p99", pct(99));
+        k.insert("code_bytes", t.code_bytes);
+        k.insert("translated_instructions", t.translated_insns);
+        k.insert("delegated_instructions", t.delegated_insns);
+        k.insert("native_entries", t.entries);
+        k.insert("native_instructions", t.native_instructions);
+        k.insert(
+            "native_share_permille",
+            (t.native_instructions * 1000).checked_div(c.instructions).unwrap_or(0),
+        );
+        k.insert(
+            "instructions_per_entry_x10",
+            (t.native_instructions * 10).checked_div(t.entries).unwrap_or(0),
+        );
+        k.insert("exits_fault", t.exits_fault);
+        k.insert("exits_event", t.exits_event);
+        k.insert("exits_not_retired", t.exits_not_retired);
+        k.insert("mode_mismatches", t.mode_mismatches);
+        k.insert("translations_invalidated", self.core.cache.dropped_translations);
+        k.insert("flushes", t.flushes);
+        s
+    }
+}

@@ -1,0 +1,104 @@
+//! The frame a translated block runs in, and the helpers it calls.
+//!
+//! A translation is a host function `extern "C" fn(*mut Frame) -> u32`.
+//! The frame carries the three pointers of the generated-code ABI
+//! (`ringside_core::abi`: CpuState, the software TLB, the pending-work
+//! word), the instruction counter, the machine itself (for helpers) and
+//! the interpreter's decoded instructions of the block, so that any
+//! instruction can be handed to the interpreter's handler for it: the
+//! recompiler's slow path, and its fallback for every instruction it does
+//! not translate.
+
+use std::mem::offset_of;
+
+use ringside_core::cpu::CpuState;
+use ringside_core::mmu::TlbEntry;
+use ringside_core::Machine;
+use ringside_interp::exec::{BlockEnd, Ctx, Decoded};
+
+/// What generated code reads and what its helpers write.
+#[repr(C)]
+pub struct Frame {
+    pub cpu: *mut CpuState,
+    pub tlb: *const TlbEntry,
+    pub pending: *const u32,
+    /// `Machine::clock.icount`.
+    pub icount: *mut u64,
+    pub machine: *mut Machine,
+    /// The block's decoded instructions (`Block::insns`).
+    pub insns: *const Decoded,
+    /// The interpreter's code-write cursor, for `Ctx::code_seq`.
+    pub code_seq: u64,
+    /// Written by helpers when the block must end abnormally.
+    pub end: BlockEnd,
+}
+
+pub const FRAME_CPU: i32 = offset_of!(Frame, cpu) as i32;
+pub const FRAME_TLB: i32 = offset_of!(Frame, tlb) as i32;
+pub const FRAME_ICOUNT: i32 = offset_of!(Frame, icount) as i32;
+
+/// What a helper returns to generated code.
+pub const CONTINUE: u32 = 0;
+/// Leave the block: the state is in `CpuState` (EIP, instruction count)
+/// and anything abnormal in `Frame::end`.
+pub const LEAVE: u32 = 1;
+
+/// The signature of a translation.
+pub type Entry = unsafe extern "C" fn(*mut Frame) -> u32;
+
+/// Run instruction `index` of the block through the interpreter's handler,
+/// exactly as the interpreter's own block loop would (`exec::run_block`):
+/// the slow path of every translated instruction (a TLB miss, a segment
+/// that needs the full check, a misaligned user access, MMIO, a store to
+/// a code page) and the whole of every instruction the recompiler does not
+/// translate. Generated code has stored its registers and flags, EIP (the
+/// instruction's own) and the instruction count before the call, and
+/// reloads them after.
+///
+/// # Safety
+/// `frame` must be the frame of a running translation whose `insns` has
+/// more than `index` elements, and nothing else may hold a reference to
+/// the machine.
+pub unsafe extern "C" fn interpret_one(frame: *mut Frame, index: u32) -> u32 {
+    // SAFETY: the caller's contract: a live frame, a valid index, and the
+    // machine reachable only through the frame while the translation runs.
+    let (f, d) = unsafe { (&mut *frame, &*(*frame).insns.add(index as usize)) };
+    // SAFETY: as above.
+    let m = unsafe { &mut *f.machine };
+    let mut c = Ctx {
+        m,
+        next_eip: d.next_eip,
+        end_block: false,
+        exit: None,
+        event_delivered: false,
+        not_retired: false,
+        code_seq: f.code_seq,
+    };
+    if let Err(fault) = (d.exec)(&mut c, d) {
+        f.end.fault = Some(fault);
+        return LEAVE;
+    }
+    let Ctx {
+        m,
+        next_eip,
+        end_block,
+        exit,
+        not_retired,
+        ..
+    } = c;
+    m.cpu.eip = next_eip;
+    if not_retired {
+        f.end.not_retired = true;
+        f.end.exit = exit;
+        return LEAVE;
+    }
+    m.clock.icount += 1;
+    if exit.is_some() {
+        f.end.exit = exit;
+        return LEAVE;
+    }
+    if m.pending().get() != 0 || end_block || next_eip != d.next_eip {
+        return LEAVE;
+    }
+    CONTINUE
+}

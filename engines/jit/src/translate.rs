@@ -1,0 +1,1275 @@
+//! Guest block -> Cranelift IR.
+//!
+//! A block of the interpreter (straight-line decoded instructions, left
+//! early by a taken conditional branch) becomes one host function. Each
+//! instruction is either *translated*, with an inline fast path and, where
+//! it touches memory or can fault, an out-of-line slow path that hands the
+//! whole instruction to the interpreter's handler ([`frame::interpret_one`]);
+//! or *delegated*: the instruction is always handed to the interpreter.
+//! Either way the instruction ends exactly as the interpreter ends it,
+//! which is what lets the two engines run in lockstep.
+//!
+//! **Registers** are loaded into Cranelift variables at entry and written
+//! back (only those written) at every exit and before every helper call;
+//! after a helper returns they are loaded again.
+//!
+//! **Flags** are lazy (see [`Pending`]): a register-only arithmetic or
+//! logic instruction does not compute EFLAGS but records its operands and
+//! result; a conditional branch that follows tests the record directly
+//! (`cmp eax, ebx; jb` becomes one host compare), and the record is turned
+//! into real flag bits only where something needs them: an exit, a helper
+//! call, an instruction that reads flags the record cannot answer, or a
+//! partial overwrite (INC keeps CF).
+//!
+//! **Memory** goes through the software TLB by the ABI rule
+//! (`ringside_core::abi`): a segment whose attributes allow the fast path,
+//! an offset inside its limit, a tag hit, an access that stays in its
+//! page, and (at CPL 3) an aligned address; anything else takes the slow
+//! path. Stores to code pages always miss (the TLB never holds a write
+//! entry for them), so self-modifying code is caught by the interpreter's
+//! handler in the slow path, which logs the write and raises the pending
+//! word; the helper then ends the block.
+//!
+//! **Precise exceptions**: a fast path checks everything before it changes
+//! anything, so a fault is always raised by the interpreter's handler on
+//! the slow path, from the state before the instruction.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, Block, InstBuilder, MemFlagsData, Signature, SigRef, Value,
+};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use iced_x86::{ConditionCode, Mnemonic, OpKind};
+use ringside_core::abi::{cpu_state, tlb};
+use ringside_core::cpu::flags::{AF, CF, OF, PF, SF, STATUS, ZF};
+use ringside_core::cpu::{attr, SegReg};
+use ringside_interp::exec::{Decoded, MemoryOperand, Operand};
+
+use crate::frame::{self, FRAME_CPU, FRAME_ICOUNT, FRAME_TLB};
+
+const ESP: usize = 4;
+
+/// The CPU mode a translation is made for, checked at every entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// CPL 3: user TLB tags, alignment checks.
+    pub user: bool,
+    /// SS.B: the stack is addressed with ESP.
+    pub stack32: bool,
+}
+
+impl Mode {
+    pub fn of(m: &ringside_core::Machine) -> Mode {
+        Mode {
+            user: m.cpu.cpl() == 3,
+            stack32: m.cpu.stack32(),
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        self.user as u32 | (self.stack32 as u32) << 1
+    }
+}
+
+/// What a translation is made of, for the counters.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Shape {
+    pub translated: u32,
+    pub delegated: u32,
+}
+
+/// The kind of the last flag-setting operation not yet turned into bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlagOp {
+    /// `r = a + b`.
+    Add,
+    /// `r = a - b`.
+    Sub,
+    /// `r = a OP b` for AND, OR, XOR, TEST: CF = OF = AF = 0.
+    Logic,
+}
+
+/// A lazy flag record: the flags in `mask` are those of `op` on `a`, `b`
+/// giving `r` at `bits` width (values masked to the width); the other
+/// flag bits are in the flags variable.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    op: FlagOp,
+    bits: u32,
+    a: Value,
+    b: Value,
+    r: Value,
+    mask: u32,
+}
+
+pub struct Translator<'a, 'b> {
+    pub b: &'a mut FunctionBuilder<'b>,
+    mode: Mode,
+    frame: Value,
+    cpu: Value,
+    tlb: Value,
+    icount_ptr: Value,
+    icount_base: Value,
+    helper_sig: SigRef,
+    helper: usize,
+    gpr: [Variable; 8],
+    flags: Variable,
+    /// Registers written since they were last stored (bit per register).
+    dirty: u8,
+    flags_dirty: bool,
+    pending: Option<Pending>,
+    /// Records made so far (to see whether an instruction made one).
+    records: u32,
+    /// The current block ended in a return (the instruction left).
+    terminated: bool,
+    /// The instruction being translated.
+    index: usize,
+    insn_eip: u32,
+    /// This instruction's slow path (created on first use).
+    slow: Option<Block>,
+    pub shape: Shape,
+}
+
+/// A 32-bit immediate as Cranelift wants it for an `i32` operation.
+fn k(v: u32) -> i64 {
+    v as i32 as i64
+}
+
+fn mf() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+impl<'a, 'b> Translator<'a, 'b> {
+    /// Start the function: load the frame's pointers, the registers and
+    /// the instruction count.
+    pub fn new(b: &'a mut FunctionBuilder<'b>, mode: Mode, ptr: types::Type) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let frame = b.block_params(entry)[0];
+        let cpu = b.ins().load(ptr, mf(), frame, FRAME_CPU);
+        let tlb = b.ins().load(ptr, mf(), frame, FRAME_TLB);
+        let icount_ptr = b.ins().load(ptr, mf(), frame, FRAME_ICOUNT);
+        let icount_base = b.ins().load(types::I64, mf(), icount_ptr, 0);
+        let mut sig = Signature::new(b.func.signature.call_conv);
+        sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(types::I32));
+        sig.returns.push(AbiParam::new(types::I32));
+        let helper_sig = b.import_signature(sig);
+        let gpr = [0; 8].map(|_| b.declare_var(types::I32));
+        let flags = b.declare_var(types::I32);
+        let mut t = Translator {
+            b,
+            mode,
+            frame,
+            cpu,
+            tlb,
+            icount_ptr,
+            icount_base,
+            helper_sig,
+            helper: frame::interpret_one as *const () as usize,
+            gpr,
+            flags,
+            dirty: 0,
+            flags_dirty: false,
+            pending: None,
+            records: 0,
+            terminated: false,
+            index: 0,
+            insn_eip: 0,
+            slow: None,
+            shape: Shape::default(),
+        };
+        t.load_state();
+        t
+    }
+
+    fn load_state(&mut self) {
+        for r in 0..8 {
+            let v = self
+                .b
+                .ins()
+                .load(types::I32, mf(), self.cpu, cpu_state::gpr(r) as i32);
+            self.b.def_var(self.gpr[r], v);
+        }
+        let f = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, cpu_state::EFLAGS as i32);
+        self.b.def_var(self.flags, f);
+    }
+
+    // ---- registers ----
+
+    fn reg(&mut self, r: usize) -> Value {
+        self.b.use_var(self.gpr[r])
+    }
+
+    fn set_reg(&mut self, r: usize, v: Value) {
+        self.b.def_var(self.gpr[r], v);
+        self.dirty |= 1 << r;
+    }
+
+    /// A general register by encoding number at a width (AL..BH for 8).
+    fn read_gpr(&mut self, bits: u32, n: usize) -> Value {
+        match bits {
+            32 => self.reg(n),
+            16 => {
+                let v = self.reg(n);
+                self.b.ins().band_imm_s(v, 0xFFFF)
+            }
+            _ if n < 4 => {
+                let v = self.reg(n);
+                self.b.ins().band_imm_s(v, 0xFF)
+            }
+            _ => {
+                let v = self.reg(n - 4);
+                let v = self.b.ins().ushr_imm_s(v, 8);
+                self.b.ins().band_imm_s(v, 0xFF)
+            }
+        }
+    }
+
+    fn write_gpr(&mut self, bits: u32, n: usize, v: Value) {
+        match bits {
+            32 => self.set_reg(n, v),
+            16 => {
+                let old = self.reg(n);
+                let hi = self.b.ins().band_imm_s(old, k(0xFFFF_0000));
+                let lo = self.b.ins().band_imm_s(v, 0xFFFF);
+                let nv = self.b.ins().bor(hi, lo);
+                self.set_reg(n, nv)
+            }
+            _ if n < 4 => {
+                let old = self.reg(n);
+                let hi = self.b.ins().band_imm_s(old, k(!0xFF));
+                let lo = self.b.ins().band_imm_s(v, 0xFF);
+                let nv = self.b.ins().bor(hi, lo);
+                self.set_reg(n, nv)
+            }
+            _ => {
+                let old = self.reg(n - 4);
+                let rest = self.b.ins().band_imm_s(old, k(0xFFFF_00FF));
+                let lo = self.b.ins().band_imm_s(v, 0xFF);
+                let mid = self.b.ins().ishl_imm_s(lo, 8);
+                let nv = self.b.ins().bor(rest, mid);
+                self.set_reg(n - 4, nv)
+            }
+        }
+    }
+
+    fn iconst(&mut self, v: u32) -> Value {
+        self.b.ins().iconst(types::I32, v as i32 as i64)
+    }
+
+    // ---- flags ----
+
+    /// Turn the lazy record's flags in `mask` into bits of the flags
+    /// variable.
+    fn materialize(&mut self, mask: u32) {
+        let Some(p) = self.pending else {
+            return;
+        };
+        let mask = mask & p.mask;
+        if mask == 0 {
+            return;
+        }
+        let bits = self.flag_bits(&p, mask);
+        let f = self.b.use_var(self.flags);
+        let kept = self.b.ins().band_imm_s(f, k(!mask));
+        let nf = self.b.ins().bor(kept, bits);
+        self.b.def_var(self.flags, nf);
+        self.flags_dirty = true;
+        let left = p.mask & !mask;
+        self.pending = if left == 0 {
+            None
+        } else {
+            Some(Pending { mask: left, ..p })
+        };
+    }
+
+    /// The flag bits in `mask` of a record, as the interpreter computes
+    /// them (`operand::add_flags`, `sub_flags`, `szp`).
+    fn flag_bits(&mut self, p: &Pending, mask: u32) -> Value {
+        let ins = self.b.ins();
+        let mut acc = ins.iconst(types::I32, 0);
+        let (a, b, r, bits) = (p.a, p.b, p.r, p.bits);
+        if mask & ZF != 0 {
+            let z = self.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
+            let z = self.b.ins().uextend(types::I32, z);
+            let z = self.b.ins().ishl_imm_s(z, 6);
+            acc = self.b.ins().bor(acc, z);
+        }
+        if mask & SF != 0 {
+            let s = if bits == 8 {
+                r
+            } else {
+                self.b.ins().ushr_imm_s(r, (bits - 8) as i64)
+            };
+            let s = self.b.ins().band_imm_s(s, SF as i64);
+            acc = self.b.ins().bor(acc, s);
+        }
+        if mask & PF != 0 {
+            let low = self.b.ins().band_imm_s(r, 0xFF);
+            let n = self.b.ins().popcnt(low);
+            let odd = self.b.ins().band_imm_s(n, 1);
+            let even = self.b.ins().bxor_imm_s(odd, 1);
+            let pf = self.b.ins().ishl_imm_s(even, 2);
+            acc = self.b.ins().bor(acc, pf);
+        }
+        if p.op != FlagOp::Logic {
+            if mask & AF != 0 {
+                let x = self.b.ins().bxor(a, b);
+                let x = self.b.ins().bxor(x, r);
+                let x = self.b.ins().band_imm_s(x, AF as i64);
+                acc = self.b.ins().bor(acc, x);
+            }
+            if mask & CF != 0 {
+                let cc = if p.op == FlagOp::Add {
+                    // a + b carried out iff the masked result is below a.
+                    self.b.ins().icmp(IntCC::UnsignedLessThan, r, a)
+                } else {
+                    self.b.ins().icmp(IntCC::UnsignedLessThan, a, b)
+                };
+                let c = self.b.ins().uextend(types::I32, cc);
+                acc = self.b.ins().bor(acc, c);
+            }
+            if mask & OF != 0 {
+                let x = if p.op == FlagOp::Add {
+                    let ar = self.b.ins().bxor(a, r);
+                    let br = self.b.ins().bxor(b, r);
+                    self.b.ins().band(ar, br)
+                } else {
+                    let ab = self.b.ins().bxor(a, b);
+                    let ar = self.b.ins().bxor(a, r);
+                    self.b.ins().band(ab, ar)
+                };
+                let x = self.b.ins().ushr_imm_s(x, (bits - 1) as i64);
+                let x = self.b.ins().band_imm_s(x, 1);
+                let x = self.b.ins().ishl_imm_s(x, 11);
+                acc = self.b.ins().bor(acc, x);
+            }
+        }
+        acc
+    }
+
+    /// Record the flags of an operation lazily. Flags of the previous
+    /// record that this one does not replace are turned into bits first.
+    fn record(&mut self, op: FlagOp, bits: u32, a: Value, b: Value, r: Value, mask: u32) {
+        if let Some(p) = self.pending {
+            self.materialize(p.mask & !mask);
+        }
+        self.pending = Some(Pending {
+            op,
+            bits,
+            a,
+            b,
+            r,
+            mask,
+        });
+        self.records += 1;
+    }
+
+    /// Replace the flags in `mask` with `bits` now (no record).
+    fn set_flags_now(&mut self, mask: u32, bits: Value) {
+        if let Some(p) = self.pending {
+            self.materialize(p.mask & !mask);
+            self.pending = None;
+        }
+        let f = self.b.use_var(self.flags);
+        let kept = self.b.ins().band_imm_s(f, k(!mask));
+        let nf = self.b.ins().bor(kept, bits);
+        self.b.def_var(self.flags, nf);
+        self.flags_dirty = true;
+    }
+
+    fn flags_now(&mut self) -> Value {
+        self.materialize(STATUS);
+        self.b.use_var(self.flags)
+    }
+
+    /// Whether condition `cc` holds, answered from the lazy record when it
+    /// can be (one host compare), from the flag bits otherwise.
+    fn condition(&mut self, cc: ConditionCode) -> Value {
+        use ConditionCode as C;
+        let needs = match cc {
+            C::o | C::no => OF,
+            C::b | C::ae => CF,
+            C::e | C::ne => ZF,
+            C::be | C::a => CF | ZF,
+            C::s | C::ns => SF,
+            C::p | C::np => PF,
+            C::l | C::ge => SF | OF,
+            _ => SF | OF | ZF,
+        };
+        if let Some(p) = self.pending {
+            if p.mask & needs == needs {
+                let shift = 32 - p.bits as i64;
+                let signed = |t: &mut Self, v: Value| {
+                    if shift == 0 {
+                        v
+                    } else {
+                        let x = t.b.ins().ishl_imm_s(v, shift);
+                        t.b.ins().sshr_imm_s(x, shift)
+                    }
+                };
+                let cmp = |t: &mut Self, c: IntCC, x: Value, y: Value| t.b.ins().icmp(c, x, y);
+                match (p.op, cc) {
+                    (_, C::e) => return self.b.ins().icmp_imm_s(IntCC::Equal, p.r, 0),
+                    (_, C::ne) => return self.b.ins().icmp_imm_s(IntCC::NotEqual, p.r, 0),
+                    (FlagOp::Sub, C::b) => return cmp(self, IntCC::UnsignedLessThan, p.a, p.b),
+                    (FlagOp::Sub, C::ae) => {
+                        return cmp(self, IntCC::UnsignedGreaterThanOrEqual, p.a, p.b)
+                    }
+                    (FlagOp::Sub, C::be) => {
+                        return cmp(self, IntCC::UnsignedLessThanOrEqual, p.a, p.b)
+                    }
+                    (FlagOp::Sub, C::a) => return cmp(self, IntCC::UnsignedGreaterThan, p.a, p.b),
+                    (FlagOp::Sub, C::l | C::ge | C::le | C::g) => {
+                        let a = signed(self, p.a);
+                        let b = signed(self, p.b);
+                        let c = match cc {
+                            C::l => IntCC::SignedLessThan,
+                            C::ge => IntCC::SignedGreaterThanOrEqual,
+                            C::le => IntCC::SignedLessThanOrEqual,
+                            _ => IntCC::SignedGreaterThan,
+                        };
+                        return cmp(self, c, a, b);
+                    }
+                    (_, C::s | C::ns) | (FlagOp::Logic, C::l | C::ge | C::le | C::g) => {
+                        // For logic results OF = 0, so L is S and LE is S or Z.
+                        let r = signed(self, p.r);
+                        let c = match cc {
+                            C::s | C::l => IntCC::SignedLessThan,
+                            C::ns | C::ge => IntCC::SignedGreaterThanOrEqual,
+                            C::le => IntCC::SignedLessThanOrEqual,
+                            _ => IntCC::SignedGreaterThan,
+                        };
+                        return self.b.ins().icmp_imm_s(c, r, 0);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let f = self.flags_now();
+        let bit = |t: &mut Self, m: u32| {
+            let x = t.b.ins().band_imm_s(f, m as i64);
+            t.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+        };
+        let sf_ne_of = |t: &mut Self| {
+            let s = t.b.ins().ushr_imm_s(f, 7);
+            let o = t.b.ins().ushr_imm_s(f, 11);
+            let x = t.b.ins().bxor(s, o);
+            let x = t.b.ins().band_imm_s(x, 1);
+            t.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
+        };
+        let not = |t: &mut Self, v: Value| t.b.ins().bxor_imm_s(v, 1);
+        match cc {
+            C::o => bit(self, OF),
+            C::no => {
+                let v = bit(self, OF);
+                not(self, v)
+            }
+            C::b => bit(self, CF),
+            C::ae => {
+                let v = bit(self, CF);
+                not(self, v)
+            }
+            C::e => bit(self, ZF),
+            C::ne => {
+                let v = bit(self, ZF);
+                not(self, v)
+            }
+            C::be => bit(self, CF | ZF),
+            C::a => {
+                let v = bit(self, CF | ZF);
+                not(self, v)
+            }
+            C::s => bit(self, SF),
+            C::ns => {
+                let v = bit(self, SF);
+                not(self, v)
+            }
+            C::p => bit(self, PF),
+            C::np => {
+                let v = bit(self, PF);
+                not(self, v)
+            }
+            C::l => sf_ne_of(self),
+            C::ge => {
+                let v = sf_ne_of(self);
+                not(self, v)
+            }
+            C::le => {
+                let l = sf_ne_of(self);
+                let z = bit(self, ZF);
+                self.b.ins().bor(l, z)
+            }
+            _ => {
+                let l = sf_ne_of(self);
+                let z = bit(self, ZF);
+                let le = self.b.ins().bor(l, z);
+                not(self, le)
+            }
+        }
+    }
+
+    // ---- state write-back and exits ----
+
+    /// Store the written registers and the flags (with the record turned
+    /// into bits) to CpuState, without changing what this path holds.
+    fn store_state(&mut self) {
+        for r in 0..8 {
+            if self.dirty & (1 << r) != 0 {
+                let v = self.b.use_var(self.gpr[r]);
+                self.b
+                    .ins()
+                    .store(mf(), v, self.cpu, cpu_state::gpr(r) as i32);
+            }
+        }
+        let f = self.b.use_var(self.flags);
+        let f = match self.pending {
+            Some(p) => {
+                let bits = self.flag_bits(&p, p.mask);
+                let kept = self.b.ins().band_imm_s(f, k(!p.mask));
+                Some(self.b.ins().bor(kept, bits))
+            }
+            None if self.flags_dirty => Some(f),
+            None => None,
+        };
+        if let Some(f) = f {
+            self.b
+                .ins()
+                .store(mf(), f, self.cpu, cpu_state::EFLAGS as i32);
+        }
+    }
+
+    fn store_icount(&mut self, retired: usize) {
+        let n = self.b.ins().iadd_imm_s(self.icount_base, retired as i64);
+        self.b.ins().store(mf(), n, self.icount_ptr, 0);
+    }
+
+    /// Leave the block with `retired` instructions retired and EIP `eip`.
+    fn exit_with(&mut self, eip: Value, retired: usize) {
+        self.store_state();
+        self.b
+            .ins()
+            .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
+        self.store_icount(retired);
+        let ok = self.b.ins().iconst(types::I32, frame::CONTINUE as i64);
+        self.b.ins().return_(&[ok]);
+        self.terminated = true;
+    }
+
+    /// The end of the block after `retired` instructions, falling through
+    /// to `eip`.
+    pub fn finish(&mut self, eip: u32, retired: usize) {
+        let e = self.iconst(eip);
+        self.exit_with(e, retired);
+    }
+
+    /// Hand the current instruction to the interpreter: the call, and
+    /// either a return (the helper said leave) or the reload of the state
+    /// and a jump to `join`.
+    fn call_interpreter(&mut self, join: Block) {
+        self.store_state();
+        let eip = self.iconst(self.insn_eip);
+        self.b
+            .ins()
+            .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
+        self.store_icount(self.index);
+        let callee = self.b.ins().iconst(types::I64, self.helper as i64);
+        let idx = self.b.ins().iconst(types::I32, self.index as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.helper_sig, callee, &[self.frame, idx]);
+        let r = self.b.inst_results(call)[0];
+        let leave = self.b.create_block();
+        let reload = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(r, leave, &[], reload, &[]);
+        self.b.switch_to_block(leave);
+        self.b.seal_block(leave);
+        self.b.ins().return_(&[r]);
+        self.b.switch_to_block(reload);
+        self.b.seal_block(reload);
+        self.load_state();
+        self.b.ins().jump(join, &[]);
+    }
+
+    /// The current instruction's slow path: a cold block that hands the
+    /// instruction to the interpreter.
+    fn slow_block(&mut self) -> Block {
+        match self.slow {
+            Some(b) => b,
+            None => {
+                let b = self.b.create_block();
+                self.b.set_cold_block(b);
+                self.slow = Some(b);
+                b
+            }
+        }
+    }
+
+    /// Go to the slow path unless `ok` holds.
+    fn guard(&mut self, ok: Value) {
+        let slow = self.slow_block();
+        let go = self.b.create_block();
+        self.b.ins().brif(ok, go, &[], slow, &[]);
+        self.b.seal_block(go);
+        self.b.switch_to_block(go);
+    }
+
+    // ---- memory ----
+
+    /// The offset of a memory operand in its segment.
+    fn effective_address(&mut self, d: &Decoded) -> Value {
+        let m = &d.mem;
+        let mut a = self.iconst(m.displacement);
+        if m.base != MemoryOperand::NONE {
+            let r = self.reg(m.base as usize);
+            a = self.b.ins().iadd(a, r);
+        }
+        if m.index != MemoryOperand::NONE {
+            let i = if m.byte_index {
+                self.read_gpr(8, m.index as usize)
+            } else {
+                self.reg(m.index as usize)
+            };
+            let i = if m.scale_shift != 0 {
+                self.b.ins().ishl_imm_s(i, m.scale_shift as i64)
+            } else {
+                i
+            };
+            a = self.b.ins().iadd(a, i);
+        }
+        if d.a16 {
+            a = self.b.ins().band_imm_s(a, 0xFFFF);
+        }
+        a
+    }
+
+    /// The host address of `bytes` bytes at `s:offset` for a read or a
+    /// write, or a jump to the slow path (see the module documentation).
+    fn host_address(&mut self, s: SegReg, offset: Value, bytes: u32, write: bool) -> Value {
+        let seg = |f| cpu_state::segment(s, f) as i32;
+        let a = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_ATTR));
+        let limit = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_LIMIT));
+        let base = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_BASE));
+        let sel = attr::UNUSABLE | attr::S | attr::CODE | attr::DC | attr::RW;
+        let m = self.b.ins().band_imm_s(a, sel as i64);
+        // Fast-path segments, as core's `fast_readable` / `fast_writable`.
+        let seg_ok = if write {
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, m, (attr::S | attr::RW) as i64)
+        } else {
+            let data = self.b.ins().band_imm_s(m, k(!attr::RW));
+            let data = self.b.ins().icmp_imm_s(IntCC::Equal, data, attr::S as i64);
+            let code = self.b.ins().band_imm_s(m, k(!attr::DC));
+            let code = self.b.ins().icmp_imm_s(
+                IntCC::Equal,
+                code,
+                (attr::S | attr::CODE | attr::RW) as i64,
+            );
+            self.b.ins().bor(data, code)
+        };
+        // offset + bytes - 1 <= limit, without wrapping.
+        let off64 = self.b.ins().uextend(types::I64, offset);
+        let last = self.b.ins().iadd_imm_s(off64, bytes as i64 - 1);
+        let lim64 = self.b.ins().uextend(types::I64, limit);
+        let in_limit = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, last, lim64);
+        let lin = self.b.ins().iadd(base, offset);
+        // The TLB: the tag for this privilege class and access, and the
+        // access inside the page.
+        let vpn = self.b.ins().ushr_imm_s(lin, 12);
+        let idx = self.b.ins().band_imm_s(vpn, (tlb::ENTRIES - 1) as i64);
+        let idx = self.b.ins().uextend(types::I64, idx);
+        let off_e = self.b.ins().imul_imm_s(idx, tlb::ENTRY_SIZE as i64);
+        let entry = self.b.ins().iadd(self.tlb, off_e);
+        let tag = self.b.ins().load(
+            types::I32,
+            mf(),
+            entry,
+            tlb::tag_offset(self.mode.user, write) as i32,
+        );
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, vpn);
+        let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
+        let fits = self.b.ins().icmp_imm_s(
+            IntCC::UnsignedLessThanOrEqual,
+            in_page,
+            (0x1000 - bytes) as i64,
+        );
+        let mut ok = self.b.ins().band(seg_ok, in_limit);
+        ok = self.b.ins().band(ok, hit);
+        ok = self.b.ins().band(ok, fits);
+        if self.mode.user && bytes > 1 {
+            // A misaligned user access may owe #AC: the slow path decides.
+            let mis = self.b.ins().band_imm_s(lin, bytes as i64 - 1);
+            let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
+            ok = self.b.ins().band(ok, aligned);
+        }
+        self.guard(ok);
+        let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
+        let in_page = self.b.ins().uextend(types::I64, in_page);
+        self.b.ins().iadd(host, in_page)
+    }
+
+    fn load_host(&mut self, bits: u32, p: Value) -> Value {
+        match bits {
+            32 => self.b.ins().load(types::I32, mf(), p, 0),
+            16 => self.b.ins().uload16(types::I32, mf(), p, 0),
+            _ => self.b.ins().uload8(types::I32, mf(), p, 0),
+        }
+    }
+
+    fn store_host(&mut self, bits: u32, p: Value, v: Value) {
+        match bits {
+            32 => self.b.ins().store(mf(), v, p, 0),
+            16 => self.b.ins().istore16(mf(), v, p, 0),
+            _ => self.b.ins().istore8(mf(), v, p, 0),
+        };
+    }
+
+    // ---- instructions ----
+
+    /// Translate instruction `index` of the block. `last` says whether it
+    /// ends the block. Returns false when the block has been left for
+    /// good here (an unconditional transfer).
+    pub fn instruction(&mut self, index: usize, d: &Decoded, last: bool) -> bool {
+        self.index = index;
+        self.insn_eip = d.i.ip32();
+        self.slow = None;
+        self.terminated = false;
+        let join = self.b.create_block();
+        let before = (self.dirty, self.flags_dirty, self.pending);
+        let records = self.records;
+        if !self.translate(d, last) {
+            self.shape.delegated += 1;
+            // The whole instruction goes to the interpreter: its flags
+            // must be real bits first.
+            self.materialize(STATUS);
+            self.call_interpreter(join);
+            self.clean();
+            self.b.seal_block(join);
+            self.b.switch_to_block(join);
+            return true;
+        }
+        self.shape.translated += 1;
+        let left = self.terminated;
+        if !left {
+            if self.slow.is_some() && self.records != records {
+                // A record made on the fast path names values the slow
+                // path does not have: make it bits before the paths meet.
+                self.materialize(STATUS);
+            }
+            self.b.ins().jump(join, &[]);
+        }
+        let Some(slow) = self.slow else {
+            if left {
+                return false;
+            }
+            self.b.seal_block(join);
+            self.b.switch_to_block(join);
+            return true;
+        };
+        // The slow path starts from the state before the instruction:
+        // every guard comes before any change, so the variables still
+        // hold it, and so does the compile-time state saved above.
+        let after = (self.dirty, self.flags_dirty, self.pending);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        (self.dirty, self.flags_dirty, self.pending) = before;
+        self.call_interpreter(join);
+        if left {
+            // Only the slow path goes on, with everything reloaded.
+            self.clean();
+        } else {
+            (self.dirty, self.flags_dirty, self.pending) = after;
+        }
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        true
+    }
+
+    /// Nothing written since the last load: after a helper call.
+    fn clean(&mut self) {
+        self.dirty = 0;
+        self.flags_dirty = false;
+        self.pending = None;
+    }
+
+    /// The fast path of `d`, or false to delegate it.
+    fn translate(&mut self, d: &Decoded, last: bool) -> bool {
+        use Mnemonic::*;
+        let i = &d.i;
+        let bits = |n: u32| ringside_interp::table::op_bits(i, n);
+        match (i.mnemonic(), d.ops[0], d.ops[1]) {
+            (Nop, _, _) if i.op_count() == 0 => true,
+            (Mov, Operand::Gpr(r), Operand::Gpr(s)) => {
+                let w = bits(0);
+                let v = self.read_gpr(w, s as usize);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Mov, Operand::Gpr(r), Operand::Immediate) => {
+                let w = bits(0);
+                let v = self.iconst(d.imm);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Mov, Operand::Gpr(r), Operand::Memory) => {
+                let w = bits(0);
+                let off = self.effective_address(d);
+                let p = self.host_address(d.mem.segment, off, w / 8, false);
+                let v = self.load_host(w, p);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Mov, Operand::Memory, Operand::Gpr(_) | Operand::Immediate) => {
+                let w = bits(0);
+                let v = self.source(d, w);
+                let off = self.effective_address(d);
+                let p = self.host_address(d.mem.segment, off, w / 8, true);
+                self.store_host(w, p, v);
+                true
+            }
+            (Movzx | Movsx, Operand::Gpr(r), Operand::Gpr(_) | Operand::Memory) => {
+                let (dw, sw) = (bits(0), bits(1));
+                let v = match d.ops[1] {
+                    Operand::Gpr(s) => self.read_gpr(sw, s as usize),
+                    _ => {
+                        let off = self.effective_address(d);
+                        let p = self.host_address(d.mem.segment, off, sw / 8, false);
+                        self.load_host(sw, p)
+                    }
+                };
+                let v = if i.mnemonic() == Movsx {
+                    let sh = 32 - sw as i64;
+                    let x = self.b.ins().ishl_imm_s(v, sh);
+                    self.b.ins().sshr_imm_s(x, sh)
+                } else {
+                    v
+                };
+                self.write_gpr(dw, r as usize, v);
+                true
+            }
+            (Lea, Operand::Gpr(r), Operand::Memory) => {
+                let w = bits(0);
+                let v = self.effective_address(d);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Add | Or | Adc | Sbb | And | Sub | Xor | Cmp | Test, _, _) => self.alu(d),
+            (Inc | Dec, Operand::Gpr(r), _) => {
+                let w = bits(0);
+                let a = self.read_gpr(w, r as usize);
+                let one = self.iconst(1);
+                let (op, v) = if i.mnemonic() == Inc {
+                    (FlagOp::Add, self.b.ins().iadd_imm_s(a, 1))
+                } else {
+                    (FlagOp::Sub, self.b.ins().iadd_imm_s(a, -1))
+                };
+                let v = self.mask(v, w);
+                self.write_gpr(w, r as usize, v);
+                self.record(op, w, a, one, v, STATUS & !CF);
+                true
+            }
+            (Neg, Operand::Gpr(r), _) => {
+                let w = bits(0);
+                let a = self.read_gpr(w, r as usize);
+                let zero = self.iconst(0);
+                let v = self.b.ins().isub(zero, a);
+                let v = self.mask(v, w);
+                self.write_gpr(w, r as usize, v);
+                self.record(FlagOp::Sub, w, zero, a, v, STATUS);
+                true
+            }
+            (Not, Operand::Gpr(r), _) => {
+                let w = bits(0);
+                let a = self.read_gpr(w, r as usize);
+                let v = self.b.ins().bnot(a);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Shl | Shr | Sar, Operand::Gpr(r), Operand::Immediate) => {
+                self.shift_imm(i.mnemonic(), bits(0), r as usize, d.imm & 0x1F);
+                true
+            }
+            (Imul, Operand::Gpr(r), Operand::Gpr(_) | Operand::Memory) if i.op_count() >= 2 => {
+                let w = bits(0);
+                if w == 8 {
+                    return false;
+                }
+                let a = match d.ops[1] {
+                    Operand::Gpr(s) => self.read_gpr(w, s as usize),
+                    _ => {
+                        let off = self.effective_address(d);
+                        let p = self.host_address(d.mem.segment, off, w / 8, false);
+                        self.load_host(w, p)
+                    }
+                };
+                let b = if i.op_count() == 3 {
+                    self.iconst(d.imm & if w == 16 { 0xFFFF } else { u32::MAX })
+                } else {
+                    self.read_gpr(w, r as usize)
+                };
+                self.imul(w, r as usize, a, b);
+                true
+            }
+            (Push, Operand::Gpr(_) | Operand::Immediate, _) if self.mode.stack32 => {
+                let w = bits(0);
+                let v = self.source0(d, w);
+                self.push(w, v);
+                true
+            }
+            (Pop, Operand::Gpr(r), _) if self.mode.stack32 => {
+                let w = bits(0);
+                let esp = self.reg(ESP);
+                let p = self.host_address(SegReg::Ss, esp, w / 8, false);
+                let v = self.load_host(w, p);
+                let nsp = self.b.ins().iadd_imm_s(esp, (w / 8) as i64);
+                self.set_reg(ESP, nsp);
+                self.write_gpr(w, r as usize, v);
+                true
+            }
+            (Jmp, _, _) if i.op0_kind() == OpKind::NearBranch32 || i.op0_kind() == OpKind::NearBranch16 => {
+                self.check_target(d.imm);
+                let t = self.iconst(d.imm);
+                self.exit_with(t, self.index + 1);
+                true
+            }
+            (Call, _, _)
+                if self.mode.stack32
+                    && matches!(i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16) =>
+            {
+                let w = if i.code() == iced_x86::Code::Call_rel32_32 { 32 } else { 16 };
+                self.check_target(d.imm);
+                let ret = self.iconst(d.next_eip);
+                self.push(w, ret);
+                let t = self.iconst(d.imm);
+                self.exit_with(t, self.index + 1);
+                true
+            }
+            (Ret, _, _) if self.mode.stack32 => {
+                let w = if matches!(i.code(), iced_x86::Code::Retnw | iced_x86::Code::Retnw_imm16) {
+                    16
+                } else {
+                    32
+                };
+                let esp = self.reg(ESP);
+                let p = self.host_address(SegReg::Ss, esp, w / 8, false);
+                let t = self.load_host(w, p);
+                let limit = self.b.ins().load(
+                    types::I32,
+                    mf(),
+                    self.cpu,
+                    cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
+                );
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, limit);
+                self.guard(ok);
+                let extra = if i.op_count() == 1 { d.imm & 0xFFFF } else { 0 };
+                let nsp = self.b.ins().iadd_imm_s(esp, (w / 8 + extra) as i64);
+                self.set_reg(ESP, nsp);
+                self.exit_with(t, self.index + 1);
+                true
+            }
+            _ if i.flow_control() == iced_x86::FlowControl::ConditionalBranch
+                && matches!(i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16)
+                && i.condition_code() != ConditionCode::None
+                && matches!(i.mnemonic(), Ja | Jae | Jb | Jbe | Je | Jne | Jg | Jge | Jl | Jle | Jo | Jno | Jp | Jnp | Js | Jns) =>
+            {
+                self.check_target(d.imm);
+                let taken = self.condition(i.condition_code());
+                let out = self.b.create_block();
+                let on = self.b.create_block();
+                self.b.ins().brif(taken, out, &[], on, &[]);
+                self.b.seal_block(out);
+                self.b.seal_block(on);
+                self.b.switch_to_block(out);
+                let (dirty, flags_dirty, pending) = (self.dirty, self.flags_dirty, self.pending);
+                let t = self.iconst(d.imm);
+                self.exit_with(t, self.index + 1);
+                self.dirty = dirty;
+                self.flags_dirty = flags_dirty;
+                self.pending = pending;
+                self.terminated = false;
+                self.b.switch_to_block(on);
+                if last {
+                    // Not taken at the end of the block: fall through.
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn mask(&mut self, v: Value, bits: u32) -> Value {
+        match bits {
+            32 => v,
+            16 => self.b.ins().band_imm_s(v, 0xFFFF),
+            _ => self.b.ins().band_imm_s(v, 0xFF),
+        }
+    }
+
+    /// Operand 1 as a source value (register or immediate).
+    fn source(&mut self, d: &Decoded, w: u32) -> Value {
+        match d.ops[1] {
+            Operand::Gpr(s) => self.read_gpr(w, s as usize),
+            _ => {
+                let v = d.imm & if w == 32 { u32::MAX } else { (1 << w) - 1 };
+                self.iconst(v)
+            }
+        }
+    }
+
+    /// Operand 0 as a source value (register or immediate).
+    fn source0(&mut self, d: &Decoded, w: u32) -> Value {
+        match d.ops[0] {
+            Operand::Gpr(s) => self.read_gpr(w, s as usize),
+            _ => {
+                let v = d.imm & if w == 32 { u32::MAX } else { (1 << w) - 1 };
+                self.iconst(v)
+            }
+        }
+    }
+
+    /// A near branch target beyond the CS limit raises #GP: the slow path.
+    fn check_target(&mut self, target: u32) {
+        let limit = self.b.ins().load(
+            types::I32,
+            mf(),
+            self.cpu,
+            cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
+        );
+        let ok = self.b.ins().icmp_imm_s(
+            IntCC::UnsignedGreaterThanOrEqual,
+            limit,
+            target as i32 as i64,
+        );
+        self.guard(ok);
+    }
+
+    /// PUSH on a 32-bit stack: the store is checked before ESP changes.
+    fn push(&mut self, w: u32, v: Value) {
+        let esp = self.reg(ESP);
+        let nsp = self.b.ins().iadd_imm_s(esp, -((w / 8) as i64));
+        let p = self.host_address(SegReg::Ss, nsp, w / 8, true);
+        self.store_host(w, p, v);
+        self.set_reg(ESP, nsp);
+    }
+
+    /// The two-operand arithmetic and logic group.
+    fn alu(&mut self, d: &Decoded) -> bool {
+        use Mnemonic::*;
+        let i = &d.i;
+        let mn = i.mnemonic();
+        let w = ringside_interp::table::op_bits(i, 0);
+        let compare = matches!(mn, Cmp | Test);
+        let carry = matches!(mn, Adc | Sbb);
+        // Operand 1.
+        let (b, mem_dst) = match (d.ops[0], d.ops[1]) {
+            (Operand::Gpr(_), Operand::Gpr(_) | Operand::Immediate) => (self.source(d, w), None),
+            (Operand::Gpr(_), Operand::Memory) => {
+                let off = self.effective_address(d);
+                let p = self.host_address(d.mem.segment, off, w / 8, false);
+                (self.load_host(w, p), None)
+            }
+            (Operand::Memory, Operand::Gpr(_) | Operand::Immediate) => {
+                let b = self.source(d, w);
+                let off = self.effective_address(d);
+                let p = self.host_address(d.mem.segment, off, w / 8, !compare);
+                (b, Some(p))
+            }
+            _ => return false,
+        };
+        let a = match (d.ops[0], mem_dst) {
+            (Operand::Gpr(r), _) => self.read_gpr(w, r as usize),
+            (_, Some(p)) => self.load_host(w, p),
+            _ => return false,
+        };
+        let cin = if carry {
+            let f = self.flags_now();
+            Some(self.b.ins().band_imm_s(f, CF as i64))
+        } else {
+            None
+        };
+        let (op, r) = match mn {
+            Add | Adc => {
+                let mut r = self.b.ins().iadd(a, b);
+                if let Some(c) = cin {
+                    r = self.b.ins().iadd(r, c);
+                }
+                (FlagOp::Add, r)
+            }
+            Sub | Sbb | Cmp => {
+                let mut r = self.b.ins().isub(a, b);
+                if let Some(c) = cin {
+                    r = self.b.ins().isub(r, c);
+                }
+                (FlagOp::Sub, r)
+            }
+            And | Test => (FlagOp::Logic, self.b.ins().band(a, b)),
+            Or => (FlagOp::Logic, self.b.ins().bor(a, b)),
+            _ => (FlagOp::Logic, self.b.ins().bxor(a, b)),
+        };
+        let r = self.mask(r, w);
+        if !compare {
+            match (d.ops[0], mem_dst) {
+                (Operand::Gpr(n), _) => self.write_gpr(w, n as usize, r),
+                (_, Some(p)) => self.store_host(w, p, r),
+                _ => unreachable!("operand 0 was matched above"),
+            }
+        }
+        match cin {
+            None => self.record(op, w, a, b, r, STATUS),
+            Some(c) => {
+                // ADC/SBB: the carry-in joins the flags, so they are
+                // computed now (as `add_flags`/`sub_flags` with a carry).
+                let bits = self.carry_flags(op == FlagOp::Add, w, a, b, c, r);
+                self.set_flags_now(STATUS, bits);
+            }
+        }
+        true
+    }
+
+    /// Flags of `a + b + c` or `a - b - c` (c = 0 or 1) giving `r`.
+    fn carry_flags(&mut self, add: bool, w: u32, a: Value, b: Value, c: Value, r: Value) -> Value {
+        let p = Pending {
+            op: if add { FlagOp::Add } else { FlagOp::Sub },
+            bits: w,
+            a,
+            b,
+            r,
+            mask: STATUS,
+        };
+        let rest = self.flag_bits(&p, STATUS & !CF);
+        let a64 = self.b.ins().uextend(types::I64, a);
+        let b64 = self.b.ins().uextend(types::I64, b);
+        let c64 = self.b.ins().uextend(types::I64, c);
+        let cf = if add {
+            let s = self.b.ins().iadd(a64, b64);
+            let s = self.b.ins().iadd(s, c64);
+            let lim = if w == 32 { u32::MAX as i64 } else { (1i64 << w) - 1 };
+            self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, s, lim)
+        } else {
+            let s = self.b.ins().iadd(b64, c64);
+            self.b.ins().icmp(IntCC::UnsignedLessThan, a64, s)
+        };
+        let cf = self.b.ins().uextend(types::I32, cf);
+        self.b.ins().bor(rest, cf)
+    }
+
+    /// SHL, SHR, SAR of a register by an immediate (as `shift::shift`).
+    fn shift_imm(&mut self, mn: Mnemonic, w: u32, r: usize, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let a = self.read_gpr(w, r);
+        let (res, cf, of) = match mn {
+            Mnemonic::Shl => {
+                let a64 = self.b.ins().uextend(types::I64, a);
+                let wide = self.b.ins().ishl_imm_s(a64, n as i64);
+                let res = self.b.ins().ireduce(types::I32, wide);
+                let res = self.mask(res, w);
+                let cf = self.b.ins().ushr_imm_s(wide, w as i64);
+                let cf = self.b.ins().ireduce(types::I32, cf);
+                let cf = self.b.ins().band_imm_s(cf, 1);
+                let top = self.b.ins().ushr_imm_s(res, (w - 1) as i64);
+                let of = self.b.ins().bxor(top, cf);
+                let of = self.b.ins().band_imm_s(of, 1);
+                (res, cf, Some(of))
+            }
+            Mnemonic::Shr => {
+                let cf = if n > w {
+                    self.iconst(0)
+                } else {
+                    let x = self.b.ins().ushr_imm_s(a, (n - 1) as i64);
+                    self.b.ins().band_imm_s(x, 1)
+                };
+                let res = if n >= w {
+                    self.iconst(0)
+                } else {
+                    self.b.ins().ushr_imm_s(a, n as i64)
+                };
+                let of = self.b.ins().ushr_imm_s(a, (w - 1) as i64);
+                let of = self.b.ins().band_imm_s(of, 1);
+                (res, cf, Some(of))
+            }
+            _ => {
+                let sh = 32 - w as i64;
+                let s = self.b.ins().ishl_imm_s(a, sh);
+                let s = self.b.ins().sshr_imm_s(s, sh);
+                let res = self.b.ins().sshr_imm_s(s, n.min(31) as i64);
+                let res = self.mask(res, w);
+                let cf = self.b.ins().sshr_imm_s(s, (n - 1).min(31) as i64);
+                let cf = self.b.ins().band_imm_s(cf, 1);
+                (res, cf, None)
+            }
+        };
+        self.write_gpr(w, r, res);
+        let zero = self.iconst(0);
+        let p = Pending {
+            op: FlagOp::Logic,
+            bits: w,
+            a: zero,
+            b: zero,
+            r: res,
+            mask: STATUS,
+        };
+        let mut f = self.flag_bits(&p, ZF | SF | PF);
+        f = self.b.ins().bor(f, cf);
+        if let Some(of) = of {
+            let of = self.b.ins().ishl_imm_s(of, 11);
+            f = self.b.ins().bor(f, of);
+        }
+        self.set_flags_now(STATUS, f);
+    }
+
+    /// IMUL r, r/m(, imm): the truncated product, CF = OF = the product did
+    /// not fit, SF/ZF/PF of the result, AF clear (as `arith::imul_n`).
+    fn imul(&mut self, w: u32, r: usize, a: Value, b: Value) {
+        let sh = 32 - w as i64;
+        let sext = |t: &mut Self, v: Value| {
+            let x = t.b.ins().ishl_imm_s(v, sh);
+            let x = t.b.ins().sshr_imm_s(x, sh);
+            t.b.ins().sextend(types::I64, x)
+        };
+        let a64 = sext(self, a);
+        let b64 = sext(self, b);
+        let p = self.b.ins().imul(a64, b64);
+        let lo = self.b.ins().ireduce(types::I32, p);
+        let res = self.mask(lo, w);
+        let back = sext(self, res);
+        let over = self.b.ins().icmp(IntCC::NotEqual, back, p);
+        let over = self.b.ins().uextend(types::I32, over);
+        let co = self.b.ins().imul_imm_s(over, (CF | OF) as i64);
+        self.write_gpr(w, r, res);
+        let zero = self.iconst(0);
+        let pend = Pending {
+            op: FlagOp::Logic,
+            bits: w,
+            a: zero,
+            b: zero,
+            r: res,
+            mask: STATUS,
+        };
+        let f = self.flag_bits(&pend, ZF | SF | PF);
+        let f = self.b.ins().bor(f, co);
+        self.set_flags_now(STATUS, f);
+    }
+}
