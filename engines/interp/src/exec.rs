@@ -237,6 +237,9 @@ pub struct Block {
     /// A faster tier's translation of this block, if it made one: dropped
     /// with the block, so it can never outlive the code it was made from.
     pub translation: Option<Translation>,
+    /// The same tier's translation of the first instruction alone (what a
+    /// single step runs).
+    pub single: Option<Translation>,
     /// EIP just past the last instruction's last byte (for the CS limit check).
     end_eip: u32,
     phys_page: u32,
@@ -269,6 +272,9 @@ pub struct BlockEnd {
     /// The last instruction did not retire (a paused REP, a redirected
     /// software interrupt).
     pub not_retired: bool,
+    /// The last instruction delivered an event itself (a software
+    /// interrupt, a task switch): no single-step trap follows it.
+    pub event_delivered: bool,
 }
 
 /// A faster tier under the interpreter's loop: offered every block the
@@ -279,6 +285,13 @@ pub struct BlockEnd {
 /// count, same fault at the same instruction.
 pub trait Tier {
     fn run_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd>;
+    /// Run only the first instruction of `block` (a single step, or an
+    /// instruction under TF or debug registers), or `None` to let the
+    /// interpreter run it. The caller applies the rules after the
+    /// instruction (core's `finish_instruction`).
+    fn step_block(&mut self, _block: &mut Block, _m: &mut Machine, _code_seq: u64) -> Option<BlockEnd> {
+        None
+    }
     /// Polled at every serviced boundary: the tier wants every
     /// translation dropped (its code cache is full).
     fn wants_flush(&self) -> bool {
@@ -439,6 +452,7 @@ impl BlockCache {
     pub fn drop_translations(&mut self) {
         for b in self.blocks.iter_mut().flatten() {
             b.translation = None;
+            b.single = None;
             b.runs = 0;
         }
     }
@@ -599,7 +613,7 @@ impl InterpCore {
                     // TF, RF, an interrupt shadow or debug registers: one
                     // instruction, then the boundary again.
                     let before = m.clock.icount;
-                    if let Some(exit) = self.step_one(m)? {
+                    if let Some(exit) = self.step_one(m, tier)? {
                         return Ok(exit);
                     }
                     if m.clock.icount == before {
@@ -683,13 +697,19 @@ impl InterpCore {
                         fault,
                         exit: c.exit.take(),
                         not_retired: c.not_retired,
+                        event_delivered: c.event_delivered,
                     }
                 }
             };
             if end.not_retired {
                 stalls_left -= 1;
             }
-            let BlockEnd { fault, exit, not_retired } = end;
+            let BlockEnd {
+                fault,
+                exit,
+                not_retired,
+                ..
+            } = end;
             if fault.is_none() && exit.is_none() && !not_retired {
                 chain_from = Some(id);
             }
@@ -709,6 +729,12 @@ impl InterpCore {
 
     /// Execute exactly one instruction (or deliver one pending event).
     pub fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        self.step_with(m, &mut NoTier)
+    }
+
+    /// `step`, offering the instruction to a faster tier first (see
+    /// [`Tier::step_block`]).
+    pub fn step_with<T: Tier>(&mut self, m: &mut Machine, tier: &mut T) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
         m.pending().take();
@@ -729,7 +755,7 @@ impl InterpCore {
         // retires exactly one instruction in every engine.
         loop {
             self.rep_paused = false;
-            let exit = self.step_one(m)?;
+            let exit = self.step_one(m, tier)?;
             if let Some(exit) = exit {
                 return Ok(exit);
             }
@@ -756,12 +782,16 @@ impl InterpCore {
         }
     }
 
-    fn step_one(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
+    fn step_one<T: Tier>(&mut self, m: &mut Machine, tier: &mut T) -> Result<Option<Exit>, EngineError> {
         let d = match self.fetch(m) {
             Ok(Fetched::Block(id)) => {
                 let b = self.cache.blocks[id as usize]
-                    .as_ref()
+                    .as_mut()
                     .expect("the block id was just looked up and nothing freed it");
+                let start = m.start_instruction();
+                if let Some(end) = tier.step_block(b, m, self.code_cursor) {
+                    return Ok(self.finish_single(m, start, end));
+                }
                 Box::new(b.insns[0].clone())
             }
             Ok(Fetched::Single(d)) => d,
@@ -811,6 +841,33 @@ impl InterpCore {
                 Ok(None)
             }
             Boundary::Exit(exit) => Ok(Some(exit)),
+        }
+    }
+
+    /// The end of an instruction a tier ran alone (`Tier::step_block`):
+    /// what `execute_single` does after the handler, with EIP and the
+    /// instruction count already moved by the tier.
+    fn finish_single(
+        &mut self,
+        m: &mut Machine,
+        start: ringside_core::cpu::boundary::InstructionStart,
+        end: BlockEnd,
+    ) -> Option<Exit> {
+        if let Some(f) = end.fault {
+            return self.raise(m, f);
+        }
+        if end.not_retired {
+            self.rep_paused = true;
+            return end.exit;
+        }
+        self.process_code_writes(m);
+        match m.finish_instruction(start, end.event_delivered, end.exit) {
+            Boundary::Execute => None,
+            Boundary::Delivered(kind) => {
+                self.count_delivery(kind);
+                None
+            }
+            Boundary::Exit(exit) => Some(exit),
         }
     }
 
@@ -983,6 +1040,7 @@ impl InterpCore {
                 phys_page: page,
                 runs: 0,
                 translation: None,
+                single: None,
                 second,
                 links: [NO_LINK; 2],
             },

@@ -84,8 +84,10 @@ pub unsafe extern "C" fn interpret_one(frame: *mut Frame, index: u32) -> u32 {
         end_block,
         exit,
         not_retired,
+        event_delivered,
         ..
     } = c;
+    f.end.event_delivered = event_delivered;
     m.cpu.eip = next_eip;
     if not_retired {
         f.end.not_retired = true;

@@ -92,13 +92,14 @@ impl Engine for Jit {
 
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
         let before = m.clock.icount;
-        let exit = self.core.step(m);
+        let exit = self.core.step_with(m, &mut self.tier);
         self.core.counters.instructions += m.clock.icount - before;
         exit
     }
 
     /// The interpreter's loop checks breakpoints; blocks that could reach
-    /// one are not run natively.
+    /// one are not run natively (a step runs the instruction's own
+    /// translation).
     fn honours_breakpoints(&self) -> bool {
         true
     }
@@ -151,6 +152,7 @@ impl Engine for Jit {
         k.insert("mode_mismatches", t.mode_mismatches);
         k.insert("translations_invalidated", self.core.cache.dropped_translations);
         k.insert("flushes", t.flushes);
+        k.insert("single_steps", t.single_steps);
         s
     }
 }

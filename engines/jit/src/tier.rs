@@ -46,6 +46,8 @@ pub struct Counters {
     pub exits_event: u64,
     pub exits_not_retired: u64,
     pub mode_mismatches: u64,
+    /// Single instructions run alone from their own translation (steps).
+    pub single_steps: u64,
     pub flushes: u64,
 }
 
@@ -215,6 +217,52 @@ impl Tier for Recompiler {
                 }
             }
         };
+        Some(self.enter(t, block, m, code_seq))
+    }
+
+    fn step_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd> {
+        let mode = Mode::of(m);
+        let t = match block.single {
+            Some(t) if t.mode == mode.bits() => t,
+            _ => match self.compile(&block.insns[..1], mode) {
+                Ok(entry) => {
+                    let t = Translation {
+                        entry,
+                        mode: mode.bits(),
+                    };
+                    block.single = Some(t);
+                    t
+                }
+                Err(_) => {
+                    self.counters.compile_failures += 1;
+                    return None;
+                }
+            },
+        };
+        self.counters.single_steps += 1;
+        Some(self.enter(t, block, m, code_seq))
+    }
+
+    fn wants_flush(&self) -> bool {
+        self.flush_wanted
+    }
+
+    fn flushed(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: called at a boundary, after every block's
+            // translation was dropped: no code of this module runs or can
+            // be entered again.
+            unsafe { module.free_memory() };
+        }
+        self.generation_bytes = 0;
+        self.flush_wanted = false;
+        self.counters.flushes += 1;
+    }
+}
+
+impl Recompiler {
+    /// Run translation `t` of `block`.
+    fn enter(&mut self, t: Translation, block: &Block, m: &mut Machine, code_seq: u64) -> BlockEnd {
         let before = m.clock.icount;
         let mp: *mut Machine = m;
         // SAFETY: every pointer is derived from `mp`, which stays valid
@@ -253,22 +301,6 @@ impl Tier for Recompiler {
         if frame.end.not_retired {
             c.exits_not_retired += 1;
         }
-        Some(frame.end)
-    }
-
-    fn wants_flush(&self) -> bool {
-        self.flush_wanted
-    }
-
-    fn flushed(&mut self) {
-        if let Some(module) = self.module.take() {
-            // SAFETY: called at a boundary, after every block's
-            // translation was dropped: no code of this module runs or can
-            // be entered again.
-            unsafe { module.free_memory() };
-        }
-        self.generation_bytes = 0;
-        self.flush_wanted = false;
-        self.counters.flushes += 1;
+        frame.end
     }
 }
