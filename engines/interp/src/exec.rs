@@ -242,7 +242,8 @@ pub struct Block {
     pub single: Option<Translation>,
     /// EIP just past the last instruction's last byte (for the CS limit check).
     end_eip: u32,
-    phys_page: u32,
+    /// The physical page the block was decoded from.
+    pub phys_page: u32,
     /// When the last instruction continues onto the next page: that page's
     /// (linear, physical) page numbers, checked at every lookup because the
     /// second page's mapping may change independently of the first.
@@ -284,7 +285,15 @@ pub struct BlockEnd {
 /// end exactly as the interpreter would: same state, same instruction
 /// count, same fault at the same instruction.
 pub trait Tier {
-    fn run_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd>;
+    /// `budget`: the most instructions the run may retire (at least the
+    /// block's length).
+    fn run_block(
+        &mut self,
+        block: &mut Block,
+        m: &mut Machine,
+        code_seq: u64,
+        budget: u64,
+    ) -> Option<BlockEnd>;
     /// Run only the first instruction of `block` (a single step, or an
     /// instruction under TF or debug registers), or `None` to let the
     /// interpreter run it. The caller applies the rules after the
@@ -306,7 +315,7 @@ pub struct NoTier;
 
 impl Tier for NoTier {
     #[inline(always)]
-    fn run_block(&mut self, _: &mut Block, _: &mut Machine, _: u64) -> Option<BlockEnd> {
+    fn run_block(&mut self, _: &mut Block, _: &mut Machine, _: u64, _: u64) -> Option<BlockEnd> {
         None
     }
 }
@@ -672,7 +681,8 @@ impl InterpCore {
             let unchecked = m.breakpoints.is_empty()
                 && m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
             let native = if unchecked {
-                tier.run_block(block, m, self.code_cursor)
+                let budget = stop_at - m.clock.icount - 1;
+                tier.run_block(block, m, self.code_cursor, budget)
             } else {
                 None
             };

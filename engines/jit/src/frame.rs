@@ -25,8 +25,10 @@ pub struct Frame {
     /// `Machine::clock.icount`.
     pub icount: *mut u64,
     pub machine: *mut Machine,
-    /// The block's decoded instructions (`Block::insns`).
-    pub insns: *const Decoded,
+    /// Instructions the translation may retire before it must return
+    /// (the next deadline, minus one): checked on every jump inside a
+    /// region.
+    pub budget: u64,
     /// The interpreter's code-write cursor, for `Ctx::code_seq`.
     pub code_seq: u64,
     /// Written by helpers when the block must end abnormally.
@@ -36,6 +38,8 @@ pub struct Frame {
 pub const FRAME_CPU: i32 = offset_of!(Frame, cpu) as i32;
 pub const FRAME_TLB: i32 = offset_of!(Frame, tlb) as i32;
 pub const FRAME_ICOUNT: i32 = offset_of!(Frame, icount) as i32;
+pub const FRAME_PENDING: i32 = offset_of!(Frame, pending) as i32;
+pub const FRAME_BUDGET: i32 = offset_of!(Frame, budget) as i32;
 
 /// What a helper returns to generated code.
 pub const CONTINUE: u32 = 0;
@@ -46,7 +50,7 @@ pub const LEAVE: u32 = 1;
 /// The signature of a translation.
 pub type Entry = unsafe extern "C" fn(*mut Frame) -> u32;
 
-/// Run instruction `index` of the block through the interpreter's handler,
+/// Run instruction `d` through the interpreter's handler,
 /// exactly as the interpreter's own block loop would (`exec::run_block`):
 /// the slow path of every translated instruction (a TLB miss, a segment
 /// that needs the full check, a misaligned user access, MMIO, a store to
@@ -56,13 +60,14 @@ pub type Entry = unsafe extern "C" fn(*mut Frame) -> u32;
 /// reloads them after.
 ///
 /// # Safety
-/// `frame` must be the frame of a running translation whose `insns` has
-/// more than `index` elements, and nothing else may hold a reference to
-/// the machine.
-pub unsafe extern "C" fn interpret_one(frame: *mut Frame, index: u32) -> u32 {
-    // SAFETY: the caller's contract: a live frame, a valid index, and the
-    // machine reachable only through the frame while the translation runs.
-    let (f, d) = unsafe { (&mut *frame, &*(*frame).insns.add(index as usize)) };
+/// `frame` must be the frame of a running translation, `d` one of the
+/// decoded instructions its generation keeps, and nothing else may hold a
+/// reference to the machine.
+pub unsafe extern "C" fn interpret_one(frame: *mut Frame, d: *const Decoded) -> u32 {
+    // SAFETY: the caller's contract: a live frame, a live instruction, and
+    // the machine reachable only through the frame while the translation
+    // runs.
+    let (f, d) = unsafe { (&mut *frame, &*d) };
     // SAFETY: as above.
     let m = unsafe { &mut *f.machine };
     let mut c = Ctx {
@@ -103,4 +108,30 @@ pub unsafe extern "C" fn interpret_one(frame: *mut Frame, index: u32) -> u32 {
         return LEAVE;
     }
     CONTINUE
+}
+
+/// EFLAGS with a dynamic flag record applied: `kind` is
+/// `translate::lazy_kind(op, bits)` (or `LAZY_NONE`), `a`, `b`, `r` the
+/// operands and result masked to `bits`. The same rules as the
+/// interpreter's (`operand::add_flags`, `sub_flags`, `szp`), which it
+/// calls.
+pub extern "C" fn lazy_flags(kind: u32, a: u32, b: u32, r: u32, eflags: u32) -> u32 {
+    use ringside_core::cpu::flags::STATUS;
+    use ringside_interp::operand::{add_flags, sub_flags, szp, W16, W32, W8};
+    use crate::translate::{LAZY_ADD, LAZY_LOGIC, LAZY_SUB};
+    let op = kind & 0xFF;
+    let bits = kind >> 8;
+    let f = match (op, bits) {
+        (LAZY_ADD, 8) => add_flags::<W8>(a, b, 0).1,
+        (LAZY_ADD, 16) => add_flags::<W16>(a, b, 0).1,
+        (LAZY_ADD, _) => add_flags::<W32>(a, b, 0).1,
+        (LAZY_SUB, 8) => sub_flags::<W8>(a, b, 0).1,
+        (LAZY_SUB, 16) => sub_flags::<W16>(a, b, 0).1,
+        (LAZY_SUB, _) => sub_flags::<W32>(a, b, 0).1,
+        (LAZY_LOGIC, 8) => szp::<W8>(r),
+        (LAZY_LOGIC, 16) => szp::<W16>(r),
+        (LAZY_LOGIC, _) => szp::<W32>(r),
+        _ => return eflags,
+    };
+    (eflags & !STATUS) | f
 }

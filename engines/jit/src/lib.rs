@@ -73,7 +73,8 @@ impl Jit {
         }
         let mut t = tier::Recompiler::new(1);
         t.keep_ir = true;
-        t.compile(&insns, translate::Mode::of(m))?;
+        t.region_blocks = 1;
+        t.compile(vec![(m.cpu.eip, insns)], translate::Mode::of(m))?;
         Ok((guest, t.last_ir.unwrap_or_default()))
     }
 }
@@ -152,6 +153,7 @@ impl Engine for Jit {
         k.insert("mode_mismatches", t.mode_mismatches);
         k.insert("translations_invalidated", self.core.cache.dropped_translations);
         k.insert("flushes", t.flushes);
+        k.insert("region_blocks", t.region_blocks);
         k.insert("single_steps", t.single_steps);
         s
     }

@@ -20,6 +20,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, OpKind};
 use ringside_core::Machine;
 use ringside_interp::exec::{Block, BlockEnd, Decoded, Tier, Translation};
 
@@ -46,6 +47,8 @@ pub struct Counters {
     pub exits_event: u64,
     pub exits_not_retired: u64,
     pub mode_mismatches: u64,
+    /// Guest blocks in compiled regions.
+    pub region_blocks: u64,
     /// Single instructions run alone from their own translation (steps).
     pub single_steps: u64,
     pub flushes: u64,
@@ -61,6 +64,11 @@ pub struct Recompiler {
     generation_bytes: u64,
     flush_wanted: bool,
     fctx: FunctionBuilderContext,
+    /// The decoded instructions of this generation's translations (their
+    /// helper calls point into them): freed with the generation.
+    decoded: Vec<Box<[Decoded]>>,
+    /// The most guest blocks one region may hold (1: blocks only).
+    pub region_blocks: usize,
     /// Keep the IR text of the next compile (for `jit-dump`).
     pub keep_ir: bool,
     pub last_ir: Option<String>,
@@ -68,6 +76,8 @@ pub struct Recompiler {
 
 /// The default hotness threshold: runs of a block before it is compiled.
 pub const DEFAULT_THRESHOLD: u32 = 200;
+/// The default bound on the guest blocks of a region.
+pub const DEFAULT_REGION_BLOCKS: usize = 32;
 /// The default code budget of a generation.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
@@ -104,11 +114,14 @@ impl Recompiler {
             fctx: FunctionBuilderContext::new(),
             keep_ir: false,
             last_ir: None,
+            decoded: Vec::new(),
+            region_blocks: DEFAULT_REGION_BLOCKS,
         }
     }
 
-    /// Compile a block for `mode`; returns the entry address.
-    pub fn compile(&mut self, insns: &[Decoded], mode: Mode) -> Result<usize, String> {
+    /// Compile a region for `mode`: `blocks` are guest blocks by EIP, the
+    /// first the entry; returns the entry address.
+    pub fn compile(&mut self, blocks: Vec<(u32, Vec<Decoded>)>, mode: Mode) -> Result<usize, String> {
         if self.module.is_none() {
             self.module = Some(new_module()?);
         }
@@ -118,9 +131,14 @@ impl Recompiler {
         let mut ctx: Context = module.make_context();
         ctx.func.signature.params.push(AbiParam::new(ptr));
         ctx.func.signature.returns.push(AbiParam::new(types::I32));
+        let kept: Vec<(u32, Box<[Decoded]>)> = blocks
+            .into_iter()
+            .map(|(eip, insns)| (eip, insns.into_boxed_slice()))
+            .collect();
         let shape = {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
-            let shape = translate_into(&mut b, insns, mode, ptr);
+            let view: Vec<(u32, &[Decoded])> = kept.iter().map(|(e, i)| (*e, &i[..])).collect();
+            let shape = translate_into(&mut b, &view, mode, ptr);
             b.seal_all_blocks();
             b.finalize(module.isa().frontend_config());
             shape
@@ -143,6 +161,8 @@ impl Recompiler {
             .finalize_definitions()
             .map_err(|e| format!("finalize: {e}"))?;
         let entry = module.get_finalized_function(id) as usize;
+        // The helper calls point into these: keep them with the code.
+        self.decoded.extend(kept.into_iter().map(|(_, i)| i));
         let nanos = start.elapsed().as_nanos() as u64;
         let c = &mut self.counters;
         c.compiled += 1;
@@ -159,31 +179,143 @@ impl Recompiler {
     }
 }
 
-/// Build the IR of a block into `b`.
+/// Build the IR of a region into `b`.
 pub fn translate_into(
     b: &mut FunctionBuilder,
-    insns: &[Decoded],
+    blocks: &[(u32, &[Decoded])],
     mode: Mode,
     ptr: types::Type,
 ) -> Shape {
     let mut t = Translator::new(b, mode, ptr);
-    let mut open = true;
-    for (k, d) in insns.iter().enumerate() {
-        if !t.instruction(k, d, k + 1 == insns.len()) {
-            open = false;
-            break;
+    t.begin_region(blocks);
+    for (n, &(_, insns)) in blocks.iter().enumerate() {
+        t.enter_block(n);
+        let mut open = true;
+        for (k, d) in insns.iter().enumerate() {
+            if !t.instruction(k, d, k + 1 == insns.len()) {
+                open = false;
+                break;
+            }
         }
-    }
-    if open {
-        let last = insns.last().expect("blocks are never empty");
-        t.finish(last.next_eip, insns.len());
+        if open {
+            let last = insns.last().expect("blocks are never empty");
+            t.finish(last.next_eip, insns.len());
+        }
     }
     t.shape
 }
 
+/// The guest blocks reachable from `entry` by direct branches and fall
+/// through inside the entry's physical page (at most `limit`), decoded by
+/// the interpreter's rules. Staying in one page means the region dies
+/// with the entry block when that page is written.
+fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<Decoded>)> {
+    let eip0 = m.cpu.eip;
+    let code32 = m.cpu.code32();
+    let page_offset0 = m.cpu.linear_eip() & 0xFFF;
+    let mut blocks = vec![(eip0, entry.insns.clone())];
+    if limit <= 1 {
+        return blocks;
+    }
+    let Some((host, _)) = m.mem().page_host_ptr(entry.phys_page << 12) else {
+        return blocks;
+    };
+    let mut page = [0u8; 0x1000];
+    // SAFETY: page_host_ptr returned the first byte of a 4 KiB RAM/ROM
+    // page; the copy ends before anything can write guest memory.
+    page.copy_from_slice(unsafe { std::slice::from_raw_parts(host, 0x1000) });
+    let mut next = 0;
+    while next < blocks.len() && blocks.len() < limit {
+        let mut targets = Vec::new();
+        for d in &blocks[next].1 {
+            if let Some(t) = direct_target(d) {
+                targets.push(t);
+            }
+        }
+        let last = blocks[next].1.last().expect("blocks are never empty");
+        if !matches!(
+            last.i.flow_control(),
+            FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Return
+                | FlowControl::Call
+                | FlowControl::IndirectCall
+                | FlowControl::Interrupt
+                | FlowControl::Exception
+        ) {
+            targets.push(last.next_eip);
+        }
+        next += 1;
+        for t in targets {
+            if blocks.len() >= limit || blocks.iter().any(|b| b.0 == t) {
+                continue;
+            }
+            let off = page_offset0 as i64 + (t as i64 - eip0 as i64);
+            if !(0..0x1000).contains(&off) || (!code32 && t > 0xFFFF) {
+                continue;
+            }
+            let insns = decode_block(&page[off as usize..], t, code32);
+            if !insns.is_empty() {
+                blocks.push((t, insns));
+            }
+        }
+    }
+    blocks
+}
+
+/// A near branch's target, for the branches a region follows.
+fn direct_target(d: &Decoded) -> Option<u32> {
+    use iced_x86::Mnemonic::*;
+    let near = matches!(d.i.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32);
+    let followed = matches!(
+        d.i.mnemonic(),
+        Jmp | Ja | Jae | Jb | Jbe | Je | Jne | Jg | Jge | Jl | Jle | Jo | Jno | Jp | Jnp | Js | Jns
+    );
+    (near && followed).then_some(d.imm)
+}
+
+/// Decode a block from `bytes` (the rest of the page from `eip`) by the
+/// interpreter's block rules, leaving out an instruction that does not fit
+/// in the page or does not decode (the interpreter deals with those).
+fn decode_block(bytes: &[u8], eip: u32, code32: bool) -> Vec<Decoded> {
+    let mut decoder = Decoder::with_ip(
+        if code32 { 32 } else { 16 },
+        bytes,
+        eip as u64,
+        DecoderOptions::NONE,
+    );
+    let mut insns = Vec::new();
+    let mut ins = Instruction::default();
+    while insns.len() < MAX_REGION_BLOCK && decoder.can_decode() {
+        decoder.decode_out(&mut ins);
+        if decoder.last_error() != DecoderError::None || ins.is_invalid() {
+            break;
+        }
+        let end = ins.ip32().wrapping_add(ins.len() as u32);
+        if !code32 && end > 0x10000 {
+            break;
+        }
+        let (d, ends) = Decoded::new(ins, code32);
+        insns.push(d);
+        if ends {
+            break;
+        }
+    }
+    insns
+}
+
+/// As the interpreter's `MAX_BLOCK`.
+const MAX_REGION_BLOCK: usize = 64;
+
 impl Tier for Recompiler {
     #[inline]
-    fn run_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd> {
+    fn run_block(
+        &mut self,
+        block: &mut Block,
+        m: &mut Machine,
+        code_seq: u64,
+        budget: u64,
+    ) -> Option<BlockEnd> {
         let mode = Mode::of(m);
         let t = match block.translation {
             Some(t) if t.mode == mode.bits() => t,
@@ -199,7 +331,9 @@ impl Tier for Recompiler {
                 if block.runs < self.threshold || block.runs == u32::MAX {
                     return None;
                 }
-                match self.compile(&block.insns, mode) {
+                let region = form_region(m, block, self.region_blocks);
+                self.counters.region_blocks += region.len() as u64;
+                match self.compile(region, mode) {
                     Ok(entry) => {
                         let t = Translation {
                             entry,
@@ -217,14 +351,14 @@ impl Tier for Recompiler {
                 }
             }
         };
-        Some(self.enter(t, block, m, code_seq))
+        Some(self.enter(t, m, code_seq, budget))
     }
 
     fn step_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd> {
         let mode = Mode::of(m);
         let t = match block.single {
             Some(t) if t.mode == mode.bits() => t,
-            _ => match self.compile(&block.insns[..1], mode) {
+            _ => match self.compile(vec![(m.cpu.eip, block.insns[..1].to_vec())], mode) {
                 Ok(entry) => {
                     let t = Translation {
                         entry,
@@ -240,7 +374,7 @@ impl Tier for Recompiler {
             },
         };
         self.counters.single_steps += 1;
-        Some(self.enter(t, block, m, code_seq))
+        Some(self.enter(t, m, code_seq, 1))
     }
 
     fn wants_flush(&self) -> bool {
@@ -255,6 +389,7 @@ impl Tier for Recompiler {
             unsafe { module.free_memory() };
         }
         self.generation_bytes = 0;
+        self.decoded.clear();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }
@@ -262,7 +397,7 @@ impl Tier for Recompiler {
 
 impl Recompiler {
     /// Run translation `t` of `block`.
-    fn enter(&mut self, t: Translation, block: &Block, m: &mut Machine, code_seq: u64) -> BlockEnd {
+    fn enter(&mut self, t: Translation, m: &mut Machine, code_seq: u64, budget: u64) -> BlockEnd {
         let before = m.clock.icount;
         let mp: *mut Machine = m;
         // SAFETY: every pointer is derived from `mp`, which stays valid
@@ -279,7 +414,7 @@ impl Recompiler {
                 pending: abi.pending,
                 icount: &raw mut (*mp).clock.icount,
                 machine: mp,
-                insns: block.insns.as_ptr(),
+                budget,
                 code_seq,
                 end: BlockEnd::default(),
             }

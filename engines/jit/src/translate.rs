@@ -102,6 +102,33 @@ struct Pending {
     mask: u32,
 }
 
+/// One block of a region.
+#[derive(Clone, Copy)]
+pub struct RegionBlock {
+    pub eip: u32,
+    pub block: Block,
+    pub len: usize,
+    pub end_eip: u32,
+}
+
+/// What the translator knows about the state on the current path.
+#[derive(Clone, Copy)]
+struct State {
+    dirty: u8,
+    flags_dirty: bool,
+    pending: Option<Pending>,
+    dynamic: bool,
+}
+
+/// The kind word of a dynamic flag record: the operation and the width.
+pub fn lazy_kind(op: u32, bits: u32) -> u32 {
+    op | bits << 8
+}
+pub const LAZY_NONE: u32 = 0;
+pub const LAZY_ADD: u32 = 1;
+pub const LAZY_SUB: u32 = 2;
+pub const LAZY_LOGIC: u32 = 3;
+
 pub struct Translator<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     mode: Mode,
@@ -112,18 +139,40 @@ pub struct Translator<'a, 'b> {
     icount_base: Value,
     helper_sig: SigRef,
     helper: usize,
+    lazy_sig: SigRef,
+    lazy_helper: usize,
+    /// The frame's pending-work word and instruction budget.
+    pending_word: Value,
+    budget: Value,
     gpr: [Variable; 8],
     flags: Variable,
+    /// The dynamic flag record (see [`Lazy`]): kind, operands, result.
+    rk: Variable,
+    ra: Variable,
+    rb: Variable,
+    rr: Variable,
+    /// Instructions retired by the region before the current block.
+    count: Variable,
+    /// The region's blocks: guest EIP, Cranelift block, instructions,
+    /// EIP past the last instruction's last byte.
+    blocks: Vec<RegionBlock>,
     /// Registers written since they were last stored (bit per register).
     dirty: u8,
     flags_dirty: bool,
     pending: Option<Pending>,
+    /// The flags are the flags variable with the dynamic record applied
+    /// (at region block entries: their predecessors' records differ).
+    dynamic: bool,
+    /// Registers the region's instructions may write.
+    region_written: u8,
     /// Records made so far (to see whether an instruction made one).
     records: u32,
     /// The current block ended in a return (the instruction left).
     terminated: bool,
-    /// The instruction being translated.
+    /// The instruction being translated: its index in its block, its
+    /// address (for the helper) and its EIP.
     index: usize,
+    insn: *const Decoded,
     insn_eip: u32,
     /// This instruction's slow path (created on first use).
     slow: Option<Block>,
@@ -154,11 +203,27 @@ impl<'a, 'b> Translator<'a, 'b> {
         let icount_base = b.ins().load(types::I64, mf(), icount_ptr, 0);
         let mut sig = Signature::new(b.func.signature.call_conv);
         sig.params.push(AbiParam::new(ptr));
-        sig.params.push(AbiParam::new(types::I32));
+        sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I32));
         let helper_sig = b.import_signature(sig);
+        let mut sig = Signature::new(b.func.signature.call_conv);
+        for _ in 0..5 {
+            sig.params.push(AbiParam::new(types::I32));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let lazy_sig = b.import_signature(sig);
+        let pending_word = b.ins().load(ptr, mf(), frame, frame::FRAME_PENDING);
+        let budget = b.ins().load(types::I64, mf(), frame, frame::FRAME_BUDGET);
         let gpr = [0; 8].map(|_| b.declare_var(types::I32));
         let flags = b.declare_var(types::I32);
+        let [rk, ra, rb, rr] = [0; 4].map(|_| b.declare_var(types::I32));
+        let count = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I32, 0);
+        for v in [rk, ra, rb, rr] {
+            b.def_var(v, zero);
+        }
+        let zero64 = b.ins().iconst(types::I64, 0);
+        b.def_var(count, zero64);
         let mut t = Translator {
             b,
             mode,
@@ -169,14 +234,27 @@ impl<'a, 'b> Translator<'a, 'b> {
             icount_base,
             helper_sig,
             helper: frame::interpret_one as *const () as usize,
+            lazy_sig,
+            lazy_helper: frame::lazy_flags as *const () as usize,
+            pending_word,
+            budget,
             gpr,
             flags,
+            rk,
+            ra,
+            rb,
+            rr,
+            count,
+            blocks: Vec::new(),
             dirty: 0,
             flags_dirty: false,
             pending: None,
+            dynamic: false,
             records: 0,
+            region_written: 0xFF,
             terminated: false,
             index: 0,
+            insn: std::ptr::null(),
             insn_eip: 0,
             slow: None,
             shape: Shape::default(),
@@ -198,6 +276,53 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .load(types::I32, mf(), self.cpu, cpu_state::EFLAGS as i32);
         self.b.def_var(self.flags, f);
+    }
+
+    /// Lay out a region: one Cranelift block per guest block (the first is
+    /// the entry), entered from the function's entry.
+    pub fn begin_region(&mut self, blocks: &[(u32, &[Decoded])]) {
+        for &(eip, insns) in blocks {
+            let last = insns.last().expect("region blocks are never empty");
+            let block = self.b.create_block();
+            self.blocks.push(RegionBlock {
+                eip,
+                block,
+                len: insns.len(),
+                end_eip: last.i.ip32().wrapping_add(last.i.len() as u32),
+            });
+        }
+        // The registers any instruction of the region may write: what a
+        // path into a region block may hold unstored.
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        self.region_written = 0;
+        for &(_, insns) in blocks {
+            for d in insns {
+                for u in info.info(&d.i).used_registers() {
+                    let r = u.register();
+                    if (r.is_gpr8() || r.is_gpr16() || r.is_gpr32())
+                        && !matches!(u.access(), iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead | iced_x86::OpAccess::NoMemAccess)
+                    {
+                        let n = r.full_register32().number() & 7;
+                        self.region_written |= 1 << n;
+                    }
+                }
+            }
+        }
+        self.dirty = self.region_written;
+        self.dynamic = true;
+        let first = self.blocks[0].block;
+        self.b.ins().jump(first, &[]);
+    }
+
+    /// Start translating region block `n`: every path into it has made
+    /// its state canonical (registers possibly written, flags dynamic).
+    pub fn enter_block(&mut self, n: usize) {
+        self.b.switch_to_block(self.blocks[n].block);
+        self.dirty = self.region_written;
+        self.flags_dirty = true;
+        self.pending = None;
+        self.dynamic = true;
+        self.terminated = false;
     }
 
     // ---- registers ----
@@ -268,6 +393,12 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Turn the lazy record's flags in `mask` into bits of the flags
     /// variable.
     fn materialize(&mut self, mask: u32) {
+        if self.dynamic {
+            let f = self.dynamic_flags();
+            self.b.def_var(self.flags, f);
+            self.flags_dirty = true;
+            self.dynamic = false;
+        }
         let Some(p) = self.pending else {
             return;
         };
@@ -287,6 +418,46 @@ impl<'a, 'b> Translator<'a, 'b> {
         } else {
             Some(Pending { mask: left, ..p })
         };
+    }
+
+    /// The flags variable with the dynamic record applied (a helper call:
+    /// this happens on exits, slow paths and rare readers only).
+    fn dynamic_flags(&mut self) -> Value {
+        let args = [self.rk, self.ra, self.rb, self.rr, self.flags].map(|v| self.b.use_var(v));
+        let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
+        let call = self.b.ins().call_indirect(self.lazy_sig, callee, &args);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Make the flag state canonical for a region block entry: the record
+    /// (if a whole one) goes to the dynamic variables, a partial one
+    /// becomes bits.
+    fn to_dynamic(&mut self) {
+        if self.dynamic {
+            return;
+        }
+        let (kind, a, b, r) = match self.pending {
+            Some(p) if p.mask == STATUS => {
+                let op = match p.op {
+                    FlagOp::Add => LAZY_ADD,
+                    FlagOp::Sub => LAZY_SUB,
+                    FlagOp::Logic => LAZY_LOGIC,
+                };
+                (lazy_kind(op, p.bits), p.a, p.b, p.r)
+            }
+            _ => {
+                self.materialize(STATUS);
+                let z = self.iconst(0);
+                (LAZY_NONE, z, z, z)
+            }
+        };
+        let k = self.iconst(kind);
+        self.b.def_var(self.rk, k);
+        self.b.def_var(self.ra, a);
+        self.b.def_var(self.rb, b);
+        self.b.def_var(self.rr, r);
+        self.pending = None;
+        self.dynamic = true;
     }
 
     /// The flag bits in `mask` of a record, as the interpreter computes
@@ -357,6 +528,13 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Record the flags of an operation lazily. Flags of the previous
     /// record that this one does not replace are turned into bits first.
     fn record(&mut self, op: FlagOp, bits: u32, a: Value, b: Value, r: Value, mask: u32) {
+        if self.dynamic {
+            if mask == STATUS {
+                self.dynamic = false;
+            } else {
+                self.materialize(STATUS);
+            }
+        }
         if let Some(p) = self.pending {
             self.materialize(p.mask & !mask);
         }
@@ -373,6 +551,13 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Replace the flags in `mask` with `bits` now (no record).
     fn set_flags_now(&mut self, mask: u32, bits: Value) {
+        if self.dynamic {
+            if mask == STATUS {
+                self.dynamic = false;
+            } else {
+                self.materialize(STATUS);
+            }
+        }
         if let Some(p) = self.pending {
             self.materialize(p.mask & !mask);
             self.pending = None;
@@ -528,14 +713,18 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .store(mf(), v, self.cpu, cpu_state::gpr(r) as i32);
             }
         }
-        let f = self.b.use_var(self.flags);
+        let f = if self.dynamic {
+            self.dynamic_flags()
+        } else {
+            self.b.use_var(self.flags)
+        };
         let f = match self.pending {
             Some(p) => {
                 let bits = self.flag_bits(&p, p.mask);
                 let kept = self.b.ins().band_imm_s(f, k(!p.mask));
                 Some(self.b.ins().bor(kept, bits))
             }
-            None if self.flags_dirty => Some(f),
+            None if self.flags_dirty || self.dynamic => Some(f),
             None => None,
         };
         if let Some(f) = f {
@@ -546,7 +735,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn store_icount(&mut self, retired: usize) {
-        let n = self.b.ins().iadd_imm_s(self.icount_base, retired as i64);
+        let count = self.b.use_var(self.count);
+        let n = self.b.ins().iadd(self.icount_base, count);
+        let n = self.b.ins().iadd_imm_s(n, retired as i64);
         self.b.ins().store(mf(), n, self.icount_ptr, 0);
     }
 
@@ -565,8 +756,55 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// The end of the block after `retired` instructions, falling through
     /// to `eip`.
     pub fn finish(&mut self, eip: u32, retired: usize) {
-        let e = self.iconst(eip);
+        self.edge(eip, retired);
+    }
+
+    /// Go on at `target` after `retired` instructions of the current
+    /// block: inside the region when the target is one of its blocks and
+    /// nothing stands in the way (pending work, the instruction budget,
+    /// the CS limit), otherwise leave.
+    fn edge(&mut self, target: u32, retired: usize) {
+        let Some(t) = self.blocks.iter().find(|b| b.eip == target).copied() else {
+            let e = self.iconst(target);
+            self.exit_with(e, retired);
+            return;
+        };
+        self.to_dynamic();
+        let count = self.b.use_var(self.count);
+        let after = self.b.ins().iadd_imm_s(count, retired as i64);
+        let work = self.b.ins().load(types::I32, mf(), self.pending_word, 0);
+        let quiet = self.b.ins().icmp_imm_s(IntCC::Equal, work, 0);
+        let need = self.b.ins().iadd_imm_s(after, t.len as i64);
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, need, self.budget);
+        let limit = self.b.ins().load(
+            types::I32,
+            mf(),
+            self.cpu,
+            cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
+        );
+        let in_cs = self.b.ins().icmp_imm_s(
+            IntCC::UnsignedGreaterThanOrEqual,
+            limit,
+            k(t.end_eip.wrapping_sub(1)),
+        );
+        let ok = self.b.ins().band(quiet, fits);
+        let ok = self.b.ins().band(ok, in_cs);
+        let leave = self.b.create_block();
+        let go = self.b.create_block();
+        self.b.set_cold_block(leave);
+        self.b.ins().brif(ok, go, &[], leave, &[]);
+        self.b.seal_block(leave);
+        self.b.seal_block(go);
+        self.b.switch_to_block(leave);
+        let e = self.iconst(target);
         self.exit_with(e, retired);
+        self.b.switch_to_block(go);
+        self.b.def_var(self.count, after);
+        self.b.ins().jump(t.block, &[]);
+        self.terminated = true;
     }
 
     /// Hand the current instruction to the interpreter: the call, and
@@ -580,7 +818,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
         self.store_icount(self.index);
         let callee = self.b.ins().iconst(types::I64, self.helper as i64);
-        let idx = self.b.ins().iconst(types::I32, self.index as i64);
+        let idx = self.b.ins().iconst(types::I64, self.insn as i64);
         let call = self
             .b
             .ins()
@@ -752,11 +990,12 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// good here (an unconditional transfer).
     pub fn instruction(&mut self, index: usize, d: &Decoded, last: bool) -> bool {
         self.index = index;
+        self.insn = d;
         self.insn_eip = d.i.ip32();
         self.slow = None;
         self.terminated = false;
         let join = self.b.create_block();
-        let before = (self.dirty, self.flags_dirty, self.pending);
+        let before = self.state();
         let records = self.records;
         if !self.translate(d, last) {
             self.shape.delegated += 1;
@@ -790,16 +1029,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         // The slow path starts from the state before the instruction:
         // every guard comes before any change, so the variables still
         // hold it, and so does the compile-time state saved above.
-        let after = (self.dirty, self.flags_dirty, self.pending);
+        let after = self.state();
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
-        (self.dirty, self.flags_dirty, self.pending) = before;
+        self.set_state(before);
         self.call_interpreter(join);
         if left {
             // Only the slow path goes on, with everything reloaded.
             self.clean();
         } else {
-            (self.dirty, self.flags_dirty, self.pending) = after;
+            self.set_state(after);
         }
         self.b.seal_block(join);
         self.b.switch_to_block(join);
@@ -811,6 +1050,23 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.dirty = 0;
         self.flags_dirty = false;
         self.pending = None;
+        self.dynamic = false;
+    }
+
+    fn state(&self) -> State {
+        State {
+            dirty: self.dirty,
+            flags_dirty: self.flags_dirty,
+            pending: self.pending,
+            dynamic: self.dynamic,
+        }
+    }
+
+    fn set_state(&mut self, st: State) {
+        self.dirty = st.dirty;
+        self.flags_dirty = st.flags_dirty;
+        self.pending = st.pending;
+        self.dynamic = st.dynamic;
     }
 
     /// The fast path of `d`, or false to delegate it.
@@ -949,8 +1205,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             (Jmp, _, _) if i.op0_kind() == OpKind::NearBranch32 || i.op0_kind() == OpKind::NearBranch16 => {
                 self.check_target(d.imm);
-                let t = self.iconst(d.imm);
-                self.exit_with(t, self.index + 1);
+                self.edge(d.imm, self.index + 1);
                 true
             }
             (Call, _, _)
@@ -1001,12 +1256,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.b.seal_block(out);
                 self.b.seal_block(on);
                 self.b.switch_to_block(out);
-                let (dirty, flags_dirty, pending) = (self.dirty, self.flags_dirty, self.pending);
-                let t = self.iconst(d.imm);
-                self.exit_with(t, self.index + 1);
-                self.dirty = dirty;
-                self.flags_dirty = flags_dirty;
-                self.pending = pending;
+                let st = self.state();
+                self.edge(d.imm, self.index + 1);
+                self.set_state(st);
                 self.terminated = false;
                 self.b.switch_to_block(on);
                 if last {
