@@ -50,6 +50,15 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Show how the recompiler translates the guest block at CS:EIP after
+    /// N instructions: the guest instructions and the Cranelift IR.
+    JitDump {
+        /// Run this many instructions first (on the interpreter).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        at: u64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Debug a guest in the terminal UI (optionally side by side with a second engine).
     Debug {
         /// Run a second machine on this engine in lockstep and stop at the first divergence.
@@ -185,6 +194,7 @@ pub fn main() -> i32 {
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
         Some(Command::Compare { engines, run }) => compare(&engines, run),
+        Some(Command::JitDump { at, run }) => jit_dump(at, run),
         Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
         Some(Command::Gdb { listen, run }) => crate::gdb_cmd::main(&listen, run),
         Some(Command::Engines) => {
@@ -754,6 +764,24 @@ fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lo
         machine,
         engine: make_engine(engine)?,
     })
+}
+
+fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
+    let (_, mut m) = build_machine(&args, HostIo::discarded())?;
+    if at > 0 {
+        let outcome = m.run_until_stopped(&mut ringside_interp::Interp::new(), Some(at))?;
+        if m.clock.icount < at {
+            bail!("the guest stopped after {} instructions ({outcome:?})", m.clock.icount);
+        }
+    }
+    let (guest, ir) = ringside_jit::Jit::new()
+        .dump_block(&mut m)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("; guest block at {:04x}:{:08x}, after {} instructions", m.cpu.seg(ringside_core::cpu::SegReg::Cs).selector, m.cpu.eip, m.clock.icount);
+    print!("{guest}");
+    println!();
+    print!("{ir}");
+    Ok(0)
 }
 
 fn compare(engines: &str, args: RunArgs) -> Result<i32> {
