@@ -232,17 +232,17 @@ fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<De
                 targets.push(t);
             }
         }
+        // Fall through only past a conditional branch or a block cut at
+        // its length limit: after an instruction that ends its block by
+        // itself (HLT, a mode change, a transfer) execution leaves the
+        // region anyway, and what follows may not be code.
         let last = blocks[next].1.last().expect("blocks are never empty");
-        if !matches!(
-            last.i.flow_control(),
-            FlowControl::UnconditionalBranch
-                | FlowControl::IndirectBranch
-                | FlowControl::Return
-                | FlowControl::Call
-                | FlowControl::IndirectCall
-                | FlowControl::Interrupt
-                | FlowControl::Exception
-        ) {
+        let falls = match last.i.flow_control() {
+            FlowControl::ConditionalBranch => true,
+            FlowControl::Next => !ringside_interp::table::handler_for(&last.i).1,
+            _ => false,
+        };
+        if falls {
             targets.push(last.next_eip);
         }
         next += 1;
@@ -255,7 +255,8 @@ fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<De
                 continue;
             }
             let insns = decode_block(&page[off as usize..], t, code32);
-            if !insns.is_empty() {
+            let total: usize = blocks.iter().map(|b| b.1.len()).sum();
+            if !insns.is_empty() && total + insns.len() <= MAX_REGION_INSNS {
                 blocks.push((t, insns));
             }
         }
@@ -303,6 +304,10 @@ fn decode_block(bytes: &[u8], eip: u32, code32: bool) -> Vec<Decoded> {
     }
     insns
 }
+
+/// The most guest instructions one region may hold (compile time grows
+/// faster than linearly with the function's size).
+const MAX_REGION_INSNS: usize = 256;
 
 /// As the interpreter's `MAX_BLOCK`.
 const MAX_REGION_BLOCK: usize = 64;
