@@ -768,9 +768,12 @@ fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lo
 
 fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
     let (_, mut m) = build_machine(&args, HostIo::discarded())?;
-    if at > 0 {
-        let outcome = m.run_until_stopped(&mut ringside_interp::Interp::new(), Some(at))?;
-        if m.clock.icount < at {
+    // The budget of `run_until_stopped` also counts delivered events, so
+    // run on until the count is reached or the guest stops.
+    let mut interp = ringside_interp::Interp::new();
+    while m.clock.icount < at {
+        let outcome = m.run_until_stopped(&mut interp, Some(at - m.clock.icount))?;
+        if !matches!(outcome, ringside_core::RunOutcome::InstructionLimit) {
             bail!("the guest stopped after {} instructions ({outcome:?})", m.clock.icount);
         }
     }

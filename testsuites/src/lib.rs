@@ -29,6 +29,9 @@ pub mod book {
     #[doc = include_str!("../../book/src/guests.md")]
     pub mod guests {}
 
+    #[doc = include_str!("../../book/src/recompiler.md")]
+    pub mod recompiler {}
+
     #[doc = include_str!("../../book/src/hardware-virtualization.md")]
     pub mod hardware_virtualization {}
 

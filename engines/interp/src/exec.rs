@@ -466,10 +466,6 @@ impl BlockCache {
         }
     }
 
-    /// The live block at `eip` (for the recompiler's IR dump).
-    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
-        self.blocks.iter().flatten()
-    }
 
     /// The block a link of `from` names for `eip`, if still valid.
     #[inline(always)]
@@ -747,6 +743,10 @@ impl InterpCore {
     pub fn step_with<T: Tier>(&mut self, m: &mut Machine, tier: &mut T) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
+        if tier.wants_flush() {
+            self.cache.drop_translations();
+            tier.flushed();
+        }
         m.pending().take();
         // A step that delivered an interrupt, an NMI or a code-breakpoint
         // #DB ends at the handler's first instruction, like a step over a

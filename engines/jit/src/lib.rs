@@ -75,7 +75,7 @@ impl Jit {
         t.keep_ir = true;
         t.region_blocks = 1;
         t.compile(vec![(m.cpu.eip, insns)], translate::Mode::of(m))?;
-        Ok((guest, t.last_ir.unwrap_or_default()))
+        Ok((guest, t.last_ir.take().unwrap_or_default()))
     }
 }
 
@@ -98,9 +98,9 @@ impl Engine for Jit {
         exit
     }
 
-    /// The interpreter's loop checks breakpoints; blocks that could reach
-    /// one are not run natively (a step runs the instruction's own
-    /// translation).
+    /// The interpreter's loop checks breakpoints; while any breakpoint is
+    /// set, no block is run natively (a step still runs the instruction's
+    /// own translation).
     fn honours_breakpoints(&self) -> bool {
         true
     }

@@ -179,6 +179,17 @@ impl Recompiler {
     }
 }
 
+impl Drop for Recompiler {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the engine is going away: its translations (kept in
+            // the interpreter's blocks of the same engine) can never be
+            // entered again.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
 /// Build the IR of a region into `b`.
 pub fn translate_into(
     b: &mut FunctionBuilder,
@@ -192,7 +203,7 @@ pub fn translate_into(
         t.enter_block(n);
         let mut open = true;
         for (k, d) in insns.iter().enumerate() {
-            if !t.instruction(k, d, k + 1 == insns.len()) {
+            if !t.instruction(k, d) {
                 open = false;
                 break;
             }

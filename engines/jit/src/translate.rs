@@ -985,10 +985,10 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     // ---- instructions ----
 
-    /// Translate instruction `index` of the block. `last` says whether it
-    /// ends the block. Returns false when the block has been left for
-    /// good here (an unconditional transfer).
-    pub fn instruction(&mut self, index: usize, d: &Decoded, last: bool) -> bool {
+    /// Translate instruction `index` of the current block. Returns false
+    /// when the block has been left for good here (an unconditional
+    /// transfer).
+    pub fn instruction(&mut self, index: usize, d: &Decoded) -> bool {
         self.index = index;
         self.insn = d;
         self.insn_eip = d.i.ip32();
@@ -997,7 +997,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let join = self.b.create_block();
         let before = self.state();
         let records = self.records;
-        if !self.translate(d, last) {
+        if !self.translate(d) {
             self.shape.delegated += 1;
             // The whole instruction goes to the interpreter: its flags
             // must be real bits first.
@@ -1070,7 +1070,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// The fast path of `d`, or false to delegate it.
-    fn translate(&mut self, d: &Decoded, last: bool) -> bool {
+    fn translate(&mut self, d: &Decoded) -> bool {
         use Mnemonic::*;
         let i = &d.i;
         let bits = |n: u32| ringside_interp::table::op_bits(i, n);
@@ -1261,9 +1261,6 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.set_state(st);
                 self.terminated = false;
                 self.b.switch_to_block(on);
-                if last {
-                    // Not taken at the end of the block: fall through.
-                }
                 true
             }
             _ => false,
