@@ -21,6 +21,40 @@ fn a_breakpoint_on_a_kernel_symbol_stops_before_its_first_instruction() {
     assert!(d.location().contains("<kmain>"), "{}", d.location());
 }
 
+/// The recompiler under the debugger: a breakpoint stops before its
+/// instruction, steps retire one instruction each, and continuing from
+/// there ends the session exactly as on the interpreter.
+#[test]
+fn breakpoints_steps_and_continue_on_jit_match_the_interpreter() {
+    let mut ends = Vec::new();
+    for engine in ["interp", "jit"] {
+        let (mut d, com1) = debugger("demo", engine);
+        d.queue_input(b"run hello\npoweroff\n");
+        let kmain = d.symbols.resolve("kmain").unwrap();
+        let id = d.add_breakpoint(Address::Linear(kmain), None);
+        assert_eq!(d.cont(|| false).unwrap(), StopCause::Breakpoint { id }, "{engine}");
+        assert_eq!(d.main.machine.cpu.linear_eip(), kmain, "{engine}");
+        d.delete(id);
+        let start = d.main.machine.clock.icount;
+        assert_eq!(d.step(40).unwrap(), StopCause::Stepped, "{engine}");
+        assert_eq!(d.main.machine.clock.icount, start + 40, "{engine}");
+        let at_step = (d.main.machine.cpu.clone(), d.main.machine.clock.icount);
+        assert_eq!(
+            d.cont(|| false).unwrap(),
+            StopCause::Machine(StopReason::DebugExit(0)),
+            "{engine}"
+        );
+        ends.push((at_step, d.main.machine.clock.icount, com1.contents()));
+    }
+    assert_eq!(ends[0], ends[1], "interp and jit disagree");
+    let out = {
+        let (mut d, _) = debugger("demo", "jit");
+        d.step(1000).unwrap();
+        d.execute("stats").unwrap()
+    };
+    assert!(out.contains("single_steps"), "{out}");
+}
+
 #[test]
 fn step_retires_exactly_n_instructions_and_history_records_them() {
     let (mut d, _) = debugger("demo", "interp");
@@ -329,7 +363,7 @@ fn save_and_load_in_the_debugger_continue_the_guest_exactly() {
     let want_tail = com1.contents()[printed_before..].to_vec();
     let want_end = d.main.machine.clock.icount;
 
-    let mut engines = vec!["interp"];
+    let mut engines = vec!["interp", "jit"];
     match ringside_kvm::Kvm::new() {
         Ok(_) if ringside_kvm::probe().protected_mode.ok => engines.push("kvm"),
         _ => println!("save_and_load...: the kvm restore skipped: kvm cannot run irq-pm here"),
@@ -339,7 +373,7 @@ fn save_and_load_in_the_debugger_continue_the_guest_exactly() {
         let out = fresh.execute(&format!("load {file}")).unwrap();
         assert!(out.contains("loaded"), "{out}");
         assert_eq!(fresh.main.machine.clock.icount, saved_at);
-        if engine == "interp" {
+        if engine != "kvm" {
             // Free running on KVM counts no instructions; stepping does.
             assert_eq!(
                 fresh.cont(|| false).unwrap(),

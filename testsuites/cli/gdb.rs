@@ -218,7 +218,7 @@ fn gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest() {
         return;
     }
     let dir = exported("irq-pm");
-    for engine in ["interp", "kvm"] {
+    for engine in ["interp", "jit", "kvm"] {
         let stub = start_stub(&["builtin:irq-pm", "--engine", engine], b"");
         let out = gdb(
             &dir.join("irq-pm.elf"),

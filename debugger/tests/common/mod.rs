@@ -16,6 +16,7 @@ pub fn factory() -> ringside_debugger::EngineFactory {
     Box::new(|name: &str| -> Result<Box<dyn Engine>, String> {
         match name {
             "interp" => Ok(Box::new(ringside_interp::Interp::new())),
+            "jit" => Ok(Box::new(ringside_jit::Jit::with_threshold(1))),
             "kvm" => Ok(Box::new(
                 ringside_kvm::Kvm::new().map_err(|e| e.to_string())?,
             )),
