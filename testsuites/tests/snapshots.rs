@@ -96,6 +96,42 @@ fn a_restored_demo_runs_on_exactly_like_the_saved_one() {
     assert_eq!(parts(&restored), parts(&saved));
 }
 
+/// A state saved while the recompiler runs the demo restores under the
+/// interpreter, and one saved under the interpreter restores under the
+/// recompiler: either way the session goes on exactly as without the
+/// trip (the state holds no engine's caches).
+#[test]
+fn a_state_saved_under_jit_runs_on_under_interp_and_back() {
+    let engine = |jit: bool| -> Box<dyn ringside_core::Engine> {
+        if jit {
+            Box::new(ringside_jit::Jit::with_threshold(1))
+        } else {
+            Box::new(Interp::new())
+        }
+    };
+    let mut ends = Vec::new();
+    for (save_on_jit, restore_on_jit) in [(false, false), (true, false), (false, true)] {
+        let (mut saved, _) = demo_pc();
+        saved
+            .run_until_stopped(engine(save_on_jit).as_mut(), Some(BOOTED))
+            .unwrap();
+        let bytes = snapshot::to_bytes(&saved, &config()).unwrap();
+        let (mut restored, out) = demo_pc();
+        snapshot::from_bytes(&bytes)
+            .unwrap()
+            .restore_into(&mut restored)
+            .unwrap();
+        type_line(&mut restored, b"run hello\npoweroff\n");
+        let outcome = restored
+            .run_until_stopped(engine(restore_on_jit).as_mut(), Some(10_000_000))
+            .unwrap();
+        assert_eq!(outcome, RunOutcome::Stopped(StopReason::DebugExit(0)));
+        ends.push((parts(&restored), out.contents()));
+    }
+    assert_eq!(ends[1], ends[0], "saved under jit, restored under interp");
+    assert_eq!(ends[2], ends[0], "saved under interp, restored under jit");
+}
+
 /// A booted demo PC, a snapshot of it, and what the machine looked like.
 struct Fixture {
     m: Machine,
