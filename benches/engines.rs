@@ -1,6 +1,8 @@
-//! Engines compared on the same guests (criterion). For now one engine,
-//! the interpreter, on `bench-int-small`: the same integer work as
-//! `ringside run builtin:bench-int --stats`, with 1/100 of the iterations.
+//! Engines compared on the same guests (criterion): the interpreter and
+//! the recompiler (at its default threshold, compile time included, and
+//! with every block compiled at its first run) on `bench-int-small`: the
+//! same integer work as `ringside run builtin:bench-int --stats`, with
+//! 1/100 of the iterations.
 //! Throughput is reported in guest instructions per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -38,6 +40,18 @@ fn bench_int(c: &mut Criterion) {
         b.iter(|| {
             let mut m = boot_guest("bench-int-small");
             run_to_exit(&mut m, &mut ringside_interp::Interp::new())
+        })
+    });
+    group.bench_function("jit", |b| {
+        b.iter(|| {
+            let mut m = boot_guest("bench-int-small");
+            run_to_exit(&mut m, &mut ringside_jit::Jit::new())
+        })
+    });
+    group.bench_function("jit (threshold 1)", |b| {
+        b.iter(|| {
+            let mut m = boot_guest("bench-int-small");
+            run_to_exit(&mut m, &mut ringside_jit::Jit::with_threshold(1))
         })
     });
     // The same run under the debugger, continuing with no breakpoint: what
