@@ -140,7 +140,7 @@ pub struct JitSection {
 
 impl Default for JitSection {
     fn default() -> Self {
-        JitSection { threshold: 200 }
+        JitSection { threshold: 2000 }
     }
 }
 

@@ -95,7 +95,7 @@ fn every_built_in_guest_ends_alike_on_jit_and_interp() {
     let mut wrong = Vec::new();
     for &(guest, input) in GUESTS {
         let reference = run(guest, input, &["--engine", "interp"]);
-        for threshold in ["1", "200"] {
+        for threshold in ["1", "2000"] {
             let jit = run(guest, input, &["--engine", "jit", "--jit-threshold", threshold]);
             println!(
                 "{guest} threshold {threshold}: {} instructions, {}\u{2030} in translated code",

@@ -75,7 +75,7 @@ pub struct Recompiler {
 }
 
 /// The default hotness threshold: runs of a block before it is compiled.
-pub const DEFAULT_THRESHOLD: u32 = 200;
+pub const DEFAULT_THRESHOLD: u32 = 2000;
 /// The default bound on the guest blocks of a region.
 pub const DEFAULT_REGION_BLOCKS: usize = 32;
 /// The default code budget of a generation.
