@@ -150,6 +150,9 @@ pub(crate) struct RunArgs {
     /// Runs of a guest block before the recompiler compiles it (jit.threshold).
     #[arg(long, value_name = "N")]
     jit_threshold: Option<u32>,
+    /// The most guest blocks one compiled region may hold, 1-32 (jit.region_blocks).
+    #[arg(long, value_name = "N")]
+    jit_region_blocks: Option<u32>,
     /// Pace virtual time against the wall clock, or run as fast as possible (clock.mode).
     #[arg(long, value_enum)]
     clock: Option<ClockArg>,
@@ -231,17 +234,20 @@ pub fn main() -> i32 {
 /// configuration's `jit.threshold` (or `--jit-threshold`), set when the
 /// configuration is read.
 static JIT_THRESHOLD: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_THRESHOLD);
+static JIT_REGION_BLOCKS: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_REGION_BLOCKS as u32);
 
-pub(crate) fn set_jit_threshold(t: u32) {
-    JIT_THRESHOLD.store(t.max(1), Ordering::Relaxed);
+pub(crate) fn set_jit_settings(threshold: u32, region_blocks: u32) {
+    JIT_THRESHOLD.store(threshold.max(1), Ordering::Relaxed);
+    JIT_REGION_BLOCKS.store(region_blocks.clamp(1, 32), Ordering::Relaxed);
 }
 
 /// The engines this build has, by name.
 pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(ringside_interp::Interp::new())),
-        "jit" => Ok(Box::new(ringside_jit::Jit::with_threshold(
+        "jit" => Ok(Box::new(ringside_jit::Jit::with_settings(
             JIT_THRESHOLD.load(Ordering::Relaxed),
+            JIT_REGION_BLOCKS.load(Ordering::Relaxed),
         ))),
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
         other => bail!("unknown engine '{other}' (available: interp, jit, kvm)"),
@@ -363,7 +369,10 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
     if let Some(t) = args.jit_threshold {
         c.jit.threshold = t;
     }
-    set_jit_threshold(c.jit.threshold);
+    if let Some(n) = args.jit_region_blocks {
+        c.jit.region_blocks = n;
+    }
+    set_jit_settings(c.jit.threshold, c.jit.region_blocks);
     if let Some(clock) = args.clock {
         c.clock.mode = match clock {
             ClockArg::Paced => ClockMode::Paced,

@@ -136,11 +136,21 @@ pub struct DiskConfig {
 pub struct JitSection {
     /// Runs of a block before it is compiled (1: compile at the first run).
     pub threshold: u32,
+    /// The most guest blocks one compiled region may hold (1-32).
+    #[serde(default = "default_region_blocks")]
+    pub region_blocks: u32,
+}
+
+fn default_region_blocks() -> u32 {
+    1
 }
 
 impl Default for JitSection {
     fn default() -> Self {
-        JitSection { threshold: 2000 }
+        JitSection {
+            threshold: 2000,
+            region_blocks: default_region_blocks(),
+        }
     }
 }
 
@@ -233,6 +243,9 @@ impl MachineConfig {
         }
         if self.jit.threshold == 0 {
             return Err(invalid("jit.threshold", "must be at least 1"));
+        }
+        if !(1..=32).contains(&self.jit.region_blocks) {
+            return Err(invalid("jit.region_blocks", "must be in 1..=32"));
         }
         for (key, s) in [
             ("devices.com1", &self.devices.com1),

@@ -95,10 +95,14 @@ fn every_built_in_guest_ends_alike_on_jit_and_interp() {
     let mut wrong = Vec::new();
     for &(guest, input) in GUESTS {
         let reference = run(guest, input, &["--engine", "interp"]);
-        for threshold in ["1", "2000"] {
-            let jit = run(guest, input, &["--engine", "jit", "--jit-threshold", threshold]);
+        for (threshold, regions) in [("1", "1"), ("1", "32"), ("2000", "1")] {
+            let jit = run(
+                guest,
+                input,
+                &["--engine", "jit", "--jit-threshold", threshold, "--jit-region-blocks", regions],
+            );
             println!(
-                "{guest} threshold {threshold}: {} instructions, {}\u{2030} in translated code",
+                "{guest} threshold {threshold}, regions of {regions}: {} instructions, {}\u{2030} in translated code",
                 jit.2, jit.3
             );
             if reference.0 != Some(0) {
@@ -106,7 +110,7 @@ fn every_built_in_guest_ends_alike_on_jit_and_interp() {
             }
             if (&jit.0, &jit.1, jit.2) != (&reference.0, &reference.1, reference.2) {
                 wrong.push(format!(
-                    "{guest} at threshold {threshold}: exit {:?}, {} instructions, output {:?}; interp: exit {:?}, {} instructions, output {:?}",
+                    "{guest} at threshold {threshold}, regions of {regions}: exit {:?}, {} instructions, output {:?}; interp: exit {:?}, {} instructions, output {:?}",
                     jit.0, jit.2, jit.1, reference.0, reference.2, reference.1
                 ));
             }

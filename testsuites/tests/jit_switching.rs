@@ -50,7 +50,7 @@ fn alone(name: &str) -> End {
 /// (starting with jit when `jit_first`).
 fn switching(name: &str, every: u64, jit_first: bool) -> End {
     let (mut m, com1) = machine(name);
-    let mut engines: [Box<dyn Engine>; 2] = [Box::new(Interp::new()), Box::new(Jit::with_threshold(1))];
+    let mut engines: [Box<dyn Engine>; 2] = [Box::new(Interp::new()), Box::new(Jit::with_settings(1, 32))];
     let mut turn = jit_first as usize;
     let outcome = loop {
         m.handover();

@@ -21,7 +21,7 @@ pub mod translate;
 use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
 use ringside_interp::exec::InterpCore;
 
-pub use tier::{DEFAULT_CACHE_BYTES, DEFAULT_THRESHOLD};
+pub use tier::{DEFAULT_CACHE_BYTES, DEFAULT_REGION_BLOCKS, DEFAULT_THRESHOLD};
 
 /// The recompiler engine.
 pub struct Jit {
@@ -47,6 +47,13 @@ impl Jit {
             core: InterpCore::default(),
             tier: tier::Recompiler::new(threshold),
         }
+    }
+
+    /// A recompiler with regions of up to `region_blocks` guest blocks.
+    pub fn with_settings(threshold: u32, region_blocks: u32) -> Jit {
+        let mut j = Jit::with_threshold(threshold);
+        j.tier.region_blocks = region_blocks.max(1) as usize;
+        j
     }
 
     pub fn threshold(&self) -> u32 {

@@ -76,8 +76,11 @@ pub struct Recompiler {
 
 /// The default hotness threshold: runs of a block before it is compiled.
 pub const DEFAULT_THRESHOLD: u32 = 2000;
-/// The default bound on the guest blocks of a region.
-pub const DEFAULT_REGION_BLOCKS: usize = 32;
+/// The default bound on the guest blocks of a region: 1, a block alone
+/// (its loops back to itself stay inside). Measured on bench-int, larger
+/// regions run the guest no faster today and cost two to three times the
+/// compile time (docs/jit.md, "Limits").
+pub const DEFAULT_REGION_BLOCKS: usize = 1;
 /// The default code budget of a generation.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
