@@ -424,9 +424,24 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// this happens on exits, slow paths and rare readers only).
     fn dynamic_flags(&mut self) -> Value {
         let args = [self.rk, self.ra, self.rb, self.rr, self.flags].map(|v| self.b.use_var(v));
+        // No record (the kind is LAZY_NONE, as at a function's entry): the
+        // flags variable is exact, no call.
+        let call_block = self.b.create_block();
+        let done = self.b.create_block();
+        let result = self.b.append_block_param(done, types::I32);
+        self.b.set_cold_block(call_block);
+        self.b
+            .ins()
+            .brif(args[0], call_block, &[], done, &[args[4].into()]);
+        self.b.seal_block(call_block);
+        self.b.switch_to_block(call_block);
         let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
         let call = self.b.ins().call_indirect(self.lazy_sig, callee, &args);
-        self.b.inst_results(call)[0]
+        let f = self.b.inst_results(call)[0];
+        self.b.ins().jump(done, &[f.into()]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        result
     }
 
     /// Make the flag state canonical for a region block entry: the record
