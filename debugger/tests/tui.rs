@@ -92,6 +92,34 @@ fn a_caught_page_fault_shows_cr2_and_the_faulting_user_instruction() {
     assert!(shown.contains("<vector_14>"), "{shown}");
 }
 
+/// The terminal UI on the recompiler: the page-fault catch stops at the
+/// same fault as on the interpreter, and compare mode against a jit
+/// partner shows no divergence over a thousand steps.
+#[test]
+fn the_ui_catches_the_same_page_fault_and_compares_cleanly_on_jit() {
+    let (d, com1) = common::debugger("demo", "jit");
+    let mut app = App::new(d, com1);
+    command(&mut app, "catch vector 14");
+    command(&mut app, "input run hello");
+    app.handle_key(key('c'));
+    run_until_stopped(&mut app);
+    assert_eq!(app.debugger.main.machine.cpu.cr2, 0x7fff_fffc);
+    let shown = screen(&draw(&mut app));
+    assert!(shown.contains("CR2=7ffffffc"), "{shown}");
+    assert!(shown.contains("<vector_14>"), "{shown}");
+
+    let mut app = demo_app();
+    let (partner, _) = common::machine("demo");
+    app.debugger
+        .set_partner(partner, "jit")
+        .expect("the recompiler exists");
+    command(&mut app, "step 1000");
+    let shown = screen(&draw(&mut app));
+    assert!(shown.contains("Registers (compare)"), "{shown}");
+    assert!(!shown.contains("DIVERGED"), "{shown}");
+    assert!(!shown.contains("divergence"), "{shown}");
+}
+
 #[test]
 fn compare_mode_shows_no_divergence_until_the_partner_is_corrupted() {
     let mut app = demo_app();
