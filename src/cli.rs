@@ -1,9 +1,9 @@
 //! Command-line front-end (clap). `ringside` with no command runs the
 //! default built-in guest and takes the same options as `run`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -783,13 +783,21 @@ fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
     while m.clock.icount < at {
         let outcome = m.run_until_stopped(&mut interp, Some(at - m.clock.icount))?;
         if !matches!(outcome, ringside_core::RunOutcome::InstructionLimit) {
-            bail!("the guest stopped after {} instructions ({outcome:?})", m.clock.icount);
+            bail!(
+                "the guest stopped after {} instructions ({outcome:?})",
+                m.clock.icount
+            );
         }
     }
     let (guest, ir) = ringside_jit::Jit::new()
         .dump_block(&mut m)
         .map_err(|e| anyhow::anyhow!(e))?;
-    println!("; guest block at {:04x}:{:08x}, after {} instructions", m.cpu.seg(ringside_core::cpu::SegReg::Cs).selector, m.cpu.eip, m.clock.icount);
+    println!(
+        "; guest block at {:04x}:{:08x}, after {} instructions",
+        m.cpu.seg(ringside_core::cpu::SegReg::Cs).selector,
+        m.cpu.eip,
+        m.clock.icount
+    );
     print!("{guest}");
     println!();
     print!("{ir}");

@@ -32,7 +32,11 @@ fn breakpoints_steps_and_continue_on_jit_match_the_interpreter() {
         d.queue_input(b"run hello\npoweroff\n");
         let kmain = d.symbols.resolve("kmain").unwrap();
         let id = d.add_breakpoint(Address::Linear(kmain), None);
-        assert_eq!(d.cont(|| false).unwrap(), StopCause::Breakpoint { id }, "{engine}");
+        assert_eq!(
+            d.cont(|| false).unwrap(),
+            StopCause::Breakpoint { id },
+            "{engine}"
+        );
         assert_eq!(d.main.machine.cpu.linear_eip(), kmain, "{engine}");
         d.delete(id);
         let start = d.main.machine.clock.icount;

@@ -33,7 +33,8 @@ fn guest_args(guest: &str) -> Vec<String> {
     }
     let mut args = Vec::new();
     for n in 0..2 {
-        let path = std::env::temp_dir().join(format!("ringside-jit-{}-disk{n}.img", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ringside-jit-{}-disk{n}.img", std::process::id()));
         std::fs::write(&path, vec![0u8; 1 << 20]).expect("write a disk image to the temp dir");
         args.push("--disk".to_owned());
         args.push(format!("{},snapshot", path.display()));
@@ -99,14 +100,24 @@ fn every_built_in_guest_ends_alike_on_jit_and_interp() {
             let jit = run(
                 guest,
                 input,
-                &["--engine", "jit", "--jit-threshold", threshold, "--jit-region-blocks", regions],
+                &[
+                    "--engine",
+                    "jit",
+                    "--jit-threshold",
+                    threshold,
+                    "--jit-region-blocks",
+                    regions,
+                ],
             );
             println!(
                 "{guest} threshold {threshold}, regions of {regions}: {} instructions, {}\u{2030} in translated code",
                 jit.2, jit.3
             );
             if reference.0 != Some(0) {
-                wrong.push(format!("{guest} on interp: exit {:?}, output {:?}", reference.0, reference.1));
+                wrong.push(format!(
+                    "{guest} on interp: exit {:?}, output {:?}",
+                    reference.0, reference.1
+                ));
             }
             if (&jit.0, &jit.1, jit.2) != (&reference.0, &reference.1, reference.2) {
                 wrong.push(format!(
@@ -143,7 +154,14 @@ fn compare_finds_no_divergence_between_interp_and_jit() {
         };
         let image = format!("builtin:{guest}");
         let extra = guest_args(guest);
-        let mut args = vec!["compare", "--engines", "interp,jit", "--max-insns", limit, &image];
+        let mut args = vec![
+            "compare",
+            "--engines",
+            "interp,jit",
+            "--max-insns",
+            limit,
+            &image,
+        ];
         args.extend(extra.iter().map(String::as_str));
         let out = ringside_with_input(&args, b"");
         let stdout = text(&out.stdout);

@@ -980,7 +980,8 @@ pub fn machine(c: &Case, code: &[u8]) -> Machine {
         // PDE 0 -> the page table; PTEs map 0-4 MiB one to one
         // (present, writable; SDM Vol. 3A 4.3).
         let pde = (PAGE_TABLE | 0x3).to_le_bytes();
-        m.write_ram(PAGE_DIR, &pde).expect("the page directory fits");
+        m.write_ram(PAGE_DIR, &pde)
+            .expect("the page directory fits");
         let ptes: Vec<u8> = (0..1024u32)
             .flat_map(|n| ((n << 12) | 0x3).to_le_bytes())
             .collect();
@@ -1011,4 +1012,3 @@ pub fn cases() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000)
 }
-

@@ -11,7 +11,14 @@ use ringside_devices::SharedBuffer;
 use ringside_interp::Interp;
 use ringside_jit::Jit;
 
-const GUESTS: &[&str] = &["bench-int-small", "irq-pm", "exceptions", "smc", "paging", "privilege"];
+const GUESTS: &[&str] = &[
+    "bench-int-small",
+    "irq-pm",
+    "exceptions",
+    "smc",
+    "paging",
+    "privilege",
+];
 const MAX_INSNS: u64 = 50_000_000;
 
 fn machine(name: &str) -> (Machine, SharedBuffer) {
@@ -50,7 +57,8 @@ fn alone(name: &str) -> End {
 /// (starting with jit when `jit_first`).
 fn switching(name: &str, every: u64, jit_first: bool) -> End {
     let (mut m, com1) = machine(name);
-    let mut engines: [Box<dyn Engine>; 2] = [Box::new(Interp::new()), Box::new(Jit::with_settings(1, 32))];
+    let mut engines: [Box<dyn Engine>; 2] =
+        [Box::new(Interp::new()), Box::new(Jit::with_settings(1, 32))];
     let mut turn = jit_first as usize;
     let outcome = loop {
         m.handover();

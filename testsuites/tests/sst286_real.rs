@@ -67,5 +67,8 @@ fn recompiler_passes_what_the_interpreter_passes_on_the_286_real_mode_suite() {
     let (pa, _, sa) = a.totals();
     let (pb, fb, sb) = b.totals();
     assert_eq!(sa, sb, "the same tests are skipped");
-    assert!(pb >= pa, "jit passed {pb}, interp {pa} ({fb} failed on jit)");
+    assert!(
+        pb >= pa,
+        "jit passed {pb}, interp {pa} ({fb} failed on jit)"
+    );
 }

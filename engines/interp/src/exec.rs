@@ -298,7 +298,12 @@ pub trait Tier {
     /// instruction under TF or debug registers), or `None` to let the
     /// interpreter run it. The caller applies the rules after the
     /// instruction (core's `finish_instruction`).
-    fn step_block(&mut self, _block: &mut Block, _m: &mut Machine, _code_seq: u64) -> Option<BlockEnd> {
+    fn step_block(
+        &mut self,
+        _block: &mut Block,
+        _m: &mut Machine,
+        _code_seq: u64,
+    ) -> Option<BlockEnd> {
         None
     }
     /// Polled at every serviced boundary: the tier wants every
@@ -465,7 +470,6 @@ impl BlockCache {
             b.runs = 0;
         }
     }
-
 
     /// The block a link of `from` names for `eip`, if still valid.
     #[inline(always)]
@@ -740,7 +744,11 @@ impl InterpCore {
 
     /// `step`, offering the instruction to a faster tier first (see
     /// [`Tier::step_block`]).
-    pub fn step_with<T: Tier>(&mut self, m: &mut Machine, tier: &mut T) -> Result<Exit, EngineError> {
+    pub fn step_with<T: Tier>(
+        &mut self,
+        m: &mut Machine,
+        tier: &mut T,
+    ) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
         if tier.wants_flush() {
@@ -792,7 +800,11 @@ impl InterpCore {
         }
     }
 
-    fn step_one<T: Tier>(&mut self, m: &mut Machine, tier: &mut T) -> Result<Option<Exit>, EngineError> {
+    fn step_one<T: Tier>(
+        &mut self,
+        m: &mut Machine,
+        tier: &mut T,
+    ) -> Result<Option<Exit>, EngineError> {
         let d = match self.fetch(m) {
             Ok(Fetched::Block(id)) => {
                 let b = self.cache.blocks[id as usize]

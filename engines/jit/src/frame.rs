@@ -116,9 +116,9 @@ pub unsafe extern "C" fn interpret_one(frame: *mut Frame, d: *const Decoded) -> 
 /// interpreter's (`operand::add_flags`, `sub_flags`, `szp`), which it
 /// calls.
 pub extern "C" fn lazy_flags(kind: u32, a: u32, b: u32, r: u32, eflags: u32) -> u32 {
+    use crate::translate::{LAZY_ADD, LAZY_LOGIC, LAZY_SUB};
     use ringside_core::cpu::flags::STATUS;
     use ringside_interp::operand::{add_flags, sub_flags, szp, W16, W32, W8};
-    use crate::translate::{LAZY_ADD, LAZY_LOGIC, LAZY_SUB};
     let op = kind & 0xFF;
     let bits = kind >> 8;
     let f = match (op, bits) {

@@ -148,17 +148,24 @@ impl Engine for Jit {
         k.insert("native_instructions", t.native_instructions);
         k.insert(
             "native_share_permille",
-            (t.native_instructions * 1000).checked_div(c.instructions).unwrap_or(0),
+            (t.native_instructions * 1000)
+                .checked_div(c.instructions)
+                .unwrap_or(0),
         );
         k.insert(
             "instructions_per_entry_x10",
-            (t.native_instructions * 10).checked_div(t.entries).unwrap_or(0),
+            (t.native_instructions * 10)
+                .checked_div(t.entries)
+                .unwrap_or(0),
         );
         k.insert("exits_fault", t.exits_fault);
         k.insert("exits_event", t.exits_event);
         k.insert("exits_not_retired", t.exits_not_retired);
         k.insert("mode_mismatches", t.mode_mismatches);
-        k.insert("translations_invalidated", self.core.cache.dropped_translations);
+        k.insert(
+            "translations_invalidated",
+            self.core.cache.dropped_translations,
+        );
         k.insert("flushes", t.flushes);
         k.insert("region_blocks", t.region_blocks);
         k.insert("single_steps", t.single_steps);

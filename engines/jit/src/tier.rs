@@ -87,13 +87,18 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 fn new_module() -> Result<JITModule, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v).map_err(|e| format!("cranelift setting {k}={v}: {e}"))
+        f.set(k, v)
+            .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
     };
     set(&mut flags, "opt_level", "speed")?;
     set(
         &mut flags,
         "enable_verifier",
-        if cfg!(debug_assertions) { "true" } else { "false" },
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
     )?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
@@ -124,7 +129,11 @@ impl Recompiler {
 
     /// Compile a region for `mode`: `blocks` are guest blocks by EIP, the
     /// first the entry; returns the entry address.
-    pub fn compile(&mut self, blocks: Vec<(u32, Vec<Decoded>)>, mode: Mode) -> Result<usize, String> {
+    pub fn compile(
+        &mut self,
+        blocks: Vec<(u32, Vec<Decoded>)>,
+        mode: Mode,
+    ) -> Result<usize, String> {
         if self.module.is_none() {
             self.module = Some(new_module()?);
         }
@@ -170,7 +179,8 @@ impl Recompiler {
         let c = &mut self.counters;
         c.compiled += 1;
         c.compile_nanos += nanos;
-        c.compile_micros.push((nanos / 1000).min(u32::MAX as u64) as u32);
+        c.compile_micros
+            .push((nanos / 1000).min(u32::MAX as u64) as u32);
         c.code_bytes += bytes;
         c.translated_insns += shape.translated as u64;
         c.delegated_insns += shape.delegated as u64;
@@ -373,7 +383,12 @@ impl Tier for Recompiler {
         Some(self.enter(t, m, code_seq, budget))
     }
 
-    fn step_block(&mut self, block: &mut Block, m: &mut Machine, code_seq: u64) -> Option<BlockEnd> {
+    fn step_block(
+        &mut self,
+        block: &mut Block,
+        m: &mut Machine,
+        code_seq: u64,
+    ) -> Option<BlockEnd> {
         let mode = Mode::of(m);
         let t = match block.single {
             Some(t) if t.mode == mode.bits() => t,

@@ -36,7 +36,7 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, Block, InstBuilder, MemFlagsData, Signature, SigRef, Value,
+    types, AbiParam, Block, InstBuilder, MemFlagsData, SigRef, Signature, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{ConditionCode, Mnemonic, OpKind};
@@ -300,7 +300,12 @@ impl<'a, 'b> Translator<'a, 'b> {
                 for u in info.info(&d.i).used_registers() {
                     let r = u.register();
                     if (r.is_gpr8() || r.is_gpr16() || r.is_gpr32())
-                        && !matches!(u.access(), iced_x86::OpAccess::Read | iced_x86::OpAccess::CondRead | iced_x86::OpAccess::NoMemAccess)
+                        && !matches!(
+                            u.access(),
+                            iced_x86::OpAccess::Read
+                                | iced_x86::OpAccess::CondRead
+                                | iced_x86::OpAccess::NoMemAccess
+                        )
                     {
                         let n = r.full_register32().number() & 7;
                         self.region_written |= 1 << n;
@@ -1218,7 +1223,9 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.write_gpr(w, r as usize, v);
                 true
             }
-            (Jmp, _, _) if i.op0_kind() == OpKind::NearBranch32 || i.op0_kind() == OpKind::NearBranch16 => {
+            (Jmp, _, _)
+                if i.op0_kind() == OpKind::NearBranch32 || i.op0_kind() == OpKind::NearBranch16 =>
+            {
                 self.check_target(d.imm);
                 self.edge(d.imm, self.index + 1);
                 true
@@ -1227,7 +1234,11 @@ impl<'a, 'b> Translator<'a, 'b> {
                 if self.mode.stack32
                     && matches!(i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16) =>
             {
-                let w = if i.code() == iced_x86::Code::Call_rel32_32 { 32 } else { 16 };
+                let w = if i.code() == iced_x86::Code::Call_rel32_32 {
+                    32
+                } else {
+                    16
+                };
                 self.check_target(d.imm);
                 let ret = self.iconst(d.next_eip);
                 self.push(w, ret);
@@ -1236,7 +1247,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                 true
             }
             (Ret, _, _) if self.mode.stack32 => {
-                let w = if matches!(i.code(), iced_x86::Code::Retnw | iced_x86::Code::Retnw_imm16) {
+                let w = if matches!(
+                    i.code(),
+                    iced_x86::Code::Retnw | iced_x86::Code::Retnw_imm16
+                ) {
                     16
                 } else {
                     32
@@ -1261,7 +1275,24 @@ impl<'a, 'b> Translator<'a, 'b> {
             _ if i.flow_control() == iced_x86::FlowControl::ConditionalBranch
                 && matches!(i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16)
                 && i.condition_code() != ConditionCode::None
-                && matches!(i.mnemonic(), Ja | Jae | Jb | Jbe | Je | Jne | Jg | Jge | Jl | Jle | Jo | Jno | Jp | Jnp | Js | Jns) =>
+                && matches!(
+                    i.mnemonic(),
+                    Ja | Jae
+                        | Jb
+                        | Jbe
+                        | Je
+                        | Jne
+                        | Jg
+                        | Jge
+                        | Jl
+                        | Jle
+                        | Jo
+                        | Jno
+                        | Jp
+                        | Jnp
+                        | Js
+                        | Jns
+                ) =>
             {
                 self.check_target(d.imm);
                 let taken = self.condition(i.condition_code());
@@ -1428,7 +1459,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         let cf = if add {
             let s = self.b.ins().iadd(a64, b64);
             let s = self.b.ins().iadd(s, c64);
-            let lim = if w == 32 { u32::MAX as i64 } else { (1i64 << w) - 1 };
+            let lim = if w == 32 {
+                u32::MAX as i64
+            } else {
+                (1i64 << w) - 1
+            };
             self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, s, lim)
         } else {
             let s = self.b.ins().iadd(b64, c64);

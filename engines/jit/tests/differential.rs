@@ -106,7 +106,10 @@ fn random_streams_end_alike_on_interp_and_jit() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert!(faulted.get() > 0, "no stream faulted: the fault paths went untested");
+    assert!(
+        faulted.get() > 0,
+        "no stream faulted: the fault paths went untested"
+    );
 }
 
 #[test]
