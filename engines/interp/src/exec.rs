@@ -217,7 +217,8 @@ fn immediate_of(i: &Instruction, n: u32) -> Option<u32> {
     })
 }
 
-const MAX_BLOCK: usize = 64;
+/// The most instructions in a decoded block.
+pub const MAX_BLOCK: usize = 64;
 const FRONT: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -311,7 +311,7 @@ fn decode_block(bytes: &[u8], eip: u32, code32: bool) -> Vec<Decoded> {
     );
     let mut insns = Vec::new();
     let mut ins = Instruction::default();
-    while insns.len() < MAX_REGION_BLOCK && decoder.can_decode() {
+    while insns.len() < ringside_interp::exec::MAX_BLOCK && decoder.can_decode() {
         decoder.decode_out(&mut ins);
         if decoder.last_error() != DecoderError::None || ins.is_invalid() {
             break;
@@ -332,9 +332,6 @@ fn decode_block(bytes: &[u8], eip: u32, code32: bool) -> Vec<Decoded> {
 /// The most guest instructions one region may hold (compile time grows
 /// faster than linearly with the function's size).
 const MAX_REGION_INSNS: usize = 256;
-
-/// As the interpreter's `MAX_BLOCK`.
-const MAX_REGION_BLOCK: usize = 64;
 
 impl Tier for Recompiler {
     #[inline]

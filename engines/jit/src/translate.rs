@@ -799,12 +799,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, need, self.budget);
-        let limit = self.b.ins().load(
-            types::I32,
-            mf(),
-            self.cpu,
-            cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
-        );
+        let limit = self.cs_limit();
         let in_cs = self.b.ins().icmp_imm_s(
             IntCC::UnsignedGreaterThanOrEqual,
             limit,
@@ -1258,12 +1253,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let esp = self.reg(ESP);
                 let p = self.host_address(SegReg::Ss, esp, w / 8, false);
                 let t = self.load_host(w, p);
-                let limit = self.b.ins().load(
-                    types::I32,
-                    mf(),
-                    self.cpu,
-                    cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
-                );
+                let limit = self.cs_limit();
                 let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, limit);
                 self.guard(ok);
                 let extra = if i.op_count() == 1 { d.imm & 0xFFFF } else { 0 };
@@ -1343,14 +1333,19 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
     }
 
-    /// A near branch target beyond the CS limit raises #GP: the slow path.
-    fn check_target(&mut self, target: u32) {
-        let limit = self.b.ins().load(
+    /// CS's limit, as the guest has it now.
+    fn cs_limit(&mut self) -> Value {
+        self.b.ins().load(
             types::I32,
             mf(),
             self.cpu,
             cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
-        );
+        )
+    }
+
+    /// A near branch target beyond the CS limit raises #GP: the slow path.
+    fn check_target(&mut self, target: u32) {
+        let limit = self.cs_limit();
         let ok = self.b.ins().icmp_imm_s(
             IntCC::UnsignedGreaterThanOrEqual,
             limit,
