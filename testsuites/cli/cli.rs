@@ -2,6 +2,9 @@
 //! ROMs and built-ins, statistics, `guests`, `conformance sst`, and clean
 //! errors for bad input.
 
+mod common;
+
+use common::{ringside_with_input, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,10 +16,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ringside-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]
@@ -200,40 +199,6 @@ fn a_wrong_configuration_key_is_named_in_the_error() {
         err.contains("memory_megs") && !err.contains("panicked"),
         "{err}"
     );
-}
-
-/// Run `ringside ARGS` with `input` on stdin. A run that outlives two
-/// minutes is killed (and the test then fails on its status), so a guest
-/// that never stops cannot hang the test suite.
-fn ringside_with_input(args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ringside starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input)
-        .expect("the script is written");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while child
-        .try_wait()
-        .expect("the child can be waited for")
-        .is_none()
-    {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("ringside ends")
 }
 
 #[test]

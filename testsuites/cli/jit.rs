@@ -4,25 +4,9 @@
 //! threshold and with every block compiled at its first run, and the
 //! lockstep comparator finds no instruction where they disagree.
 
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn ringside_with_input(args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ringside starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input)
-        .expect("the script is written");
-    child.wait_with_output().expect("ringside runs")
-}
+use common::{ringside_with_input, text};
 
 /// What a guest needs besides its image: pc-hw has two IDE disks and
 /// checks that the line it reads on COM1 is the one its command line
@@ -42,10 +26,6 @@ fn guest_args(guest: &str) -> Vec<String> {
     args.push("--cmdline".to_owned());
     args.push("expect=hello".to_owned());
     args
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Every built-in guest, with the script the interactive ones get.
