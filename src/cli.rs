@@ -789,7 +789,7 @@ fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
             );
         }
     }
-    let (guest, ir) = ringside_jit::Jit::new()
+    let dump = ringside_jit::Jit::new()
         .dump_block(&mut m)
         .map_err(|e| anyhow::anyhow!(e))?;
     println!(
@@ -798,9 +798,12 @@ fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
         m.cpu.eip,
         m.clock.icount
     );
-    print!("{guest}");
+    print!("{}", dump.guest);
     println!();
-    print!("{ir}");
+    print!("{}", dump.ir);
+    println!();
+    println!("; host code (x86-64)");
+    print!("{}", dump.host);
     Ok(0)
 }
 

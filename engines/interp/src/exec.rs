@@ -287,13 +287,18 @@ pub struct BlockEnd {
 /// count, same fault at the same instruction.
 pub trait Tier {
     /// `budget`: the most instructions the run may retire (at least the
-    /// block's length).
+    /// block's length); the tier may go on past the block into the next
+    /// ones while nothing the loop would look at between blocks is due
+    /// (pending work, the budget). `blocks_generation` changes whenever
+    /// blocks are dropped (their ids and translations die): a tier that
+    /// remembers which block followed which must forget it then.
     fn run_block(
         &mut self,
         block: &mut Block,
         m: &mut Machine,
         code_seq: u64,
         budget: u64,
+        blocks_generation: u64,
     ) -> Option<BlockEnd>;
     /// Run only the first instruction of `block` (a single step, or an
     /// instruction under TF or debug registers), or `None` to let the
@@ -321,7 +326,14 @@ pub struct NoTier;
 
 impl Tier for NoTier {
     #[inline(always)]
-    fn run_block(&mut self, _: &mut Block, _: &mut Machine, _: u64, _: u64) -> Option<BlockEnd> {
+    fn run_block(
+        &mut self,
+        _: &mut Block,
+        _: &mut Machine,
+        _: u64,
+        _: u64,
+        _: u64,
+    ) -> Option<BlockEnd> {
         None
     }
 }
@@ -671,6 +683,7 @@ impl InterpCore {
                     continue;
                 }
             };
+            let blocks_generation = self.cache.generation;
             let block = self.cache.blocks[id as usize]
                 .as_mut()
                 .expect("the block id was just looked up and nothing freed it");
@@ -683,7 +696,7 @@ impl InterpCore {
                 && m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
             let native = if unchecked {
                 let budget = stop_at - m.clock.icount - 1;
-                tier.run_block(block, m, self.code_cursor, budget)
+                tier.run_block(block, m, self.code_cursor, budget, blocks_generation)
             } else {
                 None
             };

@@ -47,8 +47,30 @@ pub const CONTINUE: u32 = 0;
 /// and anything abnormal in `Frame::end`.
 pub const LEAVE: u32 = 1;
 
-/// The signature of a translation.
-pub type Entry = unsafe extern "C" fn(*mut Frame) -> u32;
+/// The signature of a translation: it returns null to go back to the
+/// interpreter's loop, or, after a plain exit to a fixed EIP, that exit's
+/// [`LinkSlot`], through which the engine may go straight on to the
+/// translation of the next block (see `tier::Recompiler::enter`).
+pub type Entry = unsafe extern "C" fn(*mut Frame) -> *const LinkSlot;
+
+/// One exit of a translation to a fixed EIP, and what it was last seen to
+/// lead to. Filled by the engine (never by generated code) when the block
+/// the interpreter's loop runs after the exit has a translation for the
+/// same mode; valid while `epoch` is the current chain epoch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkSlot {
+    /// The next translation's entry, or 0.
+    pub entry: usize,
+    /// The chain epoch (`Recompiler::epoch`) when it was filled.
+    pub epoch: u64,
+    /// The next translation's first block's instructions.
+    pub len: u32,
+    /// The EIP the exit goes to.
+    pub target: u32,
+    /// The mode (`Mode::bits`) of the translation the exit belongs to.
+    pub mode: u32,
+}
 
 /// Run instruction `d` through the interpreter's handler,
 /// exactly as the interpreter's own block loop would (`exec::run_block`):
@@ -111,16 +133,17 @@ pub unsafe extern "C" fn interpret_one(frame: *mut Frame, d: *const Decoded) -> 
 }
 
 /// EFLAGS with a dynamic flag record applied: `kind` is
-/// `translate::lazy_kind(op, bits)` (or `LAZY_NONE`), `a`, `b`, `r` the
+/// `translate::lazy_kind(op, bits)` (or `LAZY_NONE`; with `LAZY_KEEP_CF`
+/// the record leaves CF alone, as INC and DEC do), `a`, `b`, `r` the
 /// operands and result masked to `bits`. The same rules as the
 /// interpreter's (`operand::add_flags`, `sub_flags`, `szp`), which it
 /// calls.
 pub extern "C" fn lazy_flags(kind: u32, a: u32, b: u32, r: u32, eflags: u32) -> u32 {
-    use crate::translate::{LAZY_ADD, LAZY_LOGIC, LAZY_SUB};
-    use ringside_core::cpu::flags::STATUS;
+    use crate::translate::{LAZY_ADD, LAZY_KEEP_CF, LAZY_LOGIC, LAZY_SUB};
+    use ringside_core::cpu::flags::{CF, STATUS};
     use ringside_interp::operand::{add_flags, sub_flags, szp, W16, W32, W8};
     let op = kind & 0xFF;
-    let bits = kind >> 8;
+    let bits = (kind >> 8) & 0xFF;
     let f = match (op, bits) {
         (LAZY_ADD, 8) => add_flags::<W8>(a, b, 0).1,
         (LAZY_ADD, 16) => add_flags::<W16>(a, b, 0).1,
@@ -133,5 +156,8 @@ pub extern "C" fn lazy_flags(kind: u32, a: u32, b: u32, r: u32, eflags: u32) -> 
         (LAZY_LOGIC, _) => szp::<W32>(r),
         _ => return eflags,
     };
+    if kind & LAZY_KEEP_CF != 0 {
+        return (eflags & !(STATUS & !CF)) | (f & !CF);
+    }
     (eflags & !STATUS) | f
 }

@@ -68,8 +68,8 @@ impl Jit {
     /// The Cranelift IR of the block at the machine's CS:EIP, compiled
     /// afresh (for `ringside jit-dump` and the book): decodes the block
     /// as the interpreter does, translates it for the current mode, and
-    /// returns the guest instructions with the IR.
-    pub fn dump_block(&mut self, m: &mut Machine) -> Result<(String, String), String> {
+    /// returns the guest instructions, the IR and the host code.
+    pub fn dump_block(&mut self, m: &mut Machine) -> Result<BlockDump, String> {
         let insns = self
             .core
             .decode_block_at(m)
@@ -82,8 +82,23 @@ impl Jit {
         t.keep_ir = true;
         t.region_blocks = 1;
         t.compile(vec![(m.cpu.eip, insns)], translate::Mode::of(m))?;
-        Ok((guest, t.last_ir.take().unwrap_or_default()))
+        Ok(BlockDump {
+            guest,
+            ir: t.last_ir.take().unwrap_or_default(),
+            host: t.last_host.take().unwrap_or_default(),
+        })
     }
+}
+
+/// One block as `ringside jit-dump` shows it.
+pub struct BlockDump {
+    /// The guest instructions, one per line with their EIP.
+    pub guest: String,
+    /// The Cranelift IR the translator built.
+    pub ir: String,
+    /// The host code Cranelift made of it (x86-64, offsets from the
+    /// function's start).
+    pub host: String,
 }
 
 impl Engine for Jit {
@@ -145,6 +160,8 @@ impl Engine for Jit {
         k.insert("translated_instructions", t.translated_insns);
         k.insert("delegated_instructions", t.delegated_insns);
         k.insert("native_entries", t.entries);
+        k.insert("chained_translations", t.chained);
+        k.insert("links_made", t.links_made);
         k.insert("native_instructions", t.native_instructions);
         k.insert(
             "native_share_permille",

@@ -21,10 +21,11 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, OpKind};
+use ringside_core::cpu::SegReg;
 use ringside_core::Machine;
 use ringside_interp::exec::{Block, BlockEnd, Decoded, Tier, Translation};
 
-use crate::frame::{Entry, Frame};
+use crate::frame::{Entry, Frame, LinkSlot};
 use crate::translate::{Mode, Shape, Translator};
 
 /// Counters the recompiler reports (see `docs/jit.md`).
@@ -52,6 +53,11 @@ pub struct Counters {
     /// Single instructions run alone from their own translation (steps).
     pub single_steps: u64,
     pub flushes: u64,
+    /// Translations entered straight from another one's exit through a
+    /// link slot, without going back to the interpreter's loop.
+    pub chained: u64,
+    /// Link slots filled.
+    pub links_made: u64,
 }
 
 /// The tier.
@@ -67,11 +73,19 @@ pub struct Recompiler {
     /// The decoded instructions of this generation's translations (their
     /// helper calls point into them): freed with the generation.
     decoded: Vec<Box<[Decoded]>>,
+    /// The link slots of this generation's translations (generated code
+    /// returns their addresses): freed with the generation.
+    links: Vec<*mut [LinkSlot]>,
+    /// The slot of the last plain exit that did not chain: filled when
+    /// the next block the loop offers has a translation for its mode.
+    last_exit: Option<*mut LinkSlot>,
     /// The most guest blocks one region may hold (1: blocks only).
     pub region_blocks: usize,
     /// Keep the IR text of the next compile (for `jit-dump`).
     pub keep_ir: bool,
     pub last_ir: Option<String>,
+    /// The host code of the same compile, disassembled.
+    pub last_host: Option<String>,
 }
 
 /// The default hotness threshold: runs of a block before it is compiled.
@@ -122,7 +136,10 @@ impl Recompiler {
             fctx: FunctionBuilderContext::new(),
             keep_ir: false,
             last_ir: None,
+            last_host: None,
             decoded: Vec::new(),
+            links: Vec::new(),
+            last_exit: None,
             region_blocks: DEFAULT_REGION_BLOCKS,
         }
     }
@@ -142,15 +159,24 @@ impl Recompiler {
         let ptr = module.target_config().pointer_type();
         let mut ctx: Context = module.make_context();
         ctx.func.signature.params.push(AbiParam::new(ptr));
-        ctx.func.signature.returns.push(AbiParam::new(types::I32));
+        ctx.func.signature.returns.push(AbiParam::new(ptr));
         let kept: Vec<(u32, Box<[Decoded]>)> = blocks
             .into_iter()
             .map(|(eip, insns)| (eip, insns.into_boxed_slice()))
             .collect();
+        // At most one fixed exit per instruction and one per block end.
+        let exits = kept.iter().map(|(_, i)| i.len() + 1).sum::<usize>();
+        let slots: *mut [LinkSlot] =
+            Box::into_raw(vec![LinkSlot::default(); exits].into_boxed_slice());
+        // Owned by the generation from here on (freed at a flush or drop).
+        self.links.push(slots);
         let shape = {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
             let view: Vec<(u32, &[Decoded])> = kept.iter().map(|(e, i)| (*e, &i[..])).collect();
-            let shape = translate_into(&mut b, &view, mode, ptr);
+            // SAFETY: just allocated, and nothing else refers to it while
+            // the translator hands out its slots' addresses.
+            let slots = unsafe { &mut *slots };
+            let shape = translate_into(&mut b, &view, mode, ptr, slots);
             b.seal_all_blocks();
             b.finalize(module.isa().frontend_config());
             shape
@@ -168,11 +194,19 @@ impl Recompiler {
             .compiled_code()
             .map(|c| c.code_info().total_size as u64)
             .unwrap_or(0);
+        let code = if self.keep_ir {
+            ctx.compiled_code().map(|c| c.code_buffer().to_vec())
+        } else {
+            None
+        };
         module.clear_context(&mut ctx);
         module
             .finalize_definitions()
             .map_err(|e| format!("finalize: {e}"))?;
         let entry = module.get_finalized_function(id) as usize;
+        if let Some(code) = code {
+            self.last_host = Some(disassemble_host(&code, entry as u64));
+        }
         // The helper calls point into these: keep them with the code.
         self.decoded.extend(kept.into_iter().map(|(_, i)| i));
         let nanos = start.elapsed().as_nanos() as u64;
@@ -192,8 +226,21 @@ impl Recompiler {
     }
 }
 
+impl Recompiler {
+    /// Free the link slots of the generation.
+    fn free_links(&mut self) {
+        self.last_exit = None;
+        for slots in self.links.drain(..) {
+            // SAFETY: made by `Box::into_raw` in `compile`; the code that
+            // returns their addresses is freed with them.
+            drop(unsafe { Box::from_raw(slots) });
+        }
+    }
+}
+
 impl Drop for Recompiler {
     fn drop(&mut self) {
+        self.free_links();
         if let Some(module) = self.module.take() {
             // SAFETY: the engine is going away: its translations (kept in
             // the interpreter's blocks of the same engine) can never be
@@ -203,14 +250,30 @@ impl Drop for Recompiler {
     }
 }
 
+/// Host code as text, one instruction per line (x86-64, Intel syntax).
+fn disassemble_host(code: &[u8], address: u64) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut formatter = IntelFormatter::new();
+    let mut out = String::new();
+    let mut text = String::new();
+    for i in &mut decoder {
+        text.clear();
+        formatter.format(&i, &mut text);
+        out.push_str(&format!("{:5x}  {text}\n", i.ip() - address));
+    }
+    out
+}
+
 /// Build the IR of a region into `b`.
 pub fn translate_into(
     b: &mut FunctionBuilder,
     blocks: &[(u32, &[Decoded])],
     mode: Mode,
     ptr: types::Type,
+    slots: &mut [LinkSlot],
 ) -> Shape {
-    let mut t = Translator::new(b, mode, ptr);
+    let mut t = Translator::new(b, mode, ptr, slots);
     t.begin_region(blocks);
     for (n, &(_, insns)) in blocks.iter().enumerate() {
         t.enter_block(n);
@@ -341,22 +404,27 @@ impl Tier for Recompiler {
         m: &mut Machine,
         code_seq: u64,
         budget: u64,
+        blocks_generation: u64,
     ) -> Option<BlockEnd> {
+        let fill = self.last_exit.take();
+        if block.translation.is_none() {
+            block.runs = block.runs.saturating_add(1);
+            if block.runs < self.threshold || block.runs == u32::MAX {
+                return None;
+            }
+        }
         let mode = Mode::of(m);
         let t = match block.translation {
             Some(t) if t.mode == mode.bits() => t,
             Some(_) => {
-                // Made for another CPL or stack size: start counting again.
+                // Made for another CPL, stack size or segments: start
+                // counting again.
                 self.counters.mode_mismatches += 1;
                 block.translation = None;
                 block.runs = 0;
                 return None;
             }
             None => {
-                block.runs = block.runs.saturating_add(1);
-                if block.runs < self.threshold || block.runs == u32::MAX {
-                    return None;
-                }
                 let region = form_region(m, block, self.region_blocks);
                 self.counters.region_blocks += region.len() as u64;
                 match self.compile(region, mode) {
@@ -377,7 +445,24 @@ impl Tier for Recompiler {
                 }
             }
         };
-        Some(self.enter(t, m, code_seq, budget))
+        let epoch = blocks_generation.wrapping_add(m.tlb().generation());
+        if let Some(slot) = fill {
+            // SAFETY: slots live as long as their generation, and a flush
+            // forgets `last_exit`.
+            let slot = unsafe { &mut *slot };
+            // The exit went to this block's EIP in the mode this
+            // translation is for: from now on, while the epoch holds
+            // (nothing the block lookup depends on has changed), the exit
+            // leads here. Only in flat CS, where EIP alone names the
+            // linear address.
+            if slot.target == m.cpu.eip && slot.mode == t.mode && mode.is_flat(SegReg::Cs) {
+                slot.entry = t.entry;
+                slot.len = block.insns.len() as u32;
+                slot.epoch = epoch;
+                self.counters.links_made += 1;
+            }
+        }
+        Some(self.enter(t, m, code_seq, budget, blocks_generation))
     }
 
     fn step_block(
@@ -405,7 +490,7 @@ impl Tier for Recompiler {
             },
         };
         self.counters.single_steps += 1;
-        Some(self.enter(t, m, code_seq, 1))
+        Some(self.enter(t, m, code_seq, 1, 0))
     }
 
     fn wants_flush(&self) -> bool {
@@ -421,22 +506,37 @@ impl Tier for Recompiler {
         }
         self.generation_bytes = 0;
         self.decoded.clear();
+        self.free_links();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }
 }
 
 impl Recompiler {
-    /// Run translation `t` of `block`.
-    fn enter(&mut self, t: Translation, m: &mut Machine, code_seq: u64, budget: u64) -> BlockEnd {
+    /// Run translation `t`, and after it, while each one leaves plainly
+    /// through a filled link slot of the current epoch and nothing is due
+    /// that the interpreter's loop would look at between blocks (pending
+    /// work, the budget), the translations the slots lead to. The mode
+    /// cannot have changed on a plain exit (every instruction that changes
+    /// it ends the block through a helper, which returns null), and a
+    /// slot is only filled for a translation of the same mode.
+    fn enter(
+        &mut self,
+        t: Translation,
+        m: &mut Machine,
+        code_seq: u64,
+        budget: u64,
+        blocks_generation: u64,
+    ) -> BlockEnd {
         let before = m.clock.icount;
+        // The interpreter's loop stops before the instruction at `stop_at`.
+        let stop_at = before + budget + 1;
         let mp: *mut Machine = m;
         // SAFETY: every pointer is derived from `mp`, which stays valid
-        // for the call; while the translation runs nothing else touches
+        // for the calls; while a translation runs nothing else touches
         // the machine but the translation and the helpers it calls with
-        // this frame. The entry was made by `compile` for this block's
-        // instructions (`insns` points at them) and its generation is
-        // alive (flushes drop every translation first).
+        // this frame. Each entry was made by `compile` and its generation
+        // is alive (flushes drop every translation and slot first).
         let mut frame = unsafe {
             let abi = (*mp).abi_pointers();
             Frame {
@@ -450,13 +550,43 @@ impl Recompiler {
                 end: BlockEnd::default(),
             }
         };
-        // SAFETY: as above; the entry has the `Entry` signature.
-        unsafe {
-            let entry: Entry = std::mem::transmute::<usize, Entry>(t.entry);
-            entry(&mut frame);
+        let mut entry = t.entry;
+        loop {
+            // SAFETY: as above; the entry has the `Entry` signature.
+            let exit = unsafe {
+                let entry: Entry = std::mem::transmute::<usize, Entry>(entry);
+                entry(&mut frame)
+            };
+            self.counters.entries += 1;
+            let e = &frame.end;
+            if exit.is_null() || e.fault.is_some() || e.exit.is_some() || e.not_retired {
+                break;
+            }
+            // SAFETY: a plain exit returns one of its generation's slots;
+            // the machine is not borrowed by anything while no
+            // translation runs.
+            let (slot, now, epoch, quiet) = unsafe {
+                (
+                    *exit,
+                    (*mp).clock.icount,
+                    blocks_generation.wrapping_add((*mp).tlb().generation()),
+                    *frame.pending == 0,
+                )
+            };
+            if slot.entry == 0
+                || slot.epoch != epoch
+                || !quiet
+                || e.event_delivered
+                || now + slot.len as u64 >= stop_at
+            {
+                self.last_exit = Some(exit.cast_mut());
+                break;
+            }
+            frame.budget = stop_at - now - 1;
+            entry = slot.entry;
+            self.counters.chained += 1;
         }
         let c = &mut self.counters;
-        c.entries += 1;
         c.native_instructions += m.clock.icount - before;
         if frame.end.fault.is_some() {
             c.exits_fault += 1;

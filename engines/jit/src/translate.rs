@@ -50,24 +50,58 @@ use crate::frame::{self, FRAME_CPU, FRAME_ICOUNT, FRAME_TLB};
 const ESP: usize = 4;
 
 /// The CPU mode a translation is made for, checked at every entry.
+///
+/// Besides the privilege class and stack size, a translation is
+/// specialised on which of ES, CS, SS and DS are *flat* (base 0, limit
+/// 4 GiB, and for data segments writable expand-up data; for CS 32-bit
+/// code): an access through a flat segment needs no segment check and its
+/// offset is its linear address, and a branch target in flat CS is always
+/// inside the limit. A segment can only change by an instruction that
+/// loads it (or a far transfer, an interrupt, a task switch), and every
+/// one of those ends the interpreter's block and so leaves a translation
+/// (`Ctx::end_block`); the mode is checked again at the next entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mode {
     /// CPL 3: user TLB tags, alignment checks.
     pub user: bool,
     /// SS.B: the stack is addressed with ESP.
     pub stack32: bool,
+    /// Bit `SegReg as u8` set for each flat segment among ES, CS, SS, DS.
+    pub flat: u8,
 }
+
+/// The attribute bits core's fast-path segment checks look at.
+const SEG_CHECKED: u32 = attr::UNUSABLE | attr::S | attr::CODE | attr::DC | attr::RW;
 
 impl Mode {
     pub fn of(m: &ringside_core::Machine) -> Mode {
+        let cpu = &m.cpu;
+        let mut flat = 0;
+        for s in [SegReg::Es, SegReg::Cs, SegReg::Ss, SegReg::Ds] {
+            let g = cpu.seg(s);
+            let usable = if s == SegReg::Cs {
+                cpu.code32()
+            } else {
+                g.attr & SEG_CHECKED == attr::S | attr::RW
+            };
+            if g.base == 0 && g.limit == u32::MAX && usable {
+                flat |= 1 << s as u8;
+            }
+        }
         Mode {
-            user: m.cpu.cpl() == 3,
-            stack32: m.cpu.stack32(),
+            user: cpu.cpl() == 3,
+            stack32: cpu.stack32(),
+            flat,
         }
     }
 
     pub fn bits(self) -> u32 {
-        self.user as u32 | (self.stack32 as u32) << 1
+        self.user as u32 | (self.stack32 as u32) << 1 | (self.flat as u32) << 2
+    }
+
+    /// Whether segment `s` is flat (see the type's documentation).
+    pub fn is_flat(self, s: SegReg) -> bool {
+        self.flat & (1 << s as u8) != 0
     }
 }
 
@@ -128,6 +162,34 @@ pub const LAZY_NONE: u32 = 0;
 pub const LAZY_ADD: u32 = 1;
 pub const LAZY_SUB: u32 = 2;
 pub const LAZY_LOGIC: u32 = 3;
+/// In a kind word: CF is not the record's but the flags' (INC, DEC).
+pub const LAZY_KEEP_CF: u32 = 1 << 16;
+
+/// A static record as a dynamic one (kind, operands, result), when the
+/// helper can compute its flags.
+fn lazy_op(p: &Pending) -> Option<(u32, Value, Value, Value)> {
+    let op = match p.op {
+        FlagOp::Add => LAZY_ADD,
+        FlagOp::Sub => LAZY_SUB,
+        FlagOp::Logic => LAZY_LOGIC,
+    };
+    let kind = if p.mask == STATUS {
+        lazy_kind(op, p.bits)
+    } else if p.mask == STATUS & !CF {
+        lazy_kind(op, p.bits) | LAZY_KEEP_CF
+    } else {
+        return None;
+    };
+    Some((kind, p.a, p.b, p.r))
+}
+
+/// The general registers an instruction uses and writes (bit per
+/// register number), by iced's instruction information.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub used: u8,
+    pub written: u8,
+}
 
 pub struct Translator<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
@@ -176,6 +238,12 @@ pub struct Translator<'a, 'b> {
     insn_eip: u32,
     /// This instruction's slow path (created on first use).
     slow: Option<Block>,
+    info: iced_x86::InstructionInfoFactory,
+    /// The region's link slots (kept by the recompiler with the code),
+    /// and those handed out: (target EIP, address).
+    slots: &'a mut [frame::LinkSlot],
+    links: Vec<(u32, usize)>,
+    ptr: types::Type,
     pub shape: Shape,
 }
 
@@ -191,7 +259,12 @@ fn mf() -> MemFlagsData {
 impl<'a, 'b> Translator<'a, 'b> {
     /// Start the function: load the frame's pointers, the registers and
     /// the instruction count.
-    pub fn new(b: &'a mut FunctionBuilder<'b>, mode: Mode, ptr: types::Type) -> Self {
+    pub fn new(
+        b: &'a mut FunctionBuilder<'b>,
+        mode: Mode,
+        ptr: types::Type,
+        slots: &'a mut [frame::LinkSlot],
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -224,7 +297,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         let zero64 = b.ins().iconst(types::I64, 0);
         b.def_var(count, zero64);
-        let mut t = Translator {
+        let t = Translator {
             b,
             mode,
             frame,
@@ -257,20 +330,28 @@ impl<'a, 'b> Translator<'a, 'b> {
             insn: std::ptr::null(),
             insn_eip: 0,
             slow: None,
+            info: iced_x86::InstructionInfoFactory::new(),
+            slots,
+            links: Vec::new(),
+            ptr,
             shape: Shape::default(),
         };
-        t.load_state();
         t
     }
 
-    fn load_state(&mut self) {
+    fn load_regs(&mut self, regs: u8) {
         for r in 0..8 {
-            let v = self
-                .b
-                .ins()
-                .load(types::I32, mf(), self.cpu, cpu_state::gpr(r) as i32);
-            self.b.def_var(self.gpr[r], v);
+            if regs & (1 << r) != 0 {
+                let v = self
+                    .b
+                    .ins()
+                    .load(types::I32, mf(), self.cpu, cpu_state::gpr(r) as i32);
+                self.b.def_var(self.gpr[r], v);
+            }
         }
+    }
+
+    fn load_flags(&mut self) {
         let f = self
             .b
             .ins()
@@ -291,28 +372,25 @@ impl<'a, 'b> Translator<'a, 'b> {
                 end_eip: last.i.ip32().wrapping_add(last.i.len() as u32),
             });
         }
-        // The registers any instruction of the region may write: what a
-        // path into a region block may hold unstored.
-        let mut info = iced_x86::InstructionInfoFactory::new();
+        // The registers any instruction of the region may write (what a
+        // path into a region block may hold unstored), and those it uses
+        // at all: only these are loaded at entry (a delegated instruction's
+        // handler reads CpuState, not the variables).
         self.region_written = 0;
+        let mut used = 0;
         for &(_, insns) in blocks {
             for d in insns {
-                for u in info.info(&d.i).used_registers() {
-                    let r = u.register();
-                    if (r.is_gpr8() || r.is_gpr16() || r.is_gpr32())
-                        && !matches!(
-                            u.access(),
-                            iced_x86::OpAccess::Read
-                                | iced_x86::OpAccess::CondRead
-                                | iced_x86::OpAccess::NoMemAccess
-                        )
-                    {
-                        let n = r.full_register32().number() & 7;
-                        self.region_written |= 1 << n;
-                    }
-                }
+                let a = self.access(d);
+                self.region_written |= a.written;
+                used |= a.used;
             }
         }
+        let zero = self.iconst(0);
+        for r in 0..8 {
+            self.b.def_var(self.gpr[r], zero);
+        }
+        self.load_regs(used);
+        self.load_flags();
         self.dirty = self.region_written;
         self.dynamic = true;
         let first = self.blocks[0].block;
@@ -328,6 +406,35 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.pending = None;
         self.dynamic = true;
         self.terminated = false;
+    }
+
+    /// The general registers `d` uses and writes (ESP counts as both for
+    /// anything that may touch the stack).
+    fn access(&mut self, d: &Decoded) -> Access {
+        let mut a = Access {
+            used: 0,
+            written: 0,
+        };
+        for u in self.info.info(&d.i).used_registers() {
+            let r = u.register();
+            if r.is_gpr8() || r.is_gpr16() || r.is_gpr32() {
+                let n = 1u8 << (r.full_register32().number() & 7);
+                a.used |= n;
+                if !matches!(
+                    u.access(),
+                    iced_x86::OpAccess::Read
+                        | iced_x86::OpAccess::CondRead
+                        | iced_x86::OpAccess::NoMemAccess
+                ) {
+                    a.written |= n;
+                }
+            }
+        }
+        if d.i.stack_pointer_increment() != 0 {
+            a.used |= 1 << ESP;
+            a.written |= 1 << ESP;
+        }
+        a
     }
 
     // ---- registers ----
@@ -425,20 +532,44 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
     }
 
-    /// The flags variable with the dynamic record applied (a helper call:
-    /// this happens on exits, slow paths and rare readers only).
+    /// The flags variable with the dynamic record applied: nothing to do
+    /// without a record, inline for the commonest record (a 32-bit
+    /// subtraction: CMP, SUB, DEC's operands), a helper call otherwise.
     fn dynamic_flags(&mut self) -> Value {
         let args = [self.rk, self.ra, self.rb, self.rr, self.flags].map(|v| self.b.use_var(v));
-        // No record (the kind is LAZY_NONE, as at a function's entry): the
-        // flags variable is exact, no call.
+        let record = self.b.create_block();
+        let sub32 = self.b.create_block();
         let call_block = self.b.create_block();
         let done = self.b.create_block();
         let result = self.b.append_block_param(done, types::I32);
         self.b.set_cold_block(call_block);
+        // No record (the kind is LAZY_NONE, as at a function's entry): the
+        // flags variable is exact.
         self.b
             .ins()
-            .brif(args[0], call_block, &[], done, &[args[4].into()]);
+            .brif(args[0], record, &[], done, &[args[4].into()]);
+        self.b.seal_block(record);
+        self.b.switch_to_block(record);
+        let is_sub32 =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, args[0], lazy_kind(LAZY_SUB, 32) as i64);
+        self.b.ins().brif(is_sub32, sub32, &[], call_block, &[]);
+        self.b.seal_block(sub32);
         self.b.seal_block(call_block);
+        self.b.switch_to_block(sub32);
+        let p = Pending {
+            op: FlagOp::Sub,
+            bits: 32,
+            a: args[1],
+            b: args[2],
+            r: args[3],
+            mask: STATUS,
+        };
+        let bits = self.flag_bits(&p, STATUS);
+        let kept = self.b.ins().band_imm_s(args[4], k(!STATUS));
+        let f = self.b.ins().bor(kept, bits);
+        self.b.ins().jump(done, &[f.into()]);
         self.b.switch_to_block(call_block);
         let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
         let call = self.b.ins().call_indirect(self.lazy_sig, callee, &args);
@@ -722,23 +853,39 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     // ---- state write-back and exits ----
 
-    /// Store the written registers and the flags (with the record turned
-    /// into bits) to CpuState, without changing what this path holds.
-    fn store_state(&mut self) {
+    fn store_regs(&mut self, regs: u8) {
         for r in 0..8 {
-            if self.dirty & (1 << r) != 0 {
+            if regs & (1 << r) != 0 {
                 let v = self.b.use_var(self.gpr[r]);
                 self.b
                     .ins()
                     .store(mf(), v, self.cpu, cpu_state::gpr(r) as i32);
             }
         }
+    }
+
+    /// Store the written registers and the flags (with the record turned
+    /// into bits) to CpuState, without changing what this path holds. On
+    /// a `cold` path a static record is turned into bits by the helper
+    /// (a call is smaller code than the inline computation).
+    fn store_state(&mut self, cold: bool) {
+        self.store_regs(self.dirty);
         let f = if self.dynamic {
             self.dynamic_flags()
         } else {
             self.b.use_var(self.flags)
         };
         let f = match self.pending {
+            Some(p) if cold && lazy_op(&p).is_some() => {
+                let (kind, a, b, r) = lazy_op(&p).expect("just checked");
+                let kind = self.iconst(kind);
+                let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
+                let call = self
+                    .b
+                    .ins()
+                    .call_indirect(self.lazy_sig, callee, &[kind, a, b, r, f]);
+                Some(self.b.inst_results(call)[0])
+            }
             Some(p) => {
                 let bits = self.flag_bits(&p, p.mask);
                 let kept = self.b.ins().band_imm_s(f, k(!p.mask));
@@ -762,14 +909,19 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Leave the block with `retired` instructions retired and EIP `eip`.
-    fn exit_with(&mut self, eip: Value, retired: usize) {
-        self.store_state();
+    /// `target`: the EIP when it is fixed (the exit gets a link slot).
+    fn exit_with(&mut self, eip: Value, retired: usize, cold: bool, target: Option<u32>) {
+        self.store_state(cold);
         self.b
             .ins()
             .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
         self.store_icount(retired);
-        let ok = self.b.ins().iconst(types::I32, frame::CONTINUE as i64);
-        self.b.ins().return_(&[ok]);
+        let slot = match target {
+            Some(t) => self.link_slot(t),
+            None => 0,
+        };
+        let slot = self.b.ins().iconst(self.ptr, slot as i64);
+        self.b.ins().return_(&[slot]);
         self.terminated = true;
     }
 
@@ -786,7 +938,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn edge(&mut self, target: u32, retired: usize) {
         let Some(t) = self.blocks.iter().find(|b| b.eip == target).copied() else {
             let e = self.iconst(target);
-            self.exit_with(e, retired);
+            self.exit_with(e, retired, false, Some(target));
             return;
         };
         self.to_dynamic();
@@ -799,23 +951,30 @@ impl<'a, 'b> Translator<'a, 'b> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, need, self.budget);
-        let limit = self.cs_limit();
-        let in_cs = self.b.ins().icmp_imm_s(
-            IntCC::UnsignedGreaterThanOrEqual,
-            limit,
-            k(t.end_eip.wrapping_sub(1)),
-        );
-        let ok = self.b.ins().band(quiet, fits);
-        let ok = self.b.ins().band(ok, in_cs);
         let leave = self.b.create_block();
-        let go = self.b.create_block();
         self.b.set_cold_block(leave);
-        self.b.ins().brif(ok, go, &[], leave, &[]);
+        let mut checks = vec![quiet, fits];
+        if !self.mode.is_flat(SegReg::Cs) {
+            let limit = self.cs_limit();
+            let in_cs = self.b.ins().icmp_imm_s(
+                IntCC::UnsignedGreaterThanOrEqual,
+                limit,
+                k(t.end_eip.wrapping_sub(1)),
+            );
+            checks.push(in_cs);
+        }
+        // One compare and branch per check.
+        for ok in checks {
+            let go = self.b.create_block();
+            self.b.ins().brif(ok, go, &[], leave, &[]);
+            self.b.seal_block(go);
+            self.b.switch_to_block(go);
+        }
         self.b.seal_block(leave);
-        self.b.seal_block(go);
+        let go = self.b.current_block().expect("just switched to it");
         self.b.switch_to_block(leave);
         let e = self.iconst(target);
-        self.exit_with(e, retired);
+        self.exit_with(e, retired, true, Some(target));
         self.b.switch_to_block(go);
         self.b.def_var(self.count, after);
         self.b.ins().jump(t.block, &[]);
@@ -824,9 +983,23 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Hand the current instruction to the interpreter: the call, and
     /// either a return (the helper said leave) or the reload of the state
-    /// and a jump to `join`.
-    fn call_interpreter(&mut self, join: Block) {
-        self.store_state();
+    /// and a jump to `join`. `slow`: this is the slow path of a translated
+    /// instruction, whose registers (`Access`) are known: only those it
+    /// uses are stored before the call (the rest only if it leaves) and
+    /// only those it writes are loaded again, and the whole path is cold.
+    /// A delegated instruction may touch anything: every written register
+    /// is stored and all are loaded again.
+    fn call_interpreter(&mut self, join: Block, slow: Option<Access>) {
+        let all = Access {
+            used: 0xFF,
+            written: 0xFF,
+        };
+        let regs = slow.unwrap_or(all);
+        let cold = slow.is_some();
+        let later = self.dirty & !regs.used;
+        self.dirty &= regs.used;
+        self.store_state(cold);
+        self.dirty = later;
         let eip = self.iconst(self.insn_eip);
         self.b
             .ins()
@@ -842,14 +1015,41 @@ impl<'a, 'b> Translator<'a, 'b> {
         let leave = self.b.create_block();
         let reload = self.b.create_block();
         self.b.set_cold_block(leave);
+        if cold {
+            self.b.set_cold_block(reload);
+        }
         self.b.ins().brif(r, leave, &[], reload, &[]);
         self.b.switch_to_block(leave);
         self.b.seal_block(leave);
-        self.b.ins().return_(&[r]);
+        // The registers the instruction does not use still hold their
+        // values only here.
+        self.store_regs(later);
+        let null = self.b.ins().iconst(self.ptr, 0);
+        self.b.ins().return_(&[null]);
         self.b.switch_to_block(reload);
         self.b.seal_block(reload);
-        self.load_state();
+        self.load_regs(regs.written);
+        self.load_flags();
         self.b.ins().jump(join, &[]);
+    }
+
+    /// The address of the link slot of an exit to `target` (one per
+    /// target), or 0 when the region's slots are used up.
+    fn link_slot(&mut self, target: u32) -> usize {
+        if let Some(&(_, a)) = self.links.iter().find(|(t, _)| *t == target) {
+            return a;
+        }
+        let Some(slot) = self.slots.get_mut(self.links.len()) else {
+            return 0;
+        };
+        *slot = frame::LinkSlot {
+            target,
+            mode: self.mode.bits(),
+            ..Default::default()
+        };
+        let a = slot as *mut frame::LinkSlot as usize;
+        self.links.push((target, a));
+        a
     }
 
     /// The current instruction's slow path: a cold block that hands the
@@ -906,22 +1106,66 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// The host address of `bytes` bytes at `s:offset` for a read or a
     /// write, or a jump to the slow path (see the module documentation).
+    /// Each check is a compare and a branch of its own (cheaper on x86
+    /// than combining the outcomes).
     fn host_address(&mut self, s: SegReg, offset: Value, bytes: u32, write: bool) -> Value {
+        // A flat data segment: base 0, limit 4 GiB, an attribute the fast
+        // path allows (reads through CS keep the full check).
+        let lin = if s != SegReg::Cs && self.mode.is_flat(s) {
+            offset
+        } else {
+            self.segment_checks(s, offset, bytes, write)
+        };
+        // The TLB: the entry of the first byte's page must carry the tag
+        // of the *last* byte's page. Tags live only at their own index, so
+        // that one compare is both the hit and the "stays in its page"
+        // test of the ABI (an access running into the next page has a
+        // last page whose tag cannot sit at the first page's index).
+        let vpn = self.b.ins().ushr_imm_s(lin, 12);
+        let idx = self.b.ins().band_imm_s(vpn, (tlb::ENTRIES - 1) as i64);
+        let idx = self.b.ins().uextend(types::I64, idx);
+        const { assert!(tlb::ENTRY_SIZE.is_power_of_two()) };
+        let off_e = self
+            .b
+            .ins()
+            .ishl_imm_s(idx, tlb::ENTRY_SIZE.trailing_zeros() as i64);
+        let entry = self.b.ins().iadd(self.tlb, off_e);
+        let tag = self.b.ins().load(
+            types::I32,
+            mf(),
+            entry,
+            tlb::tag_offset(self.mode.user, write) as i32,
+        );
+        let last_vpn = if bytes > 1 {
+            let last = self.b.ins().iadd_imm_s(lin, bytes as i64 - 1);
+            self.b.ins().ushr_imm_s(last, 12)
+        } else {
+            vpn
+        };
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, last_vpn);
+        self.guard(hit);
+        if self.mode.user && bytes > 1 {
+            // A misaligned user access may owe #AC: the slow path decides.
+            let mis = self.b.ins().band_imm_s(lin, bytes as i64 - 1);
+            let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
+            self.guard(aligned);
+        }
+        let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
+        let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
+        let in_page = self.b.ins().uextend(types::I64, in_page);
+        self.b.ins().iadd(host, in_page)
+    }
+
+    /// The checks of a segment that is not flat (core's fast-path rule:
+    /// an attribute the fast path allows and an offset inside the limit),
+    /// each to the slow path; returns the linear address.
+    fn segment_checks(&mut self, s: SegReg, offset: Value, bytes: u32, write: bool) -> Value {
         let seg = |f| cpu_state::segment(s, f) as i32;
         let a = self
             .b
             .ins()
             .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_ATTR));
-        let limit = self
-            .b
-            .ins()
-            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_LIMIT));
-        let base = self
-            .b
-            .ins()
-            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_BASE));
-        let sel = attr::UNUSABLE | attr::S | attr::CODE | attr::DC | attr::RW;
-        let m = self.b.ins().band_imm_s(a, sel as i64);
+        let m = self.b.ins().band_imm_s(a, SEG_CHECKED as i64);
         // Fast-path segments, as core's `fast_readable` / `fast_writable`.
         let seg_ok = if write {
             self.b
@@ -938,7 +1182,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             );
             self.b.ins().bor(data, code)
         };
+        self.guard(seg_ok);
         // offset + bytes - 1 <= limit, without wrapping.
+        let limit = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_LIMIT));
         let off64 = self.b.ins().uextend(types::I64, offset);
         let last = self.b.ins().iadd_imm_s(off64, bytes as i64 - 1);
         let lim64 = self.b.ins().uextend(types::I64, limit);
@@ -946,40 +1195,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, last, lim64);
-        let lin = self.b.ins().iadd(base, offset);
-        // The TLB: the tag for this privilege class and access, and the
-        // access inside the page.
-        let vpn = self.b.ins().ushr_imm_s(lin, 12);
-        let idx = self.b.ins().band_imm_s(vpn, (tlb::ENTRIES - 1) as i64);
-        let idx = self.b.ins().uextend(types::I64, idx);
-        let off_e = self.b.ins().imul_imm_s(idx, tlb::ENTRY_SIZE as i64);
-        let entry = self.b.ins().iadd(self.tlb, off_e);
-        let tag = self.b.ins().load(
-            types::I32,
-            mf(),
-            entry,
-            tlb::tag_offset(self.mode.user, write) as i32,
-        );
-        let hit = self.b.ins().icmp(IntCC::Equal, tag, vpn);
-        let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
-        let fits = self.b.ins().icmp_imm_s(
-            IntCC::UnsignedLessThanOrEqual,
-            in_page,
-            (0x1000 - bytes) as i64,
-        );
-        let mut ok = self.b.ins().band(seg_ok, in_limit);
-        ok = self.b.ins().band(ok, hit);
-        ok = self.b.ins().band(ok, fits);
-        if self.mode.user && bytes > 1 {
-            // A misaligned user access may owe #AC: the slow path decides.
-            let mis = self.b.ins().band_imm_s(lin, bytes as i64 - 1);
-            let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
-            ok = self.b.ins().band(ok, aligned);
-        }
-        self.guard(ok);
-        let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
-        let in_page = self.b.ins().uextend(types::I64, in_page);
-        self.b.ins().iadd(host, in_page)
+        self.guard(in_limit);
+        let base = self
+            .b
+            .ins()
+            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_BASE));
+        self.b.ins().iadd(base, offset)
     }
 
     fn load_host(&mut self, bits: u32, p: Value) -> Value {
@@ -1017,7 +1238,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             // The whole instruction goes to the interpreter: its flags
             // must be real bits first.
             self.materialize(STATUS);
-            self.call_interpreter(join);
+            self.call_interpreter(join, None);
             self.clean();
             self.b.seal_block(join);
             self.b.switch_to_block(join);
@@ -1048,7 +1269,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         self.set_state(before);
-        self.call_interpreter(join);
+        let access = self.access(d);
+        self.call_interpreter(join, Some(access));
         if left {
             // Only the slow path goes on, with everything reloaded.
             self.clean();
@@ -1238,7 +1460,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let ret = self.iconst(d.next_eip);
                 self.push(w, ret);
                 let t = self.iconst(d.imm);
-                self.exit_with(t, self.index + 1);
+                self.exit_with(t, self.index + 1, false, Some(d.imm));
                 true
             }
             (Ret, _, _) if self.mode.stack32 => {
@@ -1253,13 +1475,15 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let esp = self.reg(ESP);
                 let p = self.host_address(SegReg::Ss, esp, w / 8, false);
                 let t = self.load_host(w, p);
-                let limit = self.cs_limit();
-                let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, limit);
-                self.guard(ok);
+                if !self.mode.is_flat(SegReg::Cs) {
+                    let limit = self.cs_limit();
+                    let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, limit);
+                    self.guard(ok);
+                }
                 let extra = if i.op_count() == 1 { d.imm & 0xFFFF } else { 0 };
                 let nsp = self.b.ins().iadd_imm_s(esp, (w / 8 + extra) as i64);
                 self.set_reg(ESP, nsp);
-                self.exit_with(t, self.index + 1);
+                self.exit_with(t, self.index + 1, false, None);
                 true
             }
             _ if i.flow_control() == iced_x86::FlowControl::ConditionalBranch
@@ -1343,8 +1567,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         )
     }
 
-    /// A near branch target beyond the CS limit raises #GP: the slow path.
+    /// A near branch target beyond the CS limit raises #GP: the slow path
+    /// (never, in flat 32-bit CS).
     fn check_target(&mut self, target: u32) {
+        if self.mode.is_flat(SegReg::Cs) {
+            return;
+        }
         let limit = self.cs_limit();
         let ok = self.b.ins().icmp_imm_s(
             IntCC::UnsignedGreaterThanOrEqual,
