@@ -56,6 +56,10 @@ enum Command {
         /// Run this many instructions first (on the interpreter).
         #[arg(long, value_name = "N", default_value_t = 0)]
         at: u64,
+        /// Then run on until the guest is about to execute this linear
+        /// address (hex, e.g. 0x101d68)
+        #[arg(long, value_name = "ADDR", value_parser = parse_hex_u32)]
+        eip: Option<u32>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -197,7 +201,7 @@ pub fn main() -> i32 {
         Some(Command::Run(args)) => run(args),
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
         Some(Command::Compare { engines, run }) => compare(&engines, run),
-        Some(Command::JitDump { at, run }) => jit_dump(at, run),
+        Some(Command::JitDump { at, eip, run }) => jit_dump(at, eip, run),
         Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
         Some(Command::Gdb { listen, run }) => crate::gdb_cmd::main(&listen, run),
         Some(Command::Engines) => {
@@ -775,7 +779,12 @@ fn comparison_side(args: &RunArgs, engine: &str) -> Result<ringside_debugger::lo
     })
 }
 
-fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
+fn parse_hex_u32(s: &str) -> Result<u32, String> {
+    let digits = s.trim_start_matches("0x").trim_start_matches("0X");
+    u32::from_str_radix(digits, 16).map_err(|e| format!("{s}: not a hexadecimal address: {e}"))
+}
+
+fn jit_dump(at: u64, eip: Option<u32>, args: RunArgs) -> Result<i32> {
     let (_, mut m) = build_machine(&args, HostIo::discarded())?;
     // The budget of `run_until_stopped` also counts delivered events, so
     // run on until the count is reached or the guest stops.
@@ -788,6 +797,28 @@ fn jit_dump(at: u64, args: RunArgs) -> Result<i32> {
                 m.clock.icount
             );
         }
+    }
+    if let Some(address) = eip {
+        use ringside_core::{Budget, Engine, Exit};
+        m.breakpoints.push(address);
+        let limit = args.max_insns.unwrap_or(1_000_000_000);
+        let start = m.clock.icount;
+        loop {
+            let before = m.clock.icount;
+            if before - start >= limit {
+                bail!("the guest did not reach {address:#x} in {limit} instructions");
+            }
+            match interp.run(&mut m, Budget { instructions: 1 << 22 })? {
+                Exit::Breakpoint => break,
+                Exit::BudgetSpent if m.clock.icount > before => {}
+                Exit::Halted if m.skip_to_next_deadline() => {}
+                other => bail!(
+                    "the guest stopped after {} instructions before reaching {address:#x} ({other:?})",
+                    m.clock.icount
+                ),
+            }
+        }
+        m.breakpoints.clear();
     }
     let dump = ringside_jit::Jit::new()
         .dump_block(&mut m)

@@ -184,8 +184,11 @@ impl Recompiler {
         if self.keep_ir {
             self.last_ir = Some(ctx.func.display().to_string());
         }
+        // Named after the guest EIP (and made unique), so that `perf`'s
+        // JIT map names the guest code a host sample falls in.
+        let name = format!("guest_{:08x}_{}", kept[0].0, self.counters.compiled);
         let id = module
-            .declare_anonymous_function(&ctx.func.signature)
+            .declare_function(&name, cranelift_module::Linkage::Local, &ctx.func.signature)
             .map_err(|e| format!("declare: {e}"))?;
         module
             .define_function(id, &mut ctx)
@@ -547,6 +550,7 @@ impl Recompiler {
                 machine: mp,
                 budget,
                 code_seq,
+                icount_base: before,
                 end: BlockEnd::default(),
             }
         };
@@ -583,6 +587,7 @@ impl Recompiler {
                 break;
             }
             frame.budget = stop_at - now - 1;
+            frame.icount_base = now;
             entry = slot.entry;
             self.counters.chained += 1;
         }

@@ -121,6 +121,9 @@ enum FlagOp {
     Sub,
     /// `r = a OP b` for AND, OR, XOR, TEST: CF = OF = AF = 0.
     Logic,
+    /// SF, ZF, PF of `r`, AF = 0, CF = bit 0 of `a`, OF = bit 0 of `b`:
+    /// shifts and IMUL, whose CF and OF are computed with the result.
+    Co,
 }
 
 /// A lazy flag record: the flags in `mask` are those of `op` on `a`, `b`
@@ -134,6 +137,33 @@ struct Pending {
     b: Value,
     r: Value,
     mask: u32,
+}
+
+/// The flags condition `cc` reads.
+fn flags_read(cc: ConditionCode) -> u32 {
+    use ConditionCode as C;
+    match cc {
+        C::o | C::no => OF,
+        C::b | C::ae => CF,
+        C::e | C::ne => ZF,
+        C::be | C::a => CF | ZF,
+        C::s | C::ns => SF,
+        C::p | C::np => PF,
+        C::l | C::ge => SF | OF,
+        _ => SF | OF | ZF,
+    }
+}
+
+/// What the translator knows of the dynamic record's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hint {
+    /// Any kind (paths from several records meet).
+    Unknown,
+    /// No record: the flags variable is exact.
+    Exact,
+    /// This operation, width and mask, or no record (after a slow path,
+    /// whose handler left exact bits).
+    Record(FlagOp, u32, u32),
 }
 
 /// One block of a region.
@@ -152,6 +182,7 @@ struct State {
     flags_dirty: bool,
     pending: Option<Pending>,
     dynamic: bool,
+    hint: Hint,
 }
 
 /// The kind word of a dynamic flag record: the operation and the width.
@@ -162,17 +193,14 @@ pub const LAZY_NONE: u32 = 0;
 pub const LAZY_ADD: u32 = 1;
 pub const LAZY_SUB: u32 = 2;
 pub const LAZY_LOGIC: u32 = 3;
+pub const LAZY_CO: u32 = 4;
 /// In a kind word: CF is not the record's but the flags' (INC, DEC).
 pub const LAZY_KEEP_CF: u32 = 1 << 16;
 
 /// A static record as a dynamic one (kind, operands, result), when the
 /// helper can compute its flags.
 fn lazy_op(p: &Pending) -> Option<(u32, Value, Value, Value)> {
-    let op = match p.op {
-        FlagOp::Add => LAZY_ADD,
-        FlagOp::Sub => LAZY_SUB,
-        FlagOp::Logic => LAZY_LOGIC,
-    };
+    let op = lazy_op_code(p.op);
     let kind = if p.mask == STATUS {
         lazy_kind(op, p.bits)
     } else if p.mask == STATUS & !CF {
@@ -181,6 +209,16 @@ fn lazy_op(p: &Pending) -> Option<(u32, Value, Value, Value)> {
         return None;
     };
     Some((kind, p.a, p.b, p.r))
+}
+
+/// The dynamic record's operation code for `op`.
+fn lazy_op_code(op: FlagOp) -> u32 {
+    match op {
+        FlagOp::Add => LAZY_ADD,
+        FlagOp::Sub => LAZY_SUB,
+        FlagOp::Logic => LAZY_LOGIC,
+        FlagOp::Co => LAZY_CO,
+    }
 }
 
 /// The general registers an instruction uses and writes (bit per
@@ -195,17 +233,15 @@ pub struct Translator<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     mode: Mode,
     frame: Value,
-    cpu: Value,
     tlb: Value,
-    icount_ptr: Value,
-    icount_base: Value,
     helper_sig: SigRef,
     helper: usize,
     lazy_sig: SigRef,
     lazy_helper: usize,
-    /// The frame's pending-work word and instruction budget.
-    pending_word: Value,
-    budget: Value,
+    read_sig: SigRef,
+    /// The current instruction reads through [`Self::load_mem`]: its slow
+    /// path runs it in the interpreter's handler and leaves.
+    read_route: bool,
     gpr: [Variable; 8],
     flags: Variable,
     /// The dynamic flag record (see [`Lazy`]): kind, operands, result.
@@ -213,6 +249,12 @@ pub struct Translator<'a, 'b> {
     ra: Variable,
     rb: Variable,
     rr: Variable,
+    /// CF of the dynamic record (0 or 1), kept apart so that a partial
+    /// record (INC, DEC) can sit on top of any record without computing
+    /// anything: CF is carried, the rest comes from the record.
+    rc: Variable,
+    /// The dynamic record's possible kinds, while `dynamic`.
+    hint: Hint,
     /// Instructions retired by the region before the current block.
     count: Variable,
     /// The region's blocks: guest EIP, Cranelift block, instructions,
@@ -270,10 +312,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.switch_to_block(entry);
         b.seal_block(entry);
         let frame = b.block_params(entry)[0];
-        let cpu = b.ins().load(ptr, mf(), frame, FRAME_CPU);
         let tlb = b.ins().load(ptr, mf(), frame, FRAME_TLB);
-        let icount_ptr = b.ins().load(ptr, mf(), frame, FRAME_ICOUNT);
-        let icount_base = b.ins().load(types::I64, mf(), icount_ptr, 0);
         let mut sig = Signature::new(b.func.signature.call_conv);
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(ptr));
@@ -285,14 +324,19 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         sig.returns.push(AbiParam::new(types::I32));
         let lazy_sig = b.import_signature(sig);
-        let pending_word = b.ins().load(ptr, mf(), frame, frame::FRAME_PENDING);
-        let budget = b.ins().load(types::I64, mf(), frame, frame::FRAME_BUDGET);
+        let mut sig = Signature::new(b.func.signature.call_conv);
+        sig.params.push(AbiParam::new(ptr));
+        for _ in 0..3 {
+            sig.params.push(AbiParam::new(types::I32));
+        }
+        sig.returns.push(AbiParam::new(types::I64));
+        let read_sig = b.import_signature(sig);
         let gpr = [0; 8].map(|_| b.declare_var(types::I32));
         let flags = b.declare_var(types::I32);
-        let [rk, ra, rb, rr] = [0; 4].map(|_| b.declare_var(types::I32));
+        let [rk, ra, rb, rr, rc] = [0; 5].map(|_| b.declare_var(types::I32));
         let count = b.declare_var(types::I64);
         let zero = b.ins().iconst(types::I32, 0);
-        for v in [rk, ra, rb, rr] {
+        for v in [rk, ra, rb, rr, rc] {
             b.def_var(v, zero);
         }
         let zero64 = b.ins().iconst(types::I64, 0);
@@ -301,19 +345,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             b,
             mode,
             frame,
-            cpu,
             tlb,
-            icount_ptr,
-            icount_base,
             helper_sig,
             helper: frame::interpret_one as *const () as usize,
             lazy_sig,
             lazy_helper: frame::lazy_flags as *const () as usize,
-            pending_word,
-            budget,
+            read_sig,
+            read_route: false,
             gpr,
             flags,
             rk,
+            rc,
             ra,
             rb,
             rr,
@@ -323,6 +365,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             flags_dirty: false,
             pending: None,
             dynamic: false,
+            hint: Hint::Unknown,
             records: 0,
             region_written: 0xFF,
             terminated: false,
@@ -342,20 +385,22 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn load_regs(&mut self, regs: u8) {
         for r in 0..8 {
             if regs & (1 << r) != 0 {
+                let cpu = self.cpu();
                 let v = self
                     .b
                     .ins()
-                    .load(types::I32, mf(), self.cpu, cpu_state::gpr(r) as i32);
+                    .load(types::I32, mf(), cpu, cpu_state::gpr(r) as i32);
                 self.b.def_var(self.gpr[r], v);
             }
         }
     }
 
     fn load_flags(&mut self) {
+        let cpu = self.cpu();
         let f = self
             .b
             .ins()
-            .load(types::I32, mf(), self.cpu, cpu_state::EFLAGS as i32);
+            .load(types::I32, mf(), cpu, cpu_state::EFLAGS as i32);
         self.b.def_var(self.flags, f);
     }
 
@@ -391,8 +436,13 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         self.load_regs(used);
         self.load_flags();
+        // No record yet; the carried CF is the flags' CF.
+        let f = self.b.use_var(self.flags);
+        let cf = self.b.ins().band_imm_s(f, CF as i64);
+        self.b.def_var(self.rc, cf);
         self.dirty = self.region_written;
         self.dynamic = true;
+        self.hint = Hint::Exact;
         let first = self.blocks[0].block;
         self.b.ins().jump(first, &[]);
     }
@@ -405,7 +455,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.flags_dirty = true;
         self.pending = None;
         self.dynamic = true;
+        self.hint = Hint::Unknown;
         self.terminated = false;
+    }
+
+    /// The CpuState pointer, loaded from the frame where it is used (so
+    /// that it does not hold a host register across the region's loops).
+    fn cpu(&mut self) -> Value {
+        self.b.ins().load(self.ptr, mf(), self.frame, FRAME_CPU)
     }
 
     /// The general registers `d` uses and writes (ESP counts as both for
@@ -505,6 +562,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Turn the lazy record's flags in `mask` into bits of the flags
     /// variable.
     fn materialize(&mut self, mask: u32) {
+        if mask == 0 {
+            return;
+        }
         if self.dynamic {
             let f = self.dynamic_flags();
             self.b.def_var(self.flags, f);
@@ -533,10 +593,12 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// The flags variable with the dynamic record applied: nothing to do
-    /// without a record, inline for the commonest record (a 32-bit
-    /// subtraction: CMP, SUB, DEC's operands), a helper call otherwise.
+    /// without a record, inline for the commonest records (32-bit
+    /// subtractions: CMP, SUB, DEC), a helper call otherwise. CF is the
+    /// record's carried CF either way.
     fn dynamic_flags(&mut self) -> Value {
         let args = [self.rk, self.ra, self.rb, self.rr, self.flags].map(|v| self.b.use_var(v));
+        let rc = self.b.use_var(self.rc);
         let record = self.b.create_block();
         let sub32 = self.b.create_block();
         let call_block = self.b.create_block();
@@ -550,10 +612,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             .brif(args[0], record, &[], done, &[args[4].into()]);
         self.b.seal_block(record);
         self.b.switch_to_block(record);
-        let is_sub32 =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::Equal, args[0], lazy_kind(LAZY_SUB, 32) as i64);
+        let no_cf = self.b.ins().band_imm_s(args[4], k(!CF));
+        let with_cf = self.b.ins().bor(no_cf, rc);
+        let op = self.b.ins().band_imm_s(args[0], 0xFFFF);
+        let is_sub32 = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, op, lazy_kind(LAZY_SUB, 32) as i64);
         self.b.ins().brif(is_sub32, sub32, &[], call_block, &[]);
         self.b.seal_block(sub32);
         self.b.seal_block(call_block);
@@ -566,13 +631,18 @@ impl<'a, 'b> Translator<'a, 'b> {
             r: args[3],
             mask: STATUS,
         };
-        let bits = self.flag_bits(&p, STATUS);
-        let kept = self.b.ins().band_imm_s(args[4], k(!STATUS));
+        let bits = self.flag_bits(&p, STATUS & !CF);
+        let kept = self.b.ins().band_imm_s(with_cf, k(!(STATUS & !CF)));
         let f = self.b.ins().bor(kept, bits);
         self.b.ins().jump(done, &[f.into()]);
         self.b.switch_to_block(call_block);
         let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
-        let call = self.b.ins().call_indirect(self.lazy_sig, callee, &args);
+        let kind = self.b.ins().bor_imm_s(args[0], LAZY_KEEP_CF as i64);
+        let call = self.b.ins().call_indirect(
+            self.lazy_sig,
+            callee,
+            &[kind, args[1], args[2], args[3], with_cf],
+        );
         let f = self.b.inst_results(call)[0];
         self.b.ins().jump(done, &[f.into()]);
         self.b.seal_block(done);
@@ -580,35 +650,71 @@ impl<'a, 'b> Translator<'a, 'b> {
         result
     }
 
-    /// Make the flag state canonical for a region block entry: the record
-    /// (if a whole one) goes to the dynamic variables, a partial one
-    /// becomes bits.
-    fn to_dynamic(&mut self) {
-        if self.dynamic {
-            return;
+    /// CF of a whole static record, as a 0/1 value.
+    fn record_cf(&mut self, p: &Pending) -> Value {
+        match p.op {
+            FlagOp::Logic => self.iconst(0),
+            FlagOp::Co => self.b.ins().band_imm_s(p.a, 1),
+            FlagOp::Add => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, p.r, p.a);
+                self.b.ins().uextend(types::I32, c)
+            }
+            FlagOp::Sub => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, p.a, p.b);
+                self.b.ins().uextend(types::I32, c)
+            }
         }
-        let (kind, a, b, r) = match self.pending {
+    }
+
+    /// Make the flag state canonical for a region block entry: a whole
+    /// record goes to the dynamic variables with its CF, a record of all
+    /// but CF (INC, DEC) too, carrying CF from what it sits on; anything
+    /// else becomes bits.
+    fn to_dynamic(&mut self) {
+        let op_of = |p: &Pending| lazy_op_code(p.op);
+        match self.pending {
+            None if self.dynamic => return,
             Some(p) if p.mask == STATUS => {
-                let op = match p.op {
-                    FlagOp::Add => LAZY_ADD,
-                    FlagOp::Sub => LAZY_SUB,
-                    FlagOp::Logic => LAZY_LOGIC,
+                let cf = self.record_cf(&p);
+                self.set_dynamic(lazy_kind(op_of(&p), p.bits), p.a, p.b, p.r, cf);
+                self.hint = Hint::Record(p.op, p.bits, p.mask);
+            }
+            Some(p) if p.mask == STATUS & !CF => {
+                // CF is the one below: the dynamic record's, or the bit.
+                let cf = if self.dynamic {
+                    self.b.use_var(self.rc)
+                } else {
+                    let f = self.b.use_var(self.flags);
+                    self.b.ins().band_imm_s(f, CF as i64)
                 };
-                (lazy_kind(op, p.bits), p.a, p.b, p.r)
+                self.set_dynamic(lazy_kind(op_of(&p), p.bits), p.a, p.b, p.r, cf);
+                self.hint = Hint::Record(p.op, p.bits, p.mask);
             }
             _ => {
                 self.materialize(STATUS);
-                let z = self.iconst(0);
-                (LAZY_NONE, z, z, z)
+                self.exact_dynamic();
+                self.hint = Hint::Exact;
             }
-        };
+        }
+        self.pending = None;
+        self.dynamic = true;
+    }
+
+    /// No dynamic record: the flags variable is exact (and CF carried).
+    fn exact_dynamic(&mut self) {
+        let z = self.iconst(0);
+        let f = self.b.use_var(self.flags);
+        let cf = self.b.ins().band_imm_s(f, CF as i64);
+        self.set_dynamic(LAZY_NONE, z, z, z, cf);
+    }
+
+    fn set_dynamic(&mut self, kind: u32, a: Value, b: Value, r: Value, cf: Value) {
         let k = self.iconst(kind);
         self.b.def_var(self.rk, k);
         self.b.def_var(self.ra, a);
         self.b.def_var(self.rb, b);
         self.b.def_var(self.rr, r);
-        self.pending = None;
-        self.dynamic = true;
+        self.b.def_var(self.rc, cf);
     }
 
     /// The flag bits in `mask` of a record, as the interpreter computes
@@ -640,7 +746,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             let pf = self.b.ins().ishl_imm_s(even, 2);
             acc = self.b.ins().bor(acc, pf);
         }
-        if p.op != FlagOp::Logic {
+        if p.op == FlagOp::Co {
+            if mask & CF != 0 {
+                let c = self.b.ins().band_imm_s(a, 1);
+                acc = self.b.ins().bor(acc, c);
+            }
+            if mask & OF != 0 {
+                let o = self.b.ins().band_imm_s(b, 1);
+                let o = self.b.ins().ishl_imm_s(o, 11);
+                acc = self.b.ins().bor(acc, o);
+            }
+        } else if p.op != FlagOp::Logic {
             if mask & AF != 0 {
                 let x = self.b.ins().bxor(a, b);
                 let x = self.b.ins().bxor(x, r);
@@ -682,7 +798,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         if self.dynamic {
             if mask == STATUS {
                 self.dynamic = false;
-            } else {
+            } else if !(mask == STATUS & !CF && self.pending.is_none_or(|p| p.mask & !mask == 0)) {
+                // (All but CF on top of a dynamic record: CF stays the
+                // record's, nothing to compute.)
                 self.materialize(STATUS);
             }
         }
@@ -728,67 +846,105 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Whether condition `cc` holds, answered from the lazy record when it
     /// can be (one host compare), from the flag bits otherwise.
     fn condition(&mut self, cc: ConditionCode) -> Value {
-        use ConditionCode as C;
-        let needs = match cc {
-            C::o | C::no => OF,
-            C::b | C::ae => CF,
-            C::e | C::ne => ZF,
-            C::be | C::a => CF | ZF,
-            C::s | C::ns => SF,
-            C::p | C::np => PF,
-            C::l | C::ge => SF | OF,
-            _ => SF | OF | ZF,
-        };
+        let needs = flags_read(cc);
         if let Some(p) = self.pending {
             if p.mask & needs == needs {
-                let shift = 32 - p.bits as i64;
-                let signed = |t: &mut Self, v: Value| {
-                    if shift == 0 {
-                        v
-                    } else {
-                        let x = t.b.ins().ishl_imm_s(v, shift);
-                        t.b.ins().sshr_imm_s(x, shift)
-                    }
+                return self.record_condition(&p, cc);
+            }
+        }
+        if self.dynamic && self.pending.is_none_or(|p| p.mask & needs == 0) {
+            if needs == CF {
+                // CF is the dynamic record's carried CF.
+                let rc = self.b.use_var(self.rc);
+                let set = self.b.ins().icmp_imm_s(IntCC::NotEqual, rc, 0);
+                return if cc == ConditionCode::b {
+                    set
+                } else {
+                    self.b.ins().bxor_imm_s(set, 1)
                 };
-                let cmp = |t: &mut Self, c: IntCC, x: Value, y: Value| t.b.ins().icmp(c, x, y);
-                match (p.op, cc) {
-                    (_, C::e) => return self.b.ins().icmp_imm_s(IntCC::Equal, p.r, 0),
-                    (_, C::ne) => return self.b.ins().icmp_imm_s(IntCC::NotEqual, p.r, 0),
-                    (FlagOp::Sub, C::b) => return cmp(self, IntCC::UnsignedLessThan, p.a, p.b),
-                    (FlagOp::Sub, C::ae) => {
-                        return cmp(self, IntCC::UnsignedGreaterThanOrEqual, p.a, p.b)
-                    }
-                    (FlagOp::Sub, C::be) => {
-                        return cmp(self, IntCC::UnsignedLessThanOrEqual, p.a, p.b)
-                    }
-                    (FlagOp::Sub, C::a) => return cmp(self, IntCC::UnsignedGreaterThan, p.a, p.b),
-                    (FlagOp::Sub, C::l | C::ge | C::le | C::g) => {
-                        let a = signed(self, p.a);
-                        let b = signed(self, p.b);
-                        let c = match cc {
-                            C::l => IntCC::SignedLessThan,
-                            C::ge => IntCC::SignedGreaterThanOrEqual,
-                            C::le => IntCC::SignedLessThanOrEqual,
-                            _ => IntCC::SignedGreaterThan,
-                        };
-                        return cmp(self, c, a, b);
-                    }
-                    (_, C::s | C::ns) | (FlagOp::Logic, C::l | C::ge | C::le | C::g) => {
-                        // For logic results OF = 0, so L is S and LE is S or Z.
-                        let r = signed(self, p.r);
-                        let c = match cc {
-                            C::s | C::l => IntCC::SignedLessThan,
-                            C::ns | C::ge => IntCC::SignedGreaterThanOrEqual,
-                            C::le => IntCC::SignedLessThanOrEqual,
-                            _ => IntCC::SignedGreaterThan,
-                        };
-                        return self.b.ins().icmp_imm_s(c, r, 0);
-                    }
-                    _ => {}
+            }
+            match self.hint {
+                Hint::Exact => {
+                    // No record: the flags variable is exact.
+                    let f = self.b.use_var(self.flags);
+                    return self.bits_condition(f, cc);
                 }
+                Hint::Record(op, bits, mask) if mask & needs == needs => {
+                    // The record of a known kind, or (after a slow path)
+                    // none: choose between the two answers.
+                    let p = Pending {
+                        op,
+                        bits,
+                        a: self.b.use_var(self.ra),
+                        b: self.b.use_var(self.rb),
+                        r: self.b.use_var(self.rr),
+                        mask,
+                    };
+                    let from_record = self.record_condition(&p, cc);
+                    let f = self.b.use_var(self.flags);
+                    let from_bits = self.bits_condition(f, cc);
+                    let rk = self.b.use_var(self.rk);
+                    return self.b.ins().select(rk, from_record, from_bits);
+                }
+                _ => {}
             }
         }
         let f = self.flags_now();
+        self.bits_condition(f, cc)
+    }
+
+    /// `cc` from a record whose mask holds the flags it reads.
+    fn record_condition(&mut self, p: &Pending, cc: ConditionCode) -> Value {
+        use ConditionCode as C;
+        let shift = 32 - p.bits as i64;
+        let signed = |t: &mut Self, v: Value| {
+            if shift == 0 {
+                v
+            } else {
+                let x = t.b.ins().ishl_imm_s(v, shift);
+                t.b.ins().sshr_imm_s(x, shift)
+            }
+        };
+        let cmp = |t: &mut Self, c: IntCC, x: Value, y: Value| t.b.ins().icmp(c, x, y);
+        match (p.op, cc) {
+            (_, C::e) => return self.b.ins().icmp_imm_s(IntCC::Equal, p.r, 0),
+            (_, C::ne) => return self.b.ins().icmp_imm_s(IntCC::NotEqual, p.r, 0),
+            (FlagOp::Sub, C::b) => return cmp(self, IntCC::UnsignedLessThan, p.a, p.b),
+            (FlagOp::Sub, C::ae) => return cmp(self, IntCC::UnsignedGreaterThanOrEqual, p.a, p.b),
+            (FlagOp::Sub, C::be) => return cmp(self, IntCC::UnsignedLessThanOrEqual, p.a, p.b),
+            (FlagOp::Sub, C::a) => return cmp(self, IntCC::UnsignedGreaterThan, p.a, p.b),
+            (FlagOp::Sub, C::l | C::ge | C::le | C::g) => {
+                let a = signed(self, p.a);
+                let b = signed(self, p.b);
+                let c = match cc {
+                    C::l => IntCC::SignedLessThan,
+                    C::ge => IntCC::SignedGreaterThanOrEqual,
+                    C::le => IntCC::SignedLessThanOrEqual,
+                    _ => IntCC::SignedGreaterThan,
+                };
+                return cmp(self, c, a, b);
+            }
+            (_, C::s | C::ns) | (FlagOp::Logic, C::l | C::ge | C::le | C::g) => {
+                // For logic results OF = 0, so L is S and LE is S or Z.
+                let r = signed(self, p.r);
+                let c = match cc {
+                    C::s | C::l => IntCC::SignedLessThan,
+                    C::ns | C::ge => IntCC::SignedGreaterThanOrEqual,
+                    C::le => IntCC::SignedLessThanOrEqual,
+                    _ => IntCC::SignedGreaterThan,
+                };
+                return self.b.ins().icmp_imm_s(c, r, 0);
+            }
+            _ => {}
+        }
+        // Anything else: the record's bits.
+        let bits = self.flag_bits(p, flags_read(cc));
+        self.bits_condition(bits, cc)
+    }
+
+    /// `cc` from flag bits `f`.
+    fn bits_condition(&mut self, f: Value, cc: ConditionCode) -> Value {
+        use ConditionCode as C;
         let bit = |t: &mut Self, m: u32| {
             let x = t.b.ins().band_imm_s(f, m as i64);
             t.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
@@ -857,9 +1013,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         for r in 0..8 {
             if regs & (1 << r) != 0 {
                 let v = self.b.use_var(self.gpr[r]);
-                self.b
-                    .ins()
-                    .store(mf(), v, self.cpu, cpu_state::gpr(r) as i32);
+                let cpu = self.cpu();
+                self.b.ins().store(mf(), v, cpu, cpu_state::gpr(r) as i32);
             }
         }
     }
@@ -895,26 +1050,29 @@ impl<'a, 'b> Translator<'a, 'b> {
             None => None,
         };
         if let Some(f) = f {
-            self.b
-                .ins()
-                .store(mf(), f, self.cpu, cpu_state::EFLAGS as i32);
+            let cpu = self.cpu();
+            self.b.ins().store(mf(), f, cpu, cpu_state::EFLAGS as i32);
         }
     }
 
     fn store_icount(&mut self, retired: usize) {
         let count = self.b.use_var(self.count);
-        let n = self.b.ins().iadd(self.icount_base, count);
+        let base = self
+            .b
+            .ins()
+            .load(types::I64, mf(), self.frame, frame::FRAME_ICOUNT_BASE);
+        let n = self.b.ins().iadd(base, count);
         let n = self.b.ins().iadd_imm_s(n, retired as i64);
-        self.b.ins().store(mf(), n, self.icount_ptr, 0);
+        let icount = self.b.ins().load(self.ptr, mf(), self.frame, FRAME_ICOUNT);
+        self.b.ins().store(mf(), n, icount, 0);
     }
 
     /// Leave the block with `retired` instructions retired and EIP `eip`.
     /// `target`: the EIP when it is fixed (the exit gets a link slot).
     fn exit_with(&mut self, eip: Value, retired: usize, cold: bool, target: Option<u32>) {
         self.store_state(cold);
-        self.b
-            .ins()
-            .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
+        let cpu = self.cpu();
+        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
         self.store_icount(retired);
         let slot = match target {
             Some(t) => self.link_slot(t),
@@ -944,13 +1102,21 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.to_dynamic();
         let count = self.b.use_var(self.count);
         let after = self.b.ins().iadd_imm_s(count, retired as i64);
-        let work = self.b.ins().load(types::I32, mf(), self.pending_word, 0);
+        let word = self
+            .b
+            .ins()
+            .load(self.ptr, mf(), self.frame, frame::FRAME_PENDING);
+        let work = self.b.ins().load(types::I32, mf(), word, 0);
+        let budget = self
+            .b
+            .ins()
+            .load(types::I64, mf(), self.frame, frame::FRAME_BUDGET);
         let quiet = self.b.ins().icmp_imm_s(IntCC::Equal, work, 0);
         let need = self.b.ins().iadd_imm_s(after, t.len as i64);
         let fits = self
             .b
             .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, need, self.budget);
+            .icmp(IntCC::UnsignedLessThanOrEqual, need, budget);
         let leave = self.b.create_block();
         self.b.set_cold_block(leave);
         let mut checks = vec![quiet, fits];
@@ -989,7 +1155,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// only those it writes are loaded again, and the whole path is cold.
     /// A delegated instruction may touch anything: every written register
     /// is stored and all are loaded again.
-    fn call_interpreter(&mut self, join: Block, slow: Option<Access>) {
+    /// `exact_after`: the paths meet with a dynamic record, which is none
+    /// on this one.
+    fn call_interpreter(&mut self, join: Block, slow: Option<Access>, exact_after: bool) {
         let all = Access {
             used: 0xFF,
             written: 0xFF,
@@ -1001,9 +1169,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.store_state(cold);
         self.dirty = later;
         let eip = self.iconst(self.insn_eip);
-        self.b
-            .ins()
-            .store(mf(), eip, self.cpu, cpu_state::EIP as i32);
+        let cpu = self.cpu();
+        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
         self.store_icount(self.index);
         let callee = self.b.ins().iconst(types::I64, self.helper as i64);
         let idx = self.b.ins().iconst(types::I64, self.insn as i64);
@@ -1030,6 +1197,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(reload);
         self.load_regs(regs.written);
         self.load_flags();
+        if exact_after {
+            self.exact_dynamic();
+        }
         self.b.ins().jump(join, &[]);
     }
 
@@ -1069,8 +1239,13 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Go to the slow path unless `ok` holds.
     fn guard(&mut self, ok: Value) {
         let slow = self.slow_block();
+        self.guard_to(ok, slow);
+    }
+
+    /// Go to `miss` unless `ok` holds.
+    fn guard_to(&mut self, ok: Value, miss: Block) {
         let go = self.b.create_block();
-        self.b.ins().brif(ok, go, &[], slow, &[]);
+        self.b.ins().brif(ok, go, &[], miss, &[]);
         self.b.seal_block(go);
         self.b.switch_to_block(go);
     }
@@ -1109,12 +1284,62 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Each check is a compare and a branch of its own (cheaper on x86
     /// than combining the outcomes).
     fn host_address(&mut self, s: SegReg, offset: Value, bytes: u32, write: bool) -> Value {
+        let slow = self.slow_block();
+        self.host_address_or(s, offset, bytes, write, slow)
+    }
+
+    /// `bits` bits read at `s:offset`: inline through the TLB, or, when
+    /// the inline checks fail, through [`frame::read_plain`] (a cold call
+    /// that changes nothing this path holds, so both meet again with just
+    /// the value), or, when that refuses, the instruction's slow path,
+    /// which runs the whole instruction in the interpreter's handler and
+    /// leaves the translation.
+    fn load_mem(&mut self, s: SegReg, offset: Value, bits: u32) -> Value {
+        self.read_route = true;
+        let miss = self.b.create_block();
+        self.b.set_cold_block(miss);
+        let merge = self.b.create_block();
+        let value = self.b.append_block_param(merge, types::I32);
+        let p = self.host_address_or(s, offset, bits / 8, false, miss);
+        let v = self.load_host(bits, p);
+        self.b.ins().jump(merge, &[v.into()]);
+        self.b.seal_block(miss);
+        self.b.switch_to_block(miss);
+        let callee = self
+            .b
+            .ins()
+            .iconst(types::I64, frame::read_plain as *const () as i64);
+        let seg = self.iconst(s as u32);
+        let size = self.iconst(bits / 8);
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.read_sig, callee, &[self.frame, seg, offset, size]);
+        let r = self.b.inst_results(call)[0];
+        let refused = self.b.ins().ushr_imm_s(r, 32);
+        let v = self.b.ins().ireduce(types::I32, r);
+        let slow = self.slow_block();
+        self.b.ins().brif(refused, slow, &[], merge, &[v.into()]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        value
+    }
+
+    /// [`Self::host_address`] with every failed check going to `miss`.
+    fn host_address_or(
+        &mut self,
+        s: SegReg,
+        offset: Value,
+        bytes: u32,
+        write: bool,
+        miss: Block,
+    ) -> Value {
         // A flat data segment: base 0, limit 4 GiB, an attribute the fast
         // path allows (reads through CS keep the full check).
         let lin = if s != SegReg::Cs && self.mode.is_flat(s) {
             offset
         } else {
-            self.segment_checks(s, offset, bytes, write)
+            self.segment_checks(s, offset, bytes, write, miss)
         };
         // The TLB: the entry of the first byte's page must carry the tag
         // of the *last* byte's page. Tags live only at their own index, so
@@ -1143,12 +1368,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             vpn
         };
         let hit = self.b.ins().icmp(IntCC::Equal, tag, last_vpn);
-        self.guard(hit);
+        self.guard_to(hit, miss);
         if self.mode.user && bytes > 1 {
             // A misaligned user access may owe #AC: the slow path decides.
             let mis = self.b.ins().band_imm_s(lin, bytes as i64 - 1);
             let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
-            self.guard(aligned);
+            self.guard_to(aligned, miss);
         }
         let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
         let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
@@ -1159,12 +1384,20 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// The checks of a segment that is not flat (core's fast-path rule:
     /// an attribute the fast path allows and an offset inside the limit),
     /// each to the slow path; returns the linear address.
-    fn segment_checks(&mut self, s: SegReg, offset: Value, bytes: u32, write: bool) -> Value {
+    fn segment_checks(
+        &mut self,
+        s: SegReg,
+        offset: Value,
+        bytes: u32,
+        write: bool,
+        miss: Block,
+    ) -> Value {
         let seg = |f| cpu_state::segment(s, f) as i32;
+        let cpu = self.cpu();
         let a = self
             .b
             .ins()
-            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_ATTR));
+            .load(types::I32, mf(), cpu, seg(cpu_state::SEGMENT_ATTR));
         let m = self.b.ins().band_imm_s(a, SEG_CHECKED as i64);
         // Fast-path segments, as core's `fast_readable` / `fast_writable`.
         let seg_ok = if write {
@@ -1182,12 +1415,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             );
             self.b.ins().bor(data, code)
         };
-        self.guard(seg_ok);
+        self.guard_to(seg_ok, miss);
         // offset + bytes - 1 <= limit, without wrapping.
+        let cpu = self.cpu();
         let limit = self
             .b
             .ins()
-            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_LIMIT));
+            .load(types::I32, mf(), cpu, seg(cpu_state::SEGMENT_LIMIT));
         let off64 = self.b.ins().uextend(types::I64, offset);
         let last = self.b.ins().iadd_imm_s(off64, bytes as i64 - 1);
         let lim64 = self.b.ins().uextend(types::I64, limit);
@@ -1195,11 +1429,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, last, lim64);
-        self.guard(in_limit);
+        self.guard_to(in_limit, miss);
+        let cpu = self.cpu();
         let base = self
             .b
             .ins()
-            .load(types::I32, mf(), self.cpu, seg(cpu_state::SEGMENT_BASE));
+            .load(types::I32, mf(), cpu, seg(cpu_state::SEGMENT_BASE));
         self.b.ins().iadd(base, offset)
     }
 
@@ -1229,6 +1464,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.insn = d;
         self.insn_eip = d.i.ip32();
         self.slow = None;
+        self.read_route = false;
         self.terminated = false;
         let join = self.b.create_block();
         let before = self.state();
@@ -1238,7 +1474,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             // The whole instruction goes to the interpreter: its flags
             // must be real bits first.
             self.materialize(STATUS);
-            self.call_interpreter(join, None);
+            self.call_interpreter(join, None, false);
             self.clean();
             self.b.seal_block(join);
             self.b.switch_to_block(join);
@@ -1246,11 +1482,19 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         self.shape.translated += 1;
         let left = self.terminated;
+        if self.read_route {
+            return self.finish_read_route(d, before, join, left);
+        }
+        let mut recorded = false;
         if !left {
             if self.slow.is_some() && self.records != records {
                 // A record made on the fast path names values the slow
-                // path does not have: make it bits before the paths meet.
-                self.materialize(STATUS);
+                // path does not have: the paths meet with a dynamic
+                // record, this one on the fast path, none on the slow
+                // path (its handler left exact bits); the hint tells
+                // readers it is one of the two.
+                self.to_dynamic();
+                recorded = true;
             }
             self.b.ins().jump(join, &[]);
         }
@@ -1270,7 +1514,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(slow);
         self.set_state(before);
         let access = self.access(d);
-        self.call_interpreter(join, Some(access));
+        self.call_interpreter(join, Some(access), recorded);
         if left {
             // Only the slow path goes on, with everything reloaded.
             self.clean();
@@ -1278,6 +1522,48 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.set_state(after);
         }
         self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        true
+    }
+
+    /// The end of an instruction that read through [`Self::load_mem`]:
+    /// its slow path (a read the helper refused, or any other failed
+    /// check) runs the whole instruction in the interpreter's handler with
+    /// the state complete in CpuState, and leaves: through the link slot
+    /// of the next instruction when the handler says go on, with null
+    /// otherwise. Nothing comes back to the fast path, whose lazy flags
+    /// therefore stay as the fast path made them.
+    fn finish_read_route(&mut self, d: &Decoded, before: State, join: Block, left: bool) -> bool {
+        if !left {
+            self.b.ins().jump(join, &[]);
+        }
+        let after = self.state();
+        let slow = self.slow_block();
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.set_state(before);
+        self.store_state(true);
+        let cpu = self.cpu();
+        let eip = self.iconst(self.insn_eip);
+        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
+        self.store_icount(self.index);
+        let callee = self.b.ins().iconst(types::I64, self.helper as i64);
+        let idx = self.b.ins().iconst(types::I64, self.insn as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.helper_sig, callee, &[self.frame, idx]);
+        let r = self.b.inst_results(call)[0];
+        let on = self.link_slot(d.next_eip);
+        let on = self.b.ins().iconst(self.ptr, on as i64);
+        let null = self.b.ins().iconst(self.ptr, 0);
+        let exit = self.b.ins().select(r, null, on);
+        self.b.ins().return_(&[exit]);
+        self.set_state(after);
+        self.b.seal_block(join);
+        if left {
+            return false;
+        }
         self.b.switch_to_block(join);
         true
     }
@@ -1296,6 +1582,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             flags_dirty: self.flags_dirty,
             pending: self.pending,
             dynamic: self.dynamic,
+            hint: self.hint,
         }
     }
 
@@ -1304,6 +1591,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.flags_dirty = st.flags_dirty;
         self.pending = st.pending;
         self.dynamic = st.dynamic;
+        self.hint = st.hint;
     }
 
     /// The fast path of `d`, or false to delegate it.
@@ -1328,8 +1616,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             (Mov, Operand::Gpr(r), Operand::Memory) => {
                 let w = bits(0);
                 let off = self.effective_address(d);
-                let p = self.host_address(d.mem.segment, off, w / 8, false);
-                let v = self.load_host(w, p);
+                let v = self.load_mem(d.mem.segment, off, w);
                 self.write_gpr(w, r as usize, v);
                 true
             }
@@ -1347,8 +1634,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Operand::Gpr(s) => self.read_gpr(sw, s as usize),
                     _ => {
                         let off = self.effective_address(d);
-                        let p = self.host_address(d.mem.segment, off, sw / 8, false);
-                        self.load_host(sw, p)
+                        self.load_mem(d.mem.segment, off, sw)
                     }
                 };
                 let v = if i.mnemonic() == Movsx {
@@ -1412,8 +1698,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Operand::Gpr(s) => self.read_gpr(w, s as usize),
                     _ => {
                         let off = self.effective_address(d);
-                        let p = self.host_address(d.mem.segment, off, w / 8, false);
-                        self.load_host(w, p)
+                        self.load_mem(d.mem.segment, off, w)
                     }
                 };
                 let b = if i.op_count() == 3 {
@@ -1433,8 +1718,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             (Pop, Operand::Gpr(r), _) if self.mode.stack32 => {
                 let w = bits(0);
                 let esp = self.reg(ESP);
-                let p = self.host_address(SegReg::Ss, esp, w / 8, false);
-                let v = self.load_host(w, p);
+                let v = self.load_mem(SegReg::Ss, esp, w);
                 let nsp = self.b.ins().iadd_imm_s(esp, (w / 8) as i64);
                 self.set_reg(ESP, nsp);
                 self.write_gpr(w, r as usize, v);
@@ -1473,8 +1757,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     32
                 };
                 let esp = self.reg(ESP);
-                let p = self.host_address(SegReg::Ss, esp, w / 8, false);
-                let t = self.load_host(w, p);
+                let t = self.load_mem(SegReg::Ss, esp, w);
                 if !self.mode.is_flat(SegReg::Cs) {
                     let limit = self.cs_limit();
                     let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, limit);
@@ -1559,10 +1842,11 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// CS's limit, as the guest has it now.
     fn cs_limit(&mut self) -> Value {
+        let cpu = self.cpu();
         self.b.ins().load(
             types::I32,
             mf(),
-            self.cpu,
+            cpu,
             cpu_state::segment(SegReg::Cs, cpu_state::SEGMENT_LIMIT) as i32,
         )
     }
@@ -1604,20 +1888,27 @@ impl<'a, 'b> Translator<'a, 'b> {
             (Operand::Gpr(_), Operand::Gpr(_) | Operand::Immediate) => (self.source(d, w), None),
             (Operand::Gpr(_), Operand::Memory) => {
                 let off = self.effective_address(d);
-                let p = self.host_address(d.mem.segment, off, w / 8, false);
-                (self.load_host(w, p), None)
+                (self.load_mem(d.mem.segment, off, w), None)
+            }
+            (Operand::Memory, Operand::Gpr(_) | Operand::Immediate) if compare => {
+                // Memory is only read: the value stands for operand 0.
+                let b = self.source(d, w);
+                let off = self.effective_address(d);
+                let a = self.load_mem(d.mem.segment, off, w);
+                (b, Some((a, None)))
             }
             (Operand::Memory, Operand::Gpr(_) | Operand::Immediate) => {
                 let b = self.source(d, w);
                 let off = self.effective_address(d);
-                let p = self.host_address(d.mem.segment, off, w / 8, !compare);
-                (b, Some(p))
+                let p = self.host_address(d.mem.segment, off, w / 8, true);
+                let a = self.load_host(w, p);
+                (b, Some((a, Some(p))))
             }
             _ => return false,
         };
         let a = match (d.ops[0], mem_dst) {
             (Operand::Gpr(r), _) => self.read_gpr(w, r as usize),
-            (_, Some(p)) => self.load_host(w, p),
+            (_, Some((a, _))) => a,
             _ => return false,
         };
         let cin = if carry {
@@ -1649,7 +1940,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         if !compare {
             match (d.ops[0], mem_dst) {
                 (Operand::Gpr(n), _) => self.write_gpr(w, n as usize, r),
-                (_, Some(p)) => self.store_host(w, p, r),
+                (_, Some((_, Some(p)))) => self.store_host(w, p, r),
                 _ => unreachable!("operand 0 was matched above"),
             }
         }
@@ -1744,22 +2035,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
         };
         self.write_gpr(w, r, res);
-        let zero = self.iconst(0);
-        let p = Pending {
-            op: FlagOp::Logic,
-            bits: w,
-            a: zero,
-            b: zero,
-            r: res,
-            mask: STATUS,
+        let of = match of {
+            Some(of) => of,
+            None => self.iconst(0),
         };
-        let mut f = self.flag_bits(&p, ZF | SF | PF);
-        f = self.b.ins().bor(f, cf);
-        if let Some(of) = of {
-            let of = self.b.ins().ishl_imm_s(of, 11);
-            f = self.b.ins().bor(f, of);
-        }
-        self.set_flags_now(STATUS, f);
+        self.record(FlagOp::Co, w, cf, of, res, STATUS);
     }
 
     /// IMUL r, r/m(, imm): the truncated product, CF = OF = the product did
@@ -1779,19 +2059,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let back = sext(self, res);
         let over = self.b.ins().icmp(IntCC::NotEqual, back, p);
         let over = self.b.ins().uextend(types::I32, over);
-        let co = self.b.ins().imul_imm_s(over, (CF | OF) as i64);
         self.write_gpr(w, r, res);
-        let zero = self.iconst(0);
-        let pend = Pending {
-            op: FlagOp::Logic,
-            bits: w,
-            a: zero,
-            b: zero,
-            r: res,
-            mask: STATUS,
-        };
-        let f = self.flag_bits(&pend, ZF | SF | PF);
-        let f = self.b.ins().bor(f, co);
-        self.set_flags_now(STATUS, f);
+        self.record(FlagOp::Co, w, over, over, res, STATUS);
     }
 }
