@@ -285,6 +285,11 @@ pub struct Translator<'a, 'b> {
     /// and those handed out: (target EIP, address).
     slots: &'a mut [frame::LinkSlot],
     links: Vec<(u32, usize)>,
+    /// Blocks marked cold, and whether the current block is one.
+    cold_blocks: std::collections::HashSet<Block>,
+    in_cold: bool,
+    /// The shared leave block, once made.
+    leave: Option<Block>,
     ptr: types::Type,
     pub shape: Shape,
 }
@@ -376,6 +381,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             info: iced_x86::InstructionInfoFactory::new(),
             slots,
             links: Vec::new(),
+            cold_blocks: std::collections::HashSet::new(),
+            in_cold: false,
+            leave: None,
             ptr,
             shape: Shape::default(),
         };
@@ -409,7 +417,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     pub fn begin_region(&mut self, blocks: &[(u32, &[Decoded])]) {
         for &(eip, insns) in blocks {
             let last = insns.last().expect("region blocks are never empty");
-            let block = self.b.create_block();
+            let block = self.new_block();
             self.blocks.push(RegionBlock {
                 eip,
                 block,
@@ -450,7 +458,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Start translating region block `n`: every path into it has made
     /// its state canonical (registers possibly written, flags dynamic).
     pub fn enter_block(&mut self, n: usize) {
-        self.b.switch_to_block(self.blocks[n].block);
+        self.switch(self.blocks[n].block);
         self.dirty = self.region_written;
         self.flags_dirty = true;
         self.pending = None;
@@ -492,6 +500,29 @@ impl<'a, 'b> Translator<'a, 'b> {
             a.written |= 1 << ESP;
         }
         a
+    }
+
+    // ---- block layout ----
+
+    /// A new block; cold when made on a cold path (everything a cold
+    /// path branches to is cold too, so the fast path is laid out
+    /// contiguously and cold code after it).
+    fn new_block(&mut self) -> Block {
+        let b = self.b.create_block();
+        if self.in_cold {
+            self.mark_cold(b);
+        }
+        b
+    }
+
+    fn mark_cold(&mut self, b: Block) {
+        self.b.set_cold_block(b);
+        self.cold_blocks.insert(b);
+    }
+
+    fn switch(&mut self, b: Block) {
+        self.b.switch_to_block(b);
+        self.in_cold = self.cold_blocks.contains(&b);
     }
 
     // ---- registers ----
@@ -599,19 +630,33 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn dynamic_flags(&mut self) -> Value {
         let args = [self.rk, self.ra, self.rb, self.rr, self.flags].map(|v| self.b.use_var(v));
         let rc = self.b.use_var(self.rc);
-        let record = self.b.create_block();
-        let sub32 = self.b.create_block();
-        let call_block = self.b.create_block();
-        let done = self.b.create_block();
+        if self.in_cold {
+            // On a cold path: the helper, whatever the record (without
+            // one it gives the flags back: CF is then the flags' CF).
+            let no_cf = self.b.ins().band_imm_s(args[4], k(!CF));
+            let with_cf = self.b.ins().bor(no_cf, rc);
+            let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
+            let kind = self.b.ins().bor_imm_s(args[0], LAZY_KEEP_CF as i64);
+            let call = self.b.ins().call_indirect(
+                self.lazy_sig,
+                callee,
+                &[kind, args[1], args[2], args[3], with_cf],
+            );
+            return self.b.inst_results(call)[0];
+        }
+        let record = self.new_block();
+        let sub32 = self.new_block();
+        let call_block = self.new_block();
+        let done = self.new_block();
         let result = self.b.append_block_param(done, types::I32);
-        self.b.set_cold_block(call_block);
+        self.mark_cold(call_block);
         // No record (the kind is LAZY_NONE, as at a function's entry): the
         // flags variable is exact.
         self.b
             .ins()
             .brif(args[0], record, &[], done, &[args[4].into()]);
         self.b.seal_block(record);
-        self.b.switch_to_block(record);
+        self.switch(record);
         let no_cf = self.b.ins().band_imm_s(args[4], k(!CF));
         let with_cf = self.b.ins().bor(no_cf, rc);
         let op = self.b.ins().band_imm_s(args[0], 0xFFFF);
@@ -622,7 +667,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().brif(is_sub32, sub32, &[], call_block, &[]);
         self.b.seal_block(sub32);
         self.b.seal_block(call_block);
-        self.b.switch_to_block(sub32);
+        self.switch(sub32);
         let p = Pending {
             op: FlagOp::Sub,
             bits: 32,
@@ -635,7 +680,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let kept = self.b.ins().band_imm_s(with_cf, k(!(STATUS & !CF)));
         let f = self.b.ins().bor(kept, bits);
         self.b.ins().jump(done, &[f.into()]);
-        self.b.switch_to_block(call_block);
+        self.switch(call_block);
         let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
         let kind = self.b.ins().bor_imm_s(args[0], LAZY_KEEP_CF as i64);
         let call = self.b.ins().call_indirect(
@@ -646,7 +691,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let f = self.b.inst_results(call)[0];
         self.b.ins().jump(done, &[f.into()]);
         self.b.seal_block(done);
-        self.b.switch_to_block(done);
+        self.switch(done);
         result
     }
 
@@ -1069,18 +1114,139 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Leave the block with `retired` instructions retired and EIP `eip`.
     /// `target`: the EIP when it is fixed (the exit gets a link slot).
+    /// A `cold` exit goes through the shared leave block; a hot one (the
+    /// ends of blocks, taken every time the translation runs) stores
+    /// inline, the flags computed inline where the record allows.
     fn exit_with(&mut self, eip: Value, retired: usize, cold: bool, target: Option<u32>) {
-        self.store_state(cold);
-        let cpu = self.cpu();
-        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
-        self.store_icount(retired);
         let slot = match target {
             Some(t) => self.link_slot(t),
             None => 0,
         };
+        if cold || self.in_cold {
+            self.leave_via(eip, retired, None, slot);
+            return;
+        }
+        self.store_state(false);
+        let cpu = self.cpu();
+        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
+        self.store_icount(retired);
         let slot = self.b.ins().iconst(self.ptr, slot as i64);
         self.b.ins().return_(&[slot]);
         self.terminated = true;
+    }
+
+    /// Leave the translation through the shared leave block: the written
+    /// registers are stored here, the rest (flags as a record, EIP, the
+    /// instruction count, the instruction to hand to the interpreter's
+    /// handler first if any, the link slot to return) is passed to it.
+    /// One copy of that code per translation keeps every exit small.
+    fn leave_via(&mut self, eip: Value, retired: usize, run: Option<*const Decoded>, slot: usize) {
+        let st = self.state();
+        self.store_regs(self.dirty);
+        let [f, rk, ra, rb, rr, rc] = self.flag_args();
+        let count = self.b.use_var(self.count);
+        let count = self.b.ins().iadd_imm_s(count, retired as i64);
+        let run = self.b.ins().iconst(types::I64, run.map_or(0, |d| d as i64));
+        let slot = self.b.ins().iconst(self.ptr, slot as i64);
+        let leave = self.leave_block();
+        self.b.ins().jump(
+            leave,
+            &[eip, count, run, slot, f, rk, ra, rb, rr, rc].map(|v| v.into()),
+        );
+        self.set_state(st);
+        self.terminated = true;
+    }
+
+    /// The flags as a dynamic record for the shared leave block: the
+    /// flags variable, kind, operands, result, and the carried CF
+    /// ([`frame::lazy_flags`] with `LAZY_KEEP_CF` gives the bits).
+    fn flag_args(&mut self) -> [Value; 6] {
+        let f = self.b.use_var(self.flags);
+        match self.pending {
+            Some(p) if lazy_op(&p).is_some() => {
+                let (kind, a, b, r) = lazy_op(&p).expect("just checked");
+                let cf = if p.mask & CF != 0 {
+                    self.record_cf(&p)
+                } else if self.dynamic {
+                    self.b.use_var(self.rc)
+                } else {
+                    self.b.ins().band_imm_s(f, CF as i64)
+                };
+                let kind = self.iconst(kind & !LAZY_KEEP_CF);
+                [f, kind, a, b, r, cf]
+            }
+            None if self.dynamic => {
+                [self.flags, self.rk, self.ra, self.rb, self.rr, self.rc].map(|v| self.b.use_var(v))
+            }
+            _ => {
+                self.materialize(STATUS);
+                let f = self.b.use_var(self.flags);
+                let cf = self.b.ins().band_imm_s(f, CF as i64);
+                let z = self.iconst(LAZY_NONE);
+                [f, z, z, z, z, cf]
+            }
+        }
+    }
+
+    /// The translation's shared leave block (made on first use, cold).
+    fn leave_block(&mut self) -> Block {
+        if let Some(b) = self.leave {
+            return b;
+        }
+        let here = self.b.current_block().expect("called while emitting code");
+        let was_cold = self.in_cold;
+        let b = self.b.create_block();
+        self.mark_cold(b);
+        let i32t = types::I32;
+        let eip = self.b.append_block_param(b, i32t);
+        let count = self.b.append_block_param(b, types::I64);
+        let run = self.b.append_block_param(b, types::I64);
+        let slot = self.b.append_block_param(b, self.ptr);
+        let args: Vec<Value> = (0..6).map(|_| self.b.append_block_param(b, i32t)).collect();
+        self.switch(b);
+        let cpu = self.cpu();
+        let no_cf = self.b.ins().band_imm_s(args[0], k(!CF));
+        let with_cf = self.b.ins().bor(no_cf, args[5]);
+        let kind = self.b.ins().bor_imm_s(args[1], LAZY_KEEP_CF as i64);
+        let callee = self.b.ins().iconst(types::I64, self.lazy_helper as i64);
+        let call = self.b.ins().call_indirect(
+            self.lazy_sig,
+            callee,
+            &[kind, args[2], args[3], args[4], with_cf],
+        );
+        let flags = self.b.inst_results(call)[0];
+        self.b
+            .ins()
+            .store(mf(), flags, cpu, cpu_state::EFLAGS as i32);
+        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
+        let base = self
+            .b
+            .ins()
+            .load(types::I64, mf(), self.frame, frame::FRAME_ICOUNT_BASE);
+        let n = self.b.ins().iadd(base, count);
+        let icount = self.b.ins().load(self.ptr, mf(), self.frame, FRAME_ICOUNT);
+        self.b.ins().store(mf(), n, icount, 0);
+        let run_block = self.new_block();
+        let done = self.new_block();
+        self.b.ins().brif(run, run_block, &[], done, &[]);
+        self.b.seal_block(run_block);
+        self.switch(run_block);
+        let callee = self.b.ins().iconst(types::I64, self.helper as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.helper_sig, callee, &[self.frame, run]);
+        let r = self.b.inst_results(call)[0];
+        let null = self.b.ins().iconst(self.ptr, 0);
+        let exit = self.b.ins().select(r, null, slot);
+        self.b.ins().return_(&[exit]);
+        self.b.seal_block(done);
+        self.switch(done);
+        self.b.ins().return_(&[slot]);
+        self.b.switch_to_block(here);
+        self.in_cold = was_cold;
+        self.leave = Some(b);
+        b
     }
 
     /// The end of the block after `retired` instructions, falling through
@@ -1117,8 +1283,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, need, budget);
-        let leave = self.b.create_block();
-        self.b.set_cold_block(leave);
+        let leave = self.new_block();
+        self.mark_cold(leave);
         let mut checks = vec![quiet, fits];
         if !self.mode.is_flat(SegReg::Cs) {
             let limit = self.cs_limit();
@@ -1131,17 +1297,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         // One compare and branch per check.
         for ok in checks {
-            let go = self.b.create_block();
+            let go = self.new_block();
             self.b.ins().brif(ok, go, &[], leave, &[]);
             self.b.seal_block(go);
-            self.b.switch_to_block(go);
+            self.switch(go);
         }
         self.b.seal_block(leave);
         let go = self.b.current_block().expect("just switched to it");
-        self.b.switch_to_block(leave);
+        self.switch(leave);
         let e = self.iconst(target);
         self.exit_with(e, retired, true, Some(target));
-        self.b.switch_to_block(go);
+        self.switch(go);
         self.b.def_var(self.count, after);
         self.b.ins().jump(t.block, &[]);
         self.terminated = true;
@@ -1179,21 +1345,21 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .call_indirect(self.helper_sig, callee, &[self.frame, idx]);
         let r = self.b.inst_results(call)[0];
-        let leave = self.b.create_block();
-        let reload = self.b.create_block();
-        self.b.set_cold_block(leave);
+        let leave = self.new_block();
+        let reload = self.new_block();
+        self.mark_cold(leave);
         if cold {
-            self.b.set_cold_block(reload);
+            self.mark_cold(reload);
         }
         self.b.ins().brif(r, leave, &[], reload, &[]);
-        self.b.switch_to_block(leave);
+        self.switch(leave);
         self.b.seal_block(leave);
         // The registers the instruction does not use still hold their
         // values only here.
         self.store_regs(later);
         let null = self.b.ins().iconst(self.ptr, 0);
         self.b.ins().return_(&[null]);
-        self.b.switch_to_block(reload);
+        self.switch(reload);
         self.b.seal_block(reload);
         self.load_regs(regs.written);
         self.load_flags();
@@ -1228,8 +1394,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         match self.slow {
             Some(b) => b,
             None => {
-                let b = self.b.create_block();
-                self.b.set_cold_block(b);
+                let b = self.new_block();
+                self.mark_cold(b);
                 self.slow = Some(b);
                 b
             }
@@ -1244,10 +1410,10 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Go to `miss` unless `ok` holds.
     fn guard_to(&mut self, ok: Value, miss: Block) {
-        let go = self.b.create_block();
+        let go = self.new_block();
         self.b.ins().brif(ok, go, &[], miss, &[]);
         self.b.seal_block(go);
-        self.b.switch_to_block(go);
+        self.switch(go);
     }
 
     // ---- memory ----
@@ -1296,15 +1462,15 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// leaves the translation.
     fn load_mem(&mut self, s: SegReg, offset: Value, bits: u32) -> Value {
         self.read_route = true;
-        let miss = self.b.create_block();
-        self.b.set_cold_block(miss);
-        let merge = self.b.create_block();
+        let miss = self.new_block();
+        self.mark_cold(miss);
+        let merge = self.new_block();
         let value = self.b.append_block_param(merge, types::I32);
         let p = self.host_address_or(s, offset, bits / 8, false, miss);
         let v = self.load_host(bits, p);
         self.b.ins().jump(merge, &[v.into()]);
         self.b.seal_block(miss);
-        self.b.switch_to_block(miss);
+        self.switch(miss);
         let callee = self
             .b
             .ins()
@@ -1321,7 +1487,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let slow = self.slow_block();
         self.b.ins().brif(refused, slow, &[], merge, &[v.into()]);
         self.b.seal_block(merge);
-        self.b.switch_to_block(merge);
+        self.switch(merge);
         value
     }
 
@@ -1466,10 +1632,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.slow = None;
         self.read_route = false;
         self.terminated = false;
-        let join = self.b.create_block();
         let before = self.state();
         let records = self.records;
         if !self.translate(d) {
+            let join = self.new_block();
             self.shape.delegated += 1;
             // The whole instruction goes to the interpreter: its flags
             // must be real bits first.
@@ -1477,11 +1643,16 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.call_interpreter(join, None, false);
             self.clean();
             self.b.seal_block(join);
-            self.b.switch_to_block(join);
+            self.switch(join);
             return true;
         }
         self.shape.translated += 1;
         let left = self.terminated;
+        if self.slow.is_none() {
+            // No slow path: the instruction goes on in the block it ends in.
+            return !left;
+        }
+        let join = self.new_block();
         if self.read_route {
             return self.finish_read_route(d, before, join, left);
         }
@@ -1499,18 +1670,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.b.ins().jump(join, &[]);
         }
         let Some(slow) = self.slow else {
-            if left {
-                return false;
-            }
-            self.b.seal_block(join);
-            self.b.switch_to_block(join);
-            return true;
+            return !left;
         };
         // The slow path starts from the state before the instruction:
         // every guard comes before any change, so the variables still
         // hold it, and so does the compile-time state saved above.
         let after = self.state();
-        self.b.switch_to_block(slow);
+        self.switch(slow);
         self.b.seal_block(slow);
         self.set_state(before);
         let access = self.access(d);
@@ -1522,7 +1688,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.set_state(after);
         }
         self.b.seal_block(join);
-        self.b.switch_to_block(join);
+        self.switch(join);
         true
     }
 
@@ -1539,32 +1705,18 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         let after = self.state();
         let slow = self.slow_block();
-        self.b.switch_to_block(slow);
+        self.switch(slow);
         self.b.seal_block(slow);
         self.set_state(before);
-        self.store_state(true);
-        let cpu = self.cpu();
         let eip = self.iconst(self.insn_eip);
-        self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
-        self.store_icount(self.index);
-        let callee = self.b.ins().iconst(types::I64, self.helper as i64);
-        let idx = self.b.ins().iconst(types::I64, self.insn as i64);
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.helper_sig, callee, &[self.frame, idx]);
-        let r = self.b.inst_results(call)[0];
         let on = self.link_slot(d.next_eip);
-        let on = self.b.ins().iconst(self.ptr, on as i64);
-        let null = self.b.ins().iconst(self.ptr, 0);
-        let exit = self.b.ins().select(r, null, on);
-        self.b.ins().return_(&[exit]);
+        self.leave_via(eip, self.index, Some(self.insn), on);
         self.set_state(after);
         self.b.seal_block(join);
         if left {
             return false;
         }
-        self.b.switch_to_block(join);
+        self.switch(join);
         true
     }
 
@@ -1793,17 +1945,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             {
                 self.check_target(d.imm);
                 let taken = self.condition(i.condition_code());
-                let out = self.b.create_block();
-                let on = self.b.create_block();
+                let out = self.new_block();
+                let on = self.new_block();
                 self.b.ins().brif(taken, out, &[], on, &[]);
                 self.b.seal_block(out);
                 self.b.seal_block(on);
-                self.b.switch_to_block(out);
+                self.switch(out);
                 let st = self.state();
                 self.edge(d.imm, self.index + 1);
                 self.set_state(st);
                 self.terminated = false;
-                self.b.switch_to_block(on);
+                self.switch(on);
                 true
             }
             _ => false,
