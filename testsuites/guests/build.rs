@@ -60,6 +60,12 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "jit-torture",
+        description: "recompiler torture: aliased code, stores into the next instruction, page-straddling fetches, IDE-loaded code, a fault at each access of a long block, IRQs in tight loops",
+        sources: &["jit-torture.c", "jit-torture.S"],
+        defines: &[],
+    },
+    GuestSpec {
         name: "paging",
         description: "page-fault error codes and CR2, accessed/dirty bits, 4 MiB pages, CR0.WP, INVLPG",
         sources: &["paging.c"],
