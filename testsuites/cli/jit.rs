@@ -10,21 +10,27 @@ use common::{ringside_with_input, text};
 
 /// What a guest needs besides its image: pc-hw has two IDE disks and
 /// checks that the line it reads on COM1 is the one its command line
-/// expects.
+/// expects; jit-torture loads code from a scratch disk as the master.
 fn guest_args(guest: &str) -> Vec<String> {
-    if guest != "pc-hw" {
-        return Vec::new();
-    }
+    let disks = match guest {
+        "pc-hw" => 2,
+        "jit-torture" => 1,
+        _ => return Vec::new(),
+    };
     let mut args = Vec::new();
-    for n in 0..2 {
-        let path =
-            std::env::temp_dir().join(format!("ringside-jit-{}-disk{n}.img", std::process::id()));
+    for n in 0..disks {
+        let path = std::env::temp_dir().join(format!(
+            "ringside-jit-{}-{guest}-disk{n}.img",
+            std::process::id()
+        ));
         std::fs::write(&path, vec![0u8; 1 << 20]).expect("write a disk image to the temp dir");
         args.push("--disk".to_owned());
         args.push(format!("{},snapshot", path.display()));
     }
-    args.push("--cmdline".to_owned());
-    args.push("expect=hello".to_owned());
+    if guest == "pc-hw" {
+        args.push("--cmdline".to_owned());
+        args.push("expect=hello".to_owned());
+    }
     args
 }
 
@@ -37,6 +43,7 @@ const GUESTS: &[(&str, &[u8])] = &[
     ("hello", b""),
     ("irq-pm", b""),
     ("irq-real", b""),
+    ("jit-torture", b""),
     ("paging", b""),
     ("pc-hw", b"hello\n"),
     ("pm-segments", b""),
