@@ -439,8 +439,8 @@ static void changed_from_outside(void)
 	test("debugger_target rewritten by the guest, then called hot");
 	debugger_target_immediate = 0x0DE60003;
 	expect_eq("sum of HOT calls", (uint32_t)(HOT * 0x0DE60003u), call_hot(debugger_target, HOT));
-	debugger_target_immediate = DEBUGGER_TARGET_ORIGINAL;
-	expect_eq("after the guest put the original back", DEBUGGER_TARGET_ORIGINAL, debugger_target());
+	/* Left changed: a state restored from before this test has the
+	 * original code, and must run it. */
 }
 
 /* ---- f: a fault at each memory access of a long block ---- */
