@@ -950,6 +950,7 @@ fn built_in_guests_retire_their_pinned_instruction_counts() {
         ("hello", b"", 5_250),
         ("irq-pm", b"", 7_587),
         ("irq-real", b"", 33_508),
+        ("jit-torture", b"", 2_319_594),
         ("paging", b"", 62_424),
         ("pm-segments", b"", 65_701),
         ("privilege", b"", 34_201),

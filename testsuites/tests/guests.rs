@@ -1,6 +1,7 @@
 //! Acceptance: the guest programs of testsuites/guests — protected-mode
 //! segment checks, every exception with its error code, paging, privilege
-//! changes, task switches, virtual-8086 mode, self-modifying code — run on
+//! changes, task switches, virtual-8086 mode, self-modifying code, the
+//! recompiler torture — run on
 //! the interpreter and report success through the debug-exit port.
 
 use ringside_core::{boot, Machine, RunOutcome, StopReason};
@@ -91,6 +92,37 @@ fn virtual_8086_mode_passes() {
 #[test]
 fn self_modifying_code_is_seen() {
     assert_passes("smc");
+}
+
+/// jit-torture takes IRQ 0 from the 8254 through the 8259A, which the
+/// standard machine lacks, so it runs on the default PC; without a disk
+/// its IDE case is skipped (testsuites/cli/jit_torture.rs attaches one).
+#[test]
+fn recompiler_torture_passes_on_the_interpreter() {
+    let guest = ringside_guests::find("jit-torture").expect("jit-torture is built in");
+    let com1 = SharedBuffer::default();
+    let mut m = ringside_devices::pc::build_pc(
+        &ringside_core::config::MachineConfig::default(),
+        ringside_devices::pc::HostIo::com1_only(com1.clone()),
+    )
+    .expect("the default PC builds");
+    boot::load_multiboot(&mut m, guest.image, "").expect("guest loads");
+    let outcome = m
+        .run_until_stopped(&mut Interp::new(), Some(50_000_000))
+        .expect("the interpreter supports every instruction the guest uses");
+    let out = String::from_utf8_lossy(&com1.contents()).into_owned();
+    println!("{out}");
+    assert_eq!(
+        outcome,
+        RunOutcome::Stopped(StopReason::DebugExit(0)),
+        "jit-torture did not pass; its output:\n{out}"
+    );
+    let skipped: Vec<&str> = out.lines().filter(|l| l.contains("skipped:")).collect();
+    assert_eq!(
+        skipped,
+        [" 11 IDE: READ SECTORS by REP INSW over hot code runs the loaded code ... skipped: no IDE master disk"],
+        "only the IDE case may be skipped without a disk"
+    );
 }
 
 #[test]
