@@ -119,10 +119,7 @@ fn loop_counts(com1: &str) -> (u32, u32, u32, u32, u32) {
         .lines()
         .find(|l| l.trim_start().starts_with("debugger_target: "))
         .unwrap_or_else(|| panic!("no debugger_target line in\n{com1}"));
-    let words: Vec<&str> = line
-        .split(|c: char| c == ' ' || c == ',')
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
     let number = |w: &str| -> u32 {
         match w.strip_prefix("0x") {
             Some(hex) => u32::from_str_radix(hex, 16),
