@@ -136,60 +136,6 @@ pub unsafe extern "C" fn interpret_one(frame: *mut Frame, d: *const Decoded) -> 
     CONTINUE
 }
 
-/// What [`read_plain`] returns when it did not read: the interpreter's
-/// handler must run the instruction.
-pub const READ_REFUSED: u64 = 1 << 32;
-
-/// The slow path of a translated read that missed the inline TLB check:
-/// `size` bytes at `seg:offset` (`seg` a `SegReg` number), when that read
-/// is a plain one — the segment check passes, the bytes stay in one page
-/// of RAM or ROM the TLB can hold (after a walk that fills it), no data
-/// breakpoint watches, no alignment check is due, and nothing raised the
-/// pending-work word. The value, zero-extended; or [`READ_REFUSED`], having
-/// changed nothing the interpreter would not change itself on the same
-/// access (a walk that sets accessed bits, a TLB fill), and the caller
-/// hands the whole instruction to the interpreter's handler.
-///
-/// Reads nothing but CpuState's segments, CR0, EFLAGS.AC and CPL, which
-/// generated code never holds apart: no state needs storing before the
-/// call.
-///
-/// # Safety
-/// `frame` must be the frame of a running translation.
-pub unsafe extern "C" fn read_plain(frame: *mut Frame, seg: u32, offset: u32, size: u32) -> u64 {
-    use ringside_core::cpu::{cr0, flags::AC, SegReg};
-    use ringside_core::mmu::AccessKind;
-    // SAFETY: the caller's contract: a live frame whose machine only the
-    // translation uses while it runs.
-    let m = unsafe { &mut *(*frame).machine };
-    let Some(&s) = SegReg::ALL.get(seg as usize) else {
-        return READ_REFUSED;
-    };
-    let Ok(lin) = m.seg_read_addr(s, offset, size) else {
-        return READ_REFUSED;
-    };
-    let user = m.user_access();
-    let misaligned = user && lin & (size - 1) != 0;
-    if misaligned && m.cpu.cr0 & cr0::AM != 0 && m.cpu.eflags & AC != 0 {
-        return READ_REFUSED;
-    }
-    if m.translate(lin, AccessKind::Read, user).is_err() || m.pending().get() != 0 {
-        return READ_REFUSED;
-    }
-    let Some(p) = m.tlb().cached_span(lin, size, false, user) else {
-        return READ_REFUSED;
-    };
-    // SAFETY: `cached_span` vouches for `size` bytes inside one cached
-    // RAM or ROM page.
-    unsafe {
-        match size {
-            1 => p.read() as u64,
-            2 => u16::from_le((p as *const u16).read_unaligned()) as u64,
-            _ => u32::from_le((p as *const u32).read_unaligned()) as u64,
-        }
-    }
-}
-
 /// EFLAGS with a dynamic flag record applied: `kind` is
 /// `translate::lazy_kind(op, bits)` (or `LAZY_NONE`; with `LAZY_KEEP_CF`
 /// the record leaves CF alone, as INC and DEC do), `a`, `b`, `r` the

@@ -238,10 +238,6 @@ pub struct Translator<'a, 'b> {
     helper: usize,
     lazy_sig: SigRef,
     lazy_helper: usize,
-    read_sig: SigRef,
-    /// The current instruction reads through [`Self::load_mem`]: its slow
-    /// path runs it in the interpreter's handler and leaves.
-    read_route: bool,
     gpr: [Variable; 8],
     flags: Variable,
     /// The dynamic flag record (see [`Lazy`]): kind, operands, result.
@@ -329,13 +325,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         sig.returns.push(AbiParam::new(types::I32));
         let lazy_sig = b.import_signature(sig);
-        let mut sig = Signature::new(b.func.signature.call_conv);
-        sig.params.push(AbiParam::new(ptr));
-        for _ in 0..3 {
-            sig.params.push(AbiParam::new(types::I32));
-        }
-        sig.returns.push(AbiParam::new(types::I64));
-        let read_sig = b.import_signature(sig);
+
         let gpr = [0; 8].map(|_| b.declare_var(types::I32));
         let flags = b.declare_var(types::I32);
         let [rk, ra, rb, rr, rc] = [0; 5].map(|_| b.declare_var(types::I32));
@@ -346,7 +336,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         let zero64 = b.ins().iconst(types::I64, 0);
         b.def_var(count, zero64);
-        let t = Translator {
+        Translator {
             b,
             mode,
             frame,
@@ -355,8 +345,6 @@ impl<'a, 'b> Translator<'a, 'b> {
             helper: frame::interpret_one as *const () as usize,
             lazy_sig,
             lazy_helper: frame::lazy_flags as *const () as usize,
-            read_sig,
-            read_route: false,
             gpr,
             flags,
             rk,
@@ -386,8 +374,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             leave: None,
             ptr,
             shape: Shape::default(),
-        };
-        t
+        }
     }
 
     fn load_regs(&mut self, regs: u8) {
@@ -715,7 +702,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// record goes to the dynamic variables with its CF, a record of all
     /// but CF (INC, DEC) too, carrying CF from what it sits on; anything
     /// else becomes bits.
-    fn to_dynamic(&mut self) {
+    fn make_dynamic(&mut self) {
         let op_of = |p: &Pending| lazy_op_code(p.op);
         match self.pending {
             None if self.dynamic => return,
@@ -1265,7 +1252,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.exit_with(e, retired, false, Some(target));
             return;
         };
-        self.to_dynamic();
+        self.make_dynamic();
         let count = self.b.use_var(self.count);
         let after = self.b.ins().iadd_imm_s(count, retired as i64);
         let word = self
@@ -1313,27 +1300,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.terminated = true;
     }
 
-    /// Hand the current instruction to the interpreter: the call, and
-    /// either a return (the helper said leave) or the reload of the state
-    /// and a jump to `join`. `slow`: this is the slow path of a translated
-    /// instruction, whose registers (`Access`) are known: only those it
-    /// uses are stored before the call (the rest only if it leaves) and
-    /// only those it writes are loaded again, and the whole path is cold.
-    /// A delegated instruction may touch anything: every written register
-    /// is stored and all are loaded again.
-    /// `exact_after`: the paths meet with a dynamic record, which is none
-    /// on this one.
-    fn call_interpreter(&mut self, join: Block, slow: Option<Access>, exact_after: bool) {
-        let all = Access {
-            used: 0xFF,
-            written: 0xFF,
-        };
-        let regs = slow.unwrap_or(all);
-        let cold = slow.is_some();
-        let later = self.dirty & !regs.used;
-        self.dirty &= regs.used;
-        self.store_state(cold);
-        self.dirty = later;
+    /// Hand a delegated instruction to the interpreter: every written
+    /// register and the flags are stored first, then the call, and either
+    /// a return (the helper said leave) or the reload of all the state and
+    /// a jump to `join`.
+    fn call_interpreter(&mut self, join: Block) {
+        self.store_state(false);
         let eip = self.iconst(self.insn_eip);
         let cpu = self.cpu();
         self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
@@ -1348,24 +1320,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         let leave = self.new_block();
         let reload = self.new_block();
         self.mark_cold(leave);
-        if cold {
-            self.mark_cold(reload);
-        }
         self.b.ins().brif(r, leave, &[], reload, &[]);
         self.switch(leave);
         self.b.seal_block(leave);
-        // The registers the instruction does not use still hold their
-        // values only here.
-        self.store_regs(later);
         let null = self.b.ins().iconst(self.ptr, 0);
         self.b.ins().return_(&[null]);
         self.switch(reload);
         self.b.seal_block(reload);
-        self.load_regs(regs.written);
+        self.load_regs(0xFF);
         self.load_flags();
-        if exact_after {
-            self.exact_dynamic();
-        }
         self.b.ins().jump(join, &[]);
     }
 
@@ -1454,41 +1417,18 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.host_address_or(s, offset, bytes, write, slow)
     }
 
-    /// `bits` bits read at `s:offset`: inline through the TLB, or, when
-    /// the inline checks fail, through [`frame::read_plain`] (a cold call
-    /// that changes nothing this path holds, so both meet again with just
-    /// the value), or, when that refuses, the instruction's slow path,
-    /// which runs the whole instruction in the interpreter's handler and
-    /// leaves the translation.
+    /// `bits` bits read at `s:offset`, inline through the TLB. Every
+    /// failed check — a TLB miss included — goes to the instruction's slow
+    /// path, which runs the whole instruction in the interpreter's handler
+    /// (which walks the page tables and fills the TLB, or faults) and
+    /// leaves the translation for the next instruction. Nothing comes back,
+    /// so no call sits on a path that goes on: the fast path's values need
+    /// not survive one, and register allocation stays free. A miss costs a
+    /// trip through the interpreter, and misses are rare once the TLB is
+    /// warm (a few thousand on all of bench-int).
     fn load_mem(&mut self, s: SegReg, offset: Value, bits: u32) -> Value {
-        self.read_route = true;
-        let miss = self.new_block();
-        self.mark_cold(miss);
-        let merge = self.new_block();
-        let value = self.b.append_block_param(merge, types::I32);
-        let p = self.host_address_or(s, offset, bits / 8, false, miss);
-        let v = self.load_host(bits, p);
-        self.b.ins().jump(merge, &[v.into()]);
-        self.b.seal_block(miss);
-        self.switch(miss);
-        let callee = self
-            .b
-            .ins()
-            .iconst(types::I64, frame::read_plain as *const () as i64);
-        let seg = self.iconst(s as u32);
-        let size = self.iconst(bits / 8);
-        let call =
-            self.b
-                .ins()
-                .call_indirect(self.read_sig, callee, &[self.frame, seg, offset, size]);
-        let r = self.b.inst_results(call)[0];
-        let refused = self.b.ins().ushr_imm_s(r, 32);
-        let v = self.b.ins().ireduce(types::I32, r);
-        let slow = self.slow_block();
-        self.b.ins().brif(refused, slow, &[], merge, &[v.into()]);
-        self.b.seal_block(merge);
-        self.switch(merge);
-        value
+        let p = self.host_address(s, offset, bits / 8, false);
+        self.load_host(bits, p)
     }
 
     /// [`Self::host_address`] with every failed check going to `miss`.
@@ -1507,6 +1447,19 @@ impl<'a, 'b> Translator<'a, 'b> {
         } else {
             self.segment_checks(s, offset, bytes, write, miss)
         };
+        self.tlb_lookup(lin, bytes, write, miss, miss)
+    }
+
+    /// The host address of `bytes` bytes at linear `lin` through the TLB
+    /// (a miss goes to `miss`, a misaligned user access to `misaligned`).
+    fn tlb_lookup(
+        &mut self,
+        lin: Value,
+        bytes: u32,
+        write: bool,
+        miss: Block,
+        misaligned: Block,
+    ) -> Value {
         // The TLB: the entry of the first byte's page must carry the tag
         // of the *last* byte's page. Tags live only at their own index, so
         // that one compare is both the hit and the "stays in its page"
@@ -1539,7 +1492,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             // A misaligned user access may owe #AC: the slow path decides.
             let mis = self.b.ins().band_imm_s(lin, bytes as i64 - 1);
             let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
-            self.guard_to(aligned, miss);
+            self.guard_to(aligned, misaligned);
         }
         let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
         let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
@@ -1630,17 +1583,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.insn = d;
         self.insn_eip = d.i.ip32();
         self.slow = None;
-        self.read_route = false;
         self.terminated = false;
         let before = self.state();
-        let records = self.records;
         if !self.translate(d) {
             let join = self.new_block();
             self.shape.delegated += 1;
             // The whole instruction goes to the interpreter: its flags
             // must be real bits first.
             self.materialize(STATUS);
-            self.call_interpreter(join, None, false);
+            self.call_interpreter(join);
             self.clean();
             self.b.seal_block(join);
             self.switch(join);
@@ -1652,57 +1603,21 @@ impl<'a, 'b> Translator<'a, 'b> {
             // No slow path: the instruction goes on in the block it ends in.
             return !left;
         }
-        let join = self.new_block();
-        if self.read_route {
-            return self.finish_read_route(d, before, join, left);
-        }
-        let mut recorded = false;
-        if !left {
-            if self.slow.is_some() && self.records != records {
-                // A record made on the fast path names values the slow
-                // path does not have: the paths meet with a dynamic
-                // record, this one on the fast path, none on the slow
-                // path (its handler left exact bits); the hint tells
-                // readers it is one of the two.
-                self.to_dynamic();
-                recorded = true;
-            }
-            self.b.ins().jump(join, &[]);
-        }
-        let Some(slow) = self.slow else {
-            return !left;
-        };
-        // The slow path starts from the state before the instruction:
-        // every guard comes before any change, so the variables still
-        // hold it, and so does the compile-time state saved above.
-        let after = self.state();
-        self.switch(slow);
-        self.b.seal_block(slow);
-        self.set_state(before);
-        let access = self.access(d);
-        self.call_interpreter(join, Some(access), recorded);
-        if left {
-            // Only the slow path goes on, with everything reloaded.
-            self.clean();
-        } else {
-            self.set_state(after);
-        }
-        self.b.seal_block(join);
-        self.switch(join);
-        true
+        self.finish_slow_path(d, before, left)
     }
 
-    /// The end of an instruction that read through [`Self::load_mem`]:
-    /// its slow path (a read the helper refused, or any other failed
-    /// check) runs the whole instruction in the interpreter's handler with
-    /// the state complete in CpuState, and leaves: through the link slot
-    /// of the next instruction when the handler says go on, with null
-    /// otherwise. Nothing comes back to the fast path, whose lazy flags
-    /// therefore stay as the fast path made them.
-    fn finish_read_route(&mut self, d: &Decoded, before: State, join: Block, left: bool) -> bool {
-        if !left {
-            self.b.ins().jump(join, &[]);
-        }
+    /// The slow path of a translated instruction (any failed check of its
+    /// fast path: a TLB miss, a segment or alignment check, a store to a
+    /// code page, MMIO) runs the whole instruction in the interpreter's
+    /// handler, with the state complete in CpuState as it was before the
+    /// instruction (every guard comes before any change, so the variables
+    /// and the compile-time state saved in `before` still hold it), and
+    /// leaves: through the link slot of the next instruction when the
+    /// handler says go on, with null otherwise. Nothing comes back to the
+    /// fast path: its lazy flags stay as it made them, and no value of it
+    /// has to survive a call. Misses are rare once the TLB is warm.
+    fn finish_slow_path(&mut self, d: &Decoded, before: State, left: bool) -> bool {
+        let here = self.b.current_block();
         let after = self.state();
         let slow = self.slow_block();
         self.switch(slow);
@@ -1712,12 +1627,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         let on = self.link_slot(d.next_eip);
         self.leave_via(eip, self.index, Some(self.insn), on);
         self.set_state(after);
-        self.b.seal_block(join);
-        if left {
-            return false;
+        self.terminated = left;
+        match (here, left) {
+            (Some(b), false) => {
+                self.switch(b);
+                true
+            }
+            _ => false,
         }
-        self.switch(join);
-        true
     }
 
     /// Nothing written since the last load: after a helper call.
