@@ -34,6 +34,13 @@ pub struct Frame {
     /// `Machine::clock.icount` when the translation was entered: the
     /// translation counts what it retires from here.
     pub icount_base: u64,
+    /// The lazy flag record a translation left at a plain exit, for the
+    /// next one to start from (kind, operands, result, carried CF; see
+    /// `translate::lazy_kind`): while `rec[0]` is not `LAZY_NONE`,
+    /// CpuState's EFLAGS has exact control bits but stale status bits,
+    /// and [`Frame::settle_flags`] makes them exact. A translation clears
+    /// `rec[0]` when it takes the record at its entry.
+    pub rec: [u32; 5],
     /// Written by helpers when the block must end abnormally.
     pub end: BlockEnd,
 }
@@ -44,6 +51,24 @@ pub const FRAME_ICOUNT: i32 = offset_of!(Frame, icount) as i32;
 pub const FRAME_PENDING: i32 = offset_of!(Frame, pending) as i32;
 pub const FRAME_BUDGET: i32 = offset_of!(Frame, budget) as i32;
 pub const FRAME_ICOUNT_BASE: i32 = offset_of!(Frame, icount_base) as i32;
+pub const FRAME_REC: i32 = offset_of!(Frame, rec) as i32;
+
+impl Frame {
+    /// Apply the record a translation left (if any) to CpuState's EFLAGS:
+    /// before anything but a translation looks at the state again.
+    pub fn settle_flags(&mut self) {
+        let [kind, a, b, r, cf] = self.rec;
+        if kind == crate::translate::LAZY_NONE {
+            return;
+        }
+        // SAFETY: `cpu` is the running machine's CpuState; no translation
+        // runs while the engine settles.
+        let cpu = unsafe { &mut *self.cpu };
+        let f = (cpu.eflags & !ringside_core::cpu::flags::CF) | cf;
+        cpu.eflags = lazy_flags(kind | crate::translate::LAZY_KEEP_CF, a, b, r, f);
+        self.rec[0] = crate::translate::LAZY_NONE;
+    }
+}
 
 /// What a helper returns to generated code.
 pub const CONTINUE: u32 = 0;

@@ -555,6 +555,7 @@ impl Recompiler {
                 budget,
                 code_seq,
                 icount_base: before,
+                rec: [crate::translate::LAZY_NONE; 5],
                 end: BlockEnd::default(),
             }
         };
@@ -595,6 +596,7 @@ impl Recompiler {
             entry = slot.entry;
             self.counters.chained += 1;
         }
+        frame.settle_flags();
         let c = &mut self.counters;
         c.native_instructions += m.clock.icount - before;
         if frame.end.fault.is_some() {

@@ -173,6 +173,8 @@ pub struct RegionBlock {
     pub block: Block,
     pub len: usize,
     pub end_eip: u32,
+    /// Some jump or fall-through of the region enters it.
+    pub entered_inside: bool,
 }
 
 /// What the translator knows about the state on the current path.
@@ -378,9 +380,12 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn load_regs(&mut self, regs: u8) {
+        if regs == 0 {
+            return;
+        }
+        let cpu = self.cpu();
         for r in 0..8 {
             if regs & (1 << r) != 0 {
-                let cpu = self.cpu();
                 let v = self
                     .b
                     .ins()
@@ -410,6 +415,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 block,
                 len: insns.len(),
                 end_eip: last.i.ip32().wrapping_add(last.i.len() as u32),
+                entered_inside: false,
             });
         }
         // The registers any instruction of the region may write (what a
@@ -425,16 +431,51 @@ impl<'a, 'b> Translator<'a, 'b> {
                 used |= a.used;
             }
         }
+        // Which region blocks a jump or fall-through inside the region may
+        // enter: only those can be entered holding unstored registers.
+        let mut targets: Vec<u32> = Vec::new();
+        for (n, &(_, insns)) in blocks.iter().enumerate() {
+            for d in insns {
+                let near = matches!(d.i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16);
+                let branch = matches!(
+                    d.i.flow_control(),
+                    iced_x86::FlowControl::ConditionalBranch
+                        | iced_x86::FlowControl::UnconditionalBranch
+                );
+                if near && branch {
+                    targets.push(d.imm);
+                }
+            }
+            targets.push(self.blocks[n].end_eip);
+        }
+        for b in &mut self.blocks {
+            b.entered_inside = targets.contains(&b.eip);
+        }
         let zero = self.iconst(0);
         for r in 0..8 {
             self.b.def_var(self.gpr[r], zero);
         }
         self.load_regs(used);
         self.load_flags();
-        // No record yet; the carried CF is the flags' CF.
+        // The record the previous translation left in the frame (if it
+        // chained here through a plain exit), taken and cleared; without
+        // one the carried CF is the flags' CF.
+        let mut rec = [0; 5].map(|_| None);
+        for (n, v) in rec.iter_mut().enumerate() {
+            *v = Some(self.b.ins().load(
+                types::I32,
+                mf(),
+                self.frame,
+                frame::FRAME_REC + 4 * n as i32,
+            ));
+        }
+        let [kind, a, b, r, rec_cf] = rec.map(|v| v.expect("loaded above"));
+        let none = self.iconst(LAZY_NONE);
+        self.b.ins().store(mf(), none, self.frame, frame::FRAME_REC);
         let f = self.b.use_var(self.flags);
-        let cf = self.b.ins().band_imm_s(f, CF as i64);
-        self.b.def_var(self.rc, cf);
+        let flags_cf = self.b.ins().band_imm_s(f, CF as i64);
+        let cf = self.b.ins().select(kind, rec_cf, flags_cf);
+        self.set_dynamic_values(kind, a, b, r, cf);
         self.dirty = self.region_written;
         self.dynamic = true;
         self.hint = Hint::Exact;
@@ -446,12 +487,21 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// its state canonical (registers possibly written, flags dynamic).
     pub fn enter_block(&mut self, n: usize) {
         self.switch(self.blocks[n].block);
-        self.dirty = self.region_written;
-        self.flags_dirty = true;
         self.pending = None;
-        self.dynamic = true;
-        self.hint = Hint::Unknown;
         self.terminated = false;
+        if self.blocks[n].entered_inside {
+            self.dirty = self.region_written;
+            self.flags_dirty = true;
+            self.dynamic = true;
+            self.hint = Hint::Unknown;
+        } else {
+            // Entered only from the function's entry: nothing is written
+            // yet; the flags are the frame's record, if any.
+            self.dirty = 0;
+            self.flags_dirty = false;
+            self.dynamic = true;
+            self.hint = Hint::Unknown;
+        }
     }
 
     /// The CpuState pointer, loaded from the frame where it is used (so
@@ -742,6 +792,10 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     fn set_dynamic(&mut self, kind: u32, a: Value, b: Value, r: Value, cf: Value) {
         let k = self.iconst(kind);
+        self.set_dynamic_values(k, a, b, r, cf);
+    }
+
+    fn set_dynamic_values(&mut self, k: Value, a: Value, b: Value, r: Value, cf: Value) {
         self.b.def_var(self.rk, k);
         self.b.def_var(self.ra, a);
         self.b.def_var(self.rb, b);
@@ -1042,10 +1096,13 @@ impl<'a, 'b> Translator<'a, 'b> {
     // ---- state write-back and exits ----
 
     fn store_regs(&mut self, regs: u8) {
+        if regs == 0 {
+            return;
+        }
+        let cpu = self.cpu();
         for r in 0..8 {
             if regs & (1 << r) != 0 {
                 let v = self.b.use_var(self.gpr[r]);
-                let cpu = self.cpu();
                 self.b.ins().store(mf(), v, cpu, cpu_state::gpr(r) as i32);
             }
         }
@@ -1113,8 +1170,22 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.leave_via(eip, retired, None, slot);
             return;
         }
-        self.store_state(false);
+        // A plain exit hands its flags on as a record in the frame (the
+        // next translation starts from it; the engine settles it into
+        // EFLAGS when it stops chaining): no flag bits computed here.
+        let st = self.state();
+        self.store_regs(self.dirty);
+        let rec = self.flag_args();
         let cpu = self.cpu();
+        self.b
+            .ins()
+            .store(mf(), rec[0], cpu, cpu_state::EFLAGS as i32);
+        for (n, v) in rec[1..].iter().enumerate() {
+            self.b
+                .ins()
+                .store(mf(), *v, self.frame, frame::FRAME_REC + 4 * n as i32);
+        }
+        self.set_state(st);
         self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
         self.store_icount(retired);
         let slot = self.b.ins().iconst(self.ptr, slot as i64);
