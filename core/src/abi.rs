@@ -15,7 +15,8 @@
 //!   for reading or writing: take the entry at [`tlb::index`]`(lin)`; the
 //!   access hits if the tag at [`tlb::tag_offset`]`(user, write)` equals
 //!   `lin >> 12` and `(lin & 0xFFF) <= 0x1000 - n` (the access stays in the
-//!   page); the host address is then `host + (lin & 0xFFF)`. Instruction
+//!   page); the host address is then `addend + lin` (the entry's addend is
+//!   the page's host address less its linear address, wrapping). Instruction
 //!   fetches use the read tags. Anything else — a miss, a page-crossing
 //!   access, MMIO, a data breakpoint — calls the slow path
 //!   (`Machine::read_lin` / `write_lin`), which walks the page tables,
@@ -110,10 +111,11 @@ pub mod tlb {
     /// Entries in the direct-mapped TLB.
     pub const ENTRIES: usize = crate::mmu::TLB_ENTRIES;
     pub const ENTRY_SIZE: usize = std::mem::size_of::<TlbEntry>();
-    /// Within an entry: the four tags (`[u32; 4]`), the host pointer of the
-    /// page, the physical page number.
+    /// Within an entry: the four tags (`[u32; 4]`), the addend (the page's
+    /// host address less its linear address, wrapping), the physical page
+    /// number.
     pub const TAGS: usize = offset_of!(TlbEntry, tags);
-    pub const HOST: usize = offset_of!(TlbEntry, host);
+    pub const ADDEND: usize = offset_of!(TlbEntry, addend);
     pub const PHYS_PAGE: usize = offset_of!(TlbEntry, phys_page);
     /// A tag that matches no linear page (`lin >> 12` is below 2^20).
     pub const INVALID_TAG: u32 = crate::mmu::INVALID_TAG;
@@ -190,7 +192,7 @@ mod tests {
 
         assert_eq!(tlb::ENTRIES, 1024);
         assert_eq!(tlb::ENTRY_SIZE, 32);
-        assert_eq!((tlb::TAGS, tlb::HOST, tlb::PHYS_PAGE), (0, 16, 24));
+        assert_eq!((tlb::TAGS, tlb::ADDEND, tlb::PHYS_PAGE), (0, 16, 24));
         assert_eq!(tlb::tag_offset(false, false), 0);
         assert_eq!(tlb::tag_offset(false, true), 4);
         assert_eq!(tlb::tag_offset(true, false), 8);
@@ -209,13 +211,13 @@ mod tests {
         let lin = 0x5123u32;
         // SAFETY: the TLB has ENTRIES entries of ENTRY_SIZE bytes; the tag
         // and host fields are at the published offsets; a hit means the
-        // host pointer is the page's first byte in RAM.
+        // addend plus the linear address is the byte in RAM.
         let byte = unsafe {
             let entry = (p.tlb as *const u8).add(tlb::index(lin) * tlb::ENTRY_SIZE);
             let tag = (entry.add(tlb::tag_offset(false, false)) as *const u32).read();
             assert_eq!(tag, lin >> 12, "the fill installed a read tag");
-            let host = (entry.add(tlb::HOST) as *const *const u8).read();
-            host.add((lin & 0xFFF) as usize).read()
+            let addend = (entry.add(tlb::ADDEND) as *const *const u8).read();
+            addend.wrapping_add(lin as usize).read()
         };
         assert_eq!(byte, 0xAB);
         assert_eq!(m.read_lin::<u8>(lin, false), Ok(0xAB));

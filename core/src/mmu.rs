@@ -49,15 +49,18 @@ pub(crate) const INVALID_TAG: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug)]
 pub struct TlbEntry {
     pub(crate) tags: [u32; 4],
-    /// The host address of the page's first byte.
-    pub(crate) host: *mut u8,
+    /// The host address of the page's first byte minus the page's linear
+    /// address (wrapping): the host address of linear `lin` in the page is
+    /// `addend + lin`, one add for generated code. Every tag of an entry
+    /// names the same linear page.
+    pub(crate) addend: *mut u8,
     pub(crate) phys_page: u32,
     _pad: u32,
 }
 
 const EMPTY: TlbEntry = TlbEntry {
     tags: [INVALID_TAG; 4],
-    host: std::ptr::null_mut(),
+    addend: std::ptr::null_mut(),
     phys_page: 0,
     _pad: 0,
 };
@@ -138,9 +141,9 @@ impl Tlb {
         let vpn = lin >> PAGE_SHIFT;
         let e = &self.entries[vpn as usize % TLB_ENTRIES];
         if e.tags[slot] == vpn {
-            // SAFETY: a valid tag means `host` is the page's host pointer and
-            // the offset stays inside the page.
-            Some(unsafe { e.host.add((lin & (PAGE_SIZE - 1)) as usize) })
+            // A valid tag means `addend + lin` is inside the page's host
+            // memory (the caller keeps the access inside the page).
+            Some(e.addend.wrapping_add(lin as usize))
         } else {
             None
         }
@@ -410,10 +413,14 @@ impl Machine {
             t.writable || self.cpu.cr0 & cr0::WP == 0
         };
         let e = &mut self.tlb.entries[idx];
-        if e.phys_page != phys_page || e.host != host {
+        // The addend is the page's host address less its linear address:
+        // an entry keeps its other tags only for the same linear page
+        // mapped to the same host page.
+        let addend = host.wrapping_sub((vpn as usize) << PAGE_SHIFT);
+        if e.phys_page != phys_page || e.addend != addend {
             *e = EMPTY;
         }
-        e.host = host;
+        e.addend = addend;
         e.phys_page = phys_page;
         e.tags[class * 2] = vpn;
         let logging = self.write_log.is_some();

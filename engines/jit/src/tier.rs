@@ -567,10 +567,13 @@ impl Recompiler {
                 entry(&mut frame)
             };
             self.counters.entries += 1;
-            let e = &frame.end;
-            if exit.is_null() || e.fault.is_some() || e.exit.is_some() || e.not_retired {
+            // A translation returns a slot only where its helpers said go
+            // on (no fault, no exit, the instruction retired); otherwise
+            // null.
+            if exit.is_null() {
                 break;
             }
+            let e = &frame.end;
             // SAFETY: a plain exit returns one of its generation's slots;
             // the machine is not borrowed by anything while no
             // translation runs.

@@ -1565,10 +1565,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             let aligned = self.b.ins().icmp_imm_s(IntCC::Equal, mis, 0);
             self.guard_to(aligned, misaligned);
         }
-        let host = self.b.ins().load(types::I64, mf(), entry, tlb::HOST as i32);
-        let in_page = self.b.ins().band_imm_s(lin, 0xFFF);
-        let in_page = self.b.ins().uextend(types::I64, in_page);
-        self.b.ins().iadd(host, in_page)
+        let addend = self
+            .b
+            .ins()
+            .load(types::I64, mf(), entry, tlb::ADDEND as i32);
+        let lin = self.b.ins().uextend(types::I64, lin);
+        self.b.ins().iadd(addend, lin)
     }
 
     /// The checks of a segment that is not flat (core's fast-path rule:
