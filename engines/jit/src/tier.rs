@@ -104,11 +104,7 @@ fn new_module() -> Result<JITModule, String> {
         f.set(k, v)
             .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
     };
-    set(
-        &mut flags,
-        "opt_level",
-        &std::env::var("RS_OPT").unwrap_or("speed".into()),
-    )?;
+    set(&mut flags, "opt_level", "speed")?;
     set(
         &mut flags,
         "enable_verifier",
