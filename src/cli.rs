@@ -157,6 +157,9 @@ pub(crate) struct RunArgs {
     /// The most guest blocks one compiled region may hold, 1-32 (jit.region_blocks).
     #[arg(long, value_name = "N")]
     jit_region_blocks: Option<u32>,
+    /// Compile on a background thread, true or false (jit.background).
+    #[arg(long, value_name = "BOOL")]
+    jit_background: Option<bool>,
     /// Pace virtual time against the wall clock, or run as fast as possible (clock.mode).
     #[arg(long, value_enum)]
     clock: Option<ClockArg>,
@@ -239,20 +242,26 @@ pub fn main() -> i32 {
 /// configuration is read.
 static JIT_THRESHOLD: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_THRESHOLD);
 static JIT_REGION_BLOCKS: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_REGION_BLOCKS as u32);
+static JIT_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-pub(crate) fn set_jit_settings(threshold: u32, region_blocks: u32) {
+pub(crate) fn set_jit_settings(threshold: u32, region_blocks: u32, background: bool) {
     JIT_THRESHOLD.store(threshold.max(1), Ordering::Relaxed);
     JIT_REGION_BLOCKS.store(region_blocks.clamp(1, 32), Ordering::Relaxed);
+    JIT_BACKGROUND.store(background, Ordering::Relaxed);
 }
 
 /// The engines this build has, by name.
 pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "interp" => Ok(Box::new(ringside_interp::Interp::new())),
-        "jit" => Ok(Box::new(ringside_jit::Jit::with_settings(
-            JIT_THRESHOLD.load(Ordering::Relaxed),
-            JIT_REGION_BLOCKS.load(Ordering::Relaxed),
-        ))),
+        "jit" => {
+            let mut j = ringside_jit::Jit::with_settings(
+                JIT_THRESHOLD.load(Ordering::Relaxed),
+                JIT_REGION_BLOCKS.load(Ordering::Relaxed),
+            );
+            j.set_background(JIT_BACKGROUND.load(Ordering::Relaxed));
+            Ok(Box::new(j))
+        }
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
         other => bail!("unknown engine '{other}' (available: interp, jit, kvm)"),
     }
@@ -376,7 +385,10 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
     if let Some(n) = args.jit_region_blocks {
         c.jit.region_blocks = n;
     }
-    set_jit_settings(c.jit.threshold, c.jit.region_blocks);
+    if let Some(b) = args.jit_background {
+        c.jit.background = b;
+    }
+    set_jit_settings(c.jit.threshold, c.jit.region_blocks, c.jit.background);
     if let Some(clock) = args.clock {
         c.clock.mode = match clock {
             ClockArg::Paced => ClockMode::Paced,
@@ -839,7 +851,8 @@ fn jit_dump(at: u64, eip: Option<u32>, args: RunArgs) -> Result<i32> {
 }
 
 fn compare(engines: &str, args: RunArgs) -> Result<i32> {
-    use ringside_debugger::lockstep::{format_divergence, run as lockstep, Outcome};
+    use ringside_debugger::lockstep::{format_divergence, run_with_input, Input, Outcome};
+    use std::io::{IsTerminal, Read};
     let Some((ea, eb)) = engines.split_once(',') else {
         bail!("--engines takes two engine names, e.g. interp,interp");
     };
@@ -849,7 +862,21 @@ fn compare(engines: &str, args: RunArgs) -> Result<i32> {
     let mut a = comparison_side(&args, ea)?;
     let mut b = comparison_side(&args, eb)?;
     let limit = args.max_insns.unwrap_or(100_000_000);
-    match lockstep(&mut a, &mut b, limit)? {
+    // Input from a pipe or a file is a script, as for `run`: both machines
+    // get each line when the guest waits for input.
+    let mut input = if std::io::stdin().is_terminal() {
+        Input::none()
+    } else {
+        let mut script = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut script)
+            .context("reading the input script from stdin")?;
+        Input::script(
+            &script,
+            ringside_core::hostio::give_host_input::<ringside_devices::uart::Uart16550>,
+        )
+    };
+    match run_with_input(&mut a, &mut b, limit, &mut input)? {
         Outcome::NoDivergence { instructions } => {
             println!("no divergence in {instructions} instructions");
             Ok(0)

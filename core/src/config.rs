@@ -139,10 +139,19 @@ pub struct JitSection {
     /// The most guest blocks one compiled region may hold (1-32).
     #[serde(default = "default_region_blocks")]
     pub region_blocks: u32,
+    /// Compile on a background thread while the guest runs on (at
+    /// thresholds above 1); the guest's results and instruction count are
+    /// the same either way.
+    #[serde(default = "default_background")]
+    pub background: bool,
 }
 
 fn default_region_blocks() -> u32 {
     1
+}
+
+fn default_background() -> bool {
+    true
 }
 
 impl Default for JitSection {
@@ -150,6 +159,7 @@ impl Default for JitSection {
         JitSection {
             threshold: 2000,
             region_blocks: default_region_blocks(),
+            background: default_background(),
         }
     }
 }

@@ -203,6 +203,63 @@ fn step_to_an_instruction(s: &mut Side) -> Result<Exit, EngineError> {
 
 /// Run both sides in lockstep for at most `max_insns` instructions.
 pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, EngineError> {
+    run_with_input(a, b, max_insns, &mut Input::none())
+}
+
+/// Host input for a lockstep run: a script, given to both machines a line
+/// at a time whenever the guest waits for input (it polls an empty
+/// receive buffer, or halts with nothing else to wake it) — at the same
+/// instruction on both sides, so input cannot make them differ.
+pub struct Input {
+    script: std::collections::VecDeque<u8>,
+    route: Option<ringside_core::hostio::HostInputRoute>,
+}
+
+impl Input {
+    /// No input.
+    pub fn none() -> Input {
+        Input {
+            script: Default::default(),
+            route: None,
+        }
+    }
+
+    /// `script`, delivered through `route` (the front-end knows the
+    /// machine's devices: COM1 for `ringside compare`).
+    pub fn script(script: &[u8], route: ringside_core::hostio::HostInputRoute) -> Input {
+        Input {
+            script: script.iter().copied().collect(),
+            route: Some(route),
+        }
+    }
+
+    /// Give both machines the next line; false when none is left.
+    fn feed(&mut self, a: &mut Machine, b: &mut Machine) -> bool {
+        let Some(route) = self.route else {
+            return false;
+        };
+        if self.script.is_empty() {
+            return false;
+        }
+        let end = self
+            .script
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(self.script.len(), |i| i + 1);
+        let line: Vec<u8> = self.script.drain(..end).collect();
+        route(a, &line);
+        route(b, &line);
+        true
+    }
+}
+
+/// [`run`] with host input.
+pub fn run_with_input(
+    a: &mut Side,
+    b: &mut Side,
+    max_insns: u64,
+    input: &mut Input,
+) -> Result<Outcome, EngineError> {
     a.machine.set_write_log(true);
     b.machine.set_write_log(true);
     let start = a.machine.clock.icount;
@@ -294,9 +351,16 @@ pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, Engine
                     instructions: a.machine.clock.icount - start,
                 })
             }
+            Exit::WaitingForInput => {
+                input.feed(&mut a.machine, &mut b.machine);
+            }
             Exit::Halted => {
-                // Same virtual time on both sides: jump both to the next
+                // Same virtual time on both sides: the next line of input
+                // if the guest waits for it, else jump both to the next
                 // device event, or stop if nothing can wake them.
+                if input.feed(&mut a.machine, &mut b.machine) {
+                    continue;
+                }
                 let wa = a.machine.skip_to_next_deadline();
                 let wb = b.machine.skip_to_next_deadline();
                 if !(wa && wb) {

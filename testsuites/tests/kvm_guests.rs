@@ -4,6 +4,9 @@
 //! on COM1 and exit the same way, and the lockstep comparator must find no
 //! instruction after which they disagree, up to the guest's exit.
 //!
+//! A state saved under the recompiler also restores under KVM and the
+//! other way round (`a_state_moves_between_jit_and_kvm_in_both_directions`).
+//!
 //! KVM runs only where /dev/kvm opens and the host probe says this host's
 //! KVM runs the guest's mode (and single-steps, for lockstep); otherwise
 //! each test prints what it skipped and why.
@@ -312,4 +315,73 @@ fn irq_pm_moved_interp_kvm_interp_at_random_counts_ends_the_same() {
 #[test]
 fn irq_real_moved_interp_kvm_interp_at_random_counts_ends_the_same() {
     moving_between_engines_changes_nothing(Guest::Disk("irq-real"), "irq-real");
+}
+
+/// A state saved under the recompiler restores under KVM, and a state
+/// saved under KVM restores under the recompiler: either way `irq-pm`
+/// (timer interrupts in unpaged protected mode) ends as it does on the
+/// interpreter alone, its COM1 output split between the two machines
+/// exactly where the state was saved. KVM is stopped part way by single
+/// steps (it counts no instructions in a plain run).
+#[test]
+fn a_state_moves_between_jit_and_kvm_in_both_directions() {
+    use ringside_core::snapshot;
+    let guest = Guest::Multiboot("irq-pm");
+    if let Some(why) = kvm_skip_reason(guest, true) {
+        println!("a_state_moves_between_jit_and_kvm_in_both_directions: skipped: {why}");
+        return;
+    }
+    let (whole, whole_text) = run(guest, &mut Interp::new());
+    assert_eq!(whole, RunOutcome::Stopped(StopReason::DebugExit(0)));
+    let config = MachineConfig::default().to_toml();
+    for saved_on_jit in [true, false] {
+        let mut first = pc(guest);
+        if saved_on_jit {
+            let mut jit = ringside_jit::Jit::with_threshold(1);
+            let out = first
+                .machine
+                .run_until_stopped(&mut jit, Some(4_500))
+                .expect("jit runs irq-pm");
+            assert_eq!(out, RunOutcome::InstructionLimit);
+        } else {
+            let mut kvm = Kvm::new().expect("the skip check opened /dev/kvm");
+            for _ in 0..4_500 {
+                match kvm.step(&mut first.machine).expect("kvm steps irq-pm") {
+                    Exit::Halted => assert!(first.machine.skip_to_next_deadline()),
+                    Exit::Stopped(r) => panic!("irq-pm stopped under kvm after a step: {r}"),
+                    _ => {}
+                }
+            }
+        }
+        let bytes = snapshot::to_bytes(&first.machine, &config).expect("the state saves");
+        let mut second = pc(guest);
+        snapshot::from_bytes(&bytes)
+            .expect("the saved state reads back")
+            .restore_into(&mut second.machine)
+            .expect("the state restores");
+        let out = if saved_on_jit {
+            let mut kvm = Kvm::new().expect("the skip check opened /dev/kvm");
+            second.machine.run_until_stopped(&mut kvm, Some(MAX_INSNS))
+        } else {
+            let mut jit = ringside_jit::Jit::with_threshold(1);
+            second.machine.run_until_stopped(&mut jit, Some(MAX_INSNS))
+        }
+        .expect("the restored machine runs");
+        let (before, after) = (first.com1.contents(), second.com1.contents());
+        let direction = if saved_on_jit {
+            "jit -> kvm"
+        } else {
+            "kvm -> jit"
+        };
+        assert_eq!(out, whole, "{direction}");
+        assert!(
+            !before.is_empty() && !after.is_empty(),
+            "{direction}: saved mid-run"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&[before, after].concat()),
+            whole_text,
+            "{direction}: COM1 before the save and after the restore"
+        );
+    }
 }

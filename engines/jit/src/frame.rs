@@ -1,6 +1,6 @@
 //! The frame a translated block runs in, and the helpers it calls.
 //!
-//! A translation is a host function `extern "C" fn(*mut Frame) -> u32`.
+//! A translation is a host function `extern "C" fn(*mut Frame) -> *const LinkSlot`.
 //! The frame carries the three pointers of the generated-code ABI
 //! (`ringside_core::abi`: CpuState, the software TLB, the pending-work
 //! word), the instruction counter, the machine itself (for helpers) and
@@ -91,7 +91,8 @@ pub type Entry = unsafe extern "C" fn(*mut Frame) -> *const LinkSlot;
 pub struct LinkSlot {
     /// The next translation's entry, or 0.
     pub entry: usize,
-    /// The chain epoch (`Recompiler::epoch`) when it was filled.
+    /// The chain epoch (interpreter blocks generation + TLB generation)
+    /// when it was filled.
     pub epoch: u64,
     /// The next translation's first block's instructions.
     pub len: u32,

@@ -14,6 +14,7 @@
 //! Start reading at [`tier::Recompiler::run_block`], then
 //! [`translate::Translator::instruction`]. `docs/jit.md` has the design.
 
+pub mod compile;
 pub mod frame;
 pub mod tier;
 pub mod translate;
@@ -54,6 +55,13 @@ impl Jit {
         let mut j = Jit::with_threshold(threshold);
         j.tier.region_blocks = region_blocks.max(1) as usize;
         j
+    }
+
+    /// Compile on a background thread (at thresholds above 1): a hot block
+    /// runs interpreted until its translation is ready, which is attached
+    /// at the next run of the block after that.
+    pub fn set_background(&mut self, on: bool) {
+        self.tier.background = on;
     }
 
     pub fn threshold(&self) -> u32 {

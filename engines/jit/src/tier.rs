@@ -12,11 +12,11 @@
 //! running then) every block's translation is dropped, the module's
 //! memory freed and a new generation begun. Flushes are counted.
 
-use std::time::Instant;
+use std::collections::HashMap;
 
-use cranelift_codegen::ir::{types, AbiParam};
+use cranelift_codegen::ir::types;
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Module;
@@ -25,6 +25,7 @@ use ringside_core::cpu::SegReg;
 use ringside_core::Machine;
 use ringside_interp::exec::{Block, BlockEnd, Decoded, Tier, Translation};
 
+use crate::compile::{codegen, entry_signature, Compiled, Job, Unit, Worker};
 use crate::frame::{Entry, Frame, LinkSlot};
 use crate::translate::{Mode, Shape, Translator};
 
@@ -86,19 +87,53 @@ pub struct Recompiler {
     pub last_ir: Option<String>,
     /// The host code of the same compile, disassembled.
     pub last_host: Option<String>,
+    /// Compile hot blocks on a background thread (at thresholds above 1;
+    /// at 1 every block is compiled before its first run).
+    pub background: bool,
+    isa: Option<OwnedTargetIsa>,
+    worker: Option<Worker<JobKey>>,
+    /// Bumped at every flush: background results of an older generation
+    /// are dropped.
+    module_generation: u64,
+    /// Blocks being compiled in the background, and finished translations
+    /// not yet attached to their block.
+    in_flight: HashMap<BlockKey, ()>,
+    ready: HashMap<BlockKey, Ready>,
+}
+
+/// A block as the background compiler knows it: EIP, physical page,
+/// mode bits.
+type BlockKey = (u32, u32, u32);
+
+/// A background job's key: the block, the interpreter's blocks
+/// generation when the job was made (a translation is attached only if no
+/// block was dropped since, so its code still matches memory), and the
+/// code generation it is for.
+#[derive(Clone, Copy, Debug)]
+pub struct JobKey {
+    block: BlockKey,
+    blocks_generation: u64,
+    module_generation: u64,
+}
+
+/// A finished background translation (entry 0: the compile failed).
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    entry: usize,
+    blocks_generation: u64,
 }
 
 /// The default hotness threshold: runs of a block before it is compiled.
 pub const DEFAULT_THRESHOLD: u32 = 2000;
 /// The default bound on the guest blocks of a region: 1, a block alone
-/// (its loops back to itself stay inside). Measured on bench-int, larger
-/// regions run the guest no faster today and cost two to three times the
-/// compile time (docs/jit.md, "Limits").
+/// (its loops back to itself stay inside). Measured on bench-int, regions
+/// of 4 blocks run 6-8% faster in the steady state but double the compile
+/// time (docs/jit.md, "Limits").
 pub const DEFAULT_REGION_BLOCKS: usize = 1;
 /// The default code budget of a generation.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
-fn new_module() -> Result<JITModule, String> {
+fn new_isa() -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v)
@@ -116,12 +151,17 @@ fn new_module() -> Result<JITModule, String> {
     )?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
-    let isa = cranelift_native::builder()
+    cranelift_native::builder()
         .map_err(|e| format!("this host cannot run Cranelift code: {e}"))?
         .finish(settings::Flags::new(flags))
-        .map_err(|e| format!("cranelift: {e}"))?;
-    let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-    Ok(JITModule::new(builder))
+        .map_err(|e| format!("cranelift: {e}"))
+}
+
+fn new_module(isa: OwnedTargetIsa) -> JITModule {
+    JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ))
 }
 
 impl Recompiler {
@@ -141,91 +181,166 @@ impl Recompiler {
             links: Vec::new(),
             last_exit: None,
             region_blocks: DEFAULT_REGION_BLOCKS,
+            background: false,
+            isa: None,
+            worker: None,
+            module_generation: 0,
+            in_flight: HashMap::new(),
+            ready: HashMap::new(),
         }
     }
 
-    /// Compile a region for `mode`: `blocks` are guest blocks by EIP, the
-    /// first the entry; returns the entry address.
+    fn isa(&mut self) -> Result<OwnedTargetIsa, String> {
+        if self.isa.is_none() {
+            self.isa = Some(new_isa()?);
+        }
+        Ok(self.isa.clone().expect("made above"))
+    }
+
+    /// Compile a region for `mode` on this thread: `blocks` are guest
+    /// blocks by EIP, the first the entry; returns the entry address.
     pub fn compile(
         &mut self,
         blocks: Vec<(u32, Vec<Decoded>)>,
         mode: Mode,
     ) -> Result<usize, String> {
-        if self.module.is_none() {
-            self.module = Some(new_module()?);
-        }
-        let module = self.module.as_mut().expect("made above");
-        let start = Instant::now();
-        let ptr = module.target_config().pointer_type();
-        let mut ctx: Context = module.make_context();
-        ctx.func.signature.params.push(AbiParam::new(ptr));
-        ctx.func.signature.returns.push(AbiParam::new(ptr));
-        let kept: Vec<(u32, Box<[Decoded]>)> = blocks
-            .into_iter()
-            .map(|(eip, insns)| (eip, insns.into_boxed_slice()))
-            .collect();
-        // At most one fixed exit per instruction and one per block end.
-        let exits = kept.iter().map(|(_, i)| i.len() + 1).sum::<usize>();
-        let slots: *mut [LinkSlot] =
-            Box::into_raw(vec![LinkSlot::default(); exits].into_boxed_slice());
-        // Owned by the generation from here on (freed at a flush or drop).
-        self.links.push(slots);
-        let shape = {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut self.fctx);
-            let view: Vec<(u32, &[Decoded])> = kept.iter().map(|(e, i)| (*e, &i[..])).collect();
-            // SAFETY: just allocated, and nothing else refers to it while
-            // the translator hands out its slots' addresses.
-            let slots = unsafe { &mut *slots };
-            let shape = translate_into(&mut b, &view, mode, ptr, slots);
-            b.seal_all_blocks();
-            b.finalize(module.isa().frontend_config());
-            shape
-        };
-        if self.keep_ir {
-            self.last_ir = Some(ctx.func.display().to_string());
-        }
+        let isa = self.isa()?;
+        let mut unit = Unit::new(blocks, mode);
+        let compiled = codegen(&*isa, &mut self.fctx, &mut unit, self.keep_ir);
+        self.finish(unit, compiled)
+    }
+
+    /// Install a compiled unit in the code memory and keep what its code
+    /// points at with the generation.
+    fn finish(&mut self, unit: Unit, compiled: Result<Compiled, String>) -> Result<usize, String> {
+        let compiled = compiled?;
+        let isa = self.isa()?;
+        let module = self.module.get_or_insert_with(|| new_module(isa.clone()));
         // Named after the guest EIP (and made unique), so that `perf`'s
         // JIT map names the guest code a host sample falls in.
-        let name = format!("guest_{:08x}_{}", kept[0].0, self.counters.compiled);
+        let name = format!("guest_{:08x}_{}", unit.first_eip(), self.counters.compiled);
         let id = module
-            .declare_function(&name, cranelift_module::Linkage::Local, &ctx.func.signature)
+            .declare_function(
+                &name,
+                cranelift_module::Linkage::Local,
+                &entry_signature(&*isa),
+            )
             .map_err(|e| format!("declare: {e}"))?;
         module
-            .define_function(id, &mut ctx)
-            .map_err(|e| format!("compile: {e:?}"))?;
-        let bytes = ctx
-            .compiled_code()
-            .map(|c| c.code_info().total_size as u64)
-            .unwrap_or(0);
-        let code = if self.keep_ir {
-            ctx.compiled_code().map(|c| c.code_buffer().to_vec())
-        } else {
-            None
-        };
-        module.clear_context(&mut ctx);
+            .define_function_bytes(id, compiled.alignment, &compiled.code, &[])
+            .map_err(|e| format!("install: {e:?}"))?;
         module
             .finalize_definitions()
             .map_err(|e| format!("finalize: {e}"))?;
         let entry = module.get_finalized_function(id) as usize;
-        if let Some(code) = code {
-            self.last_host = Some(disassemble_host(&code, entry as u64));
+        if self.keep_ir {
+            self.last_ir = compiled.ir.clone();
+            self.last_host = Some(disassemble_host(&compiled.code, entry as u64));
         }
-        // The helper calls point into these: keep them with the code.
-        self.decoded.extend(kept.into_iter().map(|(_, i)| i));
-        let nanos = start.elapsed().as_nanos() as u64;
+        // The code points into these: keep them with the generation.
+        let Unit { blocks, slots, .. } = unit;
+        self.decoded.extend(blocks.into_iter().map(|(_, i)| i));
+        self.links.push(slots.into_raw());
+        let bytes = compiled.code.len() as u64;
+        let nanos = compiled.nanos;
         let c = &mut self.counters;
         c.compiled += 1;
         c.compile_nanos += nanos;
         c.compile_micros
             .push((nanos / 1000).min(u32::MAX as u64) as u32);
         c.code_bytes += bytes;
-        c.translated_insns += shape.translated as u64;
-        c.delegated_insns += shape.delegated as u64;
+        c.translated_insns += compiled.shape.translated as u64;
+        c.delegated_insns += compiled.shape.delegated as u64;
         self.generation_bytes += bytes;
         if self.generation_bytes > self.cache_budget {
             self.flush_wanted = true;
         }
         Ok(entry)
+    }
+
+    /// Install what the background compiler has finished (results made
+    /// for an older code generation are dropped).
+    fn collect(&mut self) {
+        while let Some(done) = self.worker.as_ref().and_then(|w| w.poll()) {
+            let key = done.key;
+            self.in_flight.remove(&key.block);
+            if key.module_generation != self.module_generation {
+                continue;
+            }
+            let entry = match self.finish(done.unit, done.result) {
+                Ok(entry) => entry,
+                Err(_) => {
+                    self.counters.compile_failures += 1;
+                    0
+                }
+            };
+            self.ready.insert(
+                key.block,
+                Ready {
+                    entry,
+                    blocks_generation: key.blocks_generation,
+                },
+            );
+        }
+    }
+
+    /// A hot block without a translation, with background compilation:
+    /// attach its finished translation if there is one and it was made
+    /// from the memory that is there now; otherwise queue it (once) and
+    /// let the interpreter run the block meanwhile.
+    fn compile_in_background(
+        &mut self,
+        block: &mut Block,
+        m: &mut Machine,
+        mode: Mode,
+        blocks_generation: u64,
+    ) -> Option<Translation> {
+        self.collect();
+        let key = (m.cpu.eip, block.phys_page, mode.bits());
+        if let Some(r) = self.ready.remove(&key) {
+            if r.blocks_generation == blocks_generation {
+                if r.entry == 0 {
+                    // Never try this block again; the interpreter runs it.
+                    block.runs = u32::MAX;
+                    return None;
+                }
+                let t = Translation {
+                    entry: r.entry,
+                    mode: mode.bits(),
+                };
+                block.translation = Some(t);
+                return Some(t);
+            }
+            // Made before some block was dropped: its code may be stale.
+        }
+        if self.in_flight.contains_key(&key) {
+            return None;
+        }
+        if self.worker.is_none() {
+            match self.isa().and_then(Worker::start) {
+                Ok(w) => self.worker = Some(w),
+                Err(_) => {
+                    self.background = false;
+                    return None;
+                }
+            }
+        }
+        let region = form_region(m, block, self.region_blocks);
+        self.counters.region_blocks += region.len() as u64;
+        let job = Job {
+            key: JobKey {
+                block: key,
+                blocks_generation,
+                module_generation: self.module_generation,
+            },
+            unit: Unit::new(region, mode),
+        };
+        if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
+            self.in_flight.insert(key, ());
+        } else {
+            self.background = false;
+        }
+        None
     }
 }
 
@@ -427,6 +542,9 @@ impl Tier for Recompiler {
                 block.runs = 0;
                 return None;
             }
+            None if self.background && self.threshold > 1 => {
+                self.compile_in_background(block, m, mode, blocks_generation)?
+            }
             None => {
                 let region = form_region(m, block, self.region_blocks);
                 self.counters.region_blocks += region.len() as u64;
@@ -510,6 +628,8 @@ impl Tier for Recompiler {
         self.generation_bytes = 0;
         self.decoded.clear();
         self.free_links();
+        self.module_generation += 1;
+        self.ready.clear();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }
