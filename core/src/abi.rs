@@ -143,6 +143,9 @@ pub struct AbiPointers {
     pub tlb: *const TlbEntry,
     /// The pending-work word.
     pub pending: *const u32,
+    /// The TLB's generation (`Tlb::generation`): changes whenever any
+    /// entry does.
+    pub tlb_generation: *const u64,
 }
 
 impl Machine {
@@ -155,6 +158,7 @@ impl Machine {
             cpu: &mut self.cpu,
             tlb: self.tlb.entries_ptr(),
             pending: self.pending().as_ptr(),
+            tlb_generation: self.tlb.generation_ptr(),
         }
     }
 }

@@ -147,7 +147,7 @@ pub struct JitSection {
 }
 
 fn default_region_blocks() -> u32 {
-    1
+    16
 }
 
 fn default_background() -> bool {

@@ -107,6 +107,11 @@ impl Tlb {
         self.generation
     }
 
+    /// The generation counter, for generated code that checks it itself.
+    pub fn generation_ptr(&self) -> *const u64 {
+        &self.generation
+    }
+
     pub fn flush(&mut self) {
         self.generation += 1;
         self.entries.iter_mut().for_each(|e| *e = EMPTY);

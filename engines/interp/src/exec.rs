@@ -262,6 +262,9 @@ pub struct Block {
 pub struct Translation {
     pub entry: usize,
     pub mode: u32,
+    /// The most instructions it may retire before it checks the budget
+    /// itself: it is entered only with at least this much budget.
+    pub reach: u32,
 }
 
 /// How a block run ended, whichever tier ran it.
@@ -528,6 +531,10 @@ pub struct InterpCore {
     /// Boundaries serviced by `run`: part of the chain generation, since
     /// CS, CPL and the mode change only across a serviced boundary.
     boundaries: u64,
+    /// End blocks at conditional branches too (basic blocks), for a tier
+    /// that counts runs per block to find the hot paths; the interpreter
+    /// alone runs faster with blocks that go on past them.
+    pub split_at_branches: bool,
 }
 
 enum Fetched {
@@ -1055,8 +1062,10 @@ impl InterpCore {
             }
             let (d, ends) = Decoded::new(ins, code32);
             end_eip = ins_end;
+            let branch = self.split_at_branches
+                && d.i.flow_control() == iced_x86::FlowControl::ConditionalBranch;
             insns.push(d);
-            if ends {
+            if ends || branch {
                 break;
             }
         }

@@ -1,6 +1,9 @@
 //! The frame a translated block runs in, and the helpers it calls.
 //!
-//! A translation is a host function `extern "C" fn(*mut Frame) -> *const LinkSlot`.
+//! A translation is a host function `fn(*mut Frame) -> *const LinkSlot` in
+//! Cranelift's `tail` calling convention (so that one translation can
+//! jump to the next with a tail call, see [`LinkSlot`]); the engine enters
+//! it through a trampoline in the platform's C convention ([`Trampoline`]).
 //! The frame carries the three pointers of the generated-code ABI
 //! (`ringside_core::abi`: CpuState, the software TLB, the pending-work
 //! word), the instruction counter, the machine itself (for helpers) and
@@ -43,6 +46,18 @@ pub struct Frame {
     pub rec: [u32; 5],
     /// Written by helpers when the block must end abnormally.
     pub end: BlockEnd,
+    /// For chaining in generated code (see `translate::Translator::chain_block`):
+    /// the instruction count before which the engine's loop must stop
+    /// (the budget's end plus one),
+    pub stop_at: u64,
+    /// the interpreter's blocks generation (constant while translations
+    /// run: blocks are only dropped between runs),
+    pub blocks_generation: u64,
+    /// the TLB's generation counter (the chain epoch is the sum of the
+    /// two, as in [`LinkSlot::epoch`]),
+    pub tlb_generation: *const u64,
+    /// and the translations entered from another one's exit.
+    pub chained: u64,
 }
 
 pub const FRAME_CPU: i32 = offset_of!(Frame, cpu) as i32;
@@ -52,6 +67,15 @@ pub const FRAME_PENDING: i32 = offset_of!(Frame, pending) as i32;
 pub const FRAME_BUDGET: i32 = offset_of!(Frame, budget) as i32;
 pub const FRAME_ICOUNT_BASE: i32 = offset_of!(Frame, icount_base) as i32;
 pub const FRAME_REC: i32 = offset_of!(Frame, rec) as i32;
+pub const FRAME_EVENT_DELIVERED: i32 =
+    (offset_of!(Frame, end) + offset_of!(BlockEnd, event_delivered)) as i32;
+pub const FRAME_STOP_AT: i32 = offset_of!(Frame, stop_at) as i32;
+pub const FRAME_BLOCKS_GENERATION: i32 = offset_of!(Frame, blocks_generation) as i32;
+pub const FRAME_TLB_GENERATION: i32 = offset_of!(Frame, tlb_generation) as i32;
+pub const FRAME_CHAINED: i32 = offset_of!(Frame, chained) as i32;
+pub const SLOT_ENTRY: i32 = offset_of!(LinkSlot, entry) as i32;
+pub const SLOT_EPOCH: i32 = offset_of!(LinkSlot, epoch) as i32;
+pub const SLOT_LEN: i32 = offset_of!(LinkSlot, len) as i32;
 
 impl Frame {
     /// Apply the record a translation left (if any) to CpuState's EFLAGS:
@@ -76,11 +100,16 @@ pub const CONTINUE: u32 = 0;
 /// and anything abnormal in `Frame::end`.
 pub const LEAVE: u32 = 1;
 
-/// The signature of a translation: it returns null to go back to the
+/// How the engine runs a translation: a function in the C convention
+/// that calls the translation at `entry` (in the `tail` convention) with
+/// the frame and returns what it returns: null to go back to the
 /// interpreter's loop, or, after a plain exit to a fixed EIP, that exit's
 /// [`LinkSlot`], through which the engine may go straight on to the
-/// translation of the next block (see `tier::Recompiler::enter`).
-pub type Entry = unsafe extern "C" fn(*mut Frame) -> *const LinkSlot;
+/// translation of the next block (see `tier::Recompiler::enter`). A
+/// translation itself goes on through a filled slot with a tail call
+/// while nothing stands in the way, so the trampoline returns only where
+/// a chain ends.
+pub type Trampoline = unsafe extern "C" fn(*mut Frame, usize) -> *const LinkSlot;
 
 /// One exit of a translation to a fixed EIP, and what it was last seen to
 /// lead to. Filled by the engine (never by generated code) when the block
@@ -94,7 +123,8 @@ pub struct LinkSlot {
     /// The chain epoch (interpreter blocks generation + TLB generation)
     /// when it was filled.
     pub epoch: u64,
-    /// The next translation's first block's instructions.
+    /// The next translation's reach (`exec::Translation::reach`): it is
+    /// entered only while that many instructions fit in the budget.
     pub len: u32,
     /// The EIP the exit goes to.
     pub target: u32,

@@ -44,8 +44,12 @@ impl Jit {
     /// A recompiler that compiles a block on its `threshold`-th run (1:
     /// at its first run).
     pub fn with_threshold(threshold: u32) -> Jit {
+        let mut core = InterpCore::default();
+        // Basic blocks: the tier's run counts then say which paths are
+        // hot, and regions are made of those.
+        core.split_at_branches = true;
         Jit {
-            core: InterpCore::default(),
+            core,
             tier: tier::Recompiler::new(threshold),
         }
     }

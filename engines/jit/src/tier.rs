@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use cranelift_codegen::ir::types;
-use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -25,8 +25,10 @@ use ringside_core::cpu::SegReg;
 use ringside_core::Machine;
 use ringside_interp::exec::{Block, BlockEnd, Decoded, Tier, Translation};
 
-use crate::compile::{codegen, entry_signature, Compiled, Job, Unit, Worker};
-use crate::frame::{Entry, Frame, LinkSlot};
+use crate::compile::{
+    codegen, entry_signature, trampoline, trampoline_signature, Compiled, Job, Unit, Worker,
+};
+use crate::frame::{Frame, LinkSlot, Trampoline};
 use crate::translate::{Mode, Shape, Translator};
 
 /// Counters the recompiler reports (see `docs/jit.md`).
@@ -68,6 +70,10 @@ pub struct Recompiler {
     pub cache_budget: u64,
     pub counters: Counters,
     module: Option<JITModule>,
+    /// The trampoline the engine enters translations through, in a
+    /// module of its own that lives as long as the recompiler (flushes
+    /// free only the translations' modules).
+    trampoline: Option<(JITModule, usize)>,
     generation_bytes: u64,
     flush_wanted: bool,
     fctx: FunctionBuilderContext,
@@ -98,6 +104,11 @@ pub struct Recompiler {
     /// Blocks being compiled in the background, and finished translations
     /// not yet attached to their block.
     in_flight: HashMap<BlockKey, ()>,
+    /// Blocks that have run at least [`Recompiler::warm_runs`] times in
+    /// this generation: a region takes in only these besides its entry,
+    /// so that code the guest never ran (error paths) costs no compile
+    /// time.
+    warm: std::collections::HashSet<BlockKey>,
     ready: HashMap<BlockKey, Ready>,
 }
 
@@ -120,16 +131,17 @@ pub struct JobKey {
 #[derive(Clone, Copy, Debug)]
 struct Ready {
     entry: usize,
+    reach: u32,
     blocks_generation: u64,
 }
 
 /// The default hotness threshold: runs of a block before it is compiled.
 pub const DEFAULT_THRESHOLD: u32 = 2000;
-/// The default bound on the guest blocks of a region: 1, a block alone
-/// (its loops back to itself stay inside). Measured on bench-int, regions
-/// of 4 blocks run 6-8% faster in the steady state but double the compile
-/// time (docs/jit.md, "Limits").
-pub const DEFAULT_REGION_BLOCKS: usize = 1;
+/// The default bound on the guest blocks of a region. The blocks are
+/// basic blocks (the recompiler's interpreter ends its blocks at
+/// conditional branches), and a region takes in only blocks the guest has
+/// run often (`Recompiler::warm_runs`), so the bound is rarely reached.
+pub const DEFAULT_REGION_BLOCKS: usize = 16;
 /// The default code budget of a generation.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
@@ -150,6 +162,9 @@ fn new_isa() -> Result<OwnedTargetIsa, String> {
         },
     )?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
+    // Tail calls between translations need frame pointers (Cranelift's
+    // x64 backend relies on them).
+    set(&mut flags, "preserve_frame_pointers", "true")?;
     set(&mut flags, "is_pic", "false")?;
     cranelift_native::builder()
         .map_err(|e| format!("this host cannot run Cranelift code: {e}"))?
@@ -171,6 +186,7 @@ impl Recompiler {
             cache_budget: DEFAULT_CACHE_BYTES,
             counters: Counters::default(),
             module: None,
+            trampoline: None,
             generation_bytes: 0,
             flush_wanted: false,
             fctx: FunctionBuilderContext::new(),
@@ -186,6 +202,7 @@ impl Recompiler {
             worker: None,
             module_generation: 0,
             in_flight: HashMap::new(),
+            warm: Default::default(),
             ready: HashMap::new(),
         }
     }
@@ -198,12 +215,13 @@ impl Recompiler {
     }
 
     /// Compile a region for `mode` on this thread: `blocks` are guest
-    /// blocks by EIP, the first the entry; returns the entry address.
+    /// blocks by EIP, the first the entry; returns the entry address and
+    /// its reach.
     pub fn compile(
         &mut self,
         blocks: Vec<(u32, Vec<Decoded>)>,
         mode: Mode,
-    ) -> Result<usize, String> {
+    ) -> Result<(usize, u32), String> {
         let isa = self.isa()?;
         let mut unit = Unit::new(blocks, mode);
         let compiled = codegen(&*isa, &mut self.fctx, &mut unit, self.keep_ir);
@@ -212,9 +230,14 @@ impl Recompiler {
 
     /// Install a compiled unit in the code memory and keep what its code
     /// points at with the generation.
-    fn finish(&mut self, unit: Unit, compiled: Result<Compiled, String>) -> Result<usize, String> {
+    fn finish(
+        &mut self,
+        unit: Unit,
+        compiled: Result<Compiled, String>,
+    ) -> Result<(usize, u32), String> {
         let compiled = compiled?;
         let isa = self.isa()?;
+        self.make_trampoline(&isa)?;
         let module = self.module.get_or_insert_with(|| new_module(isa.clone()));
         // Named after the guest EIP (and made unique), so that `perf`'s
         // JIT map names the guest code a host sample falls in.
@@ -255,7 +278,7 @@ impl Recompiler {
         if self.generation_bytes > self.cache_budget {
             self.flush_wanted = true;
         }
-        Ok(entry)
+        Ok((entry, compiled.shape.reach))
     }
 
     /// Install what the background compiler has finished (results made
@@ -267,17 +290,18 @@ impl Recompiler {
             if key.module_generation != self.module_generation {
                 continue;
             }
-            let entry = match self.finish(done.unit, done.result) {
-                Ok(entry) => entry,
+            let (entry, reach) = match self.finish(done.unit, done.result) {
+                Ok(done) => done,
                 Err(_) => {
                     self.counters.compile_failures += 1;
-                    0
+                    (0, 0)
                 }
             };
             self.ready.insert(
                 key.block,
                 Ready {
                     entry,
+                    reach,
                     blocks_generation: key.blocks_generation,
                 },
             );
@@ -307,6 +331,7 @@ impl Recompiler {
                 let t = Translation {
                     entry: r.entry,
                     mode: mode.bits(),
+                    reach: r.reach,
                 };
                 block.translation = Some(t);
                 return Some(t);
@@ -325,7 +350,7 @@ impl Recompiler {
                 }
             }
         }
-        let region = form_region(m, block, self.region_blocks);
+        let region = form_region(m, block, self.region_blocks, &self.warm);
         self.counters.region_blocks += region.len() as u64;
         let job = Job {
             key: JobKey {
@@ -345,6 +370,37 @@ impl Recompiler {
 }
 
 impl Recompiler {
+    /// Compile the trampoline (once): no translation is installed before
+    /// it exists, so `enter` always has it.
+    fn make_trampoline(&mut self, isa: &OwnedTargetIsa) -> Result<(), String> {
+        if self.trampoline.is_some() {
+            return Ok(());
+        }
+        let compiled = trampoline(&**isa, &mut self.fctx)?;
+        let mut module = new_module(isa.clone());
+        let id = module
+            .declare_function(
+                "ringside_jit_trampoline",
+                cranelift_module::Linkage::Local,
+                &trampoline_signature(&**isa),
+            )
+            .map_err(|e| format!("declare: {e}"))?;
+        module
+            .define_function_bytes(id, compiled.alignment, &compiled.code, &[])
+            .map_err(|e| format!("install: {e:?}"))?;
+        module
+            .finalize_definitions()
+            .map_err(|e| format!("finalize: {e}"))?;
+        let entry = module.get_finalized_function(id) as usize;
+        self.trampoline = Some((module, entry));
+        Ok(())
+    }
+
+    /// Runs after which a block is warm: an eighth of the threshold.
+    fn warm_runs(&self) -> u32 {
+        (self.threshold / 32).max(1)
+    }
+
     /// Free the link slots of the generation.
     fn free_links(&mut self) {
         self.last_exit = None;
@@ -363,6 +419,10 @@ impl Drop for Recompiler {
             // SAFETY: the engine is going away: its translations (kept in
             // the interpreter's blocks of the same engine) can never be
             // entered again.
+            unsafe { module.free_memory() };
+        }
+        if let Some((module, _)) = self.trampoline.take() {
+            // SAFETY: as above: nothing can enter it again.
             unsafe { module.free_memory() };
         }
     }
@@ -389,9 +449,10 @@ pub fn translate_into(
     blocks: &[(u32, &[Decoded])],
     mode: Mode,
     ptr: types::Type,
+    host_cc: CallConv,
     slots: &mut [LinkSlot],
 ) -> Shape {
-    let mut t = Translator::new(b, mode, ptr, slots);
+    let mut t = Translator::new(b, mode, ptr, host_cc, slots);
     t.begin_region(blocks);
     for (n, &(_, insns)) in blocks.iter().enumerate() {
         t.enter_block(n);
@@ -414,11 +475,17 @@ pub fn translate_into(
 /// through inside the entry's physical page (at most `limit`), decoded by
 /// the interpreter's rules. Staying in one page means the region dies
 /// with the entry block when that page is written.
-fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<Decoded>)> {
+fn form_region(
+    m: &mut Machine,
+    entry: &Block,
+    limit: usize,
+    warm: &std::collections::HashSet<BlockKey>,
+) -> Vec<(u32, Vec<Decoded>)> {
     let eip0 = m.cpu.eip;
+    let mode = Mode::of(m).bits();
     let code32 = m.cpu.code32();
     let page_offset0 = m.cpu.linear_eip() & 0xFFF;
-    let mut blocks = vec![(eip0, entry.insns.clone())];
+    let mut blocks = vec![(eip0, cut_at_branch(&entry.insns))];
     if limit <= 1 {
         return blocks;
     }
@@ -452,7 +519,10 @@ fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<De
         }
         next += 1;
         for t in targets {
-            if blocks.len() >= limit || blocks.iter().any(|b| b.0 == t) {
+            if blocks.len() >= limit
+                || blocks.iter().any(|b| b.0 == t)
+                || !warm.contains(&(t, entry.phys_page, mode))
+            {
                 continue;
             }
             let off = page_offset0 as i64 + (t as i64 - eip0 as i64);
@@ -467,6 +537,19 @@ fn form_region(m: &mut Machine, entry: &Block, limit: usize) -> Vec<(u32, Vec<De
         }
     }
     blocks
+}
+
+/// A block as the recompiler translates it: the interpreter's block up to
+/// its first conditional branch. (The interpreter's blocks go on past
+/// conditional branches; translating them whole would compile the code
+/// after every loop once more for each loop head, where a block of its
+/// own, entered from the branch's exit, is compiled once.)
+fn cut_at_branch(insns: &[Decoded]) -> Vec<Decoded> {
+    let end = insns
+        .iter()
+        .position(|d| d.i.flow_control() == FlowControl::ConditionalBranch)
+        .map_or(insns.len(), |n| n + 1);
+    insns[..end].to_vec()
 }
 
 /// A near branch's target, for the branches a region follows.
@@ -502,8 +585,9 @@ fn decode_block(bytes: &[u8], eip: u32, code32: bool) -> Vec<Decoded> {
             break;
         }
         let (d, ends) = Decoded::new(ins, code32);
+        let branch = d.i.flow_control() == FlowControl::ConditionalBranch;
         insns.push(d);
-        if ends {
+        if ends || branch {
             break;
         }
     }
@@ -527,6 +611,10 @@ impl Tier for Recompiler {
         let fill = self.last_exit.take();
         if block.translation.is_none() {
             block.runs = block.runs.saturating_add(1);
+            if block.runs == self.warm_runs() && self.region_blocks > 1 {
+                self.warm
+                    .insert((m.cpu.eip, block.phys_page, Mode::of(m).bits()));
+            }
             if block.runs < self.threshold || block.runs == u32::MAX {
                 return None;
             }
@@ -546,13 +634,14 @@ impl Tier for Recompiler {
                 self.compile_in_background(block, m, mode, blocks_generation)?
             }
             None => {
-                let region = form_region(m, block, self.region_blocks);
+                let region = form_region(m, block, self.region_blocks, &self.warm);
                 self.counters.region_blocks += region.len() as u64;
                 match self.compile(region, mode) {
-                    Ok(entry) => {
+                    Ok((entry, reach)) => {
                         let t = Translation {
                             entry,
                             mode: mode.bits(),
+                            reach,
                         };
                         block.translation = Some(t);
                         t
@@ -566,6 +655,11 @@ impl Tier for Recompiler {
                 }
             }
         };
+        if t.reach as u64 > budget {
+            // It could retire past the budget before its first check:
+            // the interpreter runs this block (near a deadline).
+            return None;
+        }
         let epoch = blocks_generation.wrapping_add(m.tlb().generation());
         if let Some(slot) = fill {
             // SAFETY: slots live as long as their generation, and a flush
@@ -578,7 +672,7 @@ impl Tier for Recompiler {
             // linear address.
             if slot.target == m.cpu.eip && slot.mode == t.mode && mode.is_flat(SegReg::Cs) {
                 slot.entry = t.entry;
-                slot.len = block.insns.len() as u32;
+                slot.len = t.reach;
                 slot.epoch = epoch;
                 self.counters.links_made += 1;
             }
@@ -596,10 +690,11 @@ impl Tier for Recompiler {
         let t = match block.single {
             Some(t) if t.mode == mode.bits() => t,
             _ => match self.compile(vec![(m.cpu.eip, block.insns[..1].to_vec())], mode) {
-                Ok(entry) => {
+                Ok((entry, reach)) => {
                     let t = Translation {
                         entry,
                         mode: mode.bits(),
+                        reach,
                     };
                     block.single = Some(t);
                     t
@@ -630,6 +725,7 @@ impl Tier for Recompiler {
         self.free_links();
         self.module_generation += 1;
         self.ready.clear();
+        self.warm.clear();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }
@@ -673,15 +769,25 @@ impl Recompiler {
                 icount_base: before,
                 rec: [crate::translate::LAZY_NONE; 5],
                 end: BlockEnd::default(),
+                stop_at,
+                blocks_generation,
+                tlb_generation: abi.tlb_generation,
+                chained: 0,
             }
         };
+        let trampoline = self
+            .trampoline
+            .as_ref()
+            .expect("made before the first translation was installed")
+            .1;
+        // SAFETY: the trampoline was compiled with `Trampoline`'s
+        // signature and lives as long as the recompiler.
+        let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
         let mut entry = t.entry;
         loop {
-            // SAFETY: as above; the entry has the `Entry` signature.
-            let exit = unsafe {
-                let entry: Entry = std::mem::transmute::<usize, Entry>(entry);
-                entry(&mut frame)
-            };
+            // SAFETY: as above; the entry is a translation of a live
+            // generation, which the trampoline calls.
+            let exit = unsafe { trampoline(&mut frame, entry) };
             self.counters.entries += 1;
             // A translation returns a slot only where its helpers said go
             // on (no fault, no exit, the instruction retired); otherwise
@@ -717,6 +823,8 @@ impl Recompiler {
         }
         frame.settle_flags();
         let c = &mut self.counters;
+        c.entries += frame.chained;
+        c.chained += frame.chained;
         c.native_instructions += m.clock.icount - before;
         if frame.end.fault.is_some() {
             c.exits_fault += 1;

@@ -38,6 +38,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, Block, InstBuilder, MemFlagsData, SigRef, Signature, Value,
 };
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{ConditionCode, Mnemonic, OpKind};
 use ringside_core::abi::{cpu_state, tlb};
@@ -110,6 +111,8 @@ impl Mode {
 pub struct Shape {
     pub translated: u32,
     pub delegated: u32,
+    /// The entry's reach (see `RegionBlock::reach`).
+    pub reach: u32,
 }
 
 /// The kind of the last flag-setting operation not yet turned into bits.
@@ -175,6 +178,13 @@ pub struct RegionBlock {
     pub end_eip: u32,
     /// Some jump or fall-through of the region enters it.
     pub entered_inside: bool,
+    /// The most instructions a path from this block's start may retire
+    /// before it leaves the region or takes a back edge (a jump to a
+    /// block not after it in the region's order): only back edges check
+    /// the budget (and pending work), each for its target's reach, so
+    /// that the straight-line paths between them run unchecked and still
+    /// never retire past the budget.
+    pub reach: usize,
 }
 
 /// What the translator knows about the state on the current path.
@@ -237,6 +247,8 @@ pub struct Translator<'a, 'b> {
     frame: Value,
     tlb: Value,
     helper_sig: SigRef,
+    /// A translation's own signature, for the tail call to the next.
+    entry_sig: SigRef,
     helper: usize,
     lazy_sig: SigRef,
     lazy_helper: usize,
@@ -288,6 +300,10 @@ pub struct Translator<'a, 'b> {
     in_cold: bool,
     /// The shared leave block, once made.
     leave: Option<Block>,
+    /// The region block being translated.
+    current: usize,
+    /// The shared chaining exit, once made.
+    chain: Option<Block>,
     ptr: types::Type,
     pub shape: Shape,
 }
@@ -308,6 +324,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         b: &'a mut FunctionBuilder<'b>,
         mode: Mode,
         ptr: types::Type,
+        host_cc: CallConv,
         slots: &'a mut [frame::LinkSlot],
     ) -> Self {
         let entry = b.create_block();
@@ -316,12 +333,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.seal_block(entry);
         let frame = b.block_params(entry)[0];
         let tlb = b.ins().load(ptr, mf(), frame, FRAME_TLB);
-        let mut sig = Signature::new(b.func.signature.call_conv);
+        // The helpers are Rust functions in the host's C convention; the
+        // translations themselves use `tail` (see `frame::Trampoline`).
+        let mut sig = Signature::new(host_cc);
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I32));
         let helper_sig = b.import_signature(sig);
-        let mut sig = Signature::new(b.func.signature.call_conv);
+        let entry_sig = b.import_signature(b.func.signature.clone());
+        let mut sig = Signature::new(host_cc);
         for _ in 0..5 {
             sig.params.push(AbiParam::new(types::I32));
         }
@@ -344,6 +364,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             frame,
             tlb,
             helper_sig,
+            entry_sig,
             helper: frame::interpret_one as *const () as usize,
             lazy_sig,
             lazy_helper: frame::lazy_flags as *const () as usize,
@@ -374,6 +395,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             cold_blocks: std::collections::HashSet::new(),
             in_cold: false,
             leave: None,
+            current: 0,
+            chain: None,
             ptr,
             shape: Shape::default(),
         }
@@ -416,6 +439,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 len: insns.len(),
                 end_eip: last.i.ip32().wrapping_add(last.i.len() as u32),
                 entered_inside: false,
+                reach: insns.len(),
             });
         }
         // The registers any instruction of the region may write (what a
@@ -434,7 +458,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         // Which region blocks a jump or fall-through inside the region may
         // enter: only those can be entered holding unstored registers.
         let mut targets: Vec<u32> = Vec::new();
+        let mut successors: Vec<Vec<u32>> = Vec::new();
         for (n, &(_, insns)) in blocks.iter().enumerate() {
+            let mut out = Vec::new();
             for d in insns {
                 let near = matches!(d.i.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch16);
                 let branch = matches!(
@@ -443,14 +469,29 @@ impl<'a, 'b> Translator<'a, 'b> {
                         | iced_x86::FlowControl::UnconditionalBranch
                 );
                 if near && branch {
-                    targets.push(d.imm);
+                    out.push(d.imm);
                 }
             }
-            targets.push(self.blocks[n].end_eip);
+            out.push(self.blocks[n].end_eip);
+            targets.extend_from_slice(&out);
+            successors.push(out);
         }
         for b in &mut self.blocks {
             b.entered_inside = targets.contains(&b.eip);
         }
+        // Reaches, last block first: a forward edge goes to a later block.
+        for n in (0..self.blocks.len()).rev() {
+            let mut longest = 0;
+            for t in &successors[n] {
+                if let Some(m) = self.blocks.iter().position(|b| b.eip == *t) {
+                    if m > n {
+                        longest = longest.max(self.blocks[m].reach);
+                    }
+                }
+            }
+            self.blocks[n].reach = self.blocks[n].len + longest;
+        }
+        self.shape.reach = self.blocks[0].reach as u32;
         let zero = self.iconst(0);
         for r in 0..8 {
             self.b.def_var(self.gpr[r], zero);
@@ -486,6 +527,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Start translating region block `n`: every path into it has made
     /// its state canonical (registers possibly written, flags dynamic).
     pub fn enter_block(&mut self, n: usize) {
+        self.current = n;
         self.switch(self.blocks[n].block);
         self.pending = None;
         self.terminated = false;
@@ -1189,8 +1231,96 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
         self.store_icount(retired);
         let slot = self.b.ins().iconst(self.ptr, slot as i64);
-        self.b.ins().return_(&[slot]);
+        if target.is_some_and(|_| self.slot_given(slot)) {
+            let chain = self.chain_block();
+            self.b.ins().jump(chain, &[slot.into()]);
+        } else {
+            self.b.ins().return_(&[slot]);
+        }
         self.terminated = true;
+    }
+
+    /// Whether `slot` (a constant) is a real link slot (not 0: the
+    /// region ran out of slots).
+    fn slot_given(&self, slot: Value) -> bool {
+        self.b.func.dfg.value_def(slot).inst().is_some_and(|i| {
+            matches!(
+                self.b.func.dfg.insts[i],
+                cranelift_codegen::ir::InstructionData::UnaryImm { imm, .. } if imm.bits() != 0
+            )
+        })
+    }
+
+    /// The translation's shared chaining exit (made on first use): after
+    /// a plain exit has stored the whole state (registers, EIP, the flag
+    /// record in the frame, the instruction count), go straight on to the
+    /// translation the exit's link slot names, by a tail call, when the
+    /// engine's loop would (`tier::Recompiler::enter`): the slot is
+    /// filled in the current chain epoch, no work is pending, the last
+    /// instruction delivered no event, and the next block fits in the
+    /// budget. Otherwise return the slot to the engine.
+    fn chain_block(&mut self) -> Block {
+        if let Some(b) = self.chain {
+            return b;
+        }
+        let here = self.b.current_block().expect("called while emitting code");
+        let was_cold = self.in_cold;
+        let b = self.b.create_block();
+        let slot = self.b.append_block_param(b, self.ptr);
+        self.switch(b);
+        let give_back = self.new_block();
+        let f = self.frame;
+        let entry = self.b.ins().load(self.ptr, mf(), slot, frame::SLOT_ENTRY);
+        let epoch = self.b.ins().load(types::I64, mf(), slot, frame::SLOT_EPOCH);
+        let blocks = self
+            .b
+            .ins()
+            .load(types::I64, mf(), f, frame::FRAME_BLOCKS_GENERATION);
+        let tlb = self
+            .b
+            .ins()
+            .load(self.ptr, mf(), f, frame::FRAME_TLB_GENERATION);
+        let tlb = self.b.ins().load(types::I64, mf(), tlb, 0);
+        let now_epoch = self.b.ins().iadd(blocks, tlb);
+        let word = self.b.ins().load(self.ptr, mf(), f, frame::FRAME_PENDING);
+        let work = self.b.ins().load(types::I32, mf(), word, 0);
+        let event = self
+            .b
+            .ins()
+            .uload8(types::I32, mf(), f, frame::FRAME_EVENT_DELIVERED);
+        let icount = self.b.ins().load(self.ptr, mf(), f, FRAME_ICOUNT);
+        let now = self.b.ins().load(types::I64, mf(), icount, 0);
+        let len = self.b.ins().uload32(mf(), slot, frame::SLOT_LEN);
+        let stop_at = self.b.ins().load(types::I64, mf(), f, frame::FRAME_STOP_AT);
+        let need = self.b.ins().iadd(now, len);
+        let filled = self.b.ins().icmp_imm_s(IntCC::NotEqual, entry, 0);
+        let current = self.b.ins().icmp(IntCC::Equal, epoch, now_epoch);
+        let quiet = self.b.ins().bor(work, event);
+        let quiet = self.b.ins().icmp_imm_s(IntCC::Equal, quiet, 0);
+        let fits = self.b.ins().icmp(IntCC::UnsignedLessThan, need, stop_at);
+        for ok in [filled, current, quiet, fits] {
+            let go = self.new_block();
+            self.b.ins().brif(ok, go, &[], give_back, &[]);
+            self.b.seal_block(go);
+            self.switch(go);
+        }
+        let budget = self.b.ins().isub(stop_at, now);
+        let budget = self.b.ins().iadd_imm_s(budget, -1);
+        self.b.ins().store(mf(), budget, f, frame::FRAME_BUDGET);
+        self.b.ins().store(mf(), now, f, frame::FRAME_ICOUNT_BASE);
+        let chained = self.b.ins().load(types::I64, mf(), f, frame::FRAME_CHAINED);
+        let chained = self.b.ins().iadd_imm_s(chained, 1);
+        self.b.ins().store(mf(), chained, f, frame::FRAME_CHAINED);
+        self.b
+            .ins()
+            .return_call_indirect(self.entry_sig, entry, &[f]);
+        self.b.seal_block(give_back);
+        self.switch(give_back);
+        self.b.ins().return_(&[slot]);
+        self.b.switch_to_block(here);
+        self.in_cold = was_cold;
+        self.chain = Some(b);
+        b
     }
 
     /// Leave the translation through the shared leave block: the written
@@ -1318,14 +1448,23 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// nothing stands in the way (pending work, the instruction budget,
     /// the CS limit), otherwise leave.
     fn edge(&mut self, target: u32, retired: usize) {
-        let Some(t) = self.blocks.iter().find(|b| b.eip == target).copied() else {
+        let Some(n) = self.blocks.iter().position(|b| b.eip == target) else {
             let e = self.iconst(target);
             self.exit_with(e, retired, false, Some(target));
             return;
         };
+        let t = self.blocks[n];
         self.make_dynamic();
         let count = self.b.use_var(self.count);
         let after = self.b.ins().iadd_imm_s(count, retired as i64);
+        if n > self.current && self.mode.is_flat(SegReg::Cs) {
+            // A forward edge: the reach checked where this path began
+            // covers it.
+            self.b.def_var(self.count, after);
+            self.b.ins().jump(t.block, &[]);
+            self.terminated = true;
+            return;
+        }
         let word = self
             .b
             .ins()
@@ -1336,7 +1475,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .load(types::I64, mf(), self.frame, frame::FRAME_BUDGET);
         let quiet = self.b.ins().icmp_imm_s(IntCC::Equal, work, 0);
-        let need = self.b.ins().iadd_imm_s(after, t.len as i64);
+        let need = self.b.ins().iadd_imm_s(after, t.reach as i64);
         let fits = self
             .b
             .ins()
