@@ -166,9 +166,13 @@ pub(crate) struct RunArgs {
     /// What the terminal shows.
     #[arg(long, value_enum, default_value_t)]
     display: DisplayArg,
-    /// Stop after this many instructions.
+    /// Stop after this many instructions (counted across reboots).
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
+    /// Stop when the guest resets the machine (status 126) or triple-faults
+    /// (status 125) instead of rebooting it (machine.no_reboot).
+    #[arg(long)]
+    no_reboot: bool,
     /// Print run statistics as one JSON object on stderr at the end.
     #[arg(long)]
     stats: bool,
@@ -373,11 +377,14 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     Ok(c)
 }
 
-/// `--engine` and `--clock`: the options that also apply to a restored
-/// machine.
+/// `--engine`, `--clock` and `--no-reboot`: the options that also apply
+/// to a restored machine.
 fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
     if let Some(e) = &args.engine {
         c.machine.engine = e.clone();
+    }
+    if args.no_reboot {
+        c.machine.no_reboot = true;
     }
     if let Some(t) = args.jit_threshold {
         c.jit.threshold = t;
@@ -767,6 +774,7 @@ fn run(args: RunArgs) -> Result<i32> {
             "mips": (wall > 0.0 && instructions > 0).then(|| instructions as f64 / wall / 1e6),
             "exit": exit,
             "exit_code": code,
+            "reboots": m.reboots,
             "post_code": m.bus.signals.post_code,
             "counters": st.counters,
         });

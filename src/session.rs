@@ -192,8 +192,12 @@ impl Session {
             match exit {
                 // No debugger here sets breakpoints: none can stop a run.
                 Exit::BudgetSpent | Exit::Breakpoint => {}
+                // A reset reboots the machine (unless `no_reboot`) and the
+                // run goes on; the instruction budget counts on.
                 Exit::Stopped(reason) => {
-                    return Ok(SessionEnd::Machine(RunOutcome::Stopped(reason)))
+                    if let Some(reason) = self.machine.settle_stop(reason)? {
+                        return Ok(SessionEnd::Machine(RunOutcome::Stopped(reason)));
+                    }
                 }
                 Exit::Event(e) => return Ok(SessionEnd::Machine(RunOutcome::Event(e))),
                 Exit::WaitingForInput => {

@@ -1,19 +1,27 @@
 //! Ways into a machine (DESIGN.md section 7): a raw ROM image at the reset
 //! vector, and a Multiboot v1 kernel loaded directly, like `qemu -kernel`.
 
+use std::sync::Arc;
+
 use goblin::elf::{program_header::PT_LOAD, Elf};
 use thiserror::Error;
+
+use crate::bus::StateError;
 
 use crate::cpu::flags::FIXED1;
 use crate::cpu::segments::Descriptor;
 use crate::cpu::{cr0, reg, CpuState, SegReg, TableReg};
 use crate::machine::Machine;
 use crate::memory::MemoryError;
+use crate::reset::{MultibootImage, Restart};
 
 #[derive(Debug, Error)]
 pub enum BootError {
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// A device refused its own power-on state during a reset.
+    #[error("reset: {0}")]
+    DeviceReset(#[from] StateError),
     #[error("not an ELF file: {0}")]
     NotElf(String),
     #[error("ELF kernel is not a 32-bit i386 executable")]
@@ -48,12 +56,14 @@ pub enum BootError {
 /// Map a raw ROM image at the top of the first MiB and at the top of the
 /// 4 GiB space, and leave the CPU at the reset vector. Images over 128 KiB
 /// appear in full only at the top of 4 GiB; the low copy shows their last
-/// 128 KiB, like a PC's BIOS window.
+/// 128 KiB, like a PC's BIOS window. A reset starts the CPU at the reset
+/// vector again (`reset::Restart::ResetVector`).
 pub fn load_rom(m: &mut Machine, image: &[u8]) -> Result<(), BootError> {
     m.map_rom(image, 1 << 32)?;
     let low = &image[image.len().saturating_sub(128 * 1024)..];
     m.map_rom(low, 1 << 20)?;
     m.cpu = CpuState::at_reset();
+    m.restart = Restart::ResetVector;
     Ok(())
 }
 
@@ -115,7 +125,28 @@ const MAX_MODULES: usize = 16;
 
 /// Load a Multiboot v1 kernel with modules: each module is placed on a
 /// page boundary after the kernel (Multiboot 0.6.96 section 3.3, flag bit 3).
+/// The machine keeps what it was given, so that a reset loads it again
+/// (`reset::Restart::Multiboot`).
 pub fn load_multiboot_with_modules(
+    m: &mut Machine,
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module],
+) -> Result<(), BootError> {
+    load_multiboot_image(m, image, cmdline, modules)?;
+    m.restart = Restart::Multiboot(Arc::new(MultibootImage {
+        image: image.to_vec(),
+        cmdline: cmdline.to_owned(),
+        modules: modules
+            .iter()
+            .map(|module| (module.data.to_vec(), module.string.to_owned()))
+            .collect(),
+    }));
+    Ok(())
+}
+
+/// The loader itself: kernel, modules, boot information, CPU at the entry.
+pub(crate) fn load_multiboot_image(
     m: &mut Machine,
     image: &[u8],
     cmdline: &str,

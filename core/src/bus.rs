@@ -208,6 +208,18 @@ pub trait Device: Send {
     /// Restore a state `save_state` produced. On error the device is
     /// unchanged.
     fn restore_state(&mut self, state: &Value) -> Result<(), StateError>;
+    /// The system's RESET line was asserted (a guest's reset request or a
+    /// triple fault, `Machine::reset`): go back to the reset state.
+    /// `power_on` is the device's own `save_state` from when it was
+    /// plugged in, so by default a reset restores that state: on a PC the
+    /// reset state of these chips is their power-on state. A device a PC
+    /// does not reset, or resets only in part (the battery-backed RTC),
+    /// overrides this; it may drive its lines and schedule its timer
+    /// through `ctx` (the bus has lowered every line and cancelled every
+    /// timer before it calls this).
+    fn reset(&mut self, power_on: &Value, _ctx: &mut DeviceCtx) -> Result<(), StateError> {
+        self.restore_state(power_on)
+    }
     /// Typed access for front-ends (e.g. to feed input to a UART).
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -226,6 +238,9 @@ pub struct BusState {
 /// The device list, the port map, interrupt routing and device timers.
 pub struct Bus {
     devices: Vec<Box<dyn Device>>,
+    /// Each device's state when it was plugged in: what `Device::reset`
+    /// returns it to.
+    power_on: Vec<Value>,
     /// Device index + 1 per port; 0 means nothing answers.
     ports: Box<[u16]>,
     pub signals: Signals,
@@ -260,6 +275,7 @@ impl Bus {
     pub fn new() -> Bus {
         Bus {
             devices: Vec::new(),
+            power_on: Vec::new(),
             ports: vec![0u16; 65536].into_boxed_slice(),
             signals: Signals::default(),
             lines: [false; IRQ_LINES as usize],
@@ -283,6 +299,7 @@ impl Bus {
 
     /// Add a device; it answers nothing until ports or MMIO are claimed.
     pub fn add(&mut self, device: Box<dyn Device>) -> DeviceId {
+        self.power_on.push(device.save_state());
         self.devices.push(device);
         self.deadlines.push(None);
         DeviceId(self.devices.len() - 1)
@@ -626,6 +643,30 @@ impl Bus {
     }
 
     /// Every device's saved state, by device index.
+    /// Assert the RESET line of every device (`Machine::reset`): lines go
+    /// low, timers are cancelled, requests not yet taken are dropped (the
+    /// last POST code stays, as a POST card keeps showing it), and each
+    /// device returns to its reset state. An error names the device whose
+    /// power-on state did not restore, which only a device whose
+    /// `restore_state` refuses its own `save_state` can cause.
+    pub fn reset(&mut self, now_ns: u64) -> Result<(), StateError> {
+        self.lines = [false; IRQ_LINES as usize];
+        self.deadlines.iter_mut().for_each(|d| *d = None);
+        self.update_earliest();
+        self.signals = Signals {
+            post_code: self.signals.post_code,
+            ..Signals::default()
+        };
+        for d in 0..self.devices.len() {
+            let power_on = self.power_on[d].clone();
+            self.with_device(d, now_ns, |dev, ctx| dev.reset(&power_on, ctx))?;
+        }
+        self.epoch += 1;
+        self.intr_cache = None;
+        self.pending.raise(work::DEVICE);
+        Ok(())
+    }
+
     pub fn save_state(&self) -> Vec<(&'static str, Value)> {
         self.devices
             .iter()
@@ -676,6 +717,31 @@ mod tests {
         fn as_any_mut(&mut self) -> &mut dyn Any {
             self
         }
+    }
+
+    #[test]
+    fn reset_restores_power_on_state_lowers_lines_and_cancels_timers() {
+        let mut bus = Bus::new();
+        let id = bus.add(Box::new(Latch(7)));
+        bus.claim_ports(id, 0x80, 0x80);
+        bus.io_write(0x80, 1, 0x33, 0);
+        bus.signals.stop = Some(StopRequest::Reset);
+        assert!(bus.irq_level(3));
+        assert_eq!(bus.next_deadline(), 100);
+        bus.reset(50).unwrap();
+        assert_eq!(
+            bus.io_read(0x80, 1, 60),
+            7,
+            "the state it was plugged in with"
+        );
+        assert!(!bus.irq_level(3));
+        assert_eq!(bus.next_deadline(), u64::MAX);
+        assert_eq!(bus.signals.stop, None, "the request was served");
+        assert_eq!(
+            bus.signals.post_code,
+            Some(0x33),
+            "a POST card keeps showing"
+        );
     }
 
     #[test]

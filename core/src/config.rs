@@ -44,6 +44,10 @@ pub struct MachineSection {
     pub memory_mib: u32,
     /// Execution engine by name.
     pub engine: String,
+    /// A guest's reset request or a triple fault stops the machine (exit
+    /// status 126 or 125) instead of rebooting it (QEMU's `-no-reboot`).
+    #[serde(default)]
+    pub no_reboot: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +190,7 @@ impl Default for MachineConfig {
             machine: MachineSection {
                 memory_mib: 32,
                 engine: "interp".into(),
+                no_reboot: false,
             },
             clock: ClockSection {
                 ns_per_instruction: 1,

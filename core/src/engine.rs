@@ -60,9 +60,12 @@ pub enum StopReason {
     /// HLT with interrupts enabled in a machine where no device can raise
     /// an interrupt, so the CPU would wait forever.
     IdleForever { cs: u16, eip: u32 },
-    /// A triple fault: the CPU shut down (SDM Vol. 3A 6.15, #DF).
+    /// A triple fault: the CPU shut down (SDM Vol. 3A 6.15, #DF). A PC
+    /// resets then, so run loops reboot as for `ResetRequested`.
     TripleFault { cs: u16, eip: u32 },
-    /// The guest requested a reset (ringside stops instead of rebooting).
+    /// The guest requested a reset (the 8042 or port 0x92). Run loops
+    /// reboot the machine (`Machine::settle_stop`); it ends a run only
+    /// when the machine does not reboot (`machine.no_reboot`).
     ResetRequested,
 }
 
@@ -86,6 +89,15 @@ impl std::fmt::Display for StopReason {
 }
 
 impl StopReason {
+    /// A reset of the PC: the guest's request, or the shutdown after a
+    /// triple fault (`Machine::settle_stop` reboots on either).
+    pub fn is_reset(&self) -> bool {
+        matches!(
+            self,
+            StopReason::ResetRequested | StopReason::TripleFault { .. }
+        )
+    }
+
     /// A short machine-readable name, as `--stats` prints it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -113,6 +125,9 @@ pub enum EngineError {
     /// The engine cannot run on this host or in this CPU mode.
     #[error("{engine}: {what}")]
     Unavailable { engine: &'static str, what: String },
+    /// The machine could not boot again after a reset.
+    #[error("reboot after a reset: {0}")]
+    Reboot(String),
 }
 
 /// Counters an engine exposes: instructions, exits by reason, and its own.

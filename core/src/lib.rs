@@ -4,7 +4,7 @@
 //! It owns the architectural CPU state ([`cpu::CpuState`]), guest memory on
 //! `vm-memory` ([`memory`]), paging and the software TLB ([`mmu`]),
 //! segmentation, event delivery and task switching ([`cpu`]), the port and
-//! MMIO buses ([`bus`]), what passes to and from the host ([`hostio`]), virtual time ([`time`]), boot loaders ([`boot`]),
+//! MMIO buses ([`bus`]), what passes to and from the host ([`hostio`]), virtual time ([`time`]), boot loaders ([`boot`]), system reset ([`reset`]),
 //! saved-state files ([`snapshot`]) and the [`engine::Engine`] trait. It
 //! does not execute instructions: that is the engines' job (engines/interp
 //! first).
@@ -21,6 +21,7 @@ pub mod hostio;
 pub mod machine;
 pub mod memory;
 pub mod mmu;
+pub mod reset;
 pub mod snapshot;
 pub mod time;
 

@@ -10,6 +10,7 @@ use crate::cpu::CpuState;
 use crate::engine::{Budget, Engine, EngineError, Exit, StopReason};
 use crate::memory::{DeviceId, Memory, MemoryError, PhysRange};
 use crate::mmu::Tlb;
+use crate::reset::Restart;
 use crate::time::Clock;
 
 /// One IA-32 PC.
@@ -44,6 +45,13 @@ pub struct Machine {
     /// with `Exit::Breakpoint` before executing an instruction there; empty
     /// unless a debugger set them.
     pub breakpoints: Vec<u32>,
+    /// How a reset boots the machine again (`reset`); set by the loaders.
+    pub(crate) restart: Restart,
+    /// A reset request or a triple fault stops the machine instead of
+    /// rebooting it (`machine.no_reboot`, `--no-reboot`).
+    pub no_reboot: bool,
+    /// Reboots so far (`Machine::reset`).
+    pub reboots: u64,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -86,6 +94,9 @@ impl Machine {
             pending,
             write_log: None,
             breakpoints: Vec::new(),
+            restart: Restart::default(),
+            no_reboot: false,
+            reboots: 0,
         })
     }
 
@@ -266,8 +277,18 @@ impl Machine {
         true
     }
 
+    /// [`Machine::settle_stop`] for a run loop that reports engine errors.
+    fn settle_stop_for_engine(
+        &mut self,
+        reason: StopReason,
+    ) -> Result<Option<StopReason>, EngineError> {
+        self.settle_stop(reason)
+            .map_err(|e| EngineError::Reboot(e.to_string()))
+    }
+
     /// Run `engine` until the machine stops or `max_insns` instructions have
-    /// retired in this call.
+    /// retired in this call (a reset reboots the machine and the run goes
+    /// on, `reset`).
     pub fn run_until_stopped(
         &mut self,
         engine: &mut dyn Engine,
@@ -296,10 +317,16 @@ impl Machine {
                 // Breakpoints are the debugger's: a plain run goes past them.
                 Exit::Breakpoint => {
                     if let Exit::Stopped(reason) = engine.step(self)? {
+                        if let Some(reason) = self.settle_stop_for_engine(reason)? {
+                            return Ok(RunOutcome::Stopped(reason));
+                        }
+                    }
+                }
+                Exit::Stopped(reason) => {
+                    if let Some(reason) = self.settle_stop_for_engine(reason)? {
                         return Ok(RunOutcome::Stopped(reason));
                     }
                 }
-                Exit::Stopped(reason) => return Ok(RunOutcome::Stopped(reason)),
                 Exit::Event(e) => return Ok(RunOutcome::Event(e)),
                 Exit::Halted => {
                     if !self.skip_to_next_deadline() {

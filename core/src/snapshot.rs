@@ -170,6 +170,10 @@ struct State {
     cpu: CpuState,
     a20: bool,
     clock: Clock,
+    /// `Machine::reboots` (absent from states saved before reboots were
+    /// counted).
+    #[serde(default)]
+    reboots: u64,
     bus: BusState,
     /// By device index, as the bus holds them.
     devices: Vec<DeviceRecord>,
@@ -302,6 +306,7 @@ impl Snapshot {
             .expect("check_machine compared the RAM sizes");
         m.cpu = self.state.cpu.clone();
         m.clock = self.state.clock.clone();
+        m.reboots = self.state.reboots;
         m.mem.set_a20(self.state.a20);
         m.bus.restore_bus_state(&self.state.bus);
         m.watch.hits = 0;
@@ -390,6 +395,7 @@ fn capture(m: &Machine, config_toml: &str) -> Result<State, SnapshotError> {
         cpu: m.cpu.clone(),
         a20: m.mem.a20_enabled(),
         clock: m.clock.clone(),
+        reboots: m.reboots,
         bus: m.bus.bus_state(),
         devices: m
             .bus

@@ -483,7 +483,13 @@ impl Debugger {
             self.record(&before, bytes);
         }
         match exit {
-            Exit::Stopped(r) => return Ok(Resume::Stopped(StopCause::Machine(r))),
+            // A reset reboots the machine (unless `no_reboot`): the stops
+            // below are checked at the reset vector.
+            Exit::Stopped(r) => {
+                if let Some(r) = self.settle_stop(r)? {
+                    return Ok(Resume::Stopped(StopCause::Machine(r)));
+                }
+            }
             Exit::Halted => {
                 if self.feed_input() {
                     return Ok(Resume::Running);
@@ -644,8 +650,22 @@ impl Debugger {
                     }))
                 }
             }
-            Exit::Stopped(r) => Resume::Stopped(StopCause::Machine(r)),
+            Exit::Stopped(r) => match self.settle_stop(r)? {
+                Some(r) => Resume::Stopped(StopCause::Machine(r)),
+                None => Resume::Running,
+            },
         })
+    }
+
+    /// A stop of the machine: a reset reboots it unless it does not reboot
+    /// (`Machine::settle_stop`). With a compare partner the lockstep
+    /// comparator has already rebooted both, and a stop it reports is
+    /// one that ends the run.
+    fn settle_stop(&mut self, reason: StopReason) -> Result<Option<StopReason>, String> {
+        self.main
+            .machine
+            .settle_stop(reason)
+            .map_err(|e| e.to_string())
     }
 
     /// Continue until something stops the debugger, or `interrupted`

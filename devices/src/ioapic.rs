@@ -160,6 +160,15 @@ impl IoApic {
         }
     }
 
+    /// An IOAPIC whose ID register holds `id` (bits 24-27), as firmware
+    /// programs it to match the MP table. It is part of the power-on state,
+    /// so a reset keeps it (ringside's machine, not its BIOS, sets it).
+    pub fn with_id(id: u8) -> IoApic {
+        let mut a = IoApic::new();
+        a.regs.id = ((id as u32) << 24) & ID_MASK;
+        a
+    }
+
     /// Pin `pin` is asserted: its input level, through its polarity bit.
     fn asserted(&self, pin: usize) -> bool {
         let active_low = self.regs.redirection[pin] & RTE_ACTIVE_LOW != 0;

@@ -80,6 +80,7 @@ fn ioapic_pin_map() -> [u8; 24] {
 pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> {
     let mut m = Machine::with_ram_mib(config.machine.memory_mib)?;
     m.clock.ns_per_insn = config.clock.ns_per_instruction;
+    m.no_reboot = config.machine.no_reboot;
     let d = &config.devices;
     if d.pic {
         let pic = m.add_port_device(Box::new(Pic::new()), &PIC_PORTS);
@@ -93,13 +94,11 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
         let lapic = m.bus.add(Box::new(LocalApic::new()));
         m.map_mmio(LAPIC_BASE, LAPIC_SIZE, lapic);
         m.bus.set_lapic(lapic);
-        let ioapic = m.bus.add(Box::new(IoApic::new()));
+        // The IOAPIC's ID is 1, as the MP table says (ID 0 is the CPU's).
+        let ioapic = m.bus.add(Box::new(IoApic::with_id(1)));
         m.map_mmio(IOAPIC_BASE, IOAPIC_SIZE, ioapic);
         m.bus.add_irq_listener_mapped(ioapic, ioapic_pin_map());
         m.bus.add_eoi_listener(ioapic);
-        // The IOAPIC's ID is 1, as the MP table says (ID 0 is the CPU's).
-        m.phys_write(IOAPIC_BASE, 4, 0);
-        m.phys_write(IOAPIC_BASE + 0x10, 4, 1 << 24);
     }
     let mut disks = Vec::new();
     if d.ide {

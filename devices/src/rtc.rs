@@ -72,6 +72,7 @@ const B_SET: u8 = 1 << 7;
 const B_PIE: u8 = 1 << 6;
 const B_AIE: u8 = 1 << 5;
 const B_UIE: u8 = 1 << 4;
+const B_SQWE: u8 = 1 << 3;
 const B_DM_BINARY: u8 = 1 << 2;
 const B_24_HOUR: u8 = 1 << 1;
 
@@ -643,6 +644,20 @@ impl Device for Rtc {
         self.update_irq_and_timer(ctx);
     }
 
+    /// The RTC and its CMOS RAM run on the battery: a system reset keeps
+    /// the time and the RAM. Its RESET pin clears what the data sheet says
+    /// it clears (MC146818A, "RESET"): PIE, AIE, UIE and SQWE in register
+    /// B and the flags of register C, so IRQ 8 is low after it.
+    fn reset(&mut self, _power_on: &Value, ctx: &mut DeviceCtx) -> Result<(), StateError> {
+        self.catch_up(ctx.now_ns);
+        self.s.cmos[REG_B as usize] &= !(B_PIE | B_AIE | B_UIE | B_SQWE);
+        self.s.cmos[REG_C as usize] = 0;
+        // The bus lowered IRQ 8 with every other line.
+        self.s.irq = false;
+        self.update_irq_and_timer(ctx);
+        Ok(())
+    }
+
     fn save_state(&self) -> Value {
         serde_json::to_value(&self.s).unwrap_or(Value::Null)
     }
@@ -683,6 +698,25 @@ mod tests {
         let id = bus.add(Box::new(rtc));
         bus.claim_ports(id, INDEX_PORT, DATA_PORT);
         bus
+    }
+
+    #[test]
+    fn rtc_reset_keeps_time_and_cmos_and_clears_interrupt_enables_and_flags() {
+        let mut bus = bus_with(Rtc::new(0));
+        write(&mut bus, 0x7D, 0x42, 0);
+        write(&mut bus, REG_B, B_24_HOUR | B_PIE | B_UIE | B_SQWE, 0);
+        // Past the first update: UF and PF are set, IRQ 8 is high.
+        let later = 3 * NS_PER_SEC as u64;
+        bus.run_timers(later);
+        assert!(bus.irq_level(RTC_IRQ));
+        let before = time_bcd(&mut bus, later);
+        bus.reset(later).unwrap();
+        assert!(!bus.irq_level(RTC_IRQ));
+        assert_eq!(read(&mut bus, REG_B, later), B_24_HOUR);
+        assert_eq!(read(&mut bus, REG_C, later), 0);
+        assert_eq!(read(&mut bus, 0x7D, later), 0x42, "CMOS RAM is kept");
+        assert_eq!(time_bcd(&mut bus, later), before, "the time is kept");
+        assert_eq!(bus.next_deadline(), u64::MAX, "no interrupt is enabled");
     }
 
     fn read(bus: &mut Bus, reg: u8, now: u64) -> u8 {

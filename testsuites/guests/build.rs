@@ -96,6 +96,12 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "reboot",
+        description: "resets the PC by the 8042, port 0x92 and a triple fault, counting its boots in CMOS and RAM",
+        sources: &["reboot.c"],
+        defines: &[],
+    },
+    GuestSpec {
         name: "smc",
         description: "self-modifying code: same page, other page, next instruction, hot loop, physical alias",
         sources: &["smc.c", "smc.S"],
@@ -130,6 +136,14 @@ const BOOT_SECTOR_DISKS: &[BootSectorSpec] = &[BootSectorSpec {
     description: "real mode from the BIOS: IRQ 0 hooked in the IVT at 1 kHz, chained to the BIOS's INT 08h, COM1 and INT 10h output",
     source: "irq-real.S",
 }];
+
+/// Guests also written out as a disk image booted through the BIOS: the
+/// guest, the disk's name, its description.
+const KERNEL_DISKS: &[(&str, &str, &str)] = &[(
+    "reboot",
+    "reboot-disk",
+    "the reboot guest behind the demo's boot sector: each reset goes through the BIOS again",
+)];
 
 /// The runtime every guest links, relative to `lib/`.
 const RUNTIME: &[&str] = &[
@@ -268,6 +282,18 @@ fn main() {
     rows.sort();
 
     let mut disks = vec![("demo-disk", DEMO_DISK_DESCRIPTION)];
+    // Guests that also come as a disk, behind the demo's boot sector (a
+    // small Multiboot-style loader), to be booted through the BIOS.
+    let demo_boot = fs::read(out_dir.join("demo").join("bootsect.bin")).expect("read bootsect.bin");
+    for (guest, disk, description) in KERNEL_DISKS {
+        let elf = fs::read(out_dir.join(format!("{guest}.elf"))).expect("read a guest image");
+        fs::write(
+            out_dir.join(format!("{disk}.img")),
+            disk_image(&demo_boot, &elf),
+        )
+        .expect("write a disk image to OUT_DIR");
+        disks.push((disk, description));
+    }
     for disk in BOOT_SECTOR_DISKS {
         let object = compile(
             &guest_dir.join(disk.source),
@@ -415,7 +441,7 @@ fn disk_image(boot: &[u8], elf: &[u8]) -> Vec<u8> {
         &[0xFF; 6],
         "the boot sector's fields moved"
     );
-    assert_eq!(&elf[..4], b"\x7fELF", "demo.elf is not an ELF file");
+    assert_eq!(&elf[..4], b"\x7fELF", "a kernel image is not an ELF file");
 
     let entry = u32_at(24);
     let (phoff, phentsize, phnum) = (
