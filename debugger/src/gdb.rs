@@ -4,7 +4,17 @@
 //! gdb sees one i386 thread (`gdbstub_arch`'s `X86_SSE` target
 //! description). Addresses are linear (through the guest's paging, like
 //! everything the debugger reads): for a flat kernel that is what the ELF
-//! says. Software and hardware breakpoints are both debugger breakpoints —
+//! says. So is the program counter: gdb's `eip` is CS.base + EIP, the
+//! linear address of the next instruction, and a value gdb writes to it is
+//! made relative to CS.base again. gdb compares its breakpoint addresses,
+//! and reads the instructions it shows, at that register; with EIP alone,
+//! in real mode (F000:E005 is linear FE005) or under any segment with a
+//! base, gdb found none of its breakpoints at the stop and silently went
+//! on, and disassembled the wrong bytes. A stop at a breakpoint gdb did not
+//! set (`monitor break`, `monitor pbreak`) is reported as SIGTRAP, not as
+//! a breakpoint hit, since gdb resumes from a "breakpoint hit" at an
+//! address where it has none (it takes it for one it just removed).
+//! Software and hardware breakpoints are both debugger breakpoints —
 //! no guest memory is patched, so a breakpoint cannot be seen or
 //! overwritten by the guest, and there is no limit of four. Watchpoints are
 //! the debugger's (any length, read, write or access). `monitor` runs the
@@ -67,6 +77,8 @@ pub struct GdbTarget {
     /// Host input for the guest's COM1 (a script on the stub's stdin),
     /// passed on as it arrives.
     pub input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    /// The linear addresses of the breakpoints gdb set (Z0/Z1 packets).
+    gdb_breakpoints: Vec<u32>,
 }
 
 impl GdbTarget {
@@ -77,6 +89,7 @@ impl GdbTarget {
             pending: Pending::Continue,
             exit_status: None,
             input: None,
+            gdb_breakpoints: Vec::new(),
         }
     }
 
@@ -92,7 +105,14 @@ impl GdbTarget {
     fn report(&mut self, cause: &StopCause) -> SingleThreadStopReason<u32> {
         match cause {
             StopCause::Stepped => SingleThreadStopReason::DoneStep,
-            StopCause::Breakpoint { .. } => SingleThreadStopReason::SwBreak(()),
+            StopCause::Breakpoint { .. } => {
+                let pc = self.debugger.main.machine.cpu.linear_eip();
+                if self.gdb_breakpoints.contains(&pc) {
+                    SingleThreadStopReason::SwBreak(())
+                } else {
+                    SingleThreadStopReason::Signal(Signal::SIGTRAP)
+                }
+            }
             StopCause::Watchpoint { id, access } => {
                 let (addr, kind) = self
                     .debugger
@@ -170,7 +190,7 @@ impl SingleThreadBase for GdbTarget {
         regs.ebp = g[reg::EBP];
         regs.esi = g[reg::ESI];
         regs.edi = g[reg::EDI];
-        regs.eip = c.eip;
+        regs.eip = c.linear_eip();
         regs.eflags = c.eflags;
         let sel = |s: SegReg| c.seg[s as usize].selector as u32;
         regs.segments = X86SegmentRegs {
@@ -196,7 +216,7 @@ impl SingleThreadBase for GdbTarget {
         g[reg::EBP] = regs.ebp;
         g[reg::ESI] = regs.esi;
         g[reg::EDI] = regs.edi;
-        c.eip = regs.eip;
+        c.eip = regs.eip.wrapping_sub(c.seg[SegReg::Cs as usize].base);
         c.eflags = (regs.eflags | 2) & 0x003F_7FD7;
         // Selectors only: the segment caches stay (`monitor set cs.base`
         // changes those).
@@ -277,9 +297,13 @@ impl Breakpoints for GdbTarget {
 impl SwBreakpoint for GdbTarget {
     fn add_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
         self.debugger.add_breakpoint(Address::Linear(addr), None);
+        self.gdb_breakpoints.push(addr);
         Ok(true)
     }
     fn remove_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some(i) = self.gdb_breakpoints.iter().position(|&a| a == addr) {
+            self.gdb_breakpoints.swap_remove(i);
+        }
         Ok(self.debugger.delete_kind(&StopKind::Breakpoint {
             at: Address::Linear(addr),
             condition: None,
@@ -426,4 +450,65 @@ pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason
     let gdb = GdbStub::new(conn);
     gdb.run_blocking::<EventLoop>(target)
         .map_err(|e| format!("gdb connection: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringside_core::{boot, Machine};
+
+    /// A bare machine running a real-mode ROM that far-jumps to F000:E000
+    /// and counts up in AX there, in a debugger on the interpreter, behind
+    /// the gdb target.
+    fn target() -> GdbTarget {
+        let mut rom = vec![0x40u8; 0x10000]; // inc ax
+        rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0xE0, 0x00, 0xF0]);
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        boot::load_rom(&mut m, &rom).unwrap();
+        let factory: crate::EngineFactory =
+            Box::new(|_: &str| Ok(Box::new(ringside_interp::Interp::new())));
+        let engine = factory("interp").unwrap();
+        GdbTarget::new(Debugger::new(m, engine, factory), Box::new(|_, _| None))
+    }
+
+    fn pc(t: &mut GdbTarget) -> u32 {
+        let mut regs = X86CoreRegs::default();
+        assert!(t.read_registers(&mut regs).is_ok());
+        regs.eip
+    }
+
+    #[test]
+    fn the_program_counter_gdb_sees_is_linear_in_real_mode() {
+        let mut t = target();
+        assert_eq!(pc(&mut t), 0xFFFF_FFF0, "CS base FFFF0000 + IP FFF0");
+        t.debugger.step(2).unwrap();
+        assert_eq!(t.debugger.main.machine.cpu.eip, 0xE001);
+        assert_eq!(pc(&mut t), 0xF_E001, "F000:E001");
+        let mut regs = X86CoreRegs::default();
+        assert!(t.read_registers(&mut regs).is_ok());
+        regs.eip = 0xF_E010;
+        assert!(t.write_registers(&regs).is_ok());
+        assert_eq!(
+            t.debugger.main.machine.cpu.eip, 0xE010,
+            "made relative to CS"
+        );
+    }
+
+    #[test]
+    fn a_stop_at_a_breakpoint_gdb_set_is_a_breakpoint_hit_and_any_other_a_sigtrap() {
+        let mut t = target();
+        assert!(matches!(t.add_hw_breakpoint(0xF_E004, 1), Ok(true)));
+        let cause = t.debugger.cont(|| false).unwrap();
+        assert!(matches!(
+            t.report(&cause),
+            SingleThreadStopReason::SwBreak(())
+        ));
+        t.debugger.add_breakpoint(Address::Physical(0xF_E008), None);
+        let cause = t.debugger.cont(|| false).unwrap();
+        assert_eq!(t.debugger.main.machine.cpu.linear_eip(), 0xF_E008);
+        assert!(matches!(
+            t.report(&cause),
+            SingleThreadStopReason::Signal(Signal::SIGTRAP)
+        ));
+    }
 }

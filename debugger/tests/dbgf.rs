@@ -418,3 +418,77 @@ fn save_and_load_in_the_debugger_continue_the_guest_exactly() {
     assert!(other.main.machine.mem().ram_slice() == &before.1[..]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A 64 KiB real-mode ROM: at E000 `MOV AX, 1`, eight `INC AX`, `MOV AL,
+/// 7`, `OUT F4h, AL` (assembled by iced-x86 for a 16-bit CS); at the reset
+/// vector a far `JMP F000:E000`, or with `far` false a near `JMP E000`,
+/// after which CS keeps its reset base FFFF0000. The linear addresses of
+/// the eight INCs are returned.
+fn real_mode_rom(far: bool) -> (Vec<u8>, Vec<u32>) {
+    use iced_x86::code_asm::*;
+    let mut a = CodeAssembler::new(16).unwrap();
+    a.mov(ax, 1).unwrap();
+    for _ in 0..8 {
+        a.inc(ax).unwrap();
+    }
+    a.mov(al, 7).unwrap();
+    a.out(0xF4, al).unwrap();
+    let code = a.assemble(0xE000).unwrap();
+    let mut rom = vec![0x90u8; 0x10000];
+    rom[0xE000..0xE000 + code.len()].copy_from_slice(&code);
+    let base: u32 = if far {
+        // JMP ptr16:16 (EA), which iced's assembler has no form for.
+        rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0xE0, 0x00, 0xF0]);
+        0xF_0000
+    } else {
+        let mut a = CodeAssembler::new(16).unwrap();
+        a.jmp(0xE000u64).unwrap();
+        let jmp = a.assemble(0xFFF0).unwrap();
+        rom[0xFFF0..0xFFF0 + jmp.len()].copy_from_slice(&jmp);
+        0xFFFF_0000
+    };
+    (rom, (0..8).map(|i| base + 0xE003 + i).collect())
+}
+
+/// A ROM booted at the reset vector in a debugger on `engine`.
+fn rom_debugger(rom: &[u8], engine: &str) -> ringside_debugger::Debugger {
+    use ringside_devices::pc::{build_pc, HostIo};
+    let mut m = build_pc(&MachineConfig::default(), HostIo::discarded()).unwrap();
+    ringside_core::boot::load_rom(&mut m, rom).unwrap();
+    let f = common::factory();
+    let e = f(engine).unwrap();
+    ringside_debugger::Debugger::new(m, e, f)
+}
+
+#[test]
+fn breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses() {
+    for engine in ["interp", "jit"] {
+        for far in [true, false] {
+            let (rom, incs) = real_mode_rom(far);
+            let what = format!("{engine}, far jump {far}");
+            let mut d = rom_debugger(&rom, engine);
+            let linear = d.add_breakpoint(Address::Linear(incs[1]), None);
+            // Unpaged: the physical address is the linear one.
+            let physical = d.add_breakpoint(Address::Physical(incs[4]), None);
+            assert_eq!(
+                d.cont(|| false).unwrap(),
+                StopCause::Breakpoint { id: linear },
+                "{what}"
+            );
+            assert_eq!(d.main.machine.cpu.linear_eip(), incs[1], "{what}");
+            assert_eq!(d.main.machine.cpu.eip, 0xE004, "{what}");
+            assert_eq!(
+                d.cont(|| false).unwrap(),
+                StopCause::Breakpoint { id: physical },
+                "{what}"
+            );
+            assert_eq!(d.main.machine.cpu.linear_eip(), incs[4], "{what}");
+            assert_eq!(d.main.machine.cpu.gpr[0] & 0xFFFF, 5, "{what}: AX = 1 + 4");
+            assert_eq!(
+                d.cont(|| false).unwrap(),
+                StopCause::Machine(StopReason::DebugExit(7)),
+                "{what}"
+            );
+        }
+    }
+}

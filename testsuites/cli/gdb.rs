@@ -2,8 +2,9 @@
 //! attaches to `ringside gdb`, breaks on a kernel symbol, continues, steps,
 //! prints a kernel variable, sets a watchpoint that fires, and continues to
 //! the guest's exit. On the interpreter with the demo OS (a paged kernel),
-//! and on KVM with irq-pm where this host's KVM runs it (unpaged). Each
-//! test prints why it skipped when gdb (or KVM) is missing.
+//! and on KVM with irq-pm where this host's KVM runs it (unpaged); and
+//! breakpoints in a real-mode ROM, on the interpreter and the recompiler.
+//! Each test prints why it skipped when gdb (or KVM) is missing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -91,11 +92,17 @@ fn start_stub(args: &[&str], input: &[u8]) -> Stub {
 
 /// Run gdb in batch mode with these commands; returns its output.
 fn gdb(elf: &Path, addr: &str, commands: &[&str]) -> String {
+    gdb_on(Some(elf), addr, commands)
+}
+
+/// [`gdb`], with the symbols of `elf` when there is one.
+fn gdb_on(elf: Option<&Path>, addr: &str, commands: &[&str]) -> String {
     let mut cmd = Command::new("gdb");
-    cmd.args(["-batch", "-nx", "-ex", "set architecture i386", "-ex"])
-        .arg(format!("file {}", elf.display()))
-        .arg("-ex")
-        .arg(format!("target remote {addr}"));
+    cmd.args(["-batch", "-nx", "-ex", "set architecture i386"]);
+    if let Some(elf) = elf {
+        cmd.arg("-ex").arg(format!("file {}", elf.display()));
+    }
+    cmd.arg("-ex").arg(format!("target remote {addr}"));
     for c in commands {
         cmd.arg("-ex").arg(c);
     }
@@ -321,5 +328,97 @@ fn malformed_gdb_packets_never_crash_the_stub() {
             "{shown:?}: stub exit {status:?} {}",
             stderr.lines().last().unwrap_or("")
         );
+    }
+}
+
+/// A 64 KiB ROM: at the reset vector, either `JMP F000:E000` (far, so CS
+/// base becomes F0000) or a near `JMP E000` (CS keeps the reset base
+/// FFFF0000); at E000, `MOV AX, 1`, eight `INC AX`, `MOV AL, 7`,
+/// `OUT F4h, AL`: the run exits with status 7.
+fn real_mode_rom(dir: &Path, far: bool) -> PathBuf {
+    let mut rom = vec![0x90u8; 0x10000];
+    let code = [
+        0xB8, 0x01, 0x00, // E000 mov ax, 1
+        0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, // E003 inc ax (x8)
+        0xB0, 0x07, // E00B mov al, 7
+        0xE6, 0xF4, // E00D out 0xF4, al
+    ];
+    rom[0xE000..0xE000 + code.len()].copy_from_slice(&code);
+    let reset: &[u8] = if far {
+        &[0xEA, 0x00, 0xE0, 0x00, 0xF0] // jmp far F000:E000
+    } else {
+        &[0xE9, 0x0D, 0xE0] // jmp near E000 (FFF3 + E00D)
+    };
+    rom[0xFFF0..0xFFF0 + reset.len()].copy_from_slice(reset);
+    let path = dir.join(if far { "far.rom" } else { "near.rom" });
+    std::fs::write(&path, rom).expect("write the ROM");
+    path
+}
+
+#[test]
+fn gdb_breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses() {
+    let test = "gdb_breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses";
+    if !have_gdb() {
+        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ringside-gdb-rom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let far = real_mode_rom(&dir, true);
+    let near = real_mode_rom(&dir, false);
+    for engine in ["interp", "jit"] {
+        // After the far jump CS:IP F000:E005 is linear FE005.
+        let stub = start_stub(&["--bios", far.to_str().unwrap(), "--engine", engine], b"");
+        let out = gdb_on(
+            None,
+            &stub.addr,
+            &[
+                "print/x $pc",
+                "hbreak *0xfe005",
+                "continue",
+                "print/x $pc",
+                "monitor break 0xfe008",
+                "continue",
+                "print/x $pc",
+                "monitor pbreak 0xfe00a",
+                "continue",
+                "print/x $pc",
+                "stepi",
+                "print/x $pc",
+                "continue",
+            ],
+        );
+        println!("{engine}, far jump:\n{out}");
+        let (status, stub_err) = finish(stub);
+        assert!(
+            out.contains("$1 = 0xfffffff0"),
+            "{engine}: $pc is the linear reset vector: {out}"
+        );
+        assert!(out.contains("Breakpoint 1, 0x000fe005"), "{engine}: {out}");
+        assert!(out.contains("$2 = 0xfe005"), "{engine}: hbreak: {out}");
+        assert!(
+            out.contains("$3 = 0xfe008"),
+            "{engine}: monitor break: {out}"
+        );
+        assert!(
+            out.contains("$4 = 0xfe00a"),
+            "{engine}: monitor pbreak: {out}"
+        );
+        assert!(out.contains("$5 = 0xfe00b"), "{engine}: stepi: {out}");
+        assert!(out.contains("exited with code 07"), "{engine}: {out}");
+        assert_eq!(status, Some(7), "{engine}: {stub_err}");
+
+        // Before any far jump the CPU runs at the reset alias: CS base
+        // FFFF0000, so F000:E005 is linear FFFFE005.
+        let stub = start_stub(&["--bios", near.to_str().unwrap(), "--engine", engine], b"");
+        let out = gdb_on(
+            None,
+            &stub.addr,
+            &["hbreak *0xffffe005", "continue", "print/x $pc", "continue"],
+        );
+        println!("{engine}, near jump:\n{out}");
+        let (status, stub_err) = finish(stub);
+        assert!(out.contains("$1 = 0xffffe005"), "{engine}: {out}");
+        assert_eq!(status, Some(7), "{engine}: {stub_err}");
     }
 }
