@@ -58,7 +58,15 @@ pub struct Frame {
     pub tlb_generation: *const u64,
     /// and the translations entered from another one's exit.
     pub chained: u64,
+    /// The indirect-branch table ([`INDIRECT_SLOTS`] link slots, by a
+    /// hash of the target EIP): where a translation leaves to an EIP it
+    /// computes (RET), it looks for the target here and goes on through
+    /// the slot like through a fixed exit's.
+    pub indirect: *mut LinkSlot,
 }
+
+/// The size of the indirect-branch table (a power of two).
+pub const INDIRECT_SLOTS: usize = 1024;
 
 pub const FRAME_CPU: i32 = offset_of!(Frame, cpu) as i32;
 pub const FRAME_TLB: i32 = offset_of!(Frame, tlb) as i32;
@@ -73,6 +81,10 @@ pub const FRAME_STOP_AT: i32 = offset_of!(Frame, stop_at) as i32;
 pub const FRAME_BLOCKS_GENERATION: i32 = offset_of!(Frame, blocks_generation) as i32;
 pub const FRAME_TLB_GENERATION: i32 = offset_of!(Frame, tlb_generation) as i32;
 pub const FRAME_CHAINED: i32 = offset_of!(Frame, chained) as i32;
+pub const FRAME_INDIRECT: i32 = offset_of!(Frame, indirect) as i32;
+pub const SLOT_TARGET: i32 = offset_of!(LinkSlot, target) as i32;
+pub const SLOT_MODE: i32 = offset_of!(LinkSlot, mode) as i32;
+pub const SLOT_SIZE: i64 = std::mem::size_of::<LinkSlot>() as i64;
 pub const SLOT_ENTRY: i32 = offset_of!(LinkSlot, entry) as i32;
 pub const SLOT_EPOCH: i32 = offset_of!(LinkSlot, epoch) as i32;
 pub const SLOT_LEN: i32 = offset_of!(LinkSlot, len) as i32;

@@ -74,6 +74,9 @@ pub struct Recompiler {
     /// module of its own that lives as long as the recompiler (flushes
     /// free only the translations' modules).
     trampoline: Option<(JITModule, usize)>,
+    /// The indirect-branch table (`Frame::indirect`): emptied at every
+    /// flush, since its entries point into the generation's code.
+    indirect: Box<[LinkSlot]>,
     generation_bytes: u64,
     flush_wanted: bool,
     fctx: FunctionBuilderContext,
@@ -187,6 +190,7 @@ impl Recompiler {
             counters: Counters::default(),
             module: None,
             trampoline: None,
+            indirect: vec![LinkSlot::default(); crate::frame::INDIRECT_SLOTS].into_boxed_slice(),
             generation_bytes: 0,
             flush_wanted: false,
             fctx: FunctionBuilderContext::new(),
@@ -723,6 +727,7 @@ impl Tier for Recompiler {
         self.generation_bytes = 0;
         self.decoded.clear();
         self.free_links();
+        self.indirect.fill(LinkSlot::default());
         self.module_generation += 1;
         self.ready.clear();
         self.warm.clear();
@@ -773,6 +778,7 @@ impl Recompiler {
                 blocks_generation,
                 tlb_generation: abi.tlb_generation,
                 chained: 0,
+                indirect: self.indirect.as_mut_ptr(),
             }
         };
         let trampoline = self

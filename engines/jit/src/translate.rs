@@ -1234,10 +1234,56 @@ impl<'a, 'b> Translator<'a, 'b> {
         if target.is_some_and(|_| self.slot_given(slot)) {
             let chain = self.chain_block();
             self.b.ins().jump(chain, &[slot.into()]);
+        } else if target.is_none() && self.mode.is_flat(SegReg::Cs) {
+            self.indirect_exit(eip);
         } else {
             self.b.ins().return_(&[slot]);
         }
         self.terminated = true;
+    }
+
+    /// Leave to the computed EIP `eip` through the indirect-branch table
+    /// (`frame::Frame::indirect`, indexed by a hash of the EIP): when
+    /// `eip`'s slot is for `eip` in this mode, go on through it as
+    /// through a fixed exit's slot; otherwise take the slot for `eip`
+    /// (empty) and return it, so that the engine fills it when the block
+    /// there has a translation.
+    fn indirect_exit(&mut self, eip: Value) {
+        let shifted = self.b.ins().ushr_imm_s(eip, 10);
+        let h = self.b.ins().bxor(eip, shifted);
+        let h = self
+            .b
+            .ins()
+            .band_imm_s(h, (frame::INDIRECT_SLOTS - 1) as i64);
+        let h = self.b.ins().uextend(self.ptr, h);
+        let offset = self.b.ins().imul_imm_s(h, frame::SLOT_SIZE);
+        let table = self
+            .b
+            .ins()
+            .load(self.ptr, mf(), self.frame, frame::FRAME_INDIRECT);
+        let slot = self.b.ins().iadd(table, offset);
+        let target = self
+            .b
+            .ins()
+            .load(types::I32, mf(), slot, frame::SLOT_TARGET);
+        let mode = self.b.ins().load(types::I32, mf(), slot, frame::SLOT_MODE);
+        let same_eip = self.b.ins().icmp(IntCC::Equal, target, eip);
+        let same_mode = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, mode, self.mode.bits() as i64);
+        let hit = self.b.ins().band(same_eip, same_mode);
+        let chain = self.chain_block();
+        let miss = self.new_block();
+        self.b.ins().brif(hit, chain, &[slot.into()], miss, &[]);
+        self.b.seal_block(miss);
+        self.switch(miss);
+        let zero = self.b.ins().iconst(self.ptr, 0);
+        self.b.ins().store(mf(), zero, slot, frame::SLOT_ENTRY);
+        self.b.ins().store(mf(), eip, slot, frame::SLOT_TARGET);
+        let bits = self.iconst(self.mode.bits());
+        self.b.ins().store(mf(), bits, slot, frame::SLOT_MODE);
+        self.b.ins().return_(&[slot]);
     }
 
     /// Whether `slot` (a constant) is a real link slot (not 0: the
