@@ -161,7 +161,7 @@ fn default_background() -> bool {
 impl Default for JitSection {
     fn default() -> Self {
         JitSection {
-            threshold: 2000,
+            threshold: 10000,
             region_blocks: default_region_blocks(),
             background: default_background(),
         }

@@ -5,9 +5,10 @@
 //! immediate through the debugger's memory write (`inspect::write_lin`,
 //! what the gdb stub and the TUI use), or restores a state saved before
 //! the code changed; the interpreter and the recompiler (every block
-//! compiled at its first run, and at the default threshold of 2000) must
-//! then end the guest alike, with the change seen (or, after the
-//! restore, not seen) from the same call on.
+//! compiled at its first run, and at a threshold of 2000, which the loop
+//! passes well before the change) must then end the guest alike, with
+//! the change seen (or, after the restore, not seen) from the same call
+//! on.
 
 use ringside_core::config::{DiskConfig, DiskMode, MachineConfig};
 use ringside_core::{boot, snapshot, Engine, Machine, RunOutcome, StopReason};

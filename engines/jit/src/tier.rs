@@ -139,7 +139,7 @@ struct Ready {
 }
 
 /// The default hotness threshold: runs of a block before it is compiled.
-pub const DEFAULT_THRESHOLD: u32 = 2000;
+pub const DEFAULT_THRESHOLD: u32 = 10000;
 /// The default bound on the guest blocks of a region. The blocks are
 /// basic blocks (the recompiler's interpreter ends its blocks at
 /// conditional branches), and a region takes in only blocks the guest has

@@ -1721,14 +1721,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         // that one compare is both the hit and the "stays in its page"
         // test of the ABI (an access running into the next page has a
         // last page whose tag cannot sit at the first page's index).
-        let vpn = self.b.ins().ushr_imm_s(lin, 12);
-        let idx = self.b.ins().band_imm_s(vpn, (tlb::ENTRIES - 1) as i64);
-        let idx = self.b.ins().uextend(types::I64, idx);
-        const { assert!(tlb::ENTRY_SIZE.is_power_of_two()) };
+        // The entry's offset in the table, (page & (ENTRIES - 1)) *
+        // ENTRY_SIZE, in one shift and one mask.
+        const { assert!(tlb::ENTRY_SIZE.is_power_of_two() && tlb::ENTRIES.is_power_of_two()) };
+        let size_log2 = tlb::ENTRY_SIZE.trailing_zeros() as i64;
+        let shifted = self.b.ins().ushr_imm_s(lin, 12 - size_log2);
         let off_e = self
             .b
             .ins()
-            .ishl_imm_s(idx, tlb::ENTRY_SIZE.trailing_zeros() as i64);
+            .band_imm_s(shifted, ((tlb::ENTRIES - 1) * tlb::ENTRY_SIZE) as i64);
+        let off_e = self.b.ins().uextend(types::I64, off_e);
         let entry = self.b.ins().iadd(self.tlb, off_e);
         let tag = self.b.ins().load(
             types::I32,
@@ -1736,12 +1738,12 @@ impl<'a, 'b> Translator<'a, 'b> {
             entry,
             tlb::tag_offset(self.mode.user, write) as i32,
         );
-        let last_vpn = if bytes > 1 {
-            let last = self.b.ins().iadd_imm_s(lin, bytes as i64 - 1);
-            self.b.ins().ushr_imm_s(last, 12)
+        let last = if bytes > 1 {
+            self.b.ins().iadd_imm_s(lin, bytes as i64 - 1)
         } else {
-            vpn
+            lin
         };
+        let last_vpn = self.b.ins().ushr_imm_s(last, 12);
         let hit = self.b.ins().icmp(IntCC::Equal, tag, last_vpn);
         self.guard_to(hit, miss);
         if self.mode.user && bytes > 1 {
