@@ -392,6 +392,16 @@ pub struct BlockCache {
     pub dropped_translations: u64,
 }
 
+impl Block {
+    /// The (linear, physical) page numbers of the page the last
+    /// instruction continues onto, if it straddles: the block dies when
+    /// either of its pages is written, and is looked up only while the
+    /// second linear page still maps to that physical page.
+    pub fn second_page(&self) -> Option<(u32, u32)> {
+        self.second
+    }
+}
+
 impl BlockCache {
     fn front_index(k: &Key) -> usize {
         ((k.phys ^ (k.eip << 3) ^ (k.eip >> 9)) as usize) % FRONT

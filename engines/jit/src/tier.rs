@@ -475,10 +475,12 @@ pub fn translate_into(
     t.shape
 }
 
-/// The guest blocks reachable from `entry` by direct branches and fall
-/// through inside the entry's physical page (at most `limit`), decoded by
-/// the interpreter's rules. Staying in one page means the region dies
-/// with the entry block when that page is written.
+/// The warm guest blocks reachable from `entry` by direct branches and
+/// fall-through inside the entry's pages (at most `limit`), decoded by the
+/// interpreter's rules: the entry's physical page, and the next one when
+/// the entry block itself runs onto it. Staying in the entry block's pages
+/// means the region dies with the entry block when one of them is
+/// written.
 fn form_region(
     m: &mut Machine,
     entry: &Block,
@@ -493,13 +495,30 @@ fn form_region(
     if limit <= 1 {
         return blocks;
     }
-    let Some((host, _)) = m.mem().page_host_ptr(entry.phys_page << 12) else {
+    // The entry's page, and when the entry block's last instruction runs
+    // onto the next page, that page too: the entry block (which holds the
+    // translation) dies when either is written and is looked up only
+    // while the second still maps where it did, so the region may take in
+    // blocks of both (a loop across a page boundary stays inside).
+    let mut pages = vec![(entry.phys_page, 0u32)];
+    if let Some((_, phys2)) = entry.second_page() {
+        pages.push((phys2, 0x1000));
+    }
+    let mut page = vec![0u8; 0x1000 * pages.len()];
+    for &(phys, at) in &pages {
+        let Some((host, _)) = m.mem().page_host_ptr(phys << 12) else {
+            page.truncate(at as usize);
+            break;
+        };
+        // SAFETY: page_host_ptr returned the first byte of a 4 KiB
+        // RAM/ROM page; the copy ends before anything can write guest
+        // memory.
+        page[at as usize..at as usize + 0x1000]
+            .copy_from_slice(unsafe { std::slice::from_raw_parts(host, 0x1000) });
+    }
+    if page.is_empty() {
         return blocks;
-    };
-    let mut page = [0u8; 0x1000];
-    // SAFETY: page_host_ptr returned the first byte of a 4 KiB RAM/ROM
-    // page; the copy ends before anything can write guest memory.
-    page.copy_from_slice(unsafe { std::slice::from_raw_parts(host, 0x1000) });
+    }
     let mut next = 0;
     while next < blocks.len() && blocks.len() < limit {
         let mut targets = Vec::new();
@@ -523,14 +542,16 @@ fn form_region(
         }
         next += 1;
         for t in targets {
+            let off = page_offset0 as i64 + (t as i64 - eip0 as i64);
             if blocks.len() >= limit
                 || blocks.iter().any(|b| b.0 == t)
-                || !warm.contains(&(t, entry.phys_page, mode))
+                || !(0..page.len() as i64).contains(&off)
+                || (!code32 && t > 0xFFFF)
             {
                 continue;
             }
-            let off = page_offset0 as i64 + (t as i64 - eip0 as i64);
-            if !(0..0x1000).contains(&off) || (!code32 && t > 0xFFFF) {
+            let phys = pages[off as usize >> 12].0;
+            if !warm.contains(&(t, phys, mode)) {
                 continue;
             }
             let insns = decode_block(&page[off as usize..], t, code32);
