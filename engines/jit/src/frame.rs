@@ -29,8 +29,9 @@ pub struct Frame {
     pub icount: *mut u64,
     pub machine: *mut Machine,
     /// Instructions the translation may retire before it must return
-    /// (the next deadline, minus one): checked on every jump inside a
-    /// region.
+    /// (the next deadline, minus one): checked at every back edge of a
+    /// region (for the target block's reach, `translate::RegionBlock`)
+    /// and before every chained entry.
     pub budget: u64,
     /// The interpreter's code-write cursor, for `Ctx::code_seq`.
     pub code_seq: u64,
@@ -124,9 +125,11 @@ pub const LEAVE: u32 = 1;
 pub type Trampoline = unsafe extern "C" fn(*mut Frame, usize) -> *const LinkSlot;
 
 /// One exit of a translation to a fixed EIP, and what it was last seen to
-/// lead to. Filled by the engine (never by generated code) when the block
-/// the interpreter's loop runs after the exit has a translation for the
-/// same mode; valid while `epoch` is the current chain epoch.
+/// lead to. Filled by the engine when the block the interpreter's loop
+/// runs after the exit has a translation for the same mode; valid while
+/// `epoch` is the current chain epoch. (Generated code writes only the
+/// slots of the indirect-branch table, `Frame::indirect`, and only to
+/// claim one empty for a new target: the engine fills it.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LinkSlot {

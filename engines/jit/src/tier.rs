@@ -400,7 +400,7 @@ impl Recompiler {
         Ok(())
     }
 
-    /// Runs after which a block is warm: an eighth of the threshold.
+    /// Runs after which a block is warm: a thirty-second of the threshold.
     fn warm_runs(&self) -> u32 {
         (self.threshold / 32).max(1)
     }
@@ -565,10 +565,12 @@ fn form_region(
 }
 
 /// A block as the recompiler translates it: the interpreter's block up to
-/// its first conditional branch. (The interpreter's blocks go on past
-/// conditional branches; translating them whole would compile the code
-/// after every loop once more for each loop head, where a block of its
-/// own, entered from the branch's exit, is compiled once.)
+/// its first conditional branch. (The recompiler's interpreter already
+/// ends its blocks there, `InterpCore::split_at_branches`; this keeps the
+/// rule for a block decoded otherwise. Translating past a conditional
+/// branch would compile the code after every loop once more for each loop
+/// head, where a block of its own, entered from the branch's exit, is
+/// compiled once.)
 fn cut_at_branch(insns: &[Decoded]) -> Vec<Decoded> {
     let end = insns
         .iter()

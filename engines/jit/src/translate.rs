@@ -1,7 +1,9 @@
 //! Guest block -> Cranelift IR.
 //!
-//! A block of the interpreter (straight-line decoded instructions, left
-//! early by a taken conditional branch) becomes one host function. Each
+//! A region of the interpreter's basic blocks (the recompiler's
+//! interpreter ends its blocks at conditional branches; `tier::form_region`
+//! picks the warm ones reachable from the entry) becomes one host
+//! function in Cranelift's `tail` convention. Each
 //! instruction is either *translated*, with an inline fast path and, where
 //! it touches memory or can fault, an out-of-line slow path that hands the
 //! whole instruction to the interpreter's handler ([`frame::interpret_one`]);
@@ -9,17 +11,28 @@
 //! Either way the instruction ends exactly as the interpreter ends it,
 //! which is what lets the two engines run in lockstep.
 //!
-//! **Registers** are loaded into Cranelift variables at entry and written
-//! back (only those written) at every exit and before every helper call;
-//! after a helper returns they are loaded again.
+//! **Registers** are loaded into Cranelift variables at entry (those the
+//! region uses) and written back (only those written on the path) at
+//! every exit and before every helper call; after a delegated
+//! instruction's helper returns they are loaded again (a slow path's
+//! helper call is followed by a return, not by more of the region).
+//!
+//! **Edges** inside a region: forward edges are plain jumps; back edges
+//! check the pending-work word and the budget for the target's reach
+//! ([`RegionBlock::reach`]). Exits to a fixed EIP store the state, hand
+//! the flag record to the next translation through the frame, and go on
+//! to it with a tail call through their link slot when it is filled
+//! (`Translator::chain_block`); a RET goes on through the
+//! indirect-branch table the same way.
 //!
 //! **Flags** are lazy (see [`Pending`]): a register-only arithmetic or
 //! logic instruction does not compute EFLAGS but records its operands and
 //! result; a conditional branch that follows tests the record directly
 //! (`cmp eax, ebx; jb` becomes one host compare), and the record is turned
-//! into real flag bits only where something needs them: an exit, a helper
-//! call, an instruction that reads flags the record cannot answer, or a
-//! partial overwrite (INC keeps CF).
+//! into real flag bits only where something needs them: a cold exit or a
+//! helper call, an instruction that reads flags the record cannot answer,
+//! or a partial overwrite (INC keeps CF). A plain exit passes the record
+//! on to the next translation instead (`frame::Frame::rec`).
 //!
 //! **Memory** goes through the software TLB by the ABI rule
 //! (`ringside_core::abi`): a segment whose attributes allow the fast path,
