@@ -882,6 +882,7 @@ fn compare(engines: &str, args: RunArgs) -> Result<i32> {
         Input::script(
             &script,
             ringside_core::hostio::give_host_input::<ringside_devices::uart::Uart16550>,
+            ringside_core::hostio::request_host_input::<ringside_devices::uart::Uart16550>,
         )
     };
     match run_with_input(&mut a, &mut b, limit, &mut input)? {

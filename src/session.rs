@@ -5,8 +5,12 @@
 //! Input (DESIGN.md section 3): from a terminal, bytes arrive as typed (raw
 //! mode; Ctrl-A x quits, as in QEMU's -nographic). From a pipe or a file the
 //! input is a script: the next byte is read only when the guest waits for
-//! input — it polls an empty receive buffer (`Exit::WaitingForInput`) or
-//! halts — so the same script always gives the same run.
+//! input — it polls an empty receive buffer or halts — or when the device
+//! the script goes to asks for it at a paced point of virtual time, its
+//! receive path enabled and empty (`hostio::InputRequests::Paced`: a guest
+//! that takes input only by interrupt and idles in a busy loop). Either
+//! way the point depends only on what the guest did, so the same script
+//! always gives the same run.
 //!
 //! Pacing: when the guest halts with a device deadline ahead, `paced` mode
 //! sleeps until the wall clock catches up with virtual time (an idle guest
@@ -22,7 +26,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use ringside_core::config::ClockMode;
-use ringside_core::hostio::give_host_input;
+use ringside_core::hostio::{give_host_input, request_host_input, InputRequests};
 use ringside_core::{Budget, Engine, Exit, Machine, RunOutcome, StopReason};
 use ringside_devices::i8042::KeyboardController;
 use ringside_devices::uart::Uart16550;
@@ -142,6 +146,25 @@ impl Session {
         }
     }
 
+    /// Tell the devices when to ask for input. The device the input goes
+    /// to asks while a script has more to give, paced; the other never
+    /// asks, so that its polls (a firmware printing on COM1 under a text
+    /// display) do not take the script. Typed input is given as it comes,
+    /// so no device asks for it.
+    fn set_input_requests(&mut self) {
+        let requests = match self.input {
+            Input::Script(_) if !self.script_done => InputRequests::Paced,
+            _ => InputRequests::Off,
+        };
+        let m = &mut self.machine;
+        if self.text_display && request_host_input::<KeyboardController>(m, requests) {
+            request_host_input::<Uart16550>(m, InputRequests::Off);
+        } else {
+            request_host_input::<Uart16550>(m, requests);
+            request_host_input::<KeyboardController>(m, InputRequests::Off);
+        }
+    }
+
     /// Host input for the guest: COM1, or the keyboard with a text display.
     /// Either device is poked at once so an idle, halted guest gets its
     /// interrupt.
@@ -157,6 +180,7 @@ impl Session {
     pub fn run(&mut self, max_insns: Option<u64>) -> anyhow::Result<SessionEnd> {
         const SLICE: u64 = 1 << 20;
         let mut given = 0u64;
+        self.set_input_requests();
         loop {
             let mut left = match max_insns {
                 Some(max) if given >= max => {
@@ -257,6 +281,9 @@ impl Session {
             }
             _ => {
                 self.script_done = true;
+                // Nothing more to give: devices stop asking, and a guest
+                // that halts with nothing else scheduled can be seen to.
+                self.set_input_requests();
                 false
             }
         }

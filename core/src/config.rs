@@ -86,6 +86,11 @@ pub struct SerialConfig {
     pub enabled: bool,
     pub port: u16,
     pub irq: u8,
+    /// MCR.OUT2 gates the IRQ line, as on a real PC board. Off by default:
+    /// the line follows the UART's interrupt output whatever OUT2 says, as
+    /// in QEMU, which software written for QEMU relies on.
+    #[serde(default)]
+    pub out2_gates_irq: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,11 +210,13 @@ impl Default for MachineConfig {
                     enabled: true,
                     port: 0x3F8,
                     irq: 4,
+                    out2_gates_irq: false,
                 },
                 com2: SerialConfig {
                     enabled: true,
                     port: 0x2F8,
                     irq: 3,
+                    out2_gates_irq: false,
                 },
                 pic: true,
                 pit: true,
@@ -343,6 +350,26 @@ mod tests {
         let c = MachineConfig::from_toml(&text.replace("port = 1016", "port = 0x3F8")).unwrap();
         assert_eq!(c.devices.com1.port, 0x3F8);
         assert_eq!(c.disks[0].mode, DiskMode::Snapshot);
+    }
+
+    #[test]
+    fn out2_gating_is_off_unless_asked_for() {
+        let text = MachineConfig::default().to_toml();
+        assert!(text.contains("out2_gates_irq = false"), "{text}");
+        let without = text.replace("out2_gates_irq = false\n", "");
+        let c = MachineConfig::from_toml(&without).unwrap();
+        assert!(
+            !c.devices.com1.out2_gates_irq,
+            "absent means QEMU's behaviour"
+        );
+        let gated = MachineConfig::from_toml(&text.replacen(
+            "out2_gates_irq = false",
+            "out2_gates_irq = true",
+            1,
+        ))
+        .unwrap();
+        assert!(gated.devices.com1.out2_gates_irq);
+        assert!(!gated.devices.com2.out2_gates_irq);
     }
 
     #[test]

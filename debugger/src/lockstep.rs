@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic};
 use ringside_core::cpu::flags::undefined_flags;
 use ringside_core::cpu::{reg, CpuState, SegReg};
+use ringside_core::hostio::{HostInputRoute, InputRequests, InputRequestsRoute};
 use ringside_core::{Engine, EngineError, Exit, Machine, StopReason};
 
 /// One machine and the engine that runs it.
@@ -210,11 +211,13 @@ pub fn run(a: &mut Side, b: &mut Side, max_insns: u64) -> Result<Outcome, Engine
 
 /// Host input for a lockstep run: a script, given to both machines a line
 /// at a time whenever the guest waits for input (it polls an empty
-/// receive buffer, or halts with nothing else to wake it) — at the same
-/// instruction on both sides, so input cannot make them differ.
+/// receive buffer, or halts with nothing else to wake it, or the device
+/// asks at a paced point of virtual time, `hostio::InputRequests::Paced`)
+/// — at the same instruction on both sides, so input cannot make them
+/// differ.
 pub struct Input {
     script: std::collections::VecDeque<u8>,
-    route: Option<ringside_core::hostio::HostInputRoute>,
+    route: Option<(HostInputRoute, InputRequestsRoute)>,
 }
 
 impl Input {
@@ -226,18 +229,33 @@ impl Input {
         }
     }
 
-    /// `script`, delivered through `route` (the front-end knows the
-    /// machine's devices: COM1 for `ringside compare`).
-    pub fn script(script: &[u8], route: ringside_core::hostio::HostInputRoute) -> Input {
+    /// `script`, delivered through `route`, to the device whose requests
+    /// for input `requests` sets (the front-end knows the machine's
+    /// devices: COM1 for `ringside compare`).
+    pub fn script(script: &[u8], route: HostInputRoute, requests: InputRequestsRoute) -> Input {
         Input {
             script: script.iter().copied().collect(),
-            route: Some(route),
+            route: Some((route, requests)),
+        }
+    }
+
+    /// Tell both machines' input device when to ask: paced while the
+    /// script has more, never once it is spent.
+    fn set_requests(&self, a: &mut Machine, b: &mut Machine) {
+        if let Some((_, requests)) = self.route {
+            let r = if self.script.is_empty() {
+                InputRequests::Off
+            } else {
+                InputRequests::Paced
+            };
+            requests(a, r);
+            requests(b, r);
         }
     }
 
     /// Give both machines the next line; false when none is left.
     fn feed(&mut self, a: &mut Machine, b: &mut Machine) -> bool {
-        let Some(route) = self.route else {
+        let Some((route, _)) = self.route else {
             return false;
         };
         if self.script.is_empty() {
@@ -251,6 +269,9 @@ impl Input {
         let line: Vec<u8> = self.script.drain(..end).collect();
         route(a, &line);
         route(b, &line);
+        if self.script.is_empty() {
+            self.set_requests(a, b);
+        }
         true
     }
 }
@@ -264,6 +285,7 @@ pub fn run_with_input(
 ) -> Result<Outcome, EngineError> {
     a.machine.set_write_log(true);
     b.machine.set_write_log(true);
+    input.set_requests(&mut a.machine, &mut b.machine);
     let start = a.machine.clock.icount;
     loop {
         let done = a.machine.clock.icount - start;

@@ -16,10 +16,23 @@
 //!
 //! Host input waits in an unbounded queue while the keyboard is disabled,
 //! not scanning, or the output buffer is full; a keyboard reset does not
-//! discard it. Bytes pushed between guest accesses are delivered at the
-//! next access, or by a timer callback armed when the guest found the
-//! output buffer empty (the front-end feeds input then, see
-//! `Signals::input_wanted`).
+//! discard it. The front-end gives key presses and then calls the timer
+//! callback (`hostio::give_host_input`), which moves the first byte into
+//! an empty output buffer at once.
+//!
+//! When to ask the host for input (`hostio::InputRequests`, the front-end
+//! feeds its script then, see `Signals::input_wanted`): only while the
+//! guest can receive a key — the keyboard interface enabled (command byte
+//! bit 4 clear), the keyboard scanning, the output buffer empty, and no
+//! controller or keyboard reply or command byte on its way. On a poll,
+//! that is a read of port 0x60 with nothing in it; a read of the status
+//! port never asks, since a firmware polls it for its own commands'
+//! replies (a key fed then would stand in front of the self test's 55h).
+//! When paced, the keyboard asks one byte time of its cable (about 1 ms)
+//! after the guest became able to receive, and every byte time after that
+//! while it stays so: a guest that takes keys only by IRQ 1 and never
+//! polls or halts gets a script at a keyboard's pace, at the same
+//! instructions on every run.
 //!
 //! The auxiliary (mouse) port exists but nothing is plugged into it:
 //! 0xA7/0xA8 disable and enable it, 0xA9 finds the interface good, and
@@ -30,7 +43,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 
 use ringside_core::bus::{Device, DeviceCtx, StateError, StopRequest};
-use ringside_core::hostio::HostInput;
+use ringside_core::hostio::{HostInput, InputRequests};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -80,8 +93,8 @@ const BUFFER_BYTES: usize = 16;
 /// byte 0 is the command byte.
 const RAM_BYTES: usize = 32;
 /// A byte takes about a millisecond on the keyboard cable (11 bits at
-/// 10-16.7 kHz): host input pushed while the guest waits is looked for
-/// that long after the guest found the buffer empty.
+/// 10-16.7 kHz): paced host input is asked for that long after the guest
+/// became able to receive a key.
 const KEYBOARD_BYTE_NS: u64 = 1_000_000;
 
 /// Set-1 make code -> set-2 make code for the keys of a 101/102-key
@@ -221,13 +234,17 @@ struct KbcState {
     keyboard: KeyboardState,
     irq1: bool,
     irq12: bool,
-    /// When the timer looks for host input pushed since the guest found
-    /// the buffer empty.
-    input_check_ns: Option<u64>,
+    /// Since when the guest has been able to receive a key
+    /// (`ready_for_key`); paced host input is asked for a keyboard byte
+    /// time after it. None while it is not.
+    #[serde(default)]
+    key_ready_since_ns: Option<u64>,
 }
 
 pub struct KeyboardController {
     s: KbcState,
+    /// When to ask the host for input (host side, not state).
+    requests: InputRequests,
 }
 
 impl Default for KeyboardController {
@@ -259,8 +276,9 @@ impl KeyboardController {
                 keyboard: KeyboardState::power_on(),
                 irq1: false,
                 irq12: false,
-                input_check_ns: None,
+                key_ready_since_ns: None,
             },
+            requests: InputRequests::default(),
         }
     }
 
@@ -526,22 +544,52 @@ impl KeyboardController {
         self.s.output = Some(OutputByte { value, aux: false });
     }
 
-    /// Nothing to read and nothing on its way to the output buffer.
-    fn input_exhausted(&self) -> bool {
-        self.s.output.is_none()
+    /// The guest can receive a key now: the keyboard interface is
+    /// enabled and the keyboard scanning, nothing is in the output buffer
+    /// or on its way to it, and no controller or keyboard command waits
+    /// for its data byte.
+    fn ready_for_key(&self) -> bool {
+        self.command_byte() & CMD_KBD_DISABLE == 0
+            && self.s.keyboard.scanning
+            && self.s.output.is_none()
             && self.s.controller_out.is_empty()
             && self.s.keyboard_out.is_empty()
             && self.s.host_in.is_empty()
+            && self.s.awaiting.is_none()
+            && self.s.keyboard.awaiting.is_none()
     }
 
-    /// The guest looked at an empty buffer: ask the front-end for input
-    /// and look again a byte time later.
-    fn want_input(&mut self, ctx: &mut DeviceCtx) {
-        ctx.signals.input_wanted = true;
-        if self.s.input_check_ns.is_none() {
-            let at = ctx.now_ns.saturating_add(KEYBOARD_BYTE_NS);
-            self.s.input_check_ns = Some(at);
-            ctx.schedule(at);
+    /// Note when the guest became able to receive a key (or stopped
+    /// being able to), after anything that may have changed it.
+    fn note_key_readiness(&mut self, now_ns: u64) {
+        if !self.ready_for_key() {
+            self.s.key_ready_since_ns = None;
+        } else if self.s.key_ready_since_ns.is_none() {
+            self.s.key_ready_since_ns = Some(now_ns);
+        }
+    }
+
+    /// When paced host input is to be asked for: a keyboard byte time
+    /// after the guest became able to receive a key.
+    fn paced_input_due(&self) -> Option<u64> {
+        if self.requests != InputRequests::Paced {
+            return None;
+        }
+        self.s
+            .key_ready_since_ns
+            .map(|since| since.saturating_add(KEYBOARD_BYTE_NS))
+    }
+
+    /// What every access and callback ends with: the next byte into the
+    /// output buffer, the IRQ lines, readiness for a key, the next
+    /// callback (only paced input needs one).
+    fn settle(&mut self, ctx: &mut DeviceCtx) {
+        self.fill_output();
+        self.update_irqs(ctx);
+        self.note_key_readiness(ctx.now_ns);
+        match self.paced_input_due() {
+            Some(t) => ctx.schedule(t),
+            None => ctx.cancel_timer(),
         }
     }
 
@@ -575,8 +623,9 @@ impl KeyboardController {
                 b.value
             }
             None => {
-                if self.input_exhausted() {
-                    self.want_input(ctx);
+                // The guest polls the data port for a key.
+                if self.requests != InputRequests::Off && self.ready_for_key() {
+                    ctx.signals.input_wanted = true;
                 }
                 self.s.last_output
             }
@@ -586,12 +635,7 @@ impl KeyboardController {
     fn read_byte(&mut self, port: u16, ctx: &mut DeviceCtx) -> u8 {
         match port {
             DATA_PORT => self.read_data(ctx),
-            COMMAND_PORT => {
-                if self.input_exhausted() {
-                    self.want_input(ctx);
-                }
-                self.status()
-            }
+            COMMAND_PORT => self.status(),
             _ => 0xFF,
         }
     }
@@ -623,6 +667,10 @@ impl HostInput for KeyboardController {
             self.push_ascii(b);
         }
     }
+
+    fn set_input_requests(&mut self, requests: InputRequests) {
+        self.requests = requests;
+    }
 }
 
 impl Device for KeyboardController {
@@ -637,8 +685,7 @@ impl Device for KeyboardController {
             self.fill_output();
             value |= (self.read_byte(port.wrapping_add(i), ctx) as u32) << (8 * i);
         }
-        self.fill_output();
-        self.update_irqs(ctx);
+        self.settle(ctx);
         value
     }
 
@@ -646,14 +693,21 @@ impl Device for KeyboardController {
         for i in 0..size.min(4) as u16 {
             self.write_byte(port.wrapping_add(i), (value >> (8 * i)) as u8, ctx);
         }
-        self.fill_output();
-        self.update_irqs(ctx);
+        self.settle(ctx);
     }
 
+    /// Host input given since the last access, or a paced request for
+    /// input: the guest has been able to receive a key for a byte time
+    /// with none arriving, so ask the host now, and again a byte time
+    /// later if it has nothing.
     fn timer(&mut self, ctx: &mut DeviceCtx) {
-        self.s.input_check_ns = None;
         self.fill_output();
-        self.update_irqs(ctx);
+        self.note_key_readiness(ctx.now_ns);
+        if self.paced_input_due().is_some_and(|t| t <= ctx.now_ns) {
+            ctx.signals.input_wanted = true;
+            self.s.key_ready_since_ns = Some(ctx.now_ns);
+        }
+        self.settle(ctx);
     }
 
     fn save_state(&self) -> Value {
@@ -960,23 +1014,67 @@ mod tests {
     }
 
     #[test]
-    fn empty_output_buffer_read_wants_input() {
+    fn polling_the_data_port_wants_input_and_the_status_port_does_not() {
         let mut bus = bus_with_kbc();
         assert_eq!(bus.io_read(COMMAND_PORT, 1, 1000) as u8 & STATUS_OBF, 0);
-        assert!(bus.signals.input_wanted);
-        bus.signals.input_wanted = false;
+        assert!(
+            !bus.signals.input_wanted,
+            "firmware polls the status port for its own commands' replies"
+        );
         bus.io_read(DATA_PORT, 1, 1000);
+        assert!(bus.signals.input_wanted, "a read of an empty data port");
+        bus.signals.input_wanted = false;
+        // A controller command waiting for its data byte: no key now.
+        command(&mut bus, 0x60);
+        bus.io_read(DATA_PORT, 1, 0);
+        assert!(!bus.signals.input_wanted, "the command byte is on its way");
+        data(&mut bus, 0x65);
+        // The keyboard interface disabled: no key either.
+        command(&mut bus, 0xAD);
+        bus.io_read(DATA_PORT, 1, 0);
+        assert!(!bus.signals.input_wanted, "the interface is disabled");
+        command(&mut bus, 0xAE);
+        kbc(&mut bus).set_input_requests(InputRequests::Off);
+        bus.io_read(DATA_PORT, 1, 0);
+        assert!(!bus.signals.input_wanted, "no host input is attached");
+    }
+
+    #[test]
+    fn paced_keys_are_asked_for_a_byte_time_after_the_guest_can_receive_one() {
+        let mut bus = bus_with_kbc();
+        kbc(&mut bus).set_input_requests(InputRequests::Paced);
+        // A BIOS's self test: poll the status port, send AAh, read 55h.
+        bus.io_read(COMMAND_PORT, 1, 1000);
+        assert!(!bus.signals.input_wanted);
+        assert_eq!(bus.next_deadline(), 1000 + KEYBOARD_BYTE_NS);
+        bus.io_write(COMMAND_PORT, 1, 0xAA, 1200);
+        assert_eq!(bus.next_deadline(), u64::MAX, "a reply is on its way");
+        assert_eq!(bus.io_read(DATA_PORT, 1, 1300), 0x55, "no key before it");
+        let due = 1300 + KEYBOARD_BYTE_NS;
+        assert_eq!(bus.next_deadline(), due);
+        bus.run_timers(due - 1);
+        assert!(!bus.signals.input_wanted, "not due yet");
+        bus.run_timers(due);
         assert!(bus.signals.input_wanted);
         bus.signals.input_wanted = false;
-        // The front-end feeds a key while the guest waits for IRQ 1: the
-        // timer armed by the empty read delivers it.
-        kbc(&mut bus).push_key_bytes(&[0x1E]);
-        assert!(kbc(&mut bus).has_pending_input());
-        assert_eq!(bus.next_deadline(), 1000 + KEYBOARD_BYTE_NS);
-        bus.run_timers(1000 + KEYBOARD_BYTE_NS);
+        assert_eq!(
+            bus.next_deadline(),
+            due + KEYBOARD_BYTE_NS,
+            "nothing given: asked again a byte time later"
+        );
+        // The host gives a key (hostio::give_host_input: queue, then the
+        // timer callback).
+        kbc(&mut bus).push_ascii(b'a');
+        bus.poke::<KeyboardController>(due);
         assert!(bus.irq_level(KEYBOARD_IRQ));
-        assert_eq!(bus.io_read(DATA_PORT, 1, 2 * KEYBOARD_BYTE_NS), 0x1E);
-        assert!(!bus.signals.input_wanted);
+        assert_eq!(bus.next_deadline(), u64::MAX, "the key is being read");
+        assert_eq!(bus.io_read(DATA_PORT, 1, due + 10), 0x1E);
+        assert_eq!(bus.io_read(DATA_PORT, 1, due + 20), 0x9E);
+        assert_eq!(bus.next_deadline(), due + 20 + KEYBOARD_BYTE_NS);
+        // Requests turned off: the pending one is cancelled.
+        kbc(&mut bus).set_input_requests(InputRequests::Off);
+        bus.poke::<KeyboardController>(due + 30);
+        assert_eq!(bus.next_deadline(), u64::MAX);
     }
 
     #[test]

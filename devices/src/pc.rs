@@ -144,11 +144,13 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
         debug_console,
     } = io;
     if d.com1.enabled {
-        let u = Uart16550::with_irq(d.com1.port, d.com1.irq, com1);
+        let u = Uart16550::with_irq(d.com1.port, d.com1.irq, com1)
+            .gate_irq_with_out2(d.com1.out2_gates_irq);
         m.add_port_device(Box::new(u), &[(d.com1.port, d.com1.port + 7)]);
     }
     if d.com2.enabled {
-        let u = Uart16550::with_irq(d.com2.port, d.com2.irq, com2);
+        let u = Uart16550::with_irq(d.com2.port, d.com2.irq, com2)
+            .gate_irq_with_out2(d.com2.out2_gates_irq);
         m.add_port_device(Box::new(u), &[(d.com2.port, d.com2.port + 7)]);
     }
     {

@@ -8,18 +8,31 @@
 //! pending again right after each THR write. Host input waits in an
 //! unbounded queue and moves into the receive FIFO as room frees up, so
 //! no byte from the host is ever lost to an overrun; only loopback can
-//! overrun the FIFO. Bytes pushed between guest accesses reach the FIFO at
-//! the next access, or by a timer callback one character time after the
-//! guest found the receiver empty (the front-end feeds input then, see
-//! `Signals::input_wanted`).
+//! overrun the FIFO. The front-end gives bytes with `push_input` and then
+//! calls the timer callback (`hostio::give_host_input`), which moves them
+//! into the FIFO at once.
+//!
+//! When to ask the host for input (`hostio::InputRequests`, the front-end
+//! feeds its script then, see `Signals::input_wanted`): on a poll, a read
+//! of LSR or RBR that finds the receiver empty; and, when paced, one
+//! character time of the programmed line format and baud rate after the
+//! receiver became ready for a byte by interrupt (IER.ERBFI set, the IRQ
+//! line able to reach the CPU, nothing received or queued), and every
+//! character time after that while it stays so. That is when the next
+//! byte of a wire at that rate would arrive, so a guest that reads RBR
+//! only in its interrupt handler and never polls or halts gets a script
+//! at the line's pace, at the same instructions on every run.
 //!
 //! The character timeout follows the data sheet: it is reported when the
 //! FIFO holds data and nothing was received or read for four character
 //! times (from the divisor and the word format in LCR) of virtual time.
 //!
-//! The PC routes the interrupt through the OUT2 pin: the IRQ line is
-//! driven only while MCR.OUT2 is set, and not in loopback, where the data
-//! sheet forces the modem outputs (OUT2 among them) inactive. Parity,
+//! The IRQ line follows the UART's INTR output, whatever MCR says, as in
+//! QEMU, whose guests rely on it (some never set OUT2). With
+//! [`Uart16550::gate_irq_with_out2`] (`devices.com1.out2_gates_irq`) it
+//! is a real PC board instead, which routes INTR through the OUT2 pin:
+//! the line is driven only while MCR.OUT2 is set, and not in loopback,
+//! where the data sheet forces the modem outputs inactive. Parity,
 //! framing and break errors are never produced: there is no wire to
 //! garble the host's bytes. Host input is flow-controlled (as with
 //! RTS/CTS): a receive-FIFO reset empties the FIFO, and the host bytes it
@@ -29,7 +42,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 
 use ringside_core::bus::{Device, DeviceCtx, StateError};
-use ringside_core::hostio::HostInput;
+use ringside_core::hostio::{HostInput, InputRequests};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -93,6 +106,11 @@ pub struct Uart16550 {
     irq: u8,
     out: Sink,
     regs: UartRegs,
+    /// MCR.OUT2 gates the IRQ line, as on a PC board (configuration, not
+    /// state).
+    out2_gate: bool,
+    /// When to ask the host for input (host side, not state).
+    requests: InputRequests,
 }
 
 /// The register state (what a saved state holds).
@@ -127,10 +145,11 @@ struct UartRegs {
     /// The level the IRQ line was last driven to.
     #[serde(default)]
     irq_level: bool,
-    /// When the timer looks for host input pushed since the guest found
-    /// the receiver empty.
+    /// Since when the receiver has been ready for a byte by interrupt
+    /// (`ready_for_paced_input`); paced host input is asked for one
+    /// character time after it. None while it is not ready.
     #[serde(default)]
-    input_check_ns: Option<u64>,
+    rx_ready_since_ns: Option<u64>,
 }
 
 impl Uart16550 {
@@ -150,7 +169,16 @@ impl Uart16550 {
                 divisor: 12,
                 ..UartRegs::default()
             },
+            out2_gate: false,
+            requests: InputRequests::default(),
         }
+    }
+
+    /// Route the IRQ line through MCR.OUT2, as a PC board does, instead
+    /// of driving it from INTR alone (QEMU's behaviour, the default).
+    pub fn gate_irq_with_out2(mut self, gate: bool) -> Uart16550 {
+        self.out2_gate = gate;
+        self
     }
 
     /// Queue bytes from the host for the guest to receive. None is ever
@@ -312,30 +340,65 @@ impl Uart16550 {
         }
     }
 
-    /// The guest looked at an empty receiver: ask the front-end for input
-    /// and look again one character time later.
+    /// The guest polled an empty receiver: ask the front-end for input.
     fn want_input_if_empty(&mut self, ctx: &mut DeviceCtx) {
-        if self.regs.rx.is_empty() && self.regs.host_in.is_empty() {
+        if self.requests != InputRequests::Off
+            && self.regs.rx.is_empty()
+            && self.regs.host_in.is_empty()
+        {
             ctx.signals.input_wanted = true;
-            if self.regs.input_check_ns.is_none() {
-                self.regs.input_check_ns = Some(ctx.now_ns.saturating_add(self.character_ns()));
-            }
         }
     }
 
-    /// Drive the IRQ line: an interrupt is pending and OUT2 lets it out.
+    /// The IRQ line is connected to INTR: always, unless the board gates
+    /// it with OUT2 (then OUT2 set and not in loopback).
+    fn irq_connected(&self) -> bool {
+        !self.out2_gate || (self.regs.mcr & MCR_OUT2 != 0 && !self.loopback())
+    }
+
+    /// Drive the IRQ line: an interrupt is pending and reaches the line.
     fn update_irq(&mut self, ctx: &mut DeviceCtx) {
-        let level = self.regs.mcr & MCR_OUT2 != 0
-            && !self.loopback()
-            && self.pending_interrupt(ctx.now_ns).is_some();
+        let level = self.irq_connected() && self.pending_interrupt(ctx.now_ns).is_some();
         if level != self.regs.irq_level {
             self.regs.irq_level = level;
             ctx.set_irq(self.irq, level);
         }
     }
 
+    /// The receive path is enabled and empty: the received-data interrupt
+    /// is enabled and can reach the line, the receiver is connected to the
+    /// serial input (not loopback), and nothing was received or queued.
+    fn ready_for_paced_input(&self) -> bool {
+        self.regs.ier & IER_ERBFI != 0
+            && self.irq_connected()
+            && !self.loopback()
+            && self.regs.rx.is_empty()
+            && self.regs.host_in.is_empty()
+    }
+
+    /// Note when the receiver became ready for a paced byte (or stopped
+    /// being ready), after anything that may have changed it.
+    fn note_receiver_readiness(&mut self, now_ns: u64) {
+        if !self.ready_for_paced_input() {
+            self.regs.rx_ready_since_ns = None;
+        } else if self.regs.rx_ready_since_ns.is_none() {
+            self.regs.rx_ready_since_ns = Some(now_ns);
+        }
+    }
+
+    /// When paced host input is to be asked for: one character time after
+    /// the receiver became ready.
+    fn paced_input_due(&self) -> Option<u64> {
+        if self.requests != InputRequests::Paced {
+            return None;
+        }
+        self.regs
+            .rx_ready_since_ns
+            .map(|since| since.saturating_add(self.character_ns()))
+    }
+
     /// The next callback: the character timeout, if it is still to come
-    /// and would interrupt, or the input check.
+    /// and would interrupt, or the next paced request for input.
     fn schedule(&mut self, ctx: &mut DeviceCtx) {
         let now = ctx.now_ns;
         let timeout = (self.regs.ier & IER_ERBFI != 0
@@ -343,7 +406,7 @@ impl Uart16550 {
             && !self.regs.rx.is_empty()
             && self.timeout_deadline() > now)
             .then(|| self.timeout_deadline());
-        match [timeout, self.regs.input_check_ns]
+        match [timeout, self.paced_input_due()]
             .into_iter()
             .flatten()
             .min()
@@ -351,6 +414,14 @@ impl Uart16550 {
             Some(t) => ctx.schedule(t),
             None => ctx.cancel_timer(),
         }
+    }
+
+    /// What every access and callback ends with: the IRQ line, the
+    /// receiver's readiness, the next callback.
+    fn settle(&mut self, ctx: &mut DeviceCtx) {
+        self.update_irq(ctx);
+        self.note_receiver_readiness(ctx.now_ns);
+        self.schedule(ctx);
     }
 
     fn read_register(&mut self, offset: u16, ctx: &mut DeviceCtx) -> u8 {
@@ -481,6 +552,10 @@ impl HostInput for Uart16550 {
     fn push_host_input(&mut self, bytes: &[u8]) {
         self.push_input(bytes);
     }
+
+    fn set_input_requests(&mut self, requests: InputRequests) {
+        self.requests = requests;
+    }
 }
 
 impl Device for Uart16550 {
@@ -496,8 +571,7 @@ impl Device for Uart16550 {
             let offset = port.wrapping_add(i).wrapping_sub(self.base);
             value |= (self.read_register(offset, ctx) as u32) << (8 * i);
         }
-        self.update_irq(ctx);
-        self.schedule(ctx);
+        self.settle(ctx);
         value
     }
 
@@ -507,17 +581,21 @@ impl Device for Uart16550 {
             let offset = port.wrapping_add(i).wrapping_sub(self.base);
             self.write_register(offset, (value >> (8 * i)) as u8, ctx);
         }
-        self.update_irq(ctx);
-        self.schedule(ctx);
+        self.settle(ctx);
     }
 
+    /// The character timeout, host input given since the last access, or
+    /// a paced request for input: the receiver has been ready for a
+    /// character time with nothing arriving, so ask the host now, and
+    /// again a character time later if it has nothing.
     fn timer(&mut self, ctx: &mut DeviceCtx) {
-        if self.regs.input_check_ns.is_some_and(|t| t <= ctx.now_ns) {
-            self.regs.input_check_ns = None;
-        }
         self.refill_from_host(ctx.now_ns);
-        self.update_irq(ctx);
-        self.schedule(ctx);
+        self.note_receiver_readiness(ctx.now_ns);
+        if self.paced_input_due().is_some_and(|t| t <= ctx.now_ns) {
+            ctx.signals.input_wanted = true;
+            self.regs.rx_ready_since_ns = Some(ctx.now_ns);
+        }
+        self.settle(ctx);
     }
 
     fn save_state(&self) -> Value {
@@ -667,9 +745,30 @@ mod tests {
         assert_eq!(bus.io_read(COM1_BASE + 7, 1, 0), 0xA5);
     }
 
+    fn bus_with_gated_uart() -> Bus {
+        let mut bus = Bus::new();
+        let u = Uart16550::new(COM1_BASE, Box::new(std::io::sink())).gate_irq_with_out2(true);
+        let id = bus.add(Box::new(u));
+        bus.claim_ports(id, COM1_BASE, COM1_BASE + 7);
+        bus
+    }
+
     #[test]
-    fn uart_rda_interrupt_needs_out2() {
+    fn uart_irq_follows_intr_whatever_out2_says_by_default() {
         let (mut bus, _) = bus_with_uart();
+        uart(&mut bus).push_input(b"x");
+        write(&mut bus, IER, IER_ERBFI);
+        assert!(
+            bus.irq_level(COM1_IRQ),
+            "MCR 0, OUT2 clear: the line is driven, as in QEMU"
+        );
+        assert_eq!(read(&mut bus, RBR), b'x');
+        assert!(!bus.irq_level(COM1_IRQ));
+    }
+
+    #[test]
+    fn uart_rda_interrupt_needs_out2_on_a_gated_board() {
+        let mut bus = bus_with_gated_uart();
         uart(&mut bus).push_input(b"x");
         write(&mut bus, IER, IER_ERBFI);
         assert_eq!(read(&mut bus, IIR), IIR_RECEIVED_DATA);
@@ -682,6 +781,26 @@ mod tests {
         assert_eq!(read(&mut bus, RBR), b'x');
         assert!(!bus.irq_level(COM1_IRQ));
         assert_eq!(read(&mut bus, IIR), IIR_NO_INTERRUPT);
+        // Loopback forces OUT2 inactive: a looped-back byte interrupts
+        // the UART but not the line.
+        write(&mut bus, MCR, MCR_OUT2 | MCR_LOOP);
+        write(&mut bus, THR, b'y');
+        assert_eq!(read(&mut bus, IIR), IIR_RECEIVED_DATA);
+        assert!(!bus.irq_level(COM1_IRQ));
+    }
+
+    #[test]
+    fn uart_gated_by_out2_asks_for_paced_input_only_with_out2_set() {
+        let mut bus = bus_with_gated_uart();
+        uart(&mut bus).set_input_requests(InputRequests::Paced);
+        bus.io_write(IER, 1, IER_ERBFI as u32, 0);
+        assert_eq!(
+            bus.next_deadline(),
+            u64::MAX,
+            "the interrupt cannot reach the CPU"
+        );
+        bus.io_write(MCR, 1, MCR_OUT2 as u32, 1000);
+        assert_eq!(bus.next_deadline(), 1000 + 729_166);
     }
 
     #[test]
@@ -774,7 +893,7 @@ mod tests {
         assert_eq!(read(&mut bus, IIR), IIR_MODEM_STATUS);
         assert_eq!(read(&mut bus, MSR), MSR_DCTS | MSR_DDSR | MSR_DDCD);
         assert_eq!(read(&mut bus, IIR), IIR_NO_INTERRUPT);
-        assert!(!bus.irq_level(COM1_IRQ), "never driven in loopback");
+        assert!(!bus.irq_level(COM1_IRQ), "nothing is pending");
     }
 
     #[test]
@@ -823,24 +942,61 @@ mod tests {
     }
 
     #[test]
-    fn uart_empty_receiver_read_wants_input() {
+    fn uart_polled_empty_receiver_wants_input() {
         let (mut bus, _) = bus_with_uart();
-        write(&mut bus, IER, IER_ERBFI);
-        write(&mut bus, MCR, MCR_OUT2);
         assert_eq!(bus.io_read(LSR, 1, 1000) as u8 & LSR_DR, 0);
         assert!(bus.signals.input_wanted);
         bus.signals.input_wanted = false;
-        // The guest now waits for IRQ 4; the front-end feeds a byte and
-        // the input check delivers it one character time later.
+        // The front-end feeds a byte (hostio::give_host_input: queue, then
+        // the timer callback): it is in the FIFO at once.
         uart(&mut bus).push_input(b"k");
-        let t = bus.next_deadline();
-        assert_eq!(t, 1000 + 729_166);
-        bus.run_timers(t);
-        assert!(bus.irq_level(COM1_IRQ));
-        assert_eq!(bus.io_read(RBR, 1, t), b'k' as u32);
+        bus.poke::<Uart16550>(1000);
+        assert_ne!(bus.io_read(LSR, 1, 1000) as u8 & LSR_DR, 0);
         assert!(!bus.signals.input_wanted, "the byte was there");
-        bus.io_read(RBR, 1, t);
+        assert_eq!(bus.io_read(RBR, 1, 1000), b'k' as u32);
+        bus.io_read(RBR, 1, 1000);
         assert!(bus.signals.input_wanted);
+        bus.signals.input_wanted = false;
+        uart(&mut bus).set_input_requests(InputRequests::Off);
+        bus.io_read(LSR, 1, 1000);
+        assert!(!bus.signals.input_wanted, "no host input is attached");
+    }
+
+    #[test]
+    fn uart_paced_input_is_asked_for_a_character_time_after_the_receiver_is_ready() {
+        let (mut bus, _) = bus_with_uart();
+        // 8N1 at 115200 baud: 86805 ns a character.
+        write(&mut bus, LCR, LCR_DLAB);
+        write(&mut bus, COM1_BASE, 1);
+        write(&mut bus, COM1_BASE + 1, 0);
+        write(&mut bus, LCR, 0x03);
+        uart(&mut bus).set_input_requests(InputRequests::Paced);
+        assert_eq!(bus.next_deadline(), u64::MAX, "receive interrupt off");
+        bus.io_write(IER, 1, IER_ERBFI as u32, 1000);
+        let due = 1000 + 86_805;
+        assert_eq!(bus.next_deadline(), due);
+        bus.run_timers(due - 1);
+        assert!(!bus.signals.input_wanted, "not due yet");
+        bus.run_timers(due);
+        assert!(bus.signals.input_wanted);
+        bus.signals.input_wanted = false;
+        assert_eq!(
+            bus.next_deadline(),
+            due + 86_805,
+            "nothing given: asked again a character later"
+        );
+        uart(&mut bus).push_input(b"k");
+        bus.poke::<Uart16550>(due);
+        assert!(bus.irq_level(COM1_IRQ));
+        assert_eq!(bus.next_deadline(), u64::MAX, "not empty: nothing asked");
+        assert_eq!(bus.io_read(RBR, 1, due + 500), b'k' as u32);
+        assert_eq!(
+            bus.next_deadline(),
+            due + 500 + 86_805,
+            "empty again: the next byte a character later"
+        );
+        bus.io_write(IER, 1, 0, due + 600);
+        assert_eq!(bus.next_deadline(), u64::MAX, "receive interrupt off");
     }
 
     #[test]

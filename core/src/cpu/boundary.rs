@@ -13,8 +13,9 @@
 //!    breakpoints ([`Machine::finish_instruction`], which engines call right
 //!    after an instruction on their careful path);
 //! 3. NMI;
-//! 4. device timers now due, then maskable hardware interrupts (IF = 1 and
-//!    no interrupt shadow, SDM Vol. 3A 6.8.1 and 6.8.3);
+//! 4. device timers now due (a timer that asks for host input returns to
+//!    the caller right there), then maskable hardware interrupts (IF = 1
+//!    and no interrupt shadow, SDM Vol. 3A 6.8.1 and 6.8.3);
 //! 5. a halted CPU stays halted;
 //! 6. code breakpoints: DR0-DR3 execute breakpoints, a fault before the
 //!    next instruction, suppressed by RF (SDM Vol. 3A 17.2.4, 17.3.1.1).
@@ -222,6 +223,14 @@ impl Machine {
         let now = self.clock.now_ns();
         if now >= self.bus.next_deadline() {
             self.bus.run_timers(now);
+            // A device asked for host input at a paced point of virtual
+            // time (`hostio::InputRequests::Paced`): the caller feeds it
+            // here, at this very boundary on every engine, before an
+            // interrupt the new byte may raise is looked for.
+            if self.bus.signals.input_wanted {
+                self.bus.signals.input_wanted = false;
+                return BoundaryWork::Exit(Exit::WaitingForInput);
+            }
         }
         if accept.interrupt && self.bus.interrupt_pending() {
             if let Some(v) = self.bus.acknowledge_interrupt(now) {
@@ -507,5 +516,46 @@ mod tests {
         m.cpu.run.shutdown = true;
         assert_eq!(m.service_boundary(), Boundary::Exit(Exit::WaitingForInput));
         assert_eq!(m.service_boundary(), Boundary::Exit(m.triple_fault_exit()));
+    }
+
+    /// A device whose timer asks the host for input, as a UART pacing an
+    /// input script does.
+    struct PacedReceiver;
+    impl crate::bus::Device for PacedReceiver {
+        fn name(&self) -> &'static str {
+            "paced receiver"
+        }
+        fn io_read(&mut self, _: u16, _: u8, _: &mut crate::bus::DeviceCtx) -> u32 {
+            0
+        }
+        fn io_write(&mut self, _: u16, _: u8, _: u32, ctx: &mut crate::bus::DeviceCtx) {
+            ctx.schedule(ctx.now_ns + 50);
+        }
+        fn timer(&mut self, ctx: &mut crate::bus::DeviceCtx) {
+            ctx.signals.input_wanted = true;
+        }
+        fn save_state(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn restore_state(&mut self, _: &serde_json::Value) -> Result<(), crate::bus::StateError> {
+            Ok(())
+        }
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_timer_asking_for_input_returns_at_the_boundary_where_it_fired() {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.add_port_device(Box::new(PacedReceiver), &[(0x40, 0x40)]);
+        m.bus.io_write(0x40, 1, 0, 0);
+        m.clock.icount = 49;
+        assert_eq!(m.service_boundary(), Boundary::Execute, "not due yet");
+        m.clock.icount = 50;
+        assert_eq!(m.service_boundary(), Boundary::Exit(Exit::WaitingForInput));
+        assert!(!m.bus.signals.input_wanted, "taken with the exit");
+        assert_eq!(m.bus.next_deadline(), u64::MAX);
+        assert_eq!(m.service_boundary(), Boundary::Execute);
     }
 }
