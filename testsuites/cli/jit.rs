@@ -41,6 +41,7 @@ const GUESTS: &[(&str, &[u8])] = &[
     ("demo-disk", b"run hello\npoweroff\n"),
     ("exceptions", b""),
     ("hello", b""),
+    ("irq-console", b"add 40 2\nexit 0\n"),
     ("irq-pm", b""),
     ("irq-real", b""),
     ("jit-torture", b""),
@@ -140,6 +141,7 @@ fn compare_finds_no_divergence_between_interp_and_jit() {
         };
         let input: &[u8] = match guest {
             "demo" | "demo-disk" => b"run hello\npoweroff\n",
+            "irq-console" => b"add 40 2\nexit 0\n",
             _ => b"",
         };
         let image = format!("builtin:{guest}");

@@ -54,6 +54,12 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "irq-console",
+        description: "COM1 and keyboard read only by IRQ 4 and IRQ 1, MCR.OUT2 clear, a busy idle loop without HLT: runs the commands it is sent",
+        sources: &["irq-console.c"],
+        defines: &[],
+    },
+    GuestSpec {
         name: "irq-pm",
         description: "unpaged protected mode: 8259A at 0x20, 8254 IRQ 0 at 1 kHz taken with STI; HLT, CMOS and POST ports",
         sources: &["irq-pm.c", "irq-pm.S"],
@@ -139,11 +145,18 @@ const BOOT_SECTOR_DISKS: &[BootSectorSpec] = &[BootSectorSpec {
 
 /// Guests also written out as a disk image booted through the BIOS: the
 /// guest, the disk's name, its description.
-const KERNEL_DISKS: &[(&str, &str, &str)] = &[(
-    "reboot",
-    "reboot-disk",
-    "the reboot guest behind the demo's boot sector: each reset goes through the BIOS again",
-)];
+const KERNEL_DISKS: &[(&str, &str, &str)] = &[
+    (
+        "irq-console",
+        "irq-console-disk",
+        "the irq-console guest behind the demo's boot sector: keys typed during the BIOS's self test reach it",
+    ),
+    (
+        "reboot",
+        "reboot-disk",
+        "the reboot guest behind the demo's boot sector: each reset goes through the BIOS again",
+    ),
+];
 
 /// The runtime every guest links, relative to `lib/`.
 const RUNTIME: &[&str] = &[
