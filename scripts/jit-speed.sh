@@ -6,10 +6,10 @@
 # on the exported image when QEMU is installed (skipped with a reason
 # otherwise). Also prints jit's compile time as a share of its wall time.
 #
-# usage: scripts/jit-speed.sh [ROUNDS] [GUEST]     (default: 3 bench-int)
+# usage: scripts/jit-speed.sh [ROUNDS] [GUEST]     (default: 5 bench-int)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-3}
+rounds=${1:-5}
 guest=${2:-bench-int}
 cargo build --release -q
 bin=target/release/ringside
@@ -41,13 +41,16 @@ done
 python3 - "$tmp" "$n" "$have_qemu" <<'PY'
 import statistics, sys
 tmp, n, have_qemu = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-med = lambda f: statistics.median(float(l) for l in open(f"{tmp}/{f}") if l.strip())
+runs = lambda f: [float(l) for l in open(f"{tmp}/{f}") if l.strip()]
+med = lambda f: statistics.median(runs(f))
 i, j = med("interp"), med("jit")
 print(f"instructions: {n}")
 print(f"interp: {i:.3f} s ({n / i / 1e6:.0f} M/s)   jit: {j:.3f} s ({n / j / 1e6:.0f} M/s)   jit/interp speed: {i / j:.2f}x")
+# The fastest run of each is the one the machine disturbed least.
+print(f"best runs: interp {min(runs('interp')):.3f} s, jit {min(runs('jit')):.3f} s: {min(runs('interp')) / min(runs('jit')):.2f}x")
 comp = [tuple(map(float, l.split())) for l in open(f"{tmp}/compile")]
-print(f"jit compile time: {statistics.median(c / w for c, w in comp) * 100:.0f}% of its wall time")
+print(f"jit compile time (CPU time of the compiling thread): {statistics.median(c / w for c, w in comp) * 100:.1f}% of its wall time")
 if have_qemu:
     q = med("qemu")
-    print(f"qemu -kernel (TCG, including its start-up): {q:.3f} s   jit/qemu speed: {q / j:.2f}x")
+    print(f"qemu -kernel (TCG, including its start-up): {q:.3f} s   jit/qemu speed: {q / j:.2f}x (best runs: {min(runs('qemu')) / min(runs('jit')):.2f}x)")
 PY

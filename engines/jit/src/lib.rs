@@ -174,6 +174,7 @@ impl Engine for Jit {
         k.insert("native_entries", t.entries);
         k.insert("chained_translations", t.chained);
         k.insert("links_made", t.links_made);
+        k.insert("covered_blocks", t.covered_blocks);
         k.insert("native_instructions", t.native_instructions);
         k.insert(
             "native_share_permille",

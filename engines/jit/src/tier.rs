@@ -61,6 +61,9 @@ pub struct Counters {
     pub chained: u64,
     /// Link slots filled.
     pub links_made: u64,
+    /// Hot blocks left to the interpreter because a region made for
+    /// another entry holds them (`Recompiler::covered`).
+    pub covered_blocks: u64,
 }
 
 /// The tier.
@@ -112,6 +115,13 @@ pub struct Recompiler {
     /// so that code the guest never ran (error paths) costs no compile
     /// time.
     warm: std::collections::HashSet<BlockKey>,
+    /// Blocks inside a region compiled (or being compiled) for another
+    /// entry, from which that entry is reached again inside the region
+    /// (the body of a loop whose head is the entry), with the blocks
+    /// generation of the region: such a block does not get a region of
+    /// its own when it gets hot; the interpreter runs it until control
+    /// comes back to the entry (`Counters::covered_blocks`).
+    covered: HashMap<BlockKey, u64>,
     ready: HashMap<BlockKey, Ready>,
 }
 
@@ -207,6 +217,7 @@ impl Recompiler {
             module_generation: 0,
             in_flight: HashMap::new(),
             warm: Default::default(),
+            covered: HashMap::new(),
             ready: HashMap::new(),
         }
     }
@@ -356,6 +367,7 @@ impl Recompiler {
         }
         let region = form_region(m, block, self.region_blocks, &self.warm);
         self.counters.region_blocks += region.len() as u64;
+        self.cover(&region, block, m.cpu.linear_eip(), mode, blocks_generation);
         let job = Job {
             key: JobKey {
                 block: key,
@@ -374,6 +386,64 @@ impl Recompiler {
 }
 
 impl Recompiler {
+    /// Record the blocks of `region` (made for the entry `entry`) from
+    /// which the entry is reached again inside the region.
+    fn cover(
+        &mut self,
+        region: &[(u32, Vec<Decoded>)],
+        entry: &Block,
+        entry_linear: u32,
+        mode: Mode,
+        blocks_generation: u64,
+    ) {
+        let Some(&(eip0, _)) = region.first() else {
+            return;
+        };
+        // Successors inside the region, by index.
+        let index = |t: u32| region.iter().position(|b| b.0 == t);
+        let successors: Vec<Vec<usize>> = region
+            .iter()
+            .map(|(_, insns)| {
+                let mut out: Vec<usize> = insns
+                    .iter()
+                    .filter_map(direct_target)
+                    .filter_map(index)
+                    .collect();
+                if let Some(last) = insns.last() {
+                    out.extend(index(last.next_eip));
+                }
+                out
+            })
+            .collect();
+        // Blocks that reach the entry: grow backwards from it.
+        let mut reach = vec![false; region.len()];
+        reach[0] = true;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for n in 1..region.len() {
+                if !reach[n] && successors[n].iter().any(|&s| reach[s]) {
+                    reach[n] = true;
+                    changed = true;
+                }
+            }
+        }
+        for (n, (eip, _)) in region.iter().enumerate().skip(1) {
+            // Its physical page: the entry's, or the next one (see
+            // `form_region`).
+            let offset = (entry_linear & 0xFFF) as i64 + (*eip as i64 - eip0 as i64);
+            let page = match (offset >= 0x1000, entry.second_page()) {
+                (false, _) => entry.phys_page,
+                (true, Some((_, second))) => second,
+                (true, None) => continue,
+            };
+            if reach[n] && *eip != eip0 {
+                self.covered
+                    .insert((*eip, page, mode.bits()), blocks_generation);
+            }
+        }
+    }
+
     /// Compile the trampoline (once): no translation is installed before
     /// it exists, so `enter` always has it.
     fn make_trampoline(&mut self, isa: &OwnedTargetIsa) -> Result<(), String> {
@@ -657,12 +727,24 @@ impl Tier for Recompiler {
                 block.runs = 0;
                 return None;
             }
+            None if self.covered.get(&(m.cpu.eip, block.phys_page, mode.bits()))
+                == Some(&blocks_generation) =>
+            {
+                // Inside a loop of a region made for another entry: the
+                // interpreter runs it until the loop's head, where the
+                // region is entered (a flush or a write to the page
+                // starts the count again).
+                block.runs = u32::MAX;
+                self.counters.covered_blocks += 1;
+                return None;
+            }
             None if self.background && self.threshold > 1 => {
                 self.compile_in_background(block, m, mode, blocks_generation)?
             }
             None => {
                 let region = form_region(m, block, self.region_blocks, &self.warm);
                 self.counters.region_blocks += region.len() as u64;
+                self.cover(&region, block, m.cpu.linear_eip(), mode, blocks_generation);
                 match self.compile(region, mode) {
                     Ok((entry, reach)) => {
                         let t = Translation {
@@ -754,6 +836,7 @@ impl Tier for Recompiler {
         self.module_generation += 1;
         self.ready.clear();
         self.warm.clear();
+        self.covered.clear();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }
