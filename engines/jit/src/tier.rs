@@ -185,6 +185,26 @@ fn new_isa() -> Result<OwnedTargetIsa, String> {
         .map_err(|e| format!("cranelift: {e}"))
 }
 
+/// Copy compiled code into `module`'s executable memory as function
+/// `name`; returns its address.
+fn install(
+    module: &mut JITModule,
+    name: &str,
+    signature: &cranelift_codegen::ir::Signature,
+    compiled: &Compiled,
+) -> Result<usize, String> {
+    let id = module
+        .declare_function(name, cranelift_module::Linkage::Local, signature)
+        .map_err(|e| format!("declare: {e}"))?;
+    module
+        .define_function_bytes(id, compiled.alignment, &compiled.code, &[])
+        .map_err(|e| format!("install: {e:?}"))?;
+    module
+        .finalize_definitions()
+        .map_err(|e| format!("finalize: {e}"))?;
+    Ok(module.get_finalized_function(id) as usize)
+}
+
 fn new_module(isa: OwnedTargetIsa) -> JITModule {
     JITModule::new(JITBuilder::with_isa(
         isa,
@@ -257,20 +277,7 @@ impl Recompiler {
         // Named after the guest EIP (and made unique), so that `perf`'s
         // JIT map names the guest code a host sample falls in.
         let name = format!("guest_{:08x}_{}", unit.first_eip(), self.counters.compiled);
-        let id = module
-            .declare_function(
-                &name,
-                cranelift_module::Linkage::Local,
-                &entry_signature(&*isa),
-            )
-            .map_err(|e| format!("declare: {e}"))?;
-        module
-            .define_function_bytes(id, compiled.alignment, &compiled.code, &[])
-            .map_err(|e| format!("install: {e:?}"))?;
-        module
-            .finalize_definitions()
-            .map_err(|e| format!("finalize: {e}"))?;
-        let entry = module.get_finalized_function(id) as usize;
+        let entry = install(module, &name, &entry_signature(&*isa), &compiled)?;
         if self.keep_ir {
             self.last_ir = compiled.ir.clone();
             self.last_host = Some(disassemble_host(&compiled.code, entry as u64));
@@ -452,20 +459,12 @@ impl Recompiler {
         }
         let compiled = trampoline(&**isa, &mut self.fctx)?;
         let mut module = new_module(isa.clone());
-        let id = module
-            .declare_function(
-                "ringside_jit_trampoline",
-                cranelift_module::Linkage::Local,
-                &trampoline_signature(&**isa),
-            )
-            .map_err(|e| format!("declare: {e}"))?;
-        module
-            .define_function_bytes(id, compiled.alignment, &compiled.code, &[])
-            .map_err(|e| format!("install: {e:?}"))?;
-        module
-            .finalize_definitions()
-            .map_err(|e| format!("finalize: {e}"))?;
-        let entry = module.get_finalized_function(id) as usize;
+        let entry = install(
+            &mut module,
+            "ringside_jit_trampoline",
+            &trampoline_signature(&**isa),
+            &compiled,
+        )?;
         self.trampoline = Some((module, entry));
         Ok(())
     }
