@@ -97,9 +97,12 @@ struct Counters {
     exit_ns: [u64; 8],
     interrupts_injected: u64,
     host_ns_in_guest: u64,
-    /// `run` calls that stepped one instruction because the paging guard
-    /// had no #GP handler to watch.
-    guard_steps: u64,
+    /// KVM_RUN entries with single-stepping on (`step`, and the paging
+    /// guard stepping past a #GP handler's first instruction).
+    single_step_runs: u64,
+    /// KVM_RUN entries that ran the guest freely: the instructions they
+    /// retired are counted nowhere (see the crate documentation).
+    uncounted_runs: u64,
 }
 
 impl Counters {
@@ -186,43 +189,9 @@ impl Kvm {
         }
         let guard = *self.paging_guard.get_or_insert_with(host_refuses_paging);
         let vm = self.vm.as_mut().expect("the VM was created just above");
-        let result = match mode {
-            vcpu::Mode::Run { entries } if guard => {
-                Self::run_guarded(vm, m, entries, &mut self.counters)
-            }
-            other => vm.enter(m, other, guard, &mut self.counters),
-        };
+        let result = vm.enter(m, mode, guard, &mut self.counters);
         hand_back(m);
         result
-    }
-
-    /// `run` with the paging guard on. While the IDT has no usable #GP
-    /// gate (before the guest's LIDT, typically), run one instruction at a
-    /// time instead, so that the guard is in place from the instruction the
-    /// gate appears. Each step counts as one entry.
-    #[cfg(target_os = "linux")]
-    fn run_guarded(
-        vm: &mut vcpu::Vm,
-        m: &mut Machine,
-        entries: u64,
-        counters: &mut Counters,
-    ) -> Result<Exit, EngineError> {
-        let mut left = entries.max(1);
-        while m.cpu.protected_mode() && !m.cpu.paging() && step_catch::handler(m, 13).is_none() {
-            if left == 0 {
-                return Ok(Exit::BudgetSpent);
-            }
-            left -= 1;
-            counters.guard_steps += 1;
-            let exit = vm.enter(m, vcpu::Mode::Step, true, counters)?;
-            if exit != Exit::BudgetSpent {
-                return Ok(exit);
-            }
-        }
-        if left == 0 {
-            return Ok(Exit::BudgetSpent);
-        }
-        vm.enter(m, vcpu::Mode::Run { entries: left }, true, counters)
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -283,7 +252,8 @@ impl Engine for Kvm {
             ("kvm_runs", c.kvm_runs),
             ("interrupts_injected", c.interrupts_injected),
             ("host_ns_in_guest", c.host_ns_in_guest),
-            ("guard_steps", c.guard_steps),
+            ("single_step_runs", c.single_step_runs),
+            ("uncounted_runs", c.uncounted_runs),
         ] {
             s.counters.insert(name, v);
         }

@@ -81,31 +81,46 @@ pub(crate) fn handler(m: &mut Machine, v: u8) -> Option<Handler> {
         .map(|(address, wide)| Handler { address, wide })
 }
 
-/// A guard for hosts whose KVM refuses CR0.PG with #GP (kvm_pvm): a
-/// breakpoint on the #GP handler, so that the engine sees the refusal and
-/// stops with a message instead of letting the guest fail in its own
-/// handler.
+/// A guard for hosts whose KVM refuses CR0.PG with #GP (kvm_pvm):
+/// breakpoints on the #GP handler and on the #DF handler (where a #GP
+/// that cannot be delivered ends up, SDM Vol. 3A 6.15), so that the
+/// engine sees the refusal and stops with a message instead of letting
+/// the guest fail in its own handler. A guest with neither gate shuts
+/// down on the refusal, and the engine looks at the instruction then
+/// (`mov_cr0_sets_paging`): no gate is needed for the guard, and the guest
+/// runs freely either way.
 pub(crate) fn paging_guard(m: &mut Machine) -> HandlerBreakpoints {
-    [handler(m, 13), None, None, None]
+    let gp = handler(m, 13);
+    let df = handler(m, 8).filter(|df| Some(*df) != gp);
+    [gp, df, None, None]
 }
 
-/// At the #GP handler's first instruction (the guard fired): was the #GP
-/// a MOV to CR0 that set PG? Returns the faulting CS:EIP if so. The frame
-/// is error code, EIP, CS (SDM Vol. 3A 6.12.1); the GPRs are still those
-/// the faulting instruction saw.
+/// At the #GP or #DF handler's first instruction (the guard fired): was
+/// the fault a MOV to CR0 that set PG? Returns the faulting CS:EIP if so.
+/// The frame is error code, EIP, CS (SDM Vol. 3A 6.12.1; #DF pushes an
+/// error code of 0); the GPRs are still those the faulting instruction saw.
 pub(crate) fn refused_paging(m: &mut Machine, wide: bool) -> Option<(u16, u32)> {
     // Protected mode pushes an error code for #GP; real mode does not.
     let error_code = m.cpu.protected_mode();
     let frame = m.peek_event_frame(wide, error_code)?;
     let (cs, eip) = (frame.cs, frame.eip);
-    let lin = m.peek_segment_base(cs)?.wrapping_add(eip);
-    let bytes = m.peek_bytes(lin, 3)?;
+    mov_cr0_sets_paging(m, cs, eip).then_some((cs, eip))
+}
+
+/// Whether the instruction at `cs`:`eip` is a MOV to CR0 whose source
+/// register (as the GPRs are now) has PG set.
+pub(crate) fn mov_cr0_sets_paging(m: &mut Machine, cs: u16, eip: u32) -> bool {
+    let Some(lin) = m.peek_segment_base(cs).map(|b| b.wrapping_add(eip)) else {
+        return false;
+    };
+    let Some(bytes) = m.peek_bytes(lin, 3) else {
+        return false;
+    };
     // MOV CR0, r32: 0F 22 /r with reg = 0 and mod = 11 (SDM Vol. 2B MOV).
     if bytes[0] != 0x0F || bytes[1] != 0x22 || bytes[2] & 0xF8 != 0xC0 {
-        return None;
+        return false;
     }
-    let value = m.cpu.gpr[(bytes[2] & 7) as usize];
-    (value & 0x8000_0000 != 0).then_some((cs, eip))
+    m.cpu.gpr[(bytes[2] & 7) as usize] & 0x8000_0000 != 0
 }
 
 /// Breakpoints for a step of the instruction at CS:EIP, with the vector

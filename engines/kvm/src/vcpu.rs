@@ -497,6 +497,17 @@ impl Vm {
                 .map_err(|e| unavailable(format!("cannot create a host timer: {e}")))?;
             self.kicker_tid = tid;
         }
+        let cs = m.cpu.seg[SegReg::Cs as usize].selector;
+        if guard_paging
+            && mode == Mode::Step
+            && m.cpu.protected_mode()
+            && !m.cpu.paging()
+            && step_catch::mov_cr0_sets_paging(m, cs, m.cpu.eip)
+        {
+            // The step would end at the #GP handler (or shut down): stop
+            // before the host refuses it.
+            return Err(unavailable(paging_refused(cs, m.cpu.eip)));
+        }
         self.load_state(m)?;
         // What a step must know to end at a handler like the other engines
         // (see step_catch): the instruction, and where its handlers are.
@@ -559,6 +570,15 @@ impl Vm {
                 } else {
                     Exit::Stopped(StopReason::DeadHalt { cs, eip })
                 }
+            }
+            // A refused MOV to CR0 whose #GP found no gate (and no #DF
+            // gate) shuts the vCPU down with EIP still on the MOV.
+            LoopExit::Shutdown
+                if guard_paging
+                    && !m.cpu.paging()
+                    && step_catch::mov_cr0_sets_paging(m, cs, eip) =>
+            {
+                return Err(unavailable(paging_refused(cs, eip)));
             }
             LoopExit::Shutdown => {
                 m.cpu.run.shutdown = true;
@@ -661,6 +681,11 @@ impl Vm {
             let spent = start.elapsed().as_nanos() as u64;
             entries += 1;
             counters.kvm_runs += 1;
+            if self.debug.0 {
+                counters.single_step_runs += 1;
+            } else {
+                counters.uncounted_runs += 1;
+            }
             counters.host_ns_in_guest += spent;
             counters.exit(exit.reason(), spent);
             self.last_exit = Some((exit.reason(), Instant::now()));
@@ -732,16 +757,14 @@ impl Vm {
                         continue;
                     }
                     if guard && dr6 & 0xF != 0 {
-                        // The paging guard: the guest is at its #GP handler.
-                        let wide = self.debug.1[0].is_some_and(|h| h.wide);
+                        // The paging guard: the guest is at its #GP (or #DF)
+                        // handler.
+                        let hit = (0..4).find(|&i| dr6 & (1 << i) != 0);
+                        let wide = hit.and_then(|i| self.debug.1[i]).is_some_and(|h| h.wide);
                         self.store_state(m, false)?;
                         if let Some((cs, eip)) = step_catch::refused_paging(m, wide) {
                             return Ok((
-                                LoopExit::HostLacks(format!(
-                                    "this host's KVM cannot run 32-bit paging: the guest's MOV to CR0 at \
-                                     {cs:04x}:{eip:08x} sets PG and the host refused it with #GP \
-                                     (`ringside engines` shows what this host runs; use --engine interp)"
-                                )),
+                                LoopExit::HostLacks(paging_refused(cs, eip)),
                                 false,
                                 false,
                             ));
@@ -820,6 +843,15 @@ impl Vm {
 fn retired_hlt(m: &mut Machine, rip: u32) -> bool {
     step_catch::decode_at_eip(m)
         .is_some_and(|insn| insn.mnemonic() == Mnemonic::Hlt && insn.next_ip() as u32 == rip)
+}
+
+/// The stop for a MOV to CR0 that sets PG on a host that refuses it.
+fn paging_refused(cs: u16, eip: u32) -> String {
+    format!(
+        "this host's KVM cannot run 32-bit paging: the guest's MOV to CR0 at \
+         {cs:04x}:{eip:08x} sets PG and the host refuses it with #GP \
+         (`ringside engines` shows what this host runs; use --engine interp)"
+    )
 }
 
 /// How the entry loop ended.

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use iced_x86::code_asm::{al, bl, bx, cx, dx, CodeAssembler};
+use iced_x86::code_asm::{al, bl, bx, cr0, cx, dx, eax, ecx, CodeAssembler};
 use ringside_core::config::MachineConfig;
 use ringside_core::{boot, Budget, Engine, Exit, Machine, RunOutcome, StopReason};
 use ringside_devices::pc::{build_pc, HostIo};
@@ -174,4 +174,120 @@ fn a_kvm_step_over_port_io_completes_the_instruction() {
     assert_eq!(kvm.step(&mut on_kvm).unwrap(), Exit::BudgetSpent);
     on_kvm.cpu.msr.tsc_offset = on_interp.cpu.msr.tsc_offset;
     assert_eq!(on_kvm.cpu, on_interp.cpu);
+}
+
+/// Where the flat protected-mode guests below start.
+const FLAT_CODE: u32 = 0x10000;
+
+/// A PC in flat 32-bit protected mode, unpaged, at `FLAT_CODE` with
+/// `code`; its IDT is the loader's empty one (no gate for any vector).
+fn flat_pc(code: impl FnOnce(&mut CodeAssembler)) -> Machine {
+    let mut a = CodeAssembler::new(32).unwrap();
+    code(&mut a);
+    let bytes = a.assemble(FLAT_CODE as u64).unwrap();
+    let mut m = build_pc(&MachineConfig::default(), HostIo::discarded()).unwrap();
+    m.write_ram(FLAT_CODE, &bytes).unwrap();
+    boot::enter_flat_protected_mode(&mut m, FLAT_CODE);
+    m.cpu.gpr[4] = 0x9000;
+    m
+}
+
+/// MOV to CR0 with PG set, in a guest with no #GP or #DF gate.
+fn guest_enabling_paging_without_an_idt() -> Machine {
+    flat_pc(|a| {
+        a.mov(eax, cr0).unwrap();
+        a.or(eax, 0x8000_0000u32 as i32).unwrap();
+        a.mov(cr0, eax).unwrap();
+        a.mov(al, 0x50u32).unwrap();
+        a.out(0xF4u32, al).unwrap();
+    })
+}
+
+/// The engine, or None (after saying why) when this host's KVM runs
+/// 32-bit paging: the tests of the paging guard need a host that refuses it.
+fn kvm_without_paging_or_skip(test: &str) -> Option<Kvm> {
+    let kvm = kvm_or_skip(test)?;
+    let p = ringside_kvm::probe();
+    if p.paging.ok || !p.protected_mode.ok {
+        println!(
+            "{test}: skipped: the paging guard is for hosts that run unpaged protected mode \
+             and refuse 32-bit paging; this one: unpaged {}, paging {}",
+            p.protected_mode.reason, p.paging.reason
+        );
+        return None;
+    }
+    Some(kvm)
+}
+
+fn assert_paging_refused(e: ringside_core::EngineError) {
+    let text = e.to_string();
+    assert!(
+        matches!(e, ringside_core::EngineError::Unavailable { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot run 32-bit paging")
+            && text.contains(&format!("MOV to CR0 at 0008:{:08x}", FLAT_CODE + 8)),
+        "{text}"
+    );
+}
+
+#[test]
+fn enabling_paging_without_a_gp_gate_stops_as_unavailable_not_as_a_triple_fault() {
+    let test = "enabling_paging_without_a_gp_gate";
+    let Some(mut kvm) = kvm_without_paging_or_skip(test) else {
+        return;
+    };
+    let mut m = guest_enabling_paging_without_an_idt();
+    let e = m
+        .run_until_stopped(&mut kvm, Some(1_000_000))
+        .expect_err("the host refuses paging: the run cannot go on");
+    assert_paging_refused(e);
+    assert!(!m.cpu.run.shutdown, "no triple fault recorded");
+}
+
+#[test]
+fn stepping_onto_a_mov_to_cr0_that_enables_paging_stops_before_it() {
+    let test = "stepping_onto_mov_cr0_pg";
+    let Some(mut kvm) = kvm_without_paging_or_skip(test) else {
+        return;
+    };
+    let mut m = guest_enabling_paging_without_an_idt();
+    assert_eq!(kvm.step(&mut m).unwrap(), Exit::BudgetSpent);
+    assert_eq!(kvm.step(&mut m).unwrap(), Exit::BudgetSpent);
+    assert_paging_refused(kvm.step(&mut m).expect_err("the host refuses paging"));
+    assert_eq!(m.cpu.eip, FLAT_CODE + 8, "the MOV did not run");
+    assert_eq!(kvm.stats().instructions, 2);
+}
+
+#[test]
+fn an_unpaged_guest_without_a_gp_gate_runs_freely_not_single_stepped() {
+    let test = "unpaged_guest_runs_freely";
+    let Some(mut kvm) = kvm_without_paging_or_skip(test) else {
+        return;
+    };
+    // 100,000 iterations of a two-instruction loop: 200,000 instructions.
+    let mut m = flat_pc(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 100_000u32).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(top).unwrap();
+        a.mov(al, 7u32).unwrap();
+        a.out(0xF4u32, al).unwrap();
+    });
+    let stop = run_to_stop(&mut m, &mut kvm);
+    assert_eq!(stop, StopReason::DebugExit(7));
+    let stats = kvm.stats();
+    println!("{test}: {:?}", stats.counters);
+    assert_eq!(
+        stats.counters["single_step_runs"], 0,
+        "{:?}",
+        stats.counters
+    );
+    assert_eq!(stats.counters["exits_debug"], 0, "{:?}", stats.counters);
+    assert!(stats.counters["uncounted_runs"] >= 1);
+    // What ran freely is not counted: no instruction is claimed.
+    assert_eq!(stats.instructions, 0);
+    assert_eq!(m.clock.icount, 0);
 }
