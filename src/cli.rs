@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringside_core::config::{ClockMode, DiskConfig, DiskMode, MachineConfig};
-use ringside_core::{boot, snapshot, Engine, EngineError, Machine, RunOutcome, StopReason};
+use ringside_core::{
+    boot, snapshot, Engine, EngineError, EngineStats, Machine, RunOutcome, StopReason,
+};
 use ringside_devices::pc::{build_pc, HostIo};
 
 use crate::session::{Checkpoint, Input, Session, SessionEnd};
@@ -755,8 +757,13 @@ fn run(args: RunArgs) -> Result<i32> {
             ("exception", status::ERROR)
         }
         SessionEnd::Machine(RunOutcome::InstructionLimit) => {
+            let what = if ran_uncounted(&session.engine.stats()) {
+                "--max-insns limit (under kvm: KVM_RUN entries, docs/kvm.md)"
+            } else {
+                "instruction limit"
+            };
             eprintln!(
-                "ringside: instruction limit reached at {:04x}:{:08x}",
+                "ringside: {what} reached at {:04x}:{:08x}",
                 m.cpu.seg[1].selector, m.cpu.eip
             );
             ("instruction-limit", status::INSTRUCTION_LIMIT)
@@ -764,14 +771,18 @@ fn run(args: RunArgs) -> Result<i32> {
     };
     if args.stats || args.stats_json.is_some() {
         let st = session.engine.stats();
-        let instructions = m.clock.icount;
+        let counted = m.clock.icount;
+        // KVM counts only what it single-steps; what it ran freely is
+        // counted nowhere, so the total is unknown (null), not the steps.
+        let instructions = (!ran_uncounted(&st)).then_some(counted);
         let json = serde_json::json!({
             "engine": session.engine.name(),
             "instructions": instructions,
+            "instructions_counted": counted,
             "wall_s": wall,
-            // KVM runs on host time and counts no instructions in `run`: no
-            // rate can be given then.
-            "mips": (wall > 0.0 && instructions > 0).then(|| instructions as f64 / wall / 1e6),
+            "mips": instructions
+                .filter(|&n| wall > 0.0 && n > 0)
+                .map(|n| n as f64 / wall / 1e6),
             "exit": exit,
             "exit_code": code,
             "reboots": m.reboots,
@@ -786,6 +797,13 @@ fn run(args: RunArgs) -> Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// Whether the engine ran guest code whose instructions it could not
+/// count (kvm's free KVM_RUN entries): its budget then capped entries, and
+/// the machine's instruction count holds only what was counted.
+fn ran_uncounted(stats: &EngineStats) -> bool {
+    stats.counters.get("uncounted_runs").is_some_and(|&n| n > 0)
 }
 
 /// Build one machine of a comparison: the same configuration and image for

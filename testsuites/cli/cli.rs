@@ -754,6 +754,48 @@ fn kvm_stats_report_exits_by_reason_with_their_mean_round_trip() {
     assert_eq!(counters["interrupts_injected"].as_u64(), Some(20), "{json}");
 }
 
+#[test]
+fn kvm_stats_say_the_instruction_count_is_unknown_after_free_runs() {
+    let test = "kvm_stats_say_the_instruction_count_is_unknown_after_free_runs";
+    if kvm_probe_report(test).is_none() {
+        return;
+    }
+    // irq-pm has no #GP gate until its LIDT: it still runs freely, never
+    // single-stepped by the paging guard.
+    let out = ringside(&["run", "builtin:irq-pm", "--engine", "kvm", "--stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let json = stderr.lines().last().unwrap_or_default();
+    let stats: serde_json::Value = serde_json::from_str(json).expect("--stats prints JSON");
+    let counters = &stats["counters"];
+    assert_eq!(counters["single_step_runs"].as_u64(), Some(0), "{json}");
+    assert_eq!(counters["exits_debug"].as_u64(), Some(0), "{json}");
+    assert!(counters["uncounted_runs"].as_u64() > Some(0), "{json}");
+    // Unknown, not 0; and no rate made from it.
+    assert!(stats["instructions"].is_null(), "{json}");
+    assert!(stats["mips"].is_null(), "{json}");
+    assert_eq!(stats["instructions_counted"].as_u64(), Some(0), "{json}");
+}
+
+#[test]
+fn max_insns_under_kvm_says_it_capped_kvm_runs() {
+    let test = "max_insns_under_kvm_says_it_capped_kvm_runs";
+    if kvm_probe_report(test).is_none() {
+        return;
+    }
+    let out = ringside(&[
+        "run",
+        "builtin:irq-pm",
+        "--engine",
+        "kvm",
+        "--max-insns",
+        "5",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("under kvm: KVM_RUN entries"), "{stderr}");
+}
+
 /// `ringside debug` in a detached tmux session: keys in with send-keys,
 /// the screen out with capture-pane. The session is killed when dropped,
 /// so a failing test leaves nothing behind.
