@@ -63,6 +63,28 @@ pub enum InputRequests {
     Paced,
 }
 
+impl InputRequests {
+    /// Keep `since`, when the device's receive path became ready for
+    /// paced input (`None` while it is not ready), up to date after
+    /// anything that may have changed `ready`.
+    pub fn note_ready(since: &mut Option<u64>, ready: bool, now_ns: u64) {
+        if !ready {
+            *since = None;
+        } else if since.is_none() {
+            *since = Some(now_ns);
+        }
+    }
+
+    /// When paced host input is to be asked for: `interval_ns` after the
+    /// receive path became ready (`since`), and only under `Paced`.
+    pub fn paced_due(self, since: Option<u64>, interval_ns: u64) -> Option<u64> {
+        if self != InputRequests::Paced {
+            return None;
+        }
+        since.map(|since| since.saturating_add(interval_ns))
+    }
+}
+
 /// A device that receives bytes from the host (a UART's receive side, a
 /// keyboard controller). Bytes are queued, never dropped; the device hands
 /// them to the guest as it can take them.

@@ -562,22 +562,15 @@ impl KeyboardController {
     /// Note when the guest became able to receive a key (or stopped
     /// being able to), after anything that may have changed it.
     fn note_key_readiness(&mut self, now_ns: u64) {
-        if !self.ready_for_key() {
-            self.s.key_ready_since_ns = None;
-        } else if self.s.key_ready_since_ns.is_none() {
-            self.s.key_ready_since_ns = Some(now_ns);
-        }
+        let ready = self.ready_for_key();
+        InputRequests::note_ready(&mut self.s.key_ready_since_ns, ready, now_ns);
     }
 
     /// When paced host input is to be asked for: a keyboard byte time
     /// after the guest became able to receive a key.
     fn paced_input_due(&self) -> Option<u64> {
-        if self.requests != InputRequests::Paced {
-            return None;
-        }
-        self.s
-            .key_ready_since_ns
-            .map(|since| since.saturating_add(KEYBOARD_BYTE_NS))
+        self.requests
+            .paced_due(self.s.key_ready_since_ns, KEYBOARD_BYTE_NS)
     }
 
     /// What every access and callback ends with: the next byte into the

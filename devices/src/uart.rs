@@ -379,22 +379,15 @@ impl Uart16550 {
     /// Note when the receiver became ready for a paced byte (or stopped
     /// being ready), after anything that may have changed it.
     fn note_receiver_readiness(&mut self, now_ns: u64) {
-        if !self.ready_for_paced_input() {
-            self.regs.rx_ready_since_ns = None;
-        } else if self.regs.rx_ready_since_ns.is_none() {
-            self.regs.rx_ready_since_ns = Some(now_ns);
-        }
+        let ready = self.ready_for_paced_input();
+        InputRequests::note_ready(&mut self.regs.rx_ready_since_ns, ready, now_ns);
     }
 
     /// When paced host input is to be asked for: one character time after
     /// the receiver became ready.
     fn paced_input_due(&self) -> Option<u64> {
-        if self.requests != InputRequests::Paced {
-            return None;
-        }
-        self.regs
-            .rx_ready_since_ns
-            .map(|since| since.saturating_add(self.character_ns()))
+        self.requests
+            .paced_due(self.regs.rx_ready_since_ns, self.character_ns())
     }
 
     /// The next callback: the character timeout, if it is still to come

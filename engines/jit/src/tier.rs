@@ -372,9 +372,9 @@ impl Recompiler {
                 }
             }
         }
-        let region = form_region(m, block, self.region_blocks, &self.warm);
+        let (region, pages) = form_region(m, block, mode, self.region_blocks, &self.warm);
         self.counters.region_blocks += region.len() as u64;
-        self.cover(&region, block, m.cpu.linear_eip(), mode, blocks_generation);
+        self.cover(&region, &pages, mode, blocks_generation);
         let job = Job {
             key: JobKey {
                 block: key,
@@ -393,19 +393,16 @@ impl Recompiler {
 }
 
 impl Recompiler {
-    /// Record the blocks of `region` (made for the entry `entry`) from
-    /// which the entry is reached again inside the region.
+    /// Record the blocks of `region` (its first the entry; `pages`, each
+    /// block's physical page) from which the entry is reached again
+    /// inside the region.
     fn cover(
         &mut self,
         region: &[(u32, Vec<Decoded>)],
-        entry: &Block,
-        entry_linear: u32,
+        pages: &[u32],
         mode: Mode,
         blocks_generation: u64,
     ) {
-        let Some(&(eip0, _)) = region.first() else {
-            return;
-        };
         // Successors inside the region, by index.
         let index = |t: u32| region.iter().position(|b| b.0 == t);
         let successors: Vec<Vec<usize>> = region
@@ -422,31 +419,25 @@ impl Recompiler {
                 out
             })
             .collect();
-        // Blocks that reach the entry: grow backwards from it.
-        let mut reach = vec![false; region.len()];
-        reach[0] = true;
+        // Blocks that lead back to the entry: grow backwards from it.
+        let mut leads_back = vec![false; region.len()];
+        if let Some(first) = leads_back.first_mut() {
+            *first = true;
+        }
         let mut changed = true;
         while changed {
             changed = false;
             for n in 1..region.len() {
-                if !reach[n] && successors[n].iter().any(|&s| reach[s]) {
-                    reach[n] = true;
+                if !leads_back[n] && successors[n].iter().any(|&s| leads_back[s]) {
+                    leads_back[n] = true;
                     changed = true;
                 }
             }
         }
         for (n, (eip, _)) in region.iter().enumerate().skip(1) {
-            // Its physical page: the entry's, or the next one (see
-            // `form_region`).
-            let offset = (entry_linear & 0xFFF) as i64 + (*eip as i64 - eip0 as i64);
-            let page = match (offset >= 0x1000, entry.second_page()) {
-                (false, _) => entry.phys_page,
-                (true, Some((_, second))) => second,
-                (true, None) => continue,
-            };
-            if reach[n] && *eip != eip0 {
+            if leads_back[n] {
                 self.covered
-                    .insert((*eip, page, mode.bits()), blocks_generation);
+                    .insert((*eip, pages[n], mode.bits()), blocks_generation);
             }
         }
     }
@@ -550,19 +541,23 @@ pub fn translate_into(
 /// the entry block itself runs onto it. Staying in the entry block's pages
 /// means the region dies with the entry block when one of them is
 /// written.
+///
+/// Returns the blocks and, for each, the physical page it was decoded from.
 fn form_region(
     m: &mut Machine,
     entry: &Block,
+    mode: Mode,
     limit: usize,
     warm: &std::collections::HashSet<BlockKey>,
-) -> Vec<(u32, Vec<Decoded>)> {
+) -> (Vec<(u32, Vec<Decoded>)>, Vec<u32>) {
     let eip0 = m.cpu.eip;
-    let mode = Mode::of(m).bits();
+    let mode = mode.bits();
     let code32 = m.cpu.code32();
     let page_offset0 = m.cpu.linear_eip() & 0xFFF;
     let mut blocks = vec![(eip0, cut_at_branch(&entry.insns))];
+    let mut block_pages = vec![entry.phys_page];
     if limit <= 1 {
-        return blocks;
+        return (blocks, block_pages);
     }
     // The entry's page, and when the entry block's last instruction runs
     // onto the next page, that page too: the entry block (which holds the
@@ -586,7 +581,7 @@ fn form_region(
             .copy_from_slice(unsafe { std::slice::from_raw_parts(host, 0x1000) });
     }
     if page.is_empty() {
-        return blocks;
+        return (blocks, block_pages);
     }
     let mut next = 0;
     while next < blocks.len() && blocks.len() < limit {
@@ -627,10 +622,11 @@ fn form_region(
             let total: usize = blocks.iter().map(|b| b.1.len()).sum();
             if !insns.is_empty() && total + insns.len() <= MAX_REGION_INSNS {
                 blocks.push((t, insns));
+                block_pages.push(phys);
             }
         }
     }
-    blocks
+    (blocks, block_pages)
 }
 
 /// A block as the recompiler translates it: the interpreter's block up to
@@ -741,9 +737,9 @@ impl Tier for Recompiler {
                 self.compile_in_background(block, m, mode, blocks_generation)?
             }
             None => {
-                let region = form_region(m, block, self.region_blocks, &self.warm);
+                let (region, pages) = form_region(m, block, mode, self.region_blocks, &self.warm);
                 self.counters.region_blocks += region.len() as u64;
-                self.cover(&region, block, m.cpu.linear_eip(), mode, blocks_generation);
+                self.cover(&region, &pages, mode, blocks_generation);
                 match self.compile(region, mode) {
                     Ok((entry, reach)) => {
                         let t = Translation {

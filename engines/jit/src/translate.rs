@@ -1243,8 +1243,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.set_state(st);
         self.b.ins().store(mf(), eip, cpu, cpu_state::EIP as i32);
         self.store_icount(retired);
+        // (No slot where the region ran out of them.)
+        let given = target.is_some() && slot != 0;
         let slot = self.b.ins().iconst(self.ptr, slot as i64);
-        if target.is_some_and(|_| self.slot_given(slot)) {
+        if given {
             let chain = self.chain_block();
             self.b.ins().jump(chain, &[slot.into()]);
         } else if target.is_none() && self.mode.is_flat(SegReg::Cs) {
@@ -1297,17 +1299,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         let bits = self.iconst(self.mode.bits());
         self.b.ins().store(mf(), bits, slot, frame::SLOT_MODE);
         self.b.ins().return_(&[slot]);
-    }
-
-    /// Whether `slot` (a constant) is a real link slot (not 0: the
-    /// region ran out of slots).
-    fn slot_given(&self, slot: Value) -> bool {
-        self.b.func.dfg.value_def(slot).inst().is_some_and(|i| {
-            matches!(
-                self.b.func.dfg.insts[i],
-                cranelift_codegen::ir::InstructionData::UnaryImm { imm, .. } if imm.bits() != 0
-            )
-        })
     }
 
     /// The translation's shared chaining exit (made on first use): after
