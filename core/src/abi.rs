@@ -190,9 +190,9 @@ mod tests {
         assert_eq!((CR0, CR2, CR3, CR4), (184, 188, 192, 196));
         assert_eq!(DR, 200);
         assert_eq!((MSR, MSR_TSC_OFFSET), (232, 232));
-        assert_eq!(RUN, 264);
-        assert_eq!((RUN_HALTED, RUN_INTERRUPT_SHADOW), (264, 266));
-        assert_eq!(SIZE, 272);
+        assert_eq!(RUN, 536);
+        assert_eq!((RUN_HALTED, RUN_INTERRUPT_SHADOW), (536, 538));
+        assert_eq!(SIZE, 544);
 
         assert_eq!(tlb::ENTRIES, 1024);
         assert_eq!(tlb::ENTRY_SIZE, 32);

@@ -62,7 +62,7 @@ pub fn load_rom(m: &mut Machine, image: &[u8]) -> Result<(), BootError> {
     m.map_rom(image, 1 << 32)?;
     let low = &image[image.len().saturating_sub(128 * 1024)..];
     m.map_rom(low, 1 << 20)?;
-    m.cpu = CpuState::at_reset();
+    m.reset_cpu();
     m.restart = Restart::ResetVector;
     Ok(())
 }
@@ -328,8 +328,9 @@ pub fn write_mp_tables(m: &mut Machine) -> Result<(), BootError> {
     let mut count = 0u16;
     // Processor: LAPIC ID 0, version 0x14, enabled + bootstrap, signature, features.
     entries.extend_from_slice(&[0, 0, 0x14, 0x03]);
-    entries.extend_from_slice(&crate::cpu::CPUID_SIGNATURE.to_le_bytes());
-    entries.extend_from_slice(&crate::cpu::cpuid_features(true).to_le_bytes());
+    let cpuid = m.cpuid(1, 0);
+    entries.extend_from_slice(&cpuid.eax.to_le_bytes());
+    entries.extend_from_slice(&cpuid.edx.to_le_bytes());
     entries.extend_from_slice(&[0; 8]);
     count += 1;
     // Bus 0: ISA.

@@ -173,11 +173,64 @@ impl Default for JitSection {
     }
 }
 
+/// Who the CPU says it is (CPUID): by default the Intel Core Duo T2600
+/// (`cpu::cpuid`). The feature bits are always what ringside implements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuSection {
+    /// The 12-character vendor string of CPUID leaf 0.
+    pub vendor: String,
+    /// Family as software computes it (1-15, or 15 + extended family).
+    pub family: u16,
+    /// Model as software computes it (0-255; above 15 only for families 6
+    /// and 15, which have the extended model field).
+    pub model: u8,
+    pub stepping: u8,
+    /// The brand string of CPUID leaves 0x80000002-4 (at most 47 characters).
+    pub brand: String,
+}
+
+impl Default for CpuSection {
+    fn default() -> Self {
+        let id = crate::cpu::cpuid::CpuIdentity::default();
+        CpuSection {
+            vendor: String::from_utf8_lossy(&id.vendor).into_owned(),
+            family: id.family,
+            model: id.model,
+            stepping: id.stepping,
+            brand: id.brand,
+        }
+    }
+}
+
+impl CpuSection {
+    /// The identity this section describes, checked.
+    pub fn identity(&self) -> Result<crate::cpu::cpuid::CpuIdentity, ConfigError> {
+        let vendor: [u8; 12] = self.vendor.as_bytes().try_into().map_err(|_| {
+            invalid(
+                "cpu.vendor",
+                format!("{:?} is not 12 characters long", self.vendor),
+            )
+        })?;
+        let id = crate::cpu::cpuid::CpuIdentity {
+            vendor,
+            family: self.family,
+            model: self.model,
+            stepping: self.stepping,
+            brand: self.brand.clone(),
+        };
+        id.validate().map_err(|problem| invalid("cpu", problem))?;
+        Ok(id)
+    }
+}
+
 /// One machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineConfig {
     pub machine: MachineSection,
+    #[serde(default)]
+    pub cpu: CpuSection,
     pub clock: ClockSection,
     #[serde(default)]
     pub jit: JitSection,
@@ -197,6 +250,7 @@ impl Default for MachineConfig {
                 engine: "interp".into(),
                 no_reboot: false,
             },
+            cpu: CpuSection::default(),
             clock: ClockSection {
                 ns_per_instruction: 1,
                 mode: ClockMode::Paced,
@@ -263,6 +317,7 @@ impl MachineConfig {
                 "must be in 1..=1000000",
             ));
         }
+        self.cpu.identity()?;
         if self.jit.threshold == 0 {
             return Err(invalid("jit.threshold", "must be at least 1"));
         }
@@ -370,6 +425,27 @@ mod tests {
         .unwrap();
         assert!(gated.devices.com1.out2_gates_irq);
         assert!(!gated.devices.com2.out2_gates_irq);
+    }
+
+    #[test]
+    fn the_cpu_identity_is_configurable_and_checked() {
+        let text = MachineConfig::default().to_toml();
+        assert!(text.contains("vendor = \"GenuineIntel\""), "{text}");
+        let c = MachineConfig::from_toml(&text.replace("model = 14", "model = 13")).unwrap();
+        assert_eq!(c.cpu.identity().unwrap().signature(), 0x6D8);
+        let err = MachineConfig::from_toml(&text.replace("GenuineIntel", "Intel"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpu.vendor"), "{err}");
+        let err = MachineConfig::from_toml(&text.replace("stepping = 8", "stepping = 99"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stepping 99"), "{err}");
+        let without = text.replace("[cpu]", "[old_cpu]");
+        assert!(
+            MachineConfig::from_toml(&without).is_err(),
+            "unknown section"
+        );
     }
 
     #[test]

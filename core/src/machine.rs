@@ -52,6 +52,9 @@ pub struct Machine {
     pub no_reboot: bool,
     /// Reboots so far (`Machine::reset`).
     pub reboots: u64,
+    /// Who the CPU says it is (CPUID, and EDX after RESET); `[cpu]` in
+    /// the configuration.
+    pub cpu_identity: crate::cpu::cpuid::CpuIdentity,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -97,7 +100,15 @@ impl Machine {
             restart: Restart::default(),
             no_reboot: false,
             reboots: 0,
+            cpu_identity: Default::default(),
         })
+    }
+
+    /// Put the CPU in its RESET state (SDM Vol. 3A 9.1.1), with the
+    /// configured processor signature in EDX.
+    pub fn reset_cpu(&mut self) {
+        self.cpu = CpuState::at_reset();
+        self.cpu.gpr[crate::cpu::reg::EDX] = self.cpu_identity.signature();
     }
 
     /// Guest memory, for reading. Changes go through `Machine` (writes to

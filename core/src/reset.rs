@@ -32,7 +32,6 @@
 use std::sync::Arc;
 
 use crate::boot::{self, BootError};
-use crate::cpu::CpuState;
 use crate::engine::StopReason;
 use crate::machine::Machine;
 
@@ -88,7 +87,7 @@ impl Machine {
         let now = self.clock.now_ns();
         self.bus.reset(now)?;
         self.set_a20(true);
-        self.cpu = CpuState::at_reset();
+        self.reset_cpu();
         if let Restart::Multiboot(kernel) = self.restart.clone() {
             let modules: Vec<boot::Module> = kernel
                 .modules

@@ -32,6 +32,8 @@ pub enum PcError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Disk(DiskError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Where the machine's character devices talk to the host.
@@ -81,6 +83,11 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
     let mut m = Machine::with_ram_mib(config.machine.memory_mib)?;
     m.clock.ns_per_insn = config.clock.ns_per_instruction;
     m.no_reboot = config.machine.no_reboot;
+    m.cpu_identity = config
+        .cpu
+        .identity()
+        .map_err(|e| PcError::Config(e.to_string()))?;
+    m.reset_cpu();
     let d = &config.devices;
     if d.pic {
         let pic = m.add_port_device(Box::new(Pic::new()), &PIC_PORTS);

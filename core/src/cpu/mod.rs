@@ -45,17 +45,15 @@ pub const CPUID_FEATURES: u32 = (1 << 2) // DE: CR4.DE
     | (1 << 5) // MSR
     | (1 << 8) // CX8: CMPXCHG8B
     | (1 << 11) // SEP: SYSENTER/SYSEXIT
+    | (1 << 12) // MTRR: the memory type range registers (`msr`)
     | (1 << 13) // PGE: CR4.PGE accepted (every TLB flush is complete)
-    | (1 << 15); // CMOV
+    | (1 << 15) // CMOV
+    | (1 << 16); // PAT: IA32_PAT (`msr`)
 
 /// CPUID.1:EDX for a machine with or without a local APIC (bit 9).
 pub fn cpuid_features(has_lapic: bool) -> u32 {
     CPUID_FEATURES | if has_lapic { 1 << 9 } else { 0 }
 }
-
-/// The processor signature (CPUID.1:EAX, and EDX after reset): family 6,
-/// model 1, stepping 0.
-pub const CPUID_SIGNATURE: u32 = 0x0610;
 
 /// Exception vectors (SDM Vol. 3A table 6-1).
 pub mod vector {

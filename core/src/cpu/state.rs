@@ -148,7 +148,7 @@ pub struct TableReg {
 
 /// The model-specific registers ringside models.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Msrs {
     /// IA32_TIME_STAMP_COUNTER is `icount + tsc_offset` (time is virtual):
@@ -161,14 +161,122 @@ pub struct Msrs {
     pub _pad: u32,
     /// IA32_APIC_BASE.
     pub apic_base: u64,
+    // The Core Duo's model-specific registers (`cpu::msr`). Snapshots from
+    // before they existed load with their reset values.
+    /// IA32_MISC_ENABLE.
+    #[serde(default = "reset_misc_enable")]
+    pub misc_enable: u64,
+    /// IA32_PAT.
+    #[serde(default = "reset_pat")]
+    pub pat: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    #[serde(default)]
+    pub mtrr_def_type: u64,
+    /// IA32_MTRR_PHYSBASE0/PHYSMASK0 ... PHYSBASE7/PHYSMASK7, in MSR order.
+    #[serde(default)]
+    pub mtrr_var: [u64; 16],
+    /// The fixed-range MTRRs: FIX64K_00000, FIX16K_80000, FIX16K_A0000,
+    /// FIX4K_C0000 ... FIX4K_F8000.
+    #[serde(default)]
+    pub mtrr_fixed: [u64; 11],
+    /// IA32_PERFEVTSEL0 and 1.
+    #[serde(default)]
+    pub perfevtsel: [u64; 2],
+    /// IA32_PMC0 and 1: the value while stopped; while counting, the
+    /// counter is `pmc + icount` (40 bits), so it costs nothing per
+    /// instruction.
+    #[serde(default)]
+    pub pmc: [u64; 2],
+}
+
+fn reset_misc_enable() -> u64 {
+    msr_index::misc_enable::RESET
+}
+
+fn reset_pat() -> u64 {
+    msr_index::PAT_RESET
+}
+
+impl Default for Msrs {
+    /// The values after RESET (SDM Vol. 3A table 9-1 and Vol. 4).
+    fn default() -> Self {
+        Msrs {
+            tsc_offset: 0,
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            _pad: 0,
+            apic_base: 0,
+            misc_enable: reset_misc_enable(),
+            pat: reset_pat(),
+            mtrr_def_type: 0,
+            mtrr_var: [0; 16],
+            mtrr_fixed: [0; 11],
+            perfevtsel: [0; 2],
+            pmc: [0; 2],
+        }
+    }
 }
 
 pub mod msr_index {
     pub const TSC: u32 = 0x10;
+    pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1B;
+    pub const BIOS_SIGN_ID: u32 = 0x8B;
+    pub const PMC0: u32 = 0xC1;
+    pub const PMC1: u32 = 0xC2;
+    pub const MTRRCAP: u32 = 0xFE;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;
+    pub const PERFEVTSEL0: u32 = 0x186;
+    pub const PERFEVTSEL1: u32 = 0x187;
+    pub const MISC_ENABLE: u32 = 0x1A0;
+    pub const MTRR_PHYSBASE0: u32 = 0x200;
+    pub const MTRR_PHYSMASK7: u32 = 0x20F;
+    pub const MTRR_FIX64K_00000: u32 = 0x250;
+    pub const MTRR_FIX16K_80000: u32 = 0x258;
+    pub const MTRR_FIX16K_A0000: u32 = 0x259;
+    pub const MTRR_FIX4K_C0000: u32 = 0x268;
+    pub const MTRR_FIX4K_F8000: u32 = 0x26F;
+    pub const PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2FF;
+    pub const EFER: u32 = 0xC000_0080;
+    /// PAT after RESET: WB, WT, UC-, UC in entries 0-3 and again in 4-7
+    /// (SDM Vol. 3A 11.12.4).
+    pub const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+
+    /// IA32_MISC_ENABLE bits of the Core Duo (SDM Vol. 4 tables 2-2 and
+    /// "MSRs in Intel Core Solo and Intel Core Duo processors").
+    pub mod misc_enable {
+        pub const FAST_STRINGS: u64 = 1 << 0;
+        pub const TM1: u64 = 1 << 3;
+        /// Read-only 1: performance monitoring is available.
+        pub const PERFMON_AVAILABLE: u64 = 1 << 7;
+        pub const FERR_MULTIPLEXING: u64 = 1 << 10;
+        /// Read-only 1: no branch trace storage.
+        pub const BTS_UNAVAILABLE: u64 = 1 << 11;
+        /// Read-only 1: no precise event-based sampling.
+        pub const PEBS_UNAVAILABLE: u64 = 1 << 12;
+        pub const TM2: u64 = 1 << 13;
+        pub const EIST: u64 = 1 << 16;
+        pub const MONITOR_FSM: u64 = 1 << 18;
+        pub const LIMIT_CPUID_MAXVAL: u64 = 1 << 22;
+        pub const XTPR_DISABLE: u64 = 1 << 23;
+        pub const XD_DISABLE: u64 = 1 << 34;
+        pub const READ_ONLY: u64 = PERFMON_AVAILABLE | BTS_UNAVAILABLE | PEBS_UNAVAILABLE;
+        /// The bits WRMSR may change; writing any other bit is #GP(0).
+        pub const WRITABLE: u64 = FAST_STRINGS
+            | TM1
+            | FERR_MULTIPLEXING
+            | TM2
+            | EIST
+            | MONITOR_FSM
+            | LIMIT_CPUID_MAXVAL
+            | XTPR_DISABLE
+            | XD_DISABLE;
+        pub const RESET: u64 = FAST_STRINGS | READ_ONLY;
+    }
 }
 
 /// Run state that is part of the architecture but not a register.
@@ -268,8 +376,18 @@ impl CpuState {
             limit: 0xFFFF,
         };
         CpuState {
-            // EDX holds the processor signature after reset: family 6, model 1.
-            gpr: [0, 0, 0x0000_0610, 0, 0, 0, 0, 0],
+            // EDX holds the processor signature after reset (the default
+            // identity's; `Machine::reset_cpu` puts in the configured one).
+            gpr: [
+                0,
+                0,
+                super::cpuid::CpuIdentity::default().signature(),
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
             eip: 0xFFF0,
             eflags: EFLAGS_FIXED_ONES,
             seg,

@@ -1,4 +1,4 @@
-//! RDMSR, WRMSR and RDTSC: ECX, EDX and EAX to and from core's model-specific
+//! RDMSR, WRMSR, RDTSC and RDPMC: ECX, EDX and EAX to and from core's model-specific
 //! registers (`ringside_core::cpu::msr`).
 
 use iced_x86::{Instruction, Mnemonic};
@@ -18,6 +18,12 @@ fn rdtsc(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     Ok(())
 }
 
+fn rdpmc(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
+    let v = c.m.read_performance_monitoring_counter()?;
+    set_edx_eax(c, v);
+    Ok(())
+}
+
 fn rdmsr(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
     let v = c.m.read_msr(c.m.cpu.gpr[reg::ECX])?;
     set_edx_eax(c, v);
@@ -32,6 +38,7 @@ fn wrmsr(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
 pub fn lookup(i: &Instruction) -> Option<Handler> {
     Some(match i.mnemonic() {
         Mnemonic::Rdtsc => rdtsc,
+        Mnemonic::Rdpmc => rdpmc,
         Mnemonic::Rdmsr => rdmsr,
         Mnemonic::Wrmsr => wrmsr,
         _ => return None,

@@ -31,7 +31,7 @@ fn hlt(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
 }
 
 fn cpuid(c: &mut Ctx, _d: &Decoded) -> CpuResult<()> {
-    let r = c.m.cpuid(c.m.cpu.gpr[reg::EAX]);
+    let r = c.m.cpuid(c.m.cpu.gpr[reg::EAX], c.m.cpu.gpr[reg::ECX]);
     let g = &mut c.m.cpu.gpr;
     g[reg::EAX] = r.eax;
     g[reg::EBX] = r.ebx;

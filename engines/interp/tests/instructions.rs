@@ -296,6 +296,37 @@ fn cpuid_reports_no_fpu_and_the_implemented_features() {
 }
 
 #[test]
+fn cpuid_subleaf_in_ecx_selects_the_cache_of_leaf_4() {
+    let mut m = machine(&assemble(|a| {
+        a.mov(eax, 4u32)?;
+        a.mov(ecx, 2u32)?;
+        a.cpuid()
+    }));
+    run(&mut m);
+    assert_eq!(m.cpu.gpr[reg::EAX] & 0xFF, 0x43, "unified level-2 cache");
+}
+
+#[test]
+fn rdpmc_reads_a_counter_of_retired_instructions() {
+    // PERFEVTSEL0 = instructions retired, USR | OS | EN; then count.
+    let mut m = machine(&assemble(|a| {
+        a.mov(ecx, 0x186u32)?;
+        a.mov(eax, 0x43_00C0u32)?;
+        a.xor(edx, edx)?;
+        a.wrmsr()?;
+        a.xor(ecx, ecx)?;
+        a.rdpmc()?;
+        a.mov(ebx, eax)?;
+        a.nop()?;
+        a.nop()?;
+        a.rdpmc()
+    }));
+    run(&mut m);
+    assert_eq!(vector_taken(&m), None);
+    assert_eq!(m.cpu.gpr[reg::EAX] - m.cpu.gpr[reg::EBX], 4);
+}
+
+#[test]
 fn rdtsc_counts_retired_instructions() {
     let mut m = machine(&assemble(|a| {
         a.rdtsc()?;

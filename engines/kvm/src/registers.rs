@@ -230,6 +230,11 @@ pub fn kvm_to_cpu(k: &VcpuRegisters, icount: u64) -> CpuState {
             sysenter_eip: msr(msr_index::SYSENTER_EIP) as u32,
             _pad: 0,
             apic_base: s.apic_base,
+            // The part's other MSRs (IA32_MISC_ENABLE, the MTRRs, PAT, the
+            // performance counters) are the host module's under KVM and not
+            // exchanged (docs/kvm-host-deviations.md): the caller keeps
+            // ringside's own values.
+            ..Msrs::default()
         },
         run: RunState {
             halted: k.mp_state == KVM_MP_STATE_HALTED,

@@ -14,12 +14,13 @@ use std::time::Instant;
 use iced_x86::Mnemonic;
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_guest_debug, kvm_interrupt, kvm_msr_entry, kvm_run, CpuId, Msrs,
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_HALTED,
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_MP_STATE_HALTED,
 };
 use kvm_ioctls::{Cap, VcpuExit, VcpuFd, VmFd};
 use ringside_core::cpu::boundary::{Acceptance, BoundaryWork};
 use ringside_core::cpu::flags::{IF, TF};
-use ringside_core::cpu::{cpuid_features, SegReg, CPUID_SIGNATURE};
+use ringside_core::cpu::{Msrs as CpuMsrs, SegReg};
 use ringside_core::memory::PAGE_SIZE;
 use ringside_core::{EngineError, Exit, Machine, StopReason};
 
@@ -144,15 +145,36 @@ impl ExitKind {
     }
 }
 
-fn cpuid_entry(function: u32, eax: u32, ebx: u32, ecx: u32, edx: u32) -> kvm_cpuid_entry2 {
-    kvm_cpuid_entry2 {
-        function,
-        eax,
-        ebx,
-        ecx,
-        edx,
-        ..Default::default()
+/// The CPUID table ringside's CPU answers (`Machine::cpuid`): every basic
+/// and extended leaf, and leaf 4 per sub-leaf.
+fn cpuid_entries(m: &Machine) -> Vec<kvm_cpuid_entry2> {
+    let entry = |function: u32, index: u32, flags: u32| {
+        let r = m.cpuid(function, index);
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            flags,
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+            ..Default::default()
+        }
+    };
+    let max_basic = m.cpuid(0, 0).eax;
+    let max_extended = m.cpuid(0x8000_0000, 0).eax;
+    let mut entries = Vec::new();
+    for leaf in 0..=max_basic {
+        if leaf == 4 {
+            for sub in 0..4 {
+                entries.push(entry(4, sub, KVM_CPUID_FLAG_SIGNIFCANT_INDEX));
+            }
+        } else {
+            entries.push(entry(leaf, 0, 0));
+        }
     }
+    entries.extend((0x8000_0000..=max_extended).map(|leaf| entry(leaf, 0, 0)));
+    entries
 }
 
 impl Vm {
@@ -178,17 +200,8 @@ impl Vm {
             .map_err(|e| unavailable(format!("cannot create a vCPU: {e}")))?;
         // The CPU ringside models (CPUID as the interpreter answers it), so
         // a guest sees the same processor under every engine.
-        let cpuid = CpuId::from_entries(&[
-            cpuid_entry(
-                0,
-                1,
-                u32::from_le_bytes(*b"Ring"),
-                u32::from_le_bytes(*b"VCPU"),
-                u32::from_le_bytes(*b"side"),
-            ),
-            cpuid_entry(1, CPUID_SIGNATURE, 0, 0, cpuid_features(m.bus.has_lapic())),
-        ])
-        .map_err(|e| unavailable(format!("building CPUID: {e:?}")))?;
+        let cpuid = CpuId::from_entries(&cpuid_entries(m))
+            .map_err(|e| unavailable(format!("building CPUID: {e:?}")))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| unavailable(format!("KVM_SET_CPUID2: {e}")))?;
         let kicker =
@@ -311,7 +324,16 @@ impl Vm {
         if halted {
             k.mp_state = KVM_MP_STATE_HALTED;
         }
+        let model_msrs = m.cpu.msr;
         m.cpu = kvm_to_cpu(&k, m.clock.icount);
+        m.cpu.msr = CpuMsrs {
+            tsc_offset: m.cpu.msr.tsc_offset,
+            sysenter_cs: m.cpu.msr.sysenter_cs,
+            sysenter_esp: m.cpu.msr.sysenter_esp,
+            sysenter_eip: m.cpu.msr.sysenter_eip,
+            apic_base: m.cpu.msr.apic_base,
+            ..model_msrs
+        };
         m.sync_debug_registers();
         Ok(())
     }
