@@ -26,6 +26,7 @@ const BIOS_SOURCES: &[&str] = &[
     "memmap.c",
     "ata.c",
     "mptable.c",
+    "acpi.c",
 ];
 
 /// The size of the ROM: it ends at 1 MiB and at 4 GiB.

@@ -293,6 +293,8 @@ fn engines() {
 /// Exit statuses other than a guest's own debug-exit value.
 pub mod status {
     pub const HALTED: i32 = 0;
+    /// ACPI soft off, as QEMU exits.
+    pub const POWER_OFF: i32 = 0;
     pub const ERROR: i32 = 2;
     pub const QUIT: i32 = 3;
     /// The engine cannot run this guest on this host (or at all here): the
@@ -736,6 +738,10 @@ fn run(args: RunArgs) -> Result<i32> {
         }
         SessionEnd::Machine(RunOutcome::Stopped(StopReason::DebugExit(v))) => {
             ("debug-exit", v as i32)
+        }
+        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::PowerOff)) => {
+            eprintln!("ringside: {r}");
+            ("power-off", status::POWER_OFF)
         }
         SessionEnd::Machine(RunOutcome::Stopped(
             r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }),

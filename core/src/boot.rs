@@ -235,6 +235,9 @@ pub(crate) fn load_multiboot_image(
     if m.bus.has_lapic() {
         write_mp_tables(m)?;
     }
+    if let Some(t) = m.acpi_tables.clone() {
+        m.mem.write_ram(t.at, &t.bytes)?;
+    }
     enter_flat_protected_mode_with_gdt(m, elf.entry as u32, gdt);
     m.cpu.gpr[reg::EAX] = MB_BOOT_MAGIC;
     m.cpu.gpr[reg::EBX] = base + block::INFO;
@@ -284,12 +287,13 @@ fn write_boot_info(
         m.mem.write_ram(mods_at, &mods)?;
     }
     // Memory map entries: size, base (64), length (64), type.
-    let regions: [(u64, u64, u32); 4] = [
-        (0, 0x9_FC00, 1),
-        (0x9_FC00, 0x400, 2),
-        (0xF_0000, 0x1_0000, 2),
-        (0x10_0000, ram as u64 - 0x10_0000, 1),
-    ];
+    let mut regions: Vec<(u64, u64, u32)> = vec![(0, 0x9_FC00, 1), (0x9_FC00, 0x400, 2)];
+    // The ACPI tables (at 0xE0000 on a PC), then the MP tables' 64 KiB.
+    if let Some(t) = &m.acpi_tables {
+        regions.push((t.at as u64, t.reserve as u64, 2));
+    }
+    regions.push((0xF_0000, 0x1_0000, 2));
+    regions.push((0x10_0000, ram as u64 - 0x10_0000, 1));
     let mut mmap = Vec::new();
     for (base, len, ty) in regions.iter().filter(|r| r.1 > 0) {
         mmap.extend_from_slice(&20u32.to_le_bytes());

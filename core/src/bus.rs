@@ -33,6 +33,8 @@ pub enum StopRequest {
     DebugExit(u8),
     /// The guest asked for a system reset.
     Reset,
+    /// The guest powered the machine off (ACPI S5).
+    PowerOff,
 }
 
 /// What devices tell the machine, collected while an instruction runs.

@@ -118,6 +118,17 @@ pub struct DevicesSection {
     pub post_codes: bool,
     /// Debug console port 0xE9.
     pub debug_console: bool,
+    /// QEMU's fw_cfg interface at ports 0x510-0x511.
+    #[serde(default = "yes")]
+    pub fw_cfg: bool,
+    /// ACPI: the tables (RSDP, RSDT, FADT, MADT, HPET) the BIOS and the
+    /// Multiboot loader publish, and the PM registers at 0x600.
+    #[serde(default = "yes")]
+    pub acpi: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a disk image is opened.
@@ -282,6 +293,8 @@ impl Default for MachineConfig {
                 debug_exit: true,
                 post_codes: true,
                 debug_console: true,
+                fw_cfg: true,
+                acpi: true,
             },
             disks: Vec::new(),
         }

@@ -67,6 +67,9 @@ pub enum StopReason {
     /// reboot the machine (`Machine::settle_stop`); it ends a run only
     /// when the machine does not reboot (`machine.no_reboot`).
     ResetRequested,
+    /// The guest powered the machine off (ACPI soft off, S5): the run
+    /// ends with status 0, as QEMU's does.
+    PowerOff,
 }
 
 impl std::fmt::Display for StopReason {
@@ -84,6 +87,7 @@ impl std::fmt::Display for StopReason {
                 write!(f, "triple fault (shutdown) at {cs:04x}:{eip:08x}")
             }
             StopReason::ResetRequested => write!(f, "the guest requested a reset"),
+            StopReason::PowerOff => write!(f, "the guest powered the machine off (ACPI S5)"),
         }
     }
 }
@@ -105,6 +109,7 @@ impl StopReason {
             StopReason::DeadHalt { .. } | StopReason::IdleForever { .. } => "halt",
             StopReason::TripleFault { .. } => "triple-fault",
             StopReason::ResetRequested => "reset",
+            StopReason::PowerOff => "power-off",
         }
     }
 }

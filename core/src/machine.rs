@@ -55,6 +55,19 @@ pub struct Machine {
     /// Who the CPU says it is (CPUID, and EDX after RESET); `[cpu]` in
     /// the configuration.
     pub cpu_identity: crate::cpu::cpuid::CpuIdentity,
+    /// ACPI tables the Multiboot loader writes into RAM (the BIOS gets
+    /// the same bytes through fw_cfg); set by whoever builds the PC.
+    pub acpi_tables: Option<AcpiTables>,
+}
+
+/// ACPI tables laid out for one physical address (`Machine::acpi_tables`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcpiTables {
+    /// Where they go; the RSDP is first.
+    pub at: u32,
+    pub bytes: Arc<[u8]>,
+    /// The bytes from `at` the memory map reserves for them.
+    pub reserve: u32,
 }
 
 /// DR0-DR3 data breakpoints (SDM Vol. 3A 17.2.4-17.2.5). While any is armed
@@ -101,6 +114,7 @@ impl Machine {
             no_reboot: false,
             reboots: 0,
             cpu_identity: Default::default(),
+            acpi_tables: None,
         })
     }
 
@@ -264,6 +278,7 @@ impl Machine {
         self.bus.signals.stop.take().map(|r| match r {
             StopRequest::DebugExit(c) => StopReason::DebugExit(c),
             StopRequest::Reset => StopReason::ResetRequested,
+            StopRequest::PowerOff => StopReason::PowerOff,
         })
     }
 

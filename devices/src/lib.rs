@@ -6,7 +6,10 @@
 //! the debug console at 0xE9). The rest of the PC comes with the platform
 //! issue. Start reading at [`uart`].
 
+pub mod acpi;
+pub mod acpi_pm;
 pub mod emulator_ports;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ide;
 pub mod ioapic;

@@ -11,9 +11,12 @@ use ringside_core::memory::MemoryError;
 use ringside_core::Machine;
 use thiserror::Error;
 
+use crate::acpi::{self, Platform, FW_CFG_FILE, TABLES_BASE, TABLES_SIZE};
+use crate::acpi_pm::{AcpiPm, PM_PORTS};
 use crate::emulator_ports::{
     DebugConsole, DebugExit, PostCode, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT,
 };
+use crate::fw_cfg::{e820_file, FwCfg, FwCfgContents, FW_CFG_PORTS};
 use crate::i8042::KeyboardController;
 use crate::ide::{Disk, DiskError, DiskMode, IdeChannel, PRIMARY_COMMAND_BLOCK, PRIMARY_CONTROL};
 use crate::ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
@@ -34,6 +37,8 @@ pub enum PcError {
     Disk(DiskError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot read the initrd {path}: {error}")]
+    Initrd { path: String, error: String },
 }
 
 /// Where the machine's character devices talk to the host.
@@ -190,6 +195,45 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
             Box::new(DebugConsole::new(debug_console)),
             &[(DEBUG_CONSOLE_PORT, DEBUG_CONSOLE_PORT)],
         );
+    }
+    if d.acpi {
+        m.add_port_device(Box::new(AcpiPm::new()), &PM_PORTS);
+        let platform = Platform {
+            lapic: d.apic,
+            ioapic_id: d.apic.then_some(1),
+            hpet: false,
+        };
+        m.acpi_tables = Some(ringside_core::machine::AcpiTables {
+            at: TABLES_BASE,
+            bytes: acpi::build(&platform, TABLES_BASE).into(),
+            reserve: TABLES_SIZE,
+        });
+    }
+    if d.fw_cfg {
+        let ram_bytes = config.machine.memory_mib as u64 * 1024 * 1024;
+        let mut files: Vec<(String, std::sync::Arc<[u8]>)> =
+            vec![("etc/e820".into(), e820_file(ram_bytes).into())];
+        if let Some(t) = &m.acpi_tables {
+            files.push((FW_CFG_FILE.into(), t.bytes.clone()));
+        }
+        let initrd = match config.boot.initrd.as_str() {
+            "" => None,
+            path => Some(
+                std::fs::read(path)
+                    .map_err(|e| PcError::Initrd {
+                        path: path.into(),
+                        error: e.to_string(),
+                    })?
+                    .into(),
+            ),
+        };
+        let contents = FwCfgContents {
+            ram_bytes,
+            cmdline: config.boot.cmdline.clone(),
+            initrd,
+            files,
+        };
+        m.add_port_device(Box::new(FwCfg::new(&contents)), &FW_CFG_PORTS);
     }
     Ok(m)
 }

@@ -1,5 +1,6 @@
 /* The memory map: how much RAM the CMOS says there is, and which ranges
- * the OS must leave alone. POST writes it into the EBDA once; INT 15h
+ * the OS must leave alone (the EBDA, the ACPI tables when acpi.c copied
+ * some, the ROM, the APICs). POST writes it into the EBDA once; INT 15h
  * E820h/E801h/88h only copy from there.
  *
  * CMOS 0x30/0x31 (IBM AT): KiB of RAM above 1 MiB, saturating at 0xFFFF.
@@ -23,7 +24,7 @@ static void e820_add(u32 base, u32 length, u32 type)
 	EBDA16(EBDA_E820_COUNT)++;
 }
 
-void memory_map_init(void)
+void memory_map_init(int acpi_tables)
 {
 	u32 ext_kib = cmos_read(0x30) | (u32)cmos_read(0x31) << 8;
 	u32 high_64k = cmos_read(0x34) | (u32)cmos_read(0x35) << 8;
@@ -40,6 +41,8 @@ void memory_map_init(void)
 	EBDA16(EBDA_E820_COUNT) = 0;
 	e820_add(0, EBDA_BASE, E820_RAM);
 	e820_add(EBDA_BASE, EBDA_SIZE, E820_RESERVED);
+	if (acpi_tables)
+		e820_add(0xE0000, 0x10000, E820_RESERVED);	/* ACPI tables (acpi.c) */
 	e820_add(BIOS_BASE, 0x10000, E820_RESERVED);
 	if (ram_end > 0x100000)
 		e820_add(0x100000, ram_end - 0x100000, E820_RAM);

@@ -1,6 +1,7 @@
 /* Power-on self test: bring the PC's devices to the state a PC operating
  * system expects, fill in the interrupt vector table and the BIOS data
- * area, and build the tables (memory map, disk parameters, MP tables) the
+ * area, and build the tables (memory map, disk parameters, MP tables,
+ * ACPI tables from fw_cfg) the
  * runtime services and the OS read. Entered from reset.S in flat 32-bit
  * protected mode with interrupts off; returns to reset.S, which goes back
  * to real mode and boots through INT 19h. */
@@ -225,7 +226,7 @@ void post_main(void)
 	kbc_init();
 	ticks_from_rtc();
 	post_code(0x05);
-	memory_map_init();
+	memory_map_init(acpi_init());
 	post_code(0x06);
 	ata_init();
 	post_code(0x07);

@@ -64,7 +64,8 @@ void console_putc(char c);
 void console_puts(const char *s);
 void console_putdec(u32 value);
 
-void memory_map_init(void);
+int acpi_init(void);
+void memory_map_init(int acpi_tables);
 void ata_init(void);
 void mptable_init(void);
 

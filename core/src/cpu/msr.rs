@@ -139,7 +139,7 @@ impl Machine {
                 // 32 physical address bits (CPUID 0x80000008): PhysBase is
                 // type (7:0) and base (31:12); PhysMask is valid (11) and
                 // mask (31:12) (SDM Vol. 3A 11.11.2.3).
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     check(value & !0xFFFF_F0FF == 0 && valid_mtrr_type(value & 0xFF))?;
                 } else {
                     check(value & !0xFFFF_F800 == 0)?;
