@@ -88,10 +88,18 @@ pub enum Acknowledge {
 /// The effects a device produced while handling one call.
 #[derive(Debug, Default)]
 pub struct DeviceEvents {
-    irq: Vec<(u8, bool)>,
+    /// Line changes and claims, carried out in the order they were made.
+    lines: Vec<LineEvent>,
     timer: Option<Option<u64>>,
     apic: Vec<ApicMessage>,
     eoi: Vec<u8>,
+}
+
+/// What a device did to an interrupt line.
+#[derive(Debug)]
+enum LineEvent {
+    Level(u8, bool),
+    Claim(u8, bool),
 }
 
 /// What a device may do while handling an access or callback.
@@ -115,7 +123,7 @@ impl<'a> DeviceCtx<'a> {
     /// controllers see a rising edge when a low line goes high.
     pub fn set_irq(&mut self, line: u8, level: bool) {
         if line < IRQ_LINES {
-            self.events.irq.push((line, level));
+            self.events.lines.push(LineEvent::Level(line, level));
         }
     }
 
@@ -123,6 +131,19 @@ impl<'a> DeviceCtx<'a> {
     pub fn pulse_irq(&mut self, line: u8) {
         self.set_irq(line, true);
         self.set_irq(line, false);
+    }
+
+    /// Take interrupt line `line` over from every other device that drives
+    /// it (`claimed`), or give it back. The HPET's legacy replacement route
+    /// (IA-PC HPET 1.0a section 2.3.7) cuts the PIT off IRQ 0 and the RTC
+    /// off IRQ 8 this way. While a device holds a line, the others' changes
+    /// on it reach no listener: the bus lowers the line when the claim
+    /// starts, remembers the level the others drive, and drives the line
+    /// to it when the claim ends.
+    pub fn claim_irq_line(&mut self, line: u8, claimed: bool) {
+        if line < IRQ_LINES {
+            self.events.lines.push(LineEvent::Claim(line, claimed));
+        }
     }
 
     /// Ask for [`Device::timer`] at virtual time `deadline_ns` (replacing
@@ -233,6 +254,12 @@ pub trait Device: Send {
 #[serde(deny_unknown_fields)]
 pub struct BusState {
     pub lines: [bool; IRQ_LINES as usize],
+    /// The device index holding each line ([`DeviceCtx::claim_irq_line`]).
+    #[serde(default)]
+    pub claims: [Option<usize>; IRQ_LINES as usize],
+    /// The level the other devices drive on each claimed line.
+    #[serde(default)]
+    pub unclaimed_levels: [bool; IRQ_LINES as usize],
     pub deadlines: Vec<Option<u64>>,
     pub signals: Signals,
 }
@@ -248,6 +275,10 @@ pub struct Bus {
     pub signals: Signals,
     /// Current level of each interrupt line.
     lines: [bool; IRQ_LINES as usize],
+    /// The device holding each line, and the level the others drive on it
+    /// meanwhile ([`DeviceCtx::claim_irq_line`]).
+    claims: [Option<usize>; IRQ_LINES as usize],
+    unclaimed_levels: [bool; IRQ_LINES as usize],
     /// Interrupt controllers and the line-to-input map each sees.
     irq_listeners: Vec<(DeviceId, [u8; IRQ_LINES as usize])>,
     eoi_listeners: Vec<DeviceId>,
@@ -281,6 +312,8 @@ impl Bus {
             ports: vec![0u16; 65536].into_boxed_slice(),
             signals: Signals::default(),
             lines: [false; IRQ_LINES as usize],
+            claims: [None; IRQ_LINES as usize],
+            unclaimed_levels: [false; IRQ_LINES as usize],
             irq_listeners: Vec::new(),
             eoi_listeners: Vec::new(),
             pic: None,
@@ -411,13 +444,23 @@ impl Bus {
         if depth > 8 {
             return;
         }
-        for (line, level) in events.irq {
-            self.lines[line as usize] = level;
-            for (l, map) in self.irq_listeners.clone() {
-                let input = map[line as usize];
-                self.call(l.0, now_ns, depth, |dev, ctx| {
-                    dev.irq_line(input, level, ctx)
-                });
+        for event in events.lines {
+            match event {
+                LineEvent::Level(line, level) => match self.claims[line as usize] {
+                    Some(holder) if holder != d => self.unclaimed_levels[line as usize] = level,
+                    _ => self.drive_line(line, level, now_ns, depth),
+                },
+                LineEvent::Claim(line, true) if self.claims[line as usize].is_none() => {
+                    self.claims[line as usize] = Some(d);
+                    self.unclaimed_levels[line as usize] = self.lines[line as usize];
+                    self.drive_line(line, false, now_ns, depth);
+                }
+                LineEvent::Claim(line, false) if self.claims[line as usize] == Some(d) => {
+                    self.claims[line as usize] = None;
+                    let level = self.unclaimed_levels[line as usize];
+                    self.drive_line(line, level, now_ns, depth);
+                }
+                LineEvent::Claim(..) => {}
             }
         }
         for msg in events.apic {
@@ -433,6 +476,17 @@ impl Bus {
             }
         }
         self.update_lint0();
+    }
+
+    /// Set `line` to `level` and tell every interrupt controller.
+    fn drive_line(&mut self, line: u8, level: bool, now_ns: u64, depth: u32) {
+        self.lines[line as usize] = level;
+        for (l, map) in self.irq_listeners.clone() {
+            let input = map[line as usize];
+            self.call(l.0, now_ns, depth, |dev, ctx| {
+                dev.irq_line(input, level, ctx)
+            });
+        }
     }
 
     fn call(
@@ -622,6 +676,8 @@ impl Bus {
     pub fn bus_state(&self) -> BusState {
         BusState {
             lines: self.lines,
+            claims: self.claims,
+            unclaimed_levels: self.unclaimed_levels,
             deadlines: self.deadlines.clone(),
             signals: self.signals.clone(),
         }
@@ -632,6 +688,8 @@ impl Bus {
     /// are plugged in (a device without a saved deadline gets none).
     pub fn restore_bus_state(&mut self, state: &BusState) {
         self.lines = state.lines;
+        self.claims = state.claims;
+        self.unclaimed_levels = state.unclaimed_levels;
         for (i, d) in self.deadlines.iter_mut().enumerate() {
             *d = state.deadlines.get(i).copied().flatten();
         }
@@ -646,13 +704,15 @@ impl Bus {
 
     /// Every device's saved state, by device index.
     /// Assert the RESET line of every device (`Machine::reset`): lines go
-    /// low, timers are cancelled, requests not yet taken are dropped (the
+    /// low and claims on them end, timers are cancelled, requests not yet taken are dropped (the
     /// last POST code stays, as a POST card keeps showing it), and each
     /// device returns to its reset state. An error names the device whose
     /// power-on state did not restore, which only a device whose
     /// `restore_state` refuses its own `save_state` can cause.
     pub fn reset(&mut self, now_ns: u64) -> Result<(), StateError> {
         self.lines = [false; IRQ_LINES as usize];
+        self.claims = [None; IRQ_LINES as usize];
+        self.unclaimed_levels = [false; IRQ_LINES as usize];
         self.deadlines.iter_mut().for_each(|d| *d = None);
         self.update_earliest();
         self.signals = Signals {
@@ -795,5 +855,63 @@ mod tests {
         assert_eq!(a.0, 0x42);
         assert!(a.restore_state(&serde_json::json!({})).is_err());
         assert_eq!(a.0, 0x42);
+    }
+
+    /// Drives line 3 (a write of 0 or 1) or claims it (0x100 | claimed).
+    struct LineDevice;
+    impl Device for LineDevice {
+        fn name(&self) -> &'static str {
+            "line-device"
+        }
+        fn io_read(&mut self, _port: u16, _size: u8, _ctx: &mut DeviceCtx) -> u32 {
+            0
+        }
+        fn io_write(&mut self, _port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
+            if value & 0x100 != 0 {
+                ctx.claim_irq_line(3, value & 1 != 0);
+            } else {
+                ctx.set_irq(3, value & 1 != 0);
+            }
+        }
+        fn save_state(&self) -> Value {
+            Value::Null
+        }
+        fn restore_state(&mut self, _state: &Value) -> Result<(), StateError> {
+            Ok(())
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn claimed_line_hides_other_drivers_until_released() {
+        let mut bus = Bus::new();
+        let (old, new) = (0x10, 0x20);
+        let id = bus.add(Box::new(LineDevice));
+        bus.claim_ports(id, old, old + 1);
+        let id = bus.add(Box::new(LineDevice));
+        bus.claim_ports(id, new, new + 1);
+        bus.io_write(old, 2, 1, 0);
+        assert!(bus.irq_level(3));
+        bus.io_write(new, 2, 0x101, 0);
+        assert!(!bus.irq_level(3), "a claim starts with the line low");
+        bus.io_write(old, 2, 0, 0);
+        bus.io_write(old, 2, 1, 0);
+        assert!(!bus.irq_level(3), "the old driver is cut off");
+        bus.io_write(new, 2, 1, 0);
+        assert!(bus.irq_level(3), "the holder drives it");
+        bus.io_write(new, 2, 0, 0);
+        bus.io_write(old, 2, 0x101, 0);
+        assert!(!bus.irq_level(3), "only one holder at a time");
+        let saved = bus.bus_state();
+        bus.io_write(new, 2, 0x100, 0);
+        assert!(bus.irq_level(3), "released: the old driver's level is back");
+        bus.restore_bus_state(&saved);
+        bus.io_write(old, 2, 0, 0);
+        assert!(!bus.irq_level(3), "a restored claim still holds");
+        bus.reset(0).unwrap();
+        bus.io_write(old, 2, 1, 0);
+        assert!(bus.irq_level(3), "reset ends the claim");
     }
 }
