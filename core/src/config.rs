@@ -125,8 +125,12 @@ pub struct DevicesSection {
     /// Multiboot loader publish, and the PM registers at 0x600.
     #[serde(default = "yes")]
     pub acpi: bool,
+    /// HPET at 0xFED00000. A file without the key gets one.
+    #[serde(default = "yes")]
+    pub hpet: bool,
 }
 
+/// The default of device keys older configuration files lack.
 fn yes() -> bool {
     true
 }
@@ -295,6 +299,7 @@ impl Default for MachineConfig {
                 debug_console: true,
                 fw_cfg: true,
                 acpi: true,
+                hpet: true,
             },
             disks: Vec::new(),
         }

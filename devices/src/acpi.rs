@@ -14,6 +14,7 @@
 //! PM device ([`crate::acpi_pm`]) turns into a power-off.
 
 use crate::acpi_pm::{PM_BASE, PM_TMR_PORT, SCI_IRQ};
+use crate::hpet::{CAPABILITIES, HPET_BASE};
 use crate::ioapic::IOAPIC_BASE;
 use crate::lapic::LAPIC_BASE;
 
@@ -25,10 +26,9 @@ pub const TABLES_SIZE: u32 = 0x1_0000;
 /// The fw_cfg file the BIOS copies to [`TABLES_BASE`].
 pub const FW_CFG_FILE: &str = "etc/ringside/acpi";
 
-/// The HPET's MMIO base and the low half of its capabilities register,
-/// the table's event timer block ID (checked against `crate::hpet`).
-const HPET_BASE: u32 = 0xFED0_0000;
-const HPET_CAPABILITIES_LOW: u32 = 0x8086_A201;
+/// The HPET table's event timer block ID: the low half of the HPET's
+/// capabilities register.
+const HPET_CAPABILITIES_LOW: u32 = CAPABILITIES as u32;
 
 const OEM_ID: &[u8; 6] = b"RINGSD";
 const OEM_TABLE_ID: &[u8; 8] = b"RINGSIDE";
@@ -285,7 +285,7 @@ mod tests {
         let blob = build(&pc(), TABLES_BASE);
         let hpet = rsdt_tables(&blob)[2];
         assert_eq!(hpet.len(), 56);
-        assert_eq!(u32_at(hpet, 36), HPET_CAPABILITIES_LOW);
+        assert_eq!(u32_at(hpet, 36), 0x8086_A201);
         assert_eq!(u32_at(hpet, 44), HPET_BASE);
     }
 

@@ -10,6 +10,7 @@ pub mod acpi;
 pub mod acpi_pm;
 pub mod emulator_ports;
 pub mod fw_cfg;
+pub mod hpet;
 pub mod i8042;
 pub mod ide;
 pub mod ioapic;

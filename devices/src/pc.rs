@@ -2,7 +2,7 @@
 //! DESIGN.md section 6 wired the way a PC wires them — ISA IRQs to the
 //! 8259A pair and the IOAPIC (IRQ 0 arriving at IOAPIC pin 2, as the MP
 //! table says), the PIC's INTR to the local APIC's LINT0, MMIO windows at
-//! 0xFEE00000 and 0xFEC00000.
+//! 0xFEE00000 and 0xFEC00000, and the HPET's at 0xFED00000.
 
 use std::path::Path;
 
@@ -17,6 +17,7 @@ use crate::emulator_ports::{
     DebugConsole, DebugExit, PostCode, DEBUG_CONSOLE_PORT, DEBUG_EXIT_PORT,
 };
 use crate::fw_cfg::{e820_file, FwCfg, FwCfgContents, FW_CFG_PORTS};
+use crate::hpet::{Hpet, HPET_BASE, HPET_SIZE};
 use crate::i8042::KeyboardController;
 use crate::ide::{Disk, DiskError, DiskMode, IdeChannel, PRIMARY_COMMAND_BLOCK, PRIMARY_CONTROL};
 use crate::ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
@@ -77,7 +78,7 @@ impl HostIo {
 /// IOAPIC inputs for bus lines: ISA IRQ 0 arrives at pin 2 and pin 0 is
 /// left to the 8259A's INTR (the MP 1.4 "interrupt source override" every
 /// PC chipset since the 82093AA has).
-fn ioapic_pin_map() -> [u8; 24] {
+pub(crate) fn ioapic_pin_map() -> [u8; 24] {
     let mut map: [u8; 24] = std::array::from_fn(|i| i as u8);
     map.swap(0, 2);
     map
@@ -196,12 +197,16 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
             &[(DEBUG_CONSOLE_PORT, DEBUG_CONSOLE_PORT)],
         );
     }
+    if d.hpet {
+        let hpet = m.bus.add(Box::new(Hpet::new()));
+        m.map_mmio(HPET_BASE, HPET_SIZE, hpet);
+    }
     if d.acpi {
         m.add_port_device(Box::new(AcpiPm::new()), &PM_PORTS);
         let platform = Platform {
             lapic: d.apic,
             ioapic_id: d.apic.then_some(1),
-            hpet: false,
+            hpet: d.hpet,
         };
         m.acpi_tables = Some(ringside_core::machine::AcpiTables {
             at: TABLES_BASE,
