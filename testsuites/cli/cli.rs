@@ -986,12 +986,12 @@ fn built_in_guests_retire_their_pinned_instruction_counts() {
     let demo_script: &[u8] = b"run hello\npoweroff\n";
     let pinned: &[(&str, &[u8], u64)] = &[
         ("bench-int-small", b"", 5_741_726),
-        ("demo", demo_script, 297_194),
-        ("demo-disk", demo_script, 338_707),
+        ("demo", demo_script, 297_238),
+        ("demo-disk", demo_script, 342_967),
         ("exceptions", b"", 59_083),
         ("hello", b"", 5_250),
         ("irq-pm", b"", 7_587),
-        ("irq-real", b"", 33_508),
+        ("irq-real", b"", 37_671),
         ("jit-torture", b"", 2_319_594),
         ("paging", b"", 62_424),
         ("pm-segments", b"", 65_701),

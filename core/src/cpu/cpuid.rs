@@ -193,8 +193,10 @@ impl Machine {
             }
             // L2: 2048 KiB, 8-way (encoding 6), 64-byte lines.
             0x8000_0006 => r(0, 0, 2048 << 16 | 6 << 12 | 64, 0),
-            // 32 physical and 32 linear address bits.
-            0x8000_0008 => r(0x2020, 0, 0, 0),
+            // 32 physical address bits; the linear-address field is 0, as
+            // QEMU reports it for 32-bit parts (KVM accepts only 0, 48 or
+            // 57 there, and both engines answer alike).
+            0x8000_0008 => r(0x20, 0, 0, 0),
             // Leaf 3 (no PSN), 5 (no MONITOR), 6 (no thermal and power
             // management), 7-9, 0x80000001 (no NX, no long mode: so no
             // IA32_EFER), 0x80000005 and 0x80000007: reserved or empty.
