@@ -48,6 +48,12 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "fw-probe",
+        description: "prints what firmware and CPU identity it finds, one `probe: KEY = VALUE` per line: fw_cfg, ACPI tables, PM timer, HPET, CPUID, MSRs (MTRRs, PAT, perf counters, EFER)",
+        sources: &["fw-probe.c"],
+        defines: &[],
+    },
+    GuestSpec {
         name: "hello",
         description: "prints a greeting on COM1 and exits 0",
         sources: &["hello.c"],
