@@ -232,3 +232,67 @@ fn multiboot_modules_are_loaded_page_aligned_after_the_kernel() {
     m.mem().read_ram(string, &mut name).unwrap();
     assert_eq!(&name, b"initrd.img\0");
 }
+
+/// ACPI soft off: SLP_EN with the `\_S5` sleep type (0) in PM1a_CNT, the
+/// port the FADT names, ends the run as a power-off.
+#[test]
+fn writing_slp_en_with_the_s5_type_powers_the_pc_off() {
+    let mut m = pc(&MachineConfig::default(), SharedBuffer::default());
+    load(&mut m, |a, timer, rx| {
+        a.mov(dx, 0x604u32)?;
+        a.mov(ax, 0x2000u32)?;
+        a.out(dx, ax)?;
+        // Not reached: power-off comes before the debug exit.
+        a.mov(al, 7u32)?;
+        a.out(0xF4u32, al)?;
+        a.set_label(timer)?;
+        a.iretd()?;
+        a.set_label(rx)?;
+        a.iretd()
+    });
+    let out = m.run_until_stopped(&mut Interp::new(), Some(1000)).unwrap();
+    assert_eq!(out, RunOutcome::Stopped(StopReason::PowerOff));
+}
+
+/// The HPET, routed by legacy replacement to IRQ 0, interrupts the CPU
+/// through the 8259A once its comparator is reached: the whole path from
+/// MMIO writes to the interrupt on the default PC.
+#[test]
+fn an_hpet_one_shot_in_legacy_replacement_interrupts_through_irq_0() {
+    let mut m = pc(&MachineConfig::default(), SharedBuffer::default());
+    load(&mut m, |a, timer, rx| {
+        init_pic(a)?;
+        a.xor(ebx, ebx)?;
+        // Timer 0: interrupts enabled, edge, one-shot; comparator 1000
+        // counts (10 us); then LEG_RT_CNF | ENABLE_CNF.
+        a.mov(dword_ptr(0xFED0_0100u32), 0x4u32)?;
+        a.mov(dword_ptr(0xFED0_0108u32), 1000u32)?;
+        a.mov(dword_ptr(0xFED0_010Cu32), 0u32)?;
+        a.mov(dword_ptr(0xFED0_0010u32), 0x3u32)?;
+        a.sti()?;
+        let mut wait = a.create_label();
+        a.set_label(&mut wait)?;
+        a.hlt()?;
+        a.cmp(ebx, 0)?;
+        a.je(wait)?;
+        a.mov(al, 0u32)?;
+        a.out(0xF4u32, al)?;
+        a.set_label(timer)?;
+        a.inc(ebx)?;
+        a.mov(al, 0x20u32)?;
+        a.out(0x20u32, al)?;
+        a.iretd()?;
+        a.set_label(rx)?;
+        a.iretd()
+    });
+    let out = m
+        .run_until_stopped(&mut Interp::new(), Some(1_000_000))
+        .unwrap();
+    assert_eq!(out, RunOutcome::Stopped(StopReason::DebugExit(0)));
+    assert_eq!(
+        m.cpu.gpr[reg::EBX],
+        1,
+        "exactly one interrupt from the one-shot"
+    );
+    assert!(m.clock.now_ns() >= 10_000, "not before the comparator");
+}
