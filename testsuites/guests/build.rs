@@ -78,6 +78,12 @@ const GUESTS: &[GuestSpec] = &[
         defines: &[],
     },
     GuestSpec {
+        name: "nanobench",
+        description: "Adams & Agesen's nanobenchmarks with paging on, one RDTSC-timed loop each: INT 0x80, SYSENTER, IN, TPR write, CALL/RET, #PF, #DE, PTE write + INVLPG, CLI/STI, PUSHF/POPF; `ops=` and `iters=` on the command line",
+        sources: &["nanobench.c", "nanobench.S"],
+        defines: &[],
+    },
+    GuestSpec {
         name: "paging",
         description: "page-fault error codes and CR2, accessed/dirty bits, 4 MiB pages, CR0.WP, INVLPG",
         sources: &["paging.c"],
