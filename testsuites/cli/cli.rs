@@ -186,6 +186,18 @@ fn default_configuration_prints_and_loads_back() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 }
 
+/// The book's getting-started chapter shows `config --print-default`: it
+/// must be what the command prints, so the listing cannot drift.
+#[test]
+fn the_books_default_configuration_listing_is_what_the_command_prints() {
+    let book = include_str!("../../book/src/getting-started.md");
+    let marker = "$ ringside config --print-default\n";
+    let start = book.find(marker).expect("the chapter shows the command") + marker.len();
+    let end = start + book[start..].find("```").expect("the listing ends");
+    let out = ringside(&["config", "--print-default"]);
+    assert_eq!(&book[start..end], text(&out.stdout));
+}
+
 #[test]
 fn a_wrong_configuration_key_is_named_in_the_error() {
     let dir = temp_dir("badconfig");
@@ -989,10 +1001,12 @@ fn built_in_guests_retire_their_pinned_instruction_counts() {
         ("demo", demo_script, 297_238),
         ("demo-disk", demo_script, 342_967),
         ("exceptions", b"", 59_083),
+        ("fw-probe", b"", 2_473_985),
         ("hello", b"", 5_250),
         ("irq-pm", b"", 7_587),
         ("irq-real", b"", 37_671),
         ("jit-torture", b"", 2_319_594),
+        ("nanobench", b"", 458_305),
         ("paging", b"", 62_424),
         ("pm-segments", b"", 65_701),
         ("privilege", b"", 34_201),

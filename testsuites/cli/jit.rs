@@ -40,19 +40,42 @@ const GUESTS: &[(&str, &[u8])] = &[
     ("demo", b"run hello\nrun bench\npoweroff\n"),
     ("demo-disk", b"run hello\npoweroff\n"),
     ("exceptions", b""),
+    ("fw-probe", b""),
     ("hello", b""),
     ("irq-console", b"add 40 2\nexit 0\n"),
+    ("irq-console-disk", b"add 40 2\nexit 0\n"),
     ("irq-pm", b""),
     ("irq-real", b""),
     ("jit-torture", b""),
+    ("nanobench", b""),
     ("paging", b""),
     ("pc-hw", b"hello\n"),
     ("pm-segments", b""),
     ("privilege", b""),
+    ("reboot", b""),
+    ("reboot-disk", b""),
     ("smc", b""),
     ("tasks", b""),
     ("vm86", b""),
 ];
+
+/// The list above is every guest `ringside guests` names, but bench-int,
+/// whose short variant runs the same code.
+#[test]
+fn the_guest_list_covers_every_built_in_guest() {
+    let out = ringside_with_input(&["guests"], b"");
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| n.strip_prefix("builtin:").map(str::to_owned))
+        .filter(|n| n != "bench-int")
+        .collect();
+    let mut ours: Vec<&str> = GUESTS.iter().map(|g| g.0).collect();
+    let mut listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+    ours.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(ours, listed);
+}
 
 /// Run a guest to its end; returns (exit status, stdout, instructions,
 /// the share of instructions retired in translated code, per mille).
