@@ -162,6 +162,11 @@ pub(crate) struct RunArgs {
     /// Compile on a background thread, true or false (jit.background).
     #[arg(long, value_name = "BOOL")]
     jit_background: Option<bool>,
+    /// Set any configuration key, e.g. `--set jit.threshold=1` or
+    /// `--set cpu.vendor=AuthenticAMD` (after the file and the other
+    /// flags; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Pace virtual time against the wall clock, or run as fast as possible (clock.mode).
     #[arg(long, value_enum)]
     clock: Option<ClockArg>,
@@ -356,7 +361,7 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     if let Some(m) = args.mem {
         c.machine.memory_mib = m;
     }
-    override_engine_and_clock(&mut c, args);
+    override_engine_and_clock(&mut c, args)?;
     if let Some(cmdline) = &args.cmdline {
         c.boot.cmdline = cmdline.clone();
     }
@@ -381,9 +386,9 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     Ok(c)
 }
 
-/// `--engine`, `--clock` and `--no-reboot`: the options that also apply
-/// to a restored machine.
-fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
+/// `--engine`, `--clock`, `--no-reboot` and `--set`: the options that
+/// also apply to a restored machine.
+fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) -> Result<()> {
     if let Some(e) = &args.engine {
         c.machine.engine = e.clone();
     }
@@ -399,13 +404,20 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) {
     if let Some(b) = args.jit_background {
         c.jit.background = b;
     }
-    set_jit_settings(c.jit.threshold, c.jit.region_blocks, c.jit.background);
     if let Some(clock) = args.clock {
         c.clock.mode = match clock {
             ClockArg::Paced => ClockMode::Paced,
             ClockArg::Fast => ClockMode::Fast,
         };
     }
+    for assignment in &args.set {
+        let (key, value) = assignment
+            .split_once('=')
+            .with_context(|| format!("--set {assignment}: expected KEY=VALUE"))?;
+        c.set(key.trim(), value.trim())?;
+    }
+    set_jit_settings(c.jit.threshold, c.jit.region_blocks, c.jit.background);
+    Ok(())
 }
 
 /// Decide what boots, reading the image (and turning a built-in or a
@@ -636,7 +648,7 @@ fn rebuild_config(
 fn build_restored(args: &RunArgs, path: &Path, io: HostIo) -> Result<Built> {
     let saved = snapshot::read(path)?;
     let mut config = saved.config().clone();
-    override_engine_and_clock(&mut config, args);
+    override_engine_and_clock(&mut config, args)?;
     let rebuild = config.clone();
     let (mut machine, _) = build_and_load(&mut config, io)?;
     saved.restore_into(&mut machine)?;

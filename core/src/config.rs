@@ -320,6 +320,47 @@ impl MachineConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// `--set KEY=VALUE`: set one key, named by its dotted path
+    /// (`jit.threshold`, `devices.com1.irq`, `cpu.vendor`), to a value
+    /// written as in TOML (`1`, `true`, `0x3F8`, `"text"`); a bare word
+    /// that is not a TOML value is taken as a string. The result is
+    /// checked like a configuration file; an unknown key or a value of the
+    /// wrong type is an error naming the key, and leaves `self` unchanged.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let bad = |problem: String| ConfigError::Syntax(format!("--set {key}: {problem}"));
+        let path: Vec<&str> = key.split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(bad(
+                "not a key (use a dotted path such as jit.threshold)".into()
+            ));
+        }
+        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value.into())),
+            Err(_) => toml::Value::String(value.into()),
+        };
+        let mut root =
+            toml::Value::try_from(&*self).map_err(|e| bad(format!("cannot serialise: {e}")))?;
+        let (last, parents) = path.split_last().expect("at least one part");
+        let mut table = &mut root;
+        for (i, part) in parents.iter().enumerate() {
+            table = table
+                .as_table_mut()
+                .and_then(|t| t.get_mut(*part))
+                .filter(|v| v.is_table())
+                .ok_or_else(|| bad(format!("no section `{}`", path[..=i].join("."))))?;
+        }
+        let t = table
+            .as_table_mut()
+            .ok_or_else(|| bad("not a section".into()))?;
+        t.insert((*last).to_owned(), value);
+        let c: MachineConfig = root
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string().trim().to_owned()))?;
+        c.validate()?;
+        *self = c;
+        Ok(())
+    }
+
     /// Check values the schema cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mem = self.machine.memory_mib;
@@ -464,6 +505,39 @@ mod tests {
             MachineConfig::from_toml(&without).is_err(),
             "unknown section"
         );
+    }
+
+    #[test]
+    fn set_changes_one_key_by_its_dotted_path() {
+        let mut c = MachineConfig::default();
+        c.set("jit.threshold", "1").unwrap();
+        c.set("devices.com1.port", "0x2E8").unwrap();
+        c.set("cpu.vendor", "\"AuthenticAMD\"").unwrap();
+        c.set("machine.engine", "jit").unwrap();
+        c.set("devices.hpet", "false").unwrap();
+        assert_eq!(c.jit.threshold, 1);
+        assert_eq!(c.devices.com1.port, 0x2E8);
+        assert_eq!(c.cpu.vendor, "AuthenticAMD");
+        assert_eq!(c.machine.engine, "jit", "a bare word is a string");
+        assert!(!c.devices.hpet);
+    }
+
+    #[test]
+    fn set_refuses_unknown_keys_wrong_types_and_bad_values_and_changes_nothing() {
+        let mut c = MachineConfig::default();
+        let before = c.clone();
+        for (key, value, names) in [
+            ("jit.treshold", "1", "treshold"),
+            ("nosuch.key", "1", "nosuch"),
+            ("jit.threshold", "many", "threshold"),
+            ("jit.threshold", "0", "jit.threshold"),
+            ("machine", "1", "machine"),
+            ("", "1", "--set"),
+        ] {
+            let err = c.set(key, value).unwrap_err().to_string();
+            assert!(err.contains(names), "{key}={value}: {err}");
+        }
+        assert_eq!(c, before);
     }
 
     #[test]

@@ -198,6 +198,43 @@ fn the_books_default_configuration_listing_is_what_the_command_prints() {
     assert_eq!(&book[start..end], text(&out.stdout));
 }
 
+/// `--set KEY=VALUE` reaches any key: here the CPU's vendor string, which
+/// the probe kernel reads back with CPUID.
+#[test]
+fn set_overrides_any_configuration_key() {
+    let out = ringside(&[
+        "run",
+        "builtin:fw-probe",
+        "--clock",
+        "fast",
+        "--set",
+        "cpu.vendor=AuthenticAMD",
+        "--set",
+        "cpu.model=2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("probe: cpuid.vendor = AuthenticAMD"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("probe: cpuid.model = 2"), "{stdout}");
+}
+
+#[test]
+fn set_with_an_unknown_key_or_a_bad_value_fails_naming_it() {
+    for (set, names) in [
+        ("jit.treshold=1", "treshold"),
+        ("jit.threshold=0", "jit.threshold"),
+        ("cpu.vendor", "KEY=VALUE"),
+    ] {
+        let out = ringside(&["run", "builtin:hello", "--set", set]);
+        assert_eq!(out.status.code(), Some(2), "{set}");
+        let err = text(&out.stderr);
+        assert!(err.contains(names), "{set}: {err}");
+    }
+}
+
 #[test]
 fn a_wrong_configuration_key_is_named_in_the_error() {
     let dir = temp_dir("badconfig");
