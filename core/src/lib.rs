@@ -17,6 +17,7 @@ pub mod bus;
 pub mod config;
 pub mod cpu;
 pub mod engine;
+pub mod exec;
 pub mod hostio;
 pub mod machine;
 pub mod memory;
