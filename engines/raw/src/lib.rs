@@ -1,5 +1,10 @@
 //! ringside-raw: ring compression with CSAM-style scanning and PATM-style
-//! patching (raw mode in VirtualBox's terms).
+//! patching (raw mode in VirtualBox's terms). The design and what is built
+//! so far: docs/raw.md.
 //!
-//! Not built yet: this crate is reserved by the workspace layout of
-//! DESIGN.md section 2 and holds no code. It is planned in its own issue.
+//! Built: [`shadow`], the rules that turn the guest's descriptors into the
+//! shadow descriptors ring-1 execution needs. The engine itself (monitor,
+//! CSAM, PATM, the substrate) is not built yet; `--engine raw` is not
+//! accepted.
+
+pub mod shadow;
