@@ -283,6 +283,23 @@ impl Vm {
         Ok(())
     }
 
+    /// Point the paging guard at the #GP and #DF handlers of the IDT the
+    /// vCPU has now, if it changed.
+    fn rearm_paging_guard(&mut self, m: &mut Machine) -> Result<(), EngineError> {
+        let sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(|e| unavailable(format!("KVM_GET_SREGS: {e}")))?;
+        let idtr = (sregs.idt.base as u32, sregs.idt.limit);
+        if idtr == (m.cpu.idtr.base, m.cpu.idtr.limit) {
+            return Ok(());
+        }
+        m.cpu.idtr.base = idtr.0;
+        m.cpu.idtr.limit = idtr.1;
+        let breakpoints = step_catch::paging_guard(m);
+        self.set_guest_debug(false, breakpoints)
+    }
+
     /// Read the vCPU back into `m.cpu`.
     fn store_state(&mut self, m: &mut Machine, halted: bool) -> Result<(), EngineError> {
         self.complete_pending_io(m)?;
@@ -722,6 +739,15 @@ impl Vm {
                 let run = self.kvm_run();
                 if_flag = run.if_flag != 0;
                 ready = run.ready_for_interrupt_injection != 0;
+            }
+            if guard && matches!(
+                exit,
+                ExitKind::IoIn | ExitKind::IoOut | ExitKind::MmioRead { .. } | ExitKind::MmioWrite { .. }
+            ) {
+                // The guest may have loaded another IDT since the guard was
+                // armed (LIDT does not exit): follow its #GP and #DF gates
+                // at every exit that comes back here anyway.
+                self.rearm_paging_guard(m)?;
             }
             match exit {
                 ExitKind::IoIn | ExitKind::IoOut => {
