@@ -58,6 +58,9 @@ pub struct Machine {
     /// ACPI tables the Multiboot loader writes into RAM (the BIOS gets
     /// the same bytes through fw_cfg); set by whoever builds the PC.
     pub acpi_tables: Option<AcpiTables>,
+    /// The linear base of the hypervisor area a raw-mode engine overlays
+    /// while it runs (`Machine::map_hypervisor_area`); None otherwise.
+    pub(crate) hypervisor_area: Option<u32>,
 }
 
 /// ACPI tables laid out for one physical address (`Machine::acpi_tables`).
@@ -115,6 +118,7 @@ impl Machine {
             reboots: 0,
             cpu_identity: Default::default(),
             acpi_tables: None,
+            hypervisor_area: None,
         })
     }
 

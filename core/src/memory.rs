@@ -48,7 +48,25 @@ pub enum PhysKind {
         device: DeviceId,
         offset: u32,
     },
+    /// Monitor memory (a raw-mode engine's hypervisor area), at this
+    /// offset; only while it is visible (`Memory::set_monitor_visible`).
+    Monitor(u32),
     Unassigned,
+}
+
+/// The size of monitor memory: one 4 MiB window (docs/raw.md, "The
+/// hypervisor area").
+pub const MONITOR_SIZE: u32 = 4 << 20;
+
+/// Memory a raw-mode monitor owns: not guest RAM, in a physical window
+/// nothing else claims. Its last page is never monitor memory but a
+/// *sink*: guest page tables that name a frame in the window are sent
+/// there and reach unassigned space, so the guest cannot reach the
+/// monitor's memory physically.
+struct MonitorMemory {
+    base: u32,
+    data: Box<[u8]>,
+    visible: bool,
 }
 
 #[derive(Debug, Error)]
@@ -63,6 +81,8 @@ pub enum MemoryError {
     RomEmpty,
     #[error("physical range {start:#x}+{len:#x} is not RAM")]
     NotRam { start: u32, len: usize },
+    #[error("no free 4 MiB physical window above RAM for monitor memory")]
+    NoMonitorWindow,
 }
 
 struct Rom {
@@ -92,6 +112,7 @@ pub struct Memory {
     code_log_base: u64,
     /// Raised with `work::CODE_WRITE` when a code page is written.
     pending: Arc<PendingWork>,
+    monitor: Option<MonitorMemory>,
 }
 
 /// What an engine must drop since its cursor into the code-write log.
@@ -141,6 +162,7 @@ impl Memory {
             code_log: Vec::new(),
             code_log_base: 0,
             pending: Arc::default(),
+            monitor: None,
         })
     }
 
@@ -198,8 +220,93 @@ impl Memory {
         self.a20_mask
     }
 
+    /// Allocate monitor memory (once) in a free 4 MiB-aligned physical
+    /// window above RAM; returns the window's base. Hidden until
+    /// `set_monitor_visible(true)`.
+    pub fn allocate_monitor(&mut self) -> Result<u32, MemoryError> {
+        if let Some(m) = &self.monitor {
+            return Ok(m.base);
+        }
+        let free = |base: u32| {
+            base >= self.ram_size
+                && (base..base + MONITOR_SIZE)
+                    .step_by(PAGE_SIZE as usize)
+                    .all(|a| matches!(self.classify(a), PhysKind::Unassigned))
+        };
+        let base = [0xF000_0000u32, 0xE000_0000, 0xD000_0000, 0xC000_0000]
+            .into_iter()
+            .find(|&b| free(b))
+            .ok_or(MemoryError::NoMonitorWindow)?;
+        self.monitor = Some(MonitorMemory {
+            base,
+            data: vec![0u8; MONITOR_SIZE as usize].into_boxed_slice(),
+            visible: false,
+        });
+        Ok(base)
+    }
+
+    /// Make monitor memory answer at its physical window (while a raw-mode
+    /// engine runs) or not (the window reads as unassigned).
+    pub fn set_monitor_visible(&mut self, on: bool) {
+        if let Some(m) = &mut self.monitor {
+            m.visible = on;
+        }
+    }
+
+    /// Where a frame the guest's page tables name goes: into the sink page
+    /// when it lies in the visible monitor window.
+    #[inline]
+    pub fn guest_frame(&self, phys: u32) -> u32 {
+        match &self.monitor {
+            Some(m) if m.visible && phys.wrapping_sub(m.base) < MONITOR_SIZE => {
+                m.base + MONITOR_SIZE - PAGE_SIZE + (phys & (PAGE_SIZE - 1))
+            }
+            _ => phys,
+        }
+    }
+
+    /// The physical base of the visible monitor window.
+    #[inline]
+    pub fn visible_monitor_base(&self) -> Option<u32> {
+        self.monitor.as_ref().filter(|m| m.visible).map(|m| m.base)
+    }
+
+    /// Monitor memory, for the monitor to build its tables and code in
+    /// (whether visible or not); `Machine::write_monitor` also drops code
+    /// decoded from the pages it writes.
+    pub fn monitor_mut(&mut self) -> Option<&mut [u8]> {
+        self.monitor.as_mut().map(|m| &mut m.data[..])
+    }
+
+    /// Monitor memory, for reading.
+    pub fn monitor(&self) -> Option<&[u8]> {
+        self.monitor.as_ref().map(|m| &m.data[..])
+    }
+
+    /// The monitor wrote `len` bytes at `offset` of its memory: log those
+    /// pages as written code, so engines drop what they decoded there.
+    pub fn note_monitor_written(&mut self, offset: u32, len: u32) {
+        let Some(base) = self.monitor.as_ref().map(|m| m.base) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        let first = (base + offset) >> PAGE_SHIFT;
+        let last = (base + offset + len - 1) >> PAGE_SHIFT;
+        for page in first..=last {
+            self.log_code_write(page);
+        }
+    }
+
     /// What answers at `addr` (A20 already applied by the caller).
     pub fn classify(&self, addr: u32) -> PhysKind {
+        if let Some(m) = &self.monitor {
+            let off = addr.wrapping_sub(m.base);
+            if m.visible && off < MONITOR_SIZE - PAGE_SIZE {
+                return PhysKind::Monitor(off);
+            }
+        }
         for m in &self.mmio {
             if addr >= m.start && addr < m.end {
                 return PhysKind::Mmio {
@@ -221,14 +328,26 @@ impl Memory {
         }
     }
 
-    /// Host pointer to the start of a RAM or ROM page for the TLB, or None
-    /// when the page is MMIO, unassigned, or not uniformly one kind.
+    /// Host pointer to the start of a RAM, ROM or monitor page for the TLB,
+    /// and whether stores may use it (RAM only); None when the page is
+    /// MMIO, unassigned, or not uniformly one kind.
     pub fn page_host_ptr(&self, page_addr: u32) -> Option<(*mut u8, bool)> {
         let last = page_addr | (PAGE_SIZE - 1);
         match (self.classify(page_addr), self.classify(last)) {
             (PhysKind::Ram(off), PhysKind::Ram(_)) => {
                 // SAFETY: off + PAGE_SIZE <= ram_size, inside the mapping.
                 Some((unsafe { self.ram_ptr.add(off as usize) }, true))
+            }
+            (PhysKind::Monitor(off), PhysKind::Monitor(_)) => {
+                let m = self.monitor.as_ref()?;
+                // SAFETY: off + PAGE_SIZE <= MONITOR_SIZE, inside the
+                // boxed slice, which lives as long as self. Not for stores
+                // in the TLB (false): they take the slow path, which drops
+                // code decoded from the page (`store_monitor_byte`).
+                Some((
+                    unsafe { (m.data.as_ptr() as *mut u8).add(off as usize) },
+                    false,
+                ))
             }
             (PhysKind::Rom { index, offset }, PhysKind::Rom { index: i2, .. }) if index == i2 => {
                 let ptr = self.roms[index].data.as_ptr() as *mut u8;
@@ -246,7 +365,21 @@ impl Memory {
         match self.classify(addr) {
             PhysKind::Ram(off) => Some(self.ram_slice()[off as usize]),
             PhysKind::Rom { index, offset } => Some(self.roms[index].data[offset as usize]),
+            PhysKind::Monitor(off) => self.monitor.as_ref().map(|m| m.data[off as usize]),
             _ => None,
+        }
+    }
+
+    /// Write one byte of visible monitor memory by offset (the slow path
+    /// of a store through the hypervisor area); code decoded there is
+    /// dropped.
+    pub fn store_monitor_byte(&mut self, off: u32, v: u8) {
+        let Some(base) = self.monitor.as_ref().map(|m| m.base) else {
+            return;
+        };
+        self.log_code_write((base + off) >> PAGE_SHIFT);
+        if let Some(m) = &mut self.monitor {
+            m.data[off as usize] = v;
         }
     }
 
@@ -338,13 +471,18 @@ impl Memory {
         if self.is_code_page(page) {
             let (w, b) = ((page / 64) as usize, page % 64);
             self.code_pages[w] &= !(1 << b);
-            if self.code_log.len() >= CODE_LOG_LIMIT {
-                self.code_log_base += self.code_log.len() as u64;
-                self.code_log.clear();
-            }
-            self.code_log.push(page);
-            self.pending.raise(work::CODE_WRITE);
+            self.log_code_write(page);
         }
+    }
+
+    /// Log `page` as written code and raise the pending-work bit.
+    fn log_code_write(&mut self, page: u32) {
+        if self.code_log.len() >= CODE_LOG_LIMIT {
+            self.code_log_base += self.code_log.len() as u64;
+            self.code_log.clear();
+        }
+        self.code_log.push(page);
+        self.pending.raise(work::CODE_WRITE);
     }
 
     /// The sequence number the next code-page invalidation will get. An

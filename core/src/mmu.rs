@@ -11,7 +11,7 @@
 use crate::cpu::segments::Descriptor;
 use crate::cpu::{cr0, cr4, CpuResult, Fault};
 use crate::machine::Machine;
-use crate::memory::{PhysKind, PAGE_SHIFT, PAGE_SIZE};
+use crate::memory::{PhysKind, MONITOR_SIZE, PAGE_SHIFT, PAGE_SIZE};
 
 /// Page-table entry bits (SDM Vol. 3A table 4-5 and 4-6).
 pub mod pte {
@@ -375,8 +375,14 @@ impl Machine {
             _ => {
                 for i in 0..size {
                     let a = addr.wrapping_add(i) & self.mem.a20_mask();
-                    if let PhysKind::Ram(off) = self.mem.classify(a) {
-                        self.mem.store_ram_byte(off, (value >> (8 * i)) as u8);
+                    match self.mem.classify(a) {
+                        PhysKind::Ram(off) => {
+                            self.mem.store_ram_byte(off, (value >> (8 * i)) as u8)
+                        }
+                        PhysKind::Monitor(off) => {
+                            self.mem.store_monitor_byte(off, (value >> (8 * i)) as u8)
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -446,16 +452,36 @@ impl Machine {
         access: AccessKind,
         user: bool,
     ) -> CpuResult<Translation> {
+        let write = access == AccessKind::Write;
+        if let Some(area) = self.hypervisor_area {
+            let off = lin.wrapping_sub(area);
+            if off < MONITOR_SIZE {
+                if let Some(base) = self.mem.visible_monitor_base() {
+                    // Supervisor-only: a CPL-3 access is a protection fault
+                    // the monitor tells apart from the guest's own.
+                    if user {
+                        let wr = if write { pf_error::WR } else { 0 };
+                        return Err(Fault::pf(lin, pf_error::P | pf_error::US | wr));
+                    }
+                    return Ok(Translation {
+                        phys: base + off,
+                        writable: true,
+                        user: false,
+                        dirty: true,
+                        large: false,
+                    });
+                }
+            }
+        }
         if !self.cpu.paging() {
             return Ok(Translation {
-                phys: lin & self.mem.a20_mask(),
+                phys: self.mem.guest_frame(lin & self.mem.a20_mask()),
                 writable: true,
                 user: true,
                 dirty: true,
                 large: false,
             });
         }
-        let write = access == AccessKind::Write;
         let code = |present: bool, rsvd: bool| {
             let bit = |on: bool, b: u32| if on { b } else { 0 };
             bit(present, pf_error::P)
@@ -517,12 +543,75 @@ impl Machine {
             self.phys_write(entry_addr, 4, new_entry as u64);
         }
         Ok(Translation {
-            phys,
+            phys: self.mem.guest_frame(phys),
             writable,
             user: usr,
             dirty: new_entry & pte::D != 0,
             large,
         })
+    }
+
+    /// Overlay the hypervisor area (docs/raw.md): the 4 MiB of linear
+    /// addresses from `lin_base` (rounded down to 4 MiB) translate to
+    /// monitor memory, supervisor-only, whatever the guest's page tables
+    /// say, and monitor memory becomes visible at its physical window.
+    /// Returns that window's base. The TLB is flushed.
+    pub fn map_hypervisor_area(
+        &mut self,
+        lin_base: u32,
+    ) -> Result<u32, crate::memory::MemoryError> {
+        let phys = self.mem.allocate_monitor()?;
+        self.mem.set_monitor_visible(true);
+        self.hypervisor_area = Some(lin_base & !(MONITOR_SIZE - 1));
+        self.tlb.flush();
+        Ok(phys)
+    }
+
+    /// Remove the overlay: the area's linear addresses are the guest's
+    /// again and monitor memory is hidden (its window reads as
+    /// unassigned). The TLB is flushed.
+    pub fn unmap_hypervisor_area(&mut self) {
+        self.hypervisor_area = None;
+        self.mem.set_monitor_visible(false);
+        self.tlb.flush();
+    }
+
+    /// Write `bytes` into monitor memory at `offset` (the monitor building
+    /// its tables, stubs and patches): what engines decoded from those
+    /// pages is dropped, as for a store into guest code.
+    pub fn write_monitor(
+        &mut self,
+        offset: u32,
+        bytes: &[u8],
+    ) -> Result<(), crate::memory::MemoryError> {
+        let end = offset as u64 + bytes.len() as u64;
+        let Some(mem) = self.mem.monitor_mut() else {
+            return Err(crate::memory::MemoryError::NoMonitorWindow);
+        };
+        if end > (MONITOR_SIZE - PAGE_SIZE) as u64 {
+            return Err(crate::memory::MemoryError::NotRam {
+                start: offset,
+                len: bytes.len(),
+            });
+        }
+        mem[offset as usize..end as usize].copy_from_slice(bytes);
+        self.mem.note_monitor_written(offset, bytes.len() as u32);
+        Ok(())
+    }
+
+    /// The overlaid hypervisor area's linear base, if any.
+    pub fn hypervisor_area(&self) -> Option<u32> {
+        self.hypervisor_area
+    }
+
+    /// Whether the guest's current page directory maps anything in the 4
+    /// MiB of linear addresses from `lin_base`: the area cannot go there.
+    pub fn guest_maps_area(&mut self, lin_base: u32) -> bool {
+        if !self.cpu.paging() {
+            return false;
+        }
+        let pde_addr = (self.cpu.cr3 & 0xFFFF_F000) | ((lin_base >> 22) << 2);
+        self.phys_read(pde_addr, 4) as u32 & pte::P != 0
     }
 
     /// Translate a linear address for the debugger or a loader: no A/D
@@ -700,6 +789,95 @@ mod tests {
         m.cpu.cr4 |= cr4::PSE;
         m.cpu.cr0 |= cr0::PE | cr0::PG;
         m
+    }
+
+    const AREA: u32 = 0xFFC0_0000;
+
+    #[test]
+    fn the_hypervisor_area_reaches_monitor_memory_whatever_the_guest_maps() {
+        let mut m = paged_machine();
+        // The guest maps the area's first page to RAM 0x3000.
+        m.mem
+            .write_ram(
+                0x1000 + 4 * (AREA >> 22),
+                &(0x2000u32 | pte::P | pte::RW).to_le_bytes(),
+            )
+            .unwrap();
+        let phys = m.map_hypervisor_area(AREA).unwrap();
+        assert!(phys >= m.mem.ram_size(), "monitor memory is not guest RAM");
+        m.write_lin::<u32>(AREA + 8, 0xC0DE_F00D, false).unwrap();
+        assert_eq!(m.read_lin::<u32>(AREA + 8, false), Ok(0xC0DE_F00D));
+        assert_eq!(
+            &m.mem.monitor().unwrap()[8..12],
+            &0xC0DE_F00Du32.to_le_bytes()
+        );
+        let mut ram = [0u8; 4];
+        m.mem.read_ram(0x3008, &mut ram).unwrap();
+        assert_eq!(ram, [0; 4], "guest RAM behind the area is untouched");
+    }
+
+    #[test]
+    fn the_hypervisor_area_is_supervisor_only() {
+        let mut m = paged_machine();
+        m.map_hypervisor_area(AREA).unwrap();
+        let err = m.read_lin::<u8>(AREA + 0x10, true).unwrap_err();
+        assert_eq!(
+            err,
+            crate::cpu::Fault::pf(AREA + 0x10, pf_error::P | pf_error::US)
+        );
+        let err = m.write_lin::<u8>(AREA, 1, true).unwrap_err();
+        assert_eq!(
+            err,
+            crate::cpu::Fault::pf(AREA, pf_error::P | pf_error::US | pf_error::WR)
+        );
+    }
+
+    #[test]
+    fn a_guest_pte_naming_monitor_memory_reaches_unassigned_space() {
+        let mut m = paged_machine();
+        let phys = m.map_hypervisor_area(AREA).unwrap();
+        m.write_lin::<u32>(AREA, 0x1234_5678, false).unwrap();
+        // PDE 2 (linear 0x800000): a 4 MiB page onto monitor memory.
+        m.mem
+            .write_ram(0x1008, &(phys | 0x87).to_le_bytes())
+            .unwrap();
+        assert_eq!(
+            m.read_lin::<u32>(0x80_0000, false),
+            Ok(u32::MAX),
+            "reads as unassigned"
+        );
+        m.write_lin::<u32>(0x80_0000, 0, false).unwrap();
+        assert_eq!(
+            m.read_lin::<u32>(AREA, false),
+            Ok(0x1234_5678),
+            "the write went nowhere"
+        );
+    }
+
+    #[test]
+    fn unmapping_the_area_gives_the_guest_its_own_mapping_and_hides_monitor_memory() {
+        let mut m = paged_machine();
+        let phys = m.map_hypervisor_area(AREA).unwrap();
+        m.write_lin::<u32>(AREA, 7, false).unwrap();
+        m.unmap_hypervisor_area();
+        assert_eq!(m.hypervisor_area(), None);
+        // The area's PDE is not present in the guest's directory.
+        assert!(m.read_lin::<u32>(AREA, false).is_err());
+        assert_eq!(m.phys_read(phys, 4), 0xFFFF_FFFF, "hidden: unassigned");
+        assert_eq!(m.mem.monitor().unwrap()[0], 7, "kept for the next time");
+        assert_eq!(
+            m.map_hypervisor_area(AREA).unwrap(),
+            phys,
+            "the same window again"
+        );
+        assert_eq!(m.read_lin::<u32>(AREA, false), Ok(7));
+    }
+
+    #[test]
+    fn guest_maps_area_reports_a_present_directory_entry() {
+        let mut m = paged_machine();
+        assert!(!m.guest_maps_area(AREA));
+        assert!(m.guest_maps_area(0x40_0000));
     }
 
     #[test]

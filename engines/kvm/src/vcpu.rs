@@ -740,10 +740,15 @@ impl Vm {
                 if_flag = run.if_flag != 0;
                 ready = run.ready_for_interrupt_injection != 0;
             }
-            if guard && matches!(
-                exit,
-                ExitKind::IoIn | ExitKind::IoOut | ExitKind::MmioRead { .. } | ExitKind::MmioWrite { .. }
-            ) {
+            if guard
+                && matches!(
+                    exit,
+                    ExitKind::IoIn
+                        | ExitKind::IoOut
+                        | ExitKind::MmioRead { .. }
+                        | ExitKind::MmioWrite { .. }
+                )
+            {
                 // The guest may have loaded another IDT since the guard was
                 // armed (LIDT does not exit): follow its #GP and #DF gates
                 // at every exit that comes back here anyway.
