@@ -83,6 +83,8 @@ enum Command {
     },
     /// List the execution engines and what each can run on this host.
     Engines,
+    /// Measure the built-in workloads on each engine (and on peer emulators).
+    Bench(crate::bench_cmd::BenchArgs),
     /// Show the machine configuration.
     Config {
         /// Print the default machine configuration (TOML).
@@ -218,6 +220,7 @@ pub fn main() -> i32 {
         Some(Command::JitDump { at, eip, run }) => jit_dump(at, eip, run),
         Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
         Some(Command::Gdb { listen, run }) => crate::gdb_cmd::main(&listen, run),
+        Some(Command::Bench(args)) => crate::bench_cmd::main(args),
         Some(Command::Engines) => {
             engines();
             Ok(0)

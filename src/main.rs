@@ -1,6 +1,7 @@
 //! The `ringside` command: argument parsing and wiring only. Everything it
 //! does is a call into the library crates.
 
+mod bench_cmd;
 mod cli;
 mod debug_cmd;
 mod frontends;
