@@ -71,7 +71,8 @@ fn bars(
     let (lo, hi) = if values.is_empty() {
         (1.0, 10.0)
     } else {
-        (lo / 2.0, hi * 2.0)
+        // Headroom above the tallest bar for the legend.
+        (lo / 2.0, hi * 20.0)
     };
     let group_px = (series.len() as u32 * 26 + 50).max(150);
     let width = (groups.len() as u32 * group_px + 120).max(640);
@@ -89,6 +90,7 @@ fn bars(
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(y_label)
+        .y_label_formatter(&|v| format!("{v}"))
         .draw()
         .map_err(|e| fail(&e))?;
     let slot = 0.8 / series.len().max(1) as f64;
@@ -104,14 +106,20 @@ fn bars(
                 ))
             })
             .collect();
+        let has_values = !rects.is_empty();
         chart
             .draw_series(rects)
             .map_err(|e| fail(&e))?
-            .label(name.as_str())
+            .label(if has_values {
+                name.clone()
+            } else {
+                format!("{name} (no figures)")
+            })
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))
         .draw()
