@@ -817,10 +817,11 @@ fn print_table(summaries: &[Summary]) {
         );
     }
     println!(
-        "wall and cpu: the whole child process (start-up, boot, the workload); \
-         instructions in parentheses: the interpreter's count, for engines and peers that count none; \
-         ns/op: wall / iterations, boot included; tsc/op: the guest's RDTSC per operation \
-         (instructions under ringside, cycles under kvm and qemu); vs interp: interp's median wall / this one's"
+        "\nwall, cpu: the whole child process (start-up, boot, the workload).\n\
+         instructions in parentheses: the interpreter's count, for engines and peers that count none.\n\
+         ns/op: median wall / iterations, start-up and boot included.\n\
+         tsc/op: the guest's RDTSC difference per operation: instructions under interp and jit, cycles under kvm and qemu.\n\
+         vs interp: the interpreter's median wall / this row's."
     );
 }
 
