@@ -3,8 +3,11 @@
 //! so far: docs/raw.md.
 //!
 //! Built: [`shadow`], the rules that turn the guest's descriptors into the
-//! shadow descriptors ring-1 execution needs. The engine itself (monitor,
-//! CSAM, PATM, the substrate) is not built yet; `--engine raw` is not
-//! accepted.
+//! shadow descriptors ring-1 execution needs, and [`monitor`], the two
+//! views of the CPU (`enter` builds the shadow tables in the hypervisor
+//! area and the ring-1 substrate state, `leave` restores the guest's).
+//! Not built yet: the monitor's run loop and trap emulation, CSAM, PATM;
+//! `--engine raw` is not accepted.
 
+pub mod monitor;
 pub mod shadow;
