@@ -295,5 +295,5 @@ pub fn stub_entered(m: &Machine, view: &GuestView) -> Option<u16> {
         .eip
         .wrapping_sub(1)
         .wrapping_sub(view.area + layout::STUBS);
-    (off <= 256 * 8 && off % 8 == 0).then_some((off / 8) as u16)
+    (off <= 256 * 8 && off.is_multiple_of(8)).then_some((off / 8) as u16)
 }
