@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringside_core::config::{ClockMode, DiskConfig, DiskMode, MachineConfig};
+use ringside_core::input_file::{open_regular, read_input, InputKind};
 use ringside_core::{
     boot, snapshot, Engine, EngineError, EngineStats, Machine, RunOutcome, StopReason,
 };
@@ -146,7 +147,9 @@ pub(crate) struct RunArgs {
     /// Kernel command line (Multiboot).
     #[arg(long)]
     cmdline: Option<String>,
-    /// An IDE disk image (first: master, second: slave), booted through the BIOS.
+    /// An IDE disk image (first: master, second: slave), booted through the
+    /// BIOS. With --load-state: the state's disk at this position, in the
+    /// mode to open it (no wider than the state records).
     #[arg(long, value_name = "PATH[,ro|,snapshot]")]
     disk: Vec<String>,
     /// Guest RAM in MiB (machine.memory_mib).
@@ -197,9 +200,14 @@ pub(crate) struct RunArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["image", "machine", "bios", "kernel", "initrd", "cmdline", "disk", "mem"]
+        conflicts_with_all = ["image", "machine", "bios", "kernel", "initrd", "cmdline", "mem"]
     )]
     load_state: Option<PathBuf>,
+    /// With --load-state: open the state's disks in the modes it records
+    /// (by default they open copy-on-write and are never written, since a
+    /// state file could name any file; docs/security.md).
+    #[arg(long, requires = "load_state")]
+    trust_state_paths: bool,
     /// Boot the default guest when nothing else is configured (`ringside`
     /// with no command).
     #[arg(skip)]
@@ -355,8 +363,9 @@ fn parse_disk(spec: &str) -> Result<DiskConfig> {
 fn configure(args: &RunArgs) -> Result<MachineConfig> {
     let mut c = match &args.machine {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
+            let bytes = read_input(p, InputKind::Config)?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8 text", p.display()))?;
             MachineConfig::from_toml(&text).with_context(|| format!("in {}", p.display()))?
         }
         None => MachineConfig::default(),
@@ -425,10 +434,13 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) -> Result<()
 
 /// Decide what boots, reading the image (and turning a built-in or a
 /// positional non-kernel image into a disk).
-fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<BootImage> {
+fn boot_image(
+    c: &mut MachineConfig,
+    temp: &mut Option<TempDisk>,
+    positional_disk_mode: DiskMode,
+) -> Result<BootImage> {
     if !c.boot.bios.is_empty() {
-        let rom = std::fs::read(&c.boot.bios)
-            .with_context(|| format!("cannot read ROM {}", c.boot.bios))?;
+        let rom = read_input(Path::new(&c.boot.bios), InputKind::Rom)?;
         return Ok(BootImage::Rom(rom));
     }
     let name = c.boot.image.clone();
@@ -445,7 +457,21 @@ fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<Boot
             (None, None) => bail!("no built-in guest '{b}' (see `ringside guests`)"),
         }
     } else {
-        std::fs::read(&name).with_context(|| format!("cannot read {name}"))?
+        match read_if_elf(Path::new(&name))? {
+            Some(bytes) => bytes,
+            // Not an ELF file: a disk image, opened (not read) like --disk.
+            None => {
+                c.disks.insert(
+                    0,
+                    DiskConfig {
+                        path: name,
+                        mode: positional_disk_mode,
+                    },
+                );
+                c.validate()?;
+                return Ok(BootImage::Disks);
+            }
+        }
     };
     if boot::is_multiboot_elf(&bytes) {
         return Ok(BootImage::Kernel { image: bytes, name });
@@ -455,8 +481,9 @@ fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<Boot
             "{name} is an ELF file without a Multiboot header; ringside boots Multiboot v1 kernels"
         );
     }
-    // Anything else is a disk image, booted through the BIOS.
-    let path = if name.starts_with("builtin:") {
+    // A built-in disk image, booted through the BIOS from a temporary
+    // copy.
+    {
         let p = std::env::temp_dir().join(format!(
             "ringside-{}-{}.img",
             name.trim_start_matches("builtin:"),
@@ -471,19 +498,30 @@ fn boot_image(c: &mut MachineConfig, temp: &mut Option<TempDisk>) -> Result<Boot
                 mode: DiskMode::Snapshot,
             },
         );
-        return Ok(BootImage::Disks);
-    } else {
-        name.clone()
-    };
-    c.disks.insert(
-        0,
-        DiskConfig {
-            path,
-            mode: DiskMode::Rw,
-        },
-    );
-    c.validate()?;
-    Ok(BootImage::Disks)
+        Ok(BootImage::Disks)
+    }
+}
+
+/// The whole file at `path` if it is an ELF file (read within the limit
+/// for images), None if it is not (a disk image, which is opened, never
+/// read whole). Only a regular file is looked at: a FIFO or a device is
+/// refused without blocking.
+pub(crate) fn read_if_elf(path: &Path) -> Result<Option<Vec<u8>>> {
+    let (file, _) = open_regular(path).map_err(|(error, what)| match what {
+        Some(what) => anyhow::anyhow!(
+            "cannot read image {}: it is {what}, not a regular file",
+            path.display()
+        ),
+        None => anyhow::anyhow!("cannot read image {}: {error}", path.display()),
+    })?;
+    let mut magic = Vec::with_capacity(4);
+    file.take(4)
+        .read_to_end(&mut magic)
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    if magic != b"\x7fELF" {
+        return Ok(None);
+    }
+    Ok(Some(read_input(path, InputKind::Image)?))
 }
 
 fn load(m: &mut Machine, c: &MachineConfig, image: BootImage) -> Result<()> {
@@ -496,10 +534,7 @@ fn load(m: &mut Machine, c: &MachineConfig, image: BootImage) -> Result<()> {
             let initrd = if c.boot.initrd.is_empty() {
                 None
             } else {
-                Some(
-                    std::fs::read(&c.boot.initrd)
-                        .with_context(|| format!("cannot read --initrd {}", c.boot.initrd))?,
-                )
+                Some(read_input(Path::new(&c.boot.initrd), InputKind::Initrd)?)
             };
             let modules: Vec<boot::Module> = initrd
                 .iter()
@@ -593,7 +628,7 @@ fn build(args: &RunArgs, io: HostIo) -> Result<Built> {
     }
     let requested = configure(args)?;
     let mut config = requested.clone();
-    let (machine, builtin_disk) = build_and_load(&mut config, io)?;
+    let (machine, builtin_disk) = build_and_load(&mut config, io, DiskMode::Rw)?;
     let rebuild = rebuild_config(&requested, &config, builtin_disk);
     Ok(Built {
         config,
@@ -605,9 +640,13 @@ fn build(args: &RunArgs, io: HostIo) -> Result<Built> {
 /// Build the PC `config` describes and load what it boots. True in the
 /// second place when that is a built-in disk image, whose temporary file
 /// is removed again here (the open disk keeps its data).
-fn build_and_load(config: &mut MachineConfig, io: HostIo) -> Result<(Machine, bool)> {
+fn build_and_load(
+    config: &mut MachineConfig,
+    io: HostIo,
+    positional_disk_mode: DiskMode,
+) -> Result<(Machine, bool)> {
     let mut temp = None;
-    let image = boot_image(config, &mut temp)?;
+    let image = boot_image(config, &mut temp, positional_disk_mode)?;
     let mut m = build_pc(config, io)?;
     load(&mut m, config, image)?;
     Ok((m, temp.is_some()))
@@ -646,20 +685,97 @@ fn rebuild_config(
 }
 
 /// `--load-state`: read and verify the file, build the machine its
-/// configuration describes (with this run's `--engine` and `--clock`), and
-/// restore the state into it.
+/// configuration describes (with this run's `--engine` and `--clock`, and
+/// its disks opened as [`restored_disk_modes`] decides), and restore the
+/// state into it.
 fn build_restored(args: &RunArgs, path: &Path, io: HostIo) -> Result<Built> {
     let saved = snapshot::read(path)?;
     let mut config = saved.config().clone();
     override_engine_and_clock(&mut config, args)?;
+    let recorded = config.disks.clone();
+    let positional = restored_disk_modes(&mut config, args)?;
     let rebuild = config.clone();
-    let (mut machine, _) = build_and_load(&mut config, io)?;
+    let (mut machine, _) = build_and_load(&mut config, io, positional)?;
+    for (i, d) in config.disks.iter().enumerate() {
+        let how = match d.mode {
+            DiskMode::Rw => "read-write",
+            DiskMode::Ro => "read-only",
+            DiskMode::Snapshot => "copy-on-write (the file is never written)",
+        };
+        let note = match recorded.get(i) {
+            Some(r) if r.mode == DiskMode::Rw && d.mode != DiskMode::Rw => {
+                "; the state records it rw: --trust-state-paths or --disk PATH,rw writes it"
+            }
+            _ => "",
+        };
+        eprintln!("ringside: restored disk {i} {}: {how}{note}", d.path);
+    }
     saved.restore_into(&mut machine)?;
     Ok(Built {
         config,
         machine,
         rebuild,
     })
+}
+
+/// The modes a saved state's disks open in. A state file names its disks
+/// by path, and a forged one can name any file the user can write, so
+/// none is written unless the user says so on the command line
+/// (docs/security.md): by default every disk opens copy-on-write;
+/// `--trust-state-paths` keeps the modes the state records; `--disk
+/// PATH[,MODE]` names the state's disk at its position, which must be the
+/// same file, in a mode no wider than the state records (rw only where it
+/// records rw). Returns the mode for an image the state names to boot that
+/// turns out to be a disk.
+fn restored_disk_modes(config: &mut MachineConfig, args: &RunArgs) -> Result<DiskMode> {
+    if args.disk.len() > config.disks.len() {
+        bail!(
+            "{} --disk given, but the state has {} disks",
+            args.disk.len(),
+            config.disks.len()
+        );
+    }
+    for (i, d) in config.disks.iter_mut().enumerate() {
+        let Some(spec) = args.disk.get(i) else {
+            if !args.trust_state_paths {
+                d.mode = DiskMode::Snapshot;
+            }
+            continue;
+        };
+        let given = parse_disk(spec)?;
+        if !same_file(&given.path, &d.path) {
+            bail!(
+                "--disk {spec}: disk {i} of the state is {}, not {}",
+                d.path,
+                given.path
+            );
+        }
+        if given.mode == DiskMode::Rw && d.mode != DiskMode::Rw {
+            bail!(
+                "--disk {spec}: the state records disk {i} as {}; --disk may narrow a disk's mode, not widen it to rw",
+                if d.mode == DiskMode::Ro { "ro" } else { "snapshot" }
+            );
+        }
+        d.mode = given.mode;
+    }
+    Ok(if args.trust_state_paths {
+        DiskMode::Rw
+    } else {
+        DiskMode::Snapshot
+    })
+}
+
+/// Whether two paths name the same file (as absolute paths, or once
+/// symlinks are resolved).
+fn same_file(a: &str, b: &str) -> bool {
+    let absolute = |p: &str| std::path::absolute(p).ok();
+    if absolute(a).is_some() && absolute(a) == absolute(b) {
+        return true;
+    }
+    matches!(
+        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+        (Ok(x), Ok(y)) if x == y
+    )
 }
 
 /// `--save-state-at N FILE`: a checkpoint that saves the machine, as

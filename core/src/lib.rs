@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod engine;
 pub mod exec;
 pub mod hostio;
+pub mod input_file;
 pub mod machine;
 pub mod memory;
 pub mod mmu;

@@ -61,6 +61,7 @@ use thiserror::Error;
 use crate::bus::{BusState, StateError};
 use crate::config::{ConfigError, MachineConfig};
 use crate::cpu::CpuState;
+use crate::input_file::{open_regular, InputKind};
 use crate::machine::Machine;
 use crate::memory::DeviceId;
 use crate::time::Clock;
@@ -88,6 +89,8 @@ pub enum SnapshotError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("cannot read snapshot {}: it is larger than the limit of {limit} bytes for a saved state", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("not a ringside snapshot (it does not start with the magic bytes RINGSIDE-SSM)")]
     NotASnapshot,
     #[error(
@@ -222,7 +225,24 @@ pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
         path: path.to_owned(),
         error,
     };
-    let mut file = File::open(path).map_err(read_error)?;
+    let limit = InputKind::SavedState.limit();
+    let (file, md) = open_regular(path).map_err(|(error, what)| match what {
+        Some(what) => read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        )),
+        None => read_error(error),
+    })?;
+    let too_large = || SnapshotError::TooLarge {
+        path: path.to_owned(),
+        limit,
+    };
+    if md.len() > limit {
+        return Err(too_large());
+    }
+    // The read stops one byte past the limit, so a file that grows while
+    // it is read costs no more memory than the limit.
+    let mut file = file.take(limit + 1);
     let mut bytes = Vec::new();
     (&mut file)
         .take(MAGIC.len() as u64)
@@ -230,6 +250,9 @@ pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
         .map_err(read_error)?;
     check_magic(&bytes)?;
     file.read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
     from_bytes(&bytes)
 }
 
@@ -263,8 +286,42 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
             state.devices.len()
         )));
     }
+    check_cpu(&state.cpu)?;
     let ram = inflate(packed, state.ram_bytes)?;
     Ok(Snapshot { state, config, ram })
+}
+
+/// Refuse a CPU state no guest could have reached on ringside's CPU: the
+/// engines assume what MOV CR0, MOV CR4, POPF and IRET guarantee (a forged
+/// state must not hand them, say, paging without protection).
+fn check_cpu(cpu: &CpuState) -> Result<(), SnapshotError> {
+    use crate::cpu::{cr0, cr4, flags};
+    let problem = if cpu.cr0 & !cr0::DEFINED != 0 {
+        format!("CR0 {:#010x} sets reserved bits", cpu.cr0)
+    } else if cpu.cr0 & cr0::PG != 0 && cpu.cr0 & cr0::PE == 0 {
+        // SDM Vol. 3A 2.5: setting PG without PE raises #GP.
+        format!("CR0 {:#010x} sets PG without PE", cpu.cr0)
+    } else if cpu.cr0 & cr0::NW != 0 && cpu.cr0 & cr0::CD == 0 {
+        format!("CR0 {:#010x} sets NW without CD", cpu.cr0)
+    } else if cpu.cr4 & !cr4::SUPPORTED != 0 {
+        format!(
+            "CR4 {:#010x} sets bits this CPU does not implement",
+            cpu.cr4
+        )
+    } else if cpu.eflags & flags::FIXED1 == 0 {
+        format!(
+            "EFLAGS {:#010x} clears bit 1, which is always 1",
+            cpu.eflags
+        )
+    } else if cpu.eflags & !(flags::IMPLEMENTED | flags::FIXED1) != 0 {
+        format!(
+            "EFLAGS {:#010x} sets reserved bits (or VIF/VIP, which need VME)",
+            cpu.eflags
+        )
+    } else {
+        return Ok(());
+    };
+    Err(malformed(format!("the CPU state: {problem}")))
 }
 
 impl Snapshot {
@@ -1052,5 +1109,54 @@ mod tests {
         assert!(matches!(read(&path), Err(SnapshotError::NotASnapshot)));
         let err = read(&dir.join("missing")).unwrap_err();
         assert!(matches!(err, SnapshotError::Read { .. }), "{err}");
+    }
+
+    /// A state saved from a 1 MiB machine whose CPU `forge` changed.
+    fn state_with_cpu(forge: impl FnOnce(&mut CpuState)) -> Result<Snapshot, SnapshotError> {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        forge(&mut m.cpu);
+        from_bytes(&to_bytes(&m, &config_toml(1)).unwrap())
+    }
+
+    fn refused_naming(forge: impl FnOnce(&mut CpuState), field: &str) {
+        let err = state_with_cpu(forge).unwrap_err();
+        assert!(matches!(err, SnapshotError::Malformed(_)), "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+
+    #[test]
+    fn a_state_with_paging_but_not_protection_is_refused() {
+        refused_naming(
+            |c| c.cr0 = crate::cpu::cr0::PG | crate::cpu::cr0::ET,
+            "PG without PE",
+        );
+    }
+
+    #[test]
+    fn a_state_with_reserved_cr0_or_unsupported_cr4_bits_is_refused() {
+        refused_naming(|c| c.cr0 |= 1 << 8, "CR0");
+        refused_naming(|c| c.cr4 = 1 << 0, "CR4");
+    }
+
+    #[test]
+    fn a_state_with_reserved_eflags_bits_is_refused() {
+        refused_naming(|c| c.eflags = 0xFFFF_FFFF, "EFLAGS");
+        refused_naming(|c| c.eflags = 0, "EFLAGS");
+        refused_naming(|c| c.eflags = 0x2 | crate::cpu::flags::VIF, "EFLAGS");
+        assert!(state_with_cpu(|c| c.eflags = 0x2 | crate::cpu::flags::IMPLEMENTED).is_ok());
+    }
+
+    #[test]
+    fn a_state_file_over_the_size_limit_or_not_a_regular_file_is_refused() {
+        let dir = temp_dir("limits");
+        let big = dir.join("big.ssm");
+        File::create(&big)
+            .unwrap()
+            .set_len(InputKind::SavedState.limit() + 1)
+            .unwrap();
+        let err = read(&big).unwrap_err();
+        assert!(matches!(err, SnapshotError::TooLarge { .. }), "{err}");
+        let err = read(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("character device"), "{err}");
     }
 }

@@ -140,6 +140,8 @@ pub enum DiskError {
     PartialSector { image: String, size: u64 },
     #[error("disk image {image} is empty")]
     Empty { image: String },
+    #[error("disk image {image} is {what}, not a regular file")]
+    NotAFile { image: String, what: &'static str },
 }
 
 /// A CHS translation: cylinders x heads x sectors per track (IDENTIFY
@@ -197,17 +199,30 @@ impl Disk {
             image: image.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(mode == DiskMode::ReadWrite)
-            .open(path)
-            .map_err(open_error)?;
+        // A FIFO would block the open forever and a character device
+        // (/dev/zero) has no size: only a regular file is a disk image.
+        // Checked by path before the open, and on the descriptor after it
+        // (the open is non-blocking on unix, so a FIFO swapped in between
+        // cannot hang it either).
+        let not_regular = |md: &std::fs::Metadata| DiskError::NotAFile {
+            image: image.clone(),
+            what: ringside_core::input_file::file_type_name(md),
+        };
+        let metadata = std::fs::metadata(path).map_err(open_error)?;
+        if !metadata.is_file() {
+            return Err(not_regular(&metadata));
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(mode == DiskMode::ReadWrite);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NONBLOCK);
+        }
+        let file = options.open(path).map_err(open_error)?;
         let metadata = file.metadata().map_err(open_error)?;
-        if metadata.is_dir() {
-            return Err(open_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "is a directory",
-            )));
+        if !metadata.is_file() {
+            return Err(not_regular(&metadata));
         }
         let sectors = whole_sectors(metadata.len(), &image)?;
         Ok(Disk {
@@ -1139,7 +1154,10 @@ fn check_saved_drive(saved: &SavedDrive, disk: &Disk) -> Result<(), String> {
                 && run.remaining >= 1
                 && run.remaining <= 256
                 && t.buffer.len() == run.block_sectors() as usize * SECTOR_SIZE
-                && run.lba + run.remaining as u64 <= disk.sectors;
+                && run
+                    .lba
+                    .checked_add(run.remaining as u64)
+                    .is_some_and(|end| end <= disk.sectors.min(LBA28_MAX_SECTORS));
             if !fits {
                 Err("bad sector transfer".into())
             } else if t.direction == Direction::Out && disk.mode == DiskMode::ReadOnly {
@@ -1631,6 +1649,48 @@ mod tests {
             read_only.restore_state(&saved).is_err(),
             "overlay on a read-only disk"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_character_device_is_refused_as_a_disk_without_blocking() {
+        let fifo = std::env::temp_dir().join(format!("ringside-ide-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a character device"),
+        ] {
+            let err = Disk::open(path, DiskMode::ReadOnly)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(what), "{err}");
+        }
+        let _ = std::fs::remove_file(&fifo);
+    }
+
+    #[test]
+    fn a_saved_transfer_that_wraps_past_the_last_sector_is_refused() {
+        let mut bus = bus_with(memory_disk(64, DiskMode::Snapshot), None);
+        issue_lba(&mut bus, opcode::READ_SECTORS, 8, 2);
+        let saved = bus.find_device::<IdeChannel>().unwrap().save_state();
+        let mut restored = IdeChannel::new(memory_disk(64, DiskMode::Snapshot), None);
+        restored.restore_state(&saved).unwrap();
+        for lba in [u64::MAX - 1, 63, LBA28_MAX_SECTORS] {
+            let mut forged = saved.clone();
+            let at = forged
+                .pointer_mut("/drives/0/regs/transfer/run/lba")
+                .expect("the saved read names its sector");
+            *at = serde_json::json!(lba);
+            let err = restored.restore_state(&forged).unwrap_err();
+            assert!(
+                err.to_string().contains("bad sector transfer"),
+                "lba {lba}: {err}"
+            );
+        }
     }
 
     /// One guest access in the fuzz test.

@@ -38,7 +38,7 @@ pub enum PcError {
     Disk(DiskError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot read the initrd {path}: {error}")]
+    #[error("{error}")]
     Initrd { path: String, error: String },
 }
 
@@ -224,12 +224,15 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
         let initrd = match config.boot.initrd.as_str() {
             "" => None,
             path => Some(
-                std::fs::read(path)
-                    .map_err(|e| PcError::Initrd {
-                        path: path.into(),
-                        error: e.to_string(),
-                    })?
-                    .into(),
+                ringside_core::input_file::read_input(
+                    std::path::Path::new(path),
+                    ringside_core::input_file::InputKind::Initrd,
+                )
+                .map_err(|e| PcError::Initrd {
+                    path: path.into(),
+                    error: e.to_string(),
+                })?
+                .into(),
             ),
         };
         let contents = FwCfgContents {
