@@ -79,6 +79,10 @@ enum Command {
         /// Where to listen (loopback unless told otherwise).
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1234")]
         listen: String,
+        /// The directory `monitor save|load|snapshot|symbols` may read and
+        /// write files in (plain names only); without it they are off.
+        #[arg(long, value_name = "DIR")]
+        snapshot_dir: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -227,7 +231,11 @@ pub fn main() -> i32 {
         Some(Command::Compare { engines, run }) => compare(&engines, run),
         Some(Command::JitDump { at, eip, run }) => jit_dump(at, eip, run),
         Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
-        Some(Command::Gdb { listen, run }) => crate::gdb_cmd::main(&listen, run),
+        Some(Command::Gdb {
+            listen,
+            snapshot_dir,
+            run,
+        }) => crate::gdb_cmd::main(&listen, snapshot_dir.as_deref(), run),
         Some(Command::Bench(args)) => crate::bench_cmd::main(args),
         Some(Command::Engines) => {
             engines();

@@ -5,9 +5,12 @@
 //! terminal) is the guest's COM1 input, given when the guest waits for it.
 //! The stub listens on loopback unless told otherwise, serves one gdb
 //! connection, and exits with the guest's exit status (0 if gdb detached).
+//! `monitor` commands that read or write files work only inside the
+//! directory given with `--snapshot-dir` (docs/security.md).
 
 use std::io::{IsTerminal, Read};
 use std::net::TcpListener;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use ringside_core::snapshot;
@@ -22,7 +25,7 @@ use crate::frontends::build_debugger;
 /// Instructions `monitor compare` runs at most before it gives up.
 const COMPARE_LIMIT: u64 = 5_000_000;
 
-pub fn main(listen: &str, run: RunArgs) -> Result<i32> {
+pub fn main(listen: &str, snapshot_dir: Option<&Path>, run: RunArgs) -> Result<i32> {
     let io = HostIo {
         com1: Box::new(std::io::stdout()),
         com2: Box::new(std::io::sink()),
@@ -43,6 +46,11 @@ pub fn main(listen: &str, run: RunArgs) -> Result<i32> {
     let (conn, peer) = listener.accept().context("waiting for gdb")?;
     eprintln!("ringside: gdb connected from {peer}");
     let mut target = GdbTarget::new(debugger, extra_monitor(run));
+    // A gdb client may be anyone who reaches the port: it reads and writes
+    // files only in the directory the user named (docs/security.md).
+    if let Some(dir) = snapshot_dir {
+        target.set_snapshot_dir(dir).map_err(anyhow::Error::msg)?;
+    }
     target.input = script_input();
     let reason = serve(&mut target, conn).map_err(anyhow::Error::msg)?;
     eprintln!("ringside: gdb session ended ({reason:?})");
@@ -68,17 +76,14 @@ fn script_input() -> Option<std::sync::mpsc::Receiver<Vec<u8>>> {
     Some(rx)
 }
 
-/// The monitor commands that need the machine configuration: snapshots
-/// (`snapshot save|load FILE`) and `compare ENGINE` (a second machine made
+/// The monitor command that needs the machine configuration: `compare
+/// ENGINE` (a second machine made
 /// from the same configuration and the current state, run in lockstep to
 /// the next divergence).
 fn extra_monitor(run: RunArgs) -> ExtraMonitor {
     Box::new(move |d: &mut Debugger, line: &str| {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["snapshot", "save", file] => Some(d.execute(&format!("save {file}"))),
-            ["snapshot", "load", file] => Some(d.execute(&format!("load {file}"))),
-            ["snapshot", ..] => Some(Err("monitor snapshot save|load FILE".into())),
             ["compare", engine] => Some(compare(d, &run, engine)),
             ["compare", ..] => Some(Err("monitor compare ENGINE".into())),
             _ => None,

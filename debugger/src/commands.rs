@@ -423,35 +423,9 @@ impl Debugger {
                 }
                 Ok(out)
             }
-            "symbols" => {
-                let path = arg(0)?;
-                let image = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-                let symbols = crate::symbols::Symbols::from_elf(&image);
-                if symbols.is_empty() {
-                    return Err(format!("{path}: no ELF symbols"));
-                }
-                let n = symbols.len();
-                self.symbols = symbols;
-                Ok(format!("{n} symbols from {path}"))
-            }
-            "save" => {
-                let path = std::path::Path::new(arg(0)?);
-                ringside_core::snapshot::save(&self.main.machine, &self.config_toml, path)
-                    .map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "saved the machine at instruction {} to {}",
-                    self.main.machine.clock.icount,
-                    path.display()
-                ))
-            }
-            "load" => {
-                let path = std::path::Path::new(arg(0)?);
-                let snap = ringside_core::snapshot::read(path).map_err(|e| e.to_string())?;
-                snap.restore_into(&mut self.main.machine)
-                    .map_err(|e| e.to_string())?;
-                self.begin();
-                Ok(format!("loaded {}: {}", path.display(), self.location()))
-            }
+            "symbols" => self.load_symbols(std::path::Path::new(arg(0)?)),
+            "save" => self.save_snapshot(std::path::Path::new(arg(0)?)),
+            "load" => self.load_snapshot(std::path::Path::new(arg(0)?)),
             "engine" => match args.first() {
                 None => Ok(format!("engine {}", self.engine_name())),
                 Some(name) => {
@@ -461,5 +435,44 @@ impl Debugger {
             },
             other => Err(format!("unknown command '{other}' (try help)")),
         }
+    }
+}
+
+/// The commands that touch host files. The gdb stub calls them only with
+/// a path it has confined to its snapshot directory (docs/security.md).
+impl Debugger {
+    /// `symbols FILE`: the symbols of an ELF file (read within the image
+    /// limit, regular files only).
+    pub fn load_symbols(&mut self, path: &std::path::Path) -> Result<String, String> {
+        use ringside_core::input_file::{read_input, InputKind};
+        let image = read_input(path, InputKind::Image).map_err(|e| e.to_string())?;
+        let symbols = crate::symbols::Symbols::from_elf(&image);
+        if symbols.is_empty() {
+            return Err(format!("{}: no ELF symbols", path.display()));
+        }
+        let n = symbols.len();
+        self.symbols = symbols;
+        Ok(format!("{n} symbols from {}", path.display()))
+    }
+
+    /// `save FILE`: the machine as a snapshot file (the machine runs on
+    /// unchanged).
+    pub fn save_snapshot(&mut self, path: &std::path::Path) -> Result<String, String> {
+        ringside_core::snapshot::save(&self.main.machine, &self.config_toml, path)
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "saved the machine at instruction {} to {}",
+            self.main.machine.clock.icount,
+            path.display()
+        ))
+    }
+
+    /// `load FILE`: restore a snapshot into this machine, or change nothing.
+    pub fn load_snapshot(&mut self, path: &std::path::Path) -> Result<String, String> {
+        let snap = ringside_core::snapshot::read(path).map_err(|e| e.to_string())?;
+        snap.restore_into(&mut self.main.machine)
+            .map_err(|e| e.to_string())?;
+        self.begin();
+        Ok(format!("loaded {}: {}", path.display(), self.location()))
     }
 }

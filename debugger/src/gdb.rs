@@ -26,6 +26,7 @@
 //! one slice.
 
 use std::net::TcpStream;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use gdbstub::common::Signal;
@@ -79,6 +80,9 @@ pub struct GdbTarget {
     pub input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     /// The linear addresses of the breakpoints gdb set (Z0/Z1 packets).
     gdb_breakpoints: Vec<u32>,
+    /// The only directory `monitor` may write or read files in (saved
+    /// states, symbol files), canonical; None: no file commands at all.
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl GdbTarget {
@@ -90,7 +94,54 @@ impl GdbTarget {
             exit_status: None,
             input: None,
             gdb_breakpoints: Vec::new(),
+            snapshot_dir: None,
         }
+    }
+
+    /// Let `monitor save|load|snapshot save|snapshot load|symbols` use
+    /// files in `dir` (created if missing), and only there.
+    pub fn set_snapshot_dir(&mut self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir)
+            .and_then(|_| dir.canonicalize())
+            .map(|d| self.snapshot_dir = Some(d))
+            .map_err(|e| format!("snapshot directory {}: {e}", dir.display()))
+    }
+
+    /// Run one `monitor` line: gdb's own commands are refused, the file
+    /// commands are confined to the snapshot directory, the front-end's
+    /// extras come next, the debugger's command language last.
+    pub fn monitor(&mut self, line: &str) -> Result<String, String> {
+        let line = line.trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let word = words.first().copied().unwrap_or("");
+        if GDB_OWN.contains(&word) {
+            return Err(format!(
+                "'{word}' is gdb's own: use stepi, nexti or continue (monitor runs the debugger's inspection and stop commands)"
+            ));
+        }
+        let file_command = match words.as_slice() {
+            ["snapshot", op @ ("save" | "load"), rest @ ..] => Some((*op, rest.join(" "))),
+            ["snapshot", ..] => return Err("monitor snapshot save|load FILE".into()),
+            [op @ ("save" | "load" | "symbols"), rest @ ..] => Some((*op, rest.join(" "))),
+            _ => None,
+        };
+        if let Some((op, name)) = file_command {
+            let Some(dir) = &self.snapshot_dir else {
+                return Err(format!(
+                    "'{op}' is off: the stub reads and writes files only in the directory given with `ringside gdb --snapshot-dir DIR`"
+                ));
+            };
+            let path = confine(dir, &name)?;
+            return match op {
+                "save" => self.debugger.save_snapshot(&path),
+                "load" => self.debugger.load_snapshot(&path),
+                _ => self.debugger.load_symbols(&path),
+            };
+        }
+        if let Some(r) = (self.extra)(&mut self.debugger, line) {
+            return r;
+        }
+        self.debugger.execute(line)
     }
 
     fn take_input(&mut self) {
@@ -358,17 +409,7 @@ impl MonitorCmd for GdbTarget {
         cmd: &[u8],
         mut out: ConsoleOutput<'_>,
     ) -> Result<(), Self::Error> {
-        let line = String::from_utf8_lossy(cmd).trim().to_string();
-        let word = line.split_whitespace().next().unwrap_or("");
-        let result = if GDB_OWN.contains(&word) {
-            Err(format!(
-                "'{word}' is gdb's own: use stepi, nexti or continue (monitor runs the debugger's inspection and stop commands)"
-            ))
-        } else if let Some(r) = (self.extra)(&mut self.debugger, &line) {
-            r
-        } else {
-            self.debugger.execute(&line)
-        };
+        let result = self.monitor(&String::from_utf8_lossy(cmd));
         match result {
             Ok(text) => {
                 for l in text.lines() {
@@ -452,6 +493,40 @@ pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason
         .map_err(|e| format!("gdb connection: {e}"))
 }
 
+/// The file `name` names inside the canonical directory `dir`, for a
+/// `monitor` command of a gdb client, which may be anyone who reaches the
+/// port: a relative path of plain names only (no root, no `..`, no `.`),
+/// whose directory, once symlinks are resolved, is `dir` or below it, and
+/// which, if it is itself a symlink, points below `dir` too.
+fn confine(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "'{name}': {why}; files are read and written only inside {}",
+            dir.display()
+        ))
+    };
+    let relative = Path::new(name);
+    if name.is_empty() {
+        return refuse("no file name");
+    }
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return refuse("an absolute path, '..' or '.' is not allowed");
+    }
+    let path = dir.join(relative);
+    let below = |p: &Path| p.canonicalize().is_ok_and(|c| c.starts_with(dir));
+    if !path.parent().is_some_and(below) {
+        return refuse("its directory is not inside the snapshot directory");
+    }
+    let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link && !below(&path) {
+        return refuse("a symlink leading out of the snapshot directory");
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +585,80 @@ mod tests {
             t.report(&cause),
             SingleThreadStopReason::Signal(Signal::SIGTRAP)
         ));
+    }
+
+    fn snapshot_dir(test: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("ringside-gdb-files-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A target whose debugger can save its 1 MiB machine, with `dir` as
+    /// its snapshot directory.
+    fn target_saving_into(dir: &Path) -> GdbTarget {
+        let mut t = target();
+        let mut config = ringside_core::config::MachineConfig::default();
+        config.machine.memory_mib = 1;
+        t.debugger.config_toml = config.to_toml();
+        t.set_snapshot_dir(dir).unwrap();
+        t
+    }
+
+    #[test]
+    fn monitor_snapshot_save_outside_the_snapshot_directory_is_refused() {
+        let dir = snapshot_dir("outside");
+        let outside = snapshot_dir("outside-target");
+        let mut t = target_saving_into(&dir);
+        let absolute = outside.join("x");
+        for line in [
+            format!("save {}", absolute.display()),
+            format!("snapshot save {}", absolute.display()),
+            "snapshot save ../x".to_string(),
+            "save sub/../../x".to_string(),
+            "snapshot load /etc/passwd".to_string(),
+            "symbols /dev/zero".to_string(),
+        ] {
+            let err = t.monitor(&line).unwrap_err();
+            assert!(err.contains("only inside"), "{line}: {err}");
+        }
+        assert!(!absolute.exists() && !outside.exists());
+        assert!(!dir.parent().unwrap().join("x").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn monitor_save_through_a_symlink_leading_out_is_refused() {
+        let dir = snapshot_dir("symlink");
+        let outside = snapshot_dir("symlink-target");
+        std::fs::create_dir_all(&outside).unwrap();
+        let mut t = target_saving_into(&dir);
+        std::os::unix::fs::symlink(&outside, dir.join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), dir.join("f")).unwrap();
+        for line in ["snapshot save out/x", "snapshot save f", "load f"] {
+            let err = t.monitor(line).unwrap_err();
+            assert!(err.contains("only inside"), "{line}: {err}");
+        }
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn monitor_snapshot_save_of_a_plain_name_lands_in_the_directory_and_loads_back() {
+        let dir = snapshot_dir("plain");
+        let mut t = target_saving_into(&dir);
+        let said = t.monitor("snapshot save state.ssm").unwrap();
+        assert!(said.contains("saved the machine"), "{said}");
+        assert!(dir.join("state.ssm").is_file());
+        t.debugger.step(3).unwrap();
+        t.monitor("snapshot load state.ssm").unwrap();
+        assert_eq!(t.debugger.main.machine.cpu.eip, 0xFFF0);
+    }
+
+    #[test]
+    fn file_commands_are_off_without_a_snapshot_directory() {
+        let mut t = target();
+        let err = t.monitor("snapshot save x").unwrap_err();
+        assert!(err.contains("--snapshot-dir"), "{err}");
+        assert!(!Path::new("x").exists());
     }
 }
