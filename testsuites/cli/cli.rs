@@ -198,6 +198,18 @@ fn the_books_default_configuration_listing_is_what_the_command_prints() {
     assert_eq!(&book[start..end], text(&out.stdout));
 }
 
+/// The getting-started chapter lists the built-in guests as `ringside
+/// guests` prints them.
+#[test]
+fn the_books_guest_listing_is_what_the_command_prints() {
+    let book = include_str!("../../book/src/getting-started.md");
+    let marker = "$ ringside guests\n";
+    let start = book.find(marker).expect("the chapter shows the command") + marker.len();
+    let end = start + book[start..].find("```").expect("the listing ends");
+    let out = ringside(&["guests"]);
+    assert_eq!(&book[start..end], text(&out.stdout));
+}
+
 /// `--set KEY=VALUE` reaches any key: here the CPU's vendor string, which
 /// the probe kernel reads back with CPUID.
 #[test]
