@@ -583,10 +583,27 @@ fn host_input() -> (Input, Option<RawModeGuard>) {
 struct RawModeGuard;
 
 impl RawModeGuard {
+    /// Raw input (each key as typed, no echo), but output still
+    /// post-processed by the terminal, LF becoming CR LF, as QEMU's stdio
+    /// does: guest text and the `--stats` line start at the left margin.
     fn enable() -> Option<RawModeGuard> {
-        crossterm::terminal::enable_raw_mode()
-            .ok()
-            .map(|_| RawModeGuard)
+        crossterm::terminal::enable_raw_mode().ok()?;
+        keep_output_processing();
+        Some(RawModeGuard)
+    }
+}
+
+/// Turn OPOST and ONLCR back on for the terminal on standard input (raw
+/// mode turned them off; they concern output only).
+fn keep_output_processing() {
+    // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios that
+    // tcgetattr fills; nothing is kept beyond the calls.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0 {
+            t.c_oflag |= libc::OPOST | libc::ONLCR;
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t);
+        }
     }
 }
 

@@ -982,6 +982,68 @@ impl Drop for DebugUiUnderTmux {
     }
 }
 
+/// `ringside run` on a real terminal (tmux): raw input, but each guest
+/// line and the `--stats` line start at the left margin (LF is sent as
+/// CR LF, as QEMU's stdio does), not where the line before ended.
+#[test]
+fn run_on_a_terminal_starts_every_output_line_at_the_left_margin() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed (Debian package tmux)");
+        return;
+    }
+    let session = format!("ringside-crlf-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "160",
+        "-y",
+        "30",
+        "-s",
+        &session,
+        "sh",
+        "-c",
+        // A moment for the pane to settle before the first byte.
+        &format!(
+            "sleep 0.5; exec {} run builtin:hello --clock fast --stats",
+            env!("CARGO_BIN_EXE_ringside")
+        ),
+        ";",
+        "set-option",
+        "-w",
+        "remain-on-exit",
+        "on",
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let screen = loop {
+        let dead = text(&tmux(&["display-message", "-p", "-t", &session, "#{pane_dead}"]).stdout);
+        // With the scrollback: tmux's "Pane is dead" line may scroll the
+        // first line off the screen.
+        let screen = text(&tmux(&["capture-pane", "-p", "-S", "-", "-t", &session]).stdout);
+        if dead.trim() == "1" {
+            break screen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ringside did not end: {screen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines.contains(&"Hello from ringside!"), "{screen}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("guest ABI:")),
+        "the second guest line starts at the margin: {screen}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("{\"")),
+        "the --stats line starts at the margin: {screen}"
+    );
+}
+
 /// The debugger's terminal UI on a real terminal: a caught page fault of
 /// the demo's first user program shows CR2 and the faulting instruction,
 /// and q leaves the terminal as it was with status 0.
