@@ -317,6 +317,8 @@ fn engines() {
 /// Exit statuses other than a guest's own debug-exit value.
 pub mod status {
     pub const HALTED: i32 = 0;
+    /// The BIOS found nothing to boot (INT 18h, POST code 0x18).
+    pub const NO_BOOT: i32 = 5;
     /// ACPI soft off, as QEMU exits.
     pub const POWER_OFF: i32 = 0;
     pub const ERROR: i32 = 2;
@@ -881,7 +883,8 @@ fn run(args: RunArgs) -> Result<i32> {
     let _ = std::io::stdout().flush();
     let end = end?;
     let m = &session.machine;
-    if let Some(at) = session.checkpoint_pending() {
+    let missed_checkpoint = session.checkpoint_pending();
+    if let Some(at) = missed_checkpoint {
         eprintln!(
             "ringside: the run ended after {} instructions, before --save-state-at {at}: no state was saved",
             m.clock.icount
@@ -898,6 +901,13 @@ fn run(args: RunArgs) -> Result<i32> {
         SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::PowerOff)) => {
             eprintln!("ringside: {r}");
             ("power-off", status::POWER_OFF)
+        }
+        // The BIOS's INT 18h halts in its own segment after POST code 0x18.
+        SessionEnd::Machine(RunOutcome::Stopped(StopReason::DeadHalt { cs: 0xF000, .. }))
+            if m.bus.signals.post_code == Some(0x18) =>
+        {
+            eprintln!("ringside: the BIOS found no bootable disk (INT 18h)");
+            ("no-boot", status::NO_BOOT)
         }
         SessionEnd::Machine(RunOutcome::Stopped(
             r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }),
@@ -957,6 +967,11 @@ fn run(args: RunArgs) -> Result<i32> {
         if let Some(p) = &args.stats_json {
             write_atomically(p, format!("{json}\n").as_bytes())?;
         }
+    }
+    // A state the user asked for and did not get is an error, whatever
+    // the guest's own status was.
+    if missed_checkpoint.is_some() && code == 0 {
+        return Ok(status::ERROR);
     }
     Ok(code)
 }

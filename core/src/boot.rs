@@ -263,7 +263,8 @@ fn write_boot_info(
     let mods_at = base + block::MODS;
     let mmap_at = base + block::MMAP;
     info[4] = strings_at;
-    strings.extend_from_slice(&cmdline.as_bytes()[..cmdline.len().min(255)]);
+    // The whole command line: what does not fit is an error below, never cut.
+    strings.extend_from_slice(cmdline.as_bytes());
     strings.push(0);
     info[16] = strings_at + strings.len() as u32;
     strings.extend_from_slice(b"ringside\0");
@@ -271,7 +272,7 @@ fn write_boot_info(
     let mut mods = Vec::new();
     for &(start, end, string) in modules {
         let at = strings_at + strings.len() as u32;
-        strings.extend_from_slice(&string.as_bytes()[..string.len().min(63)]);
+        strings.extend_from_slice(string.as_bytes());
         strings.push(0);
         for w in [start, end, at, 0] {
             mods.extend_from_slice(&w.to_le_bytes());

@@ -109,9 +109,13 @@ int19_boot:
 no_boot_disk:
 	int	$0x18
 
-/* INT 18h: no way to boot. Say so on the screen and COM1, then stop. */
+/* INT 18h: no way to boot. Say so on the screen and COM1, then stop,
+ * leaving POST code 0x18 (the vector's number) on port 0x80 so that the
+ * emulator can tell this halt from a guest's. */
 	.globl int18_no_boot
 int18_no_boot:
+	mov	$0x18, %al
+	out	%al, $0x80
 	mov	%cs, %ax
 	mov	%ax, %ds
 	mov	$no_boot_message, %si

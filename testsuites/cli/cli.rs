@@ -210,6 +210,69 @@ fn the_books_guest_listing_is_what_the_command_prints() {
     assert_eq!(&book[start..end], text(&out.stdout));
 }
 
+/// A disk with nothing to boot: the BIOS says so and the run fails with
+/// status 5, not 0.
+#[test]
+fn a_disk_with_nothing_bootable_exits_with_status_5() {
+    let dir = temp_dir("noboot");
+    let disk = dir.join("blank.img");
+    std::fs::write(&disk, vec![0u8; 64 * 512]).unwrap();
+    let spec = format!("{},snapshot", disk.display());
+    let out = ringside(&["run", "--disk", &spec, "--clock", "fast"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("no bootable disk"), "{stderr}");
+    assert!(text(&out.stdout).contains("No bootable disk"));
+}
+
+/// A `--save-state-at` point the run never reached is an error.
+#[test]
+fn a_run_that_ends_before_save_state_at_exits_with_status_2() {
+    let dir = temp_dir("missed-save");
+    let state = dir.join("never.state");
+    let out = ringside(&[
+        "run",
+        "builtin:hello",
+        "--clock",
+        "fast",
+        "--save-state-at",
+        "999999999",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no state was saved"));
+    assert!(!state.exists());
+}
+
+/// The Multiboot command line arrives whole (it used to be cut at 255
+/// bytes without a word); one too long for the boot information is refused.
+#[test]
+fn a_long_command_line_arrives_whole_and_a_too_long_one_is_refused() {
+    let long = "x".repeat(400);
+    let out = ringside(&[
+        "run",
+        "builtin:fw-probe",
+        "--clock",
+        "fast",
+        "--cmdline",
+        &long,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("probe: multiboot.cmdline = {long}\n")),
+        "{}",
+        text(&out.stdout)
+    );
+    let too_long = "y".repeat(2000);
+    let out = ringside(&["run", "builtin:hello", "--cmdline", &too_long]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("too long"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// `--set KEY=VALUE` reaches any key: here the CPU's vendor string, which
 /// the probe kernel reads back with CPUID.
 #[test]
