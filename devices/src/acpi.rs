@@ -72,7 +72,7 @@ fn table(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
 pub fn build(p: &Platform, base: u32) -> Vec<u8> {
     let mut out = vec![0u8; 0x40];
     let place = |out: &mut Vec<u8>, bytes: &[u8], align: usize| -> u32 {
-        while out.len() % align != 0 {
+        while !out.len().is_multiple_of(align) {
             out.push(0);
         }
         let at = base + out.len() as u32;

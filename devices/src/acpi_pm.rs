@@ -106,7 +106,7 @@ impl Device for AcpiPm {
             let byte = (value >> (8 * i)) as u8 as u16;
             match at + i {
                 // PM1_STS: write 1 to clear. Only TMR_STS is ever set.
-                0 if byte as u16 & TMR_STS != 0 => {
+                0 if byte & TMR_STS != 0 => {
                     self.s.tmr_sts_since = Self::ticks(ctx.now_ns);
                 }
                 2 => self.s.pm1_en = self.s.pm1_en & 0xFF00 | byte,

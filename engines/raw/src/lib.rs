@@ -9,5 +9,9 @@
 //! Not built yet: the monitor's run loop and trap emulation, CSAM, PATM;
 //! `--engine raw` is not accepted.
 
+pub mod csam;
+pub mod engine;
 pub mod monitor;
 pub mod shadow;
+
+pub use engine::Raw;

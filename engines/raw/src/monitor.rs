@@ -70,6 +70,10 @@ pub struct GuestView {
     /// The guest's IF and IOPL (the virtual ones).
     pub eflags_if_iopl: u32,
     pub sysenter: (u32, u32, u32),
+    /// The guest's GDT and LDT as they were at `enter`, to carry the
+    /// accessed bits the substrate sets in the shadows back (`leave`).
+    guest_gdt: Vec<u8>,
+    guest_ldt: Vec<u8>,
 }
 
 const IF_IOPL: u32 = flags::IF | flags::IOPL;
@@ -229,6 +233,8 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
             m.cpu.msr.sysenter_esp,
             m.cpu.msr.sysenter_eip,
         ),
+        guest_gdt,
+        guest_ldt,
     };
     let cpu = &mut m.cpu;
     for s in cpu.seg.iter_mut() {
@@ -244,7 +250,7 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
         limit: 256 * 8 - 1,
         _pad: 0,
     };
-    if !guest_ldt.is_empty() {
+    if !view.guest_ldt.is_empty() {
         cpu.ldtr.base = area + layout::LDT;
     }
     cpu.tr = Segment {
@@ -262,9 +268,32 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     Ok(view)
 }
 
+/// Carry the accessed bits the substrate set in a shadow table (segment
+/// loads set them, SDM Vol. 3A 3.4.5) into the guest's table at `base`.
+fn carry_accessed_bits(m: &mut Machine, shadow_at: u32, guest: &[u8], base: u32) {
+    let Some(mon) = m.mem().monitor() else {
+        return;
+    };
+    let set: Vec<usize> = (0..guest.len() / 8)
+        .filter(|&i| {
+            let access = 8 * i + 5;
+            let shadow = mon[(shadow_at as usize) + access];
+            guest[access] & 0x10 != 0 && shadow & 1 != 0 && guest[access] & 1 == 0
+        })
+        .collect();
+    for i in set {
+        let lin = base.wrapping_add(8 * i as u32 + 5);
+        if let Some(phys) = m.peek_translation(lin) {
+            m.phys_write(phys, 1, (guest[8 * i + 5] | 1) as u64);
+        }
+    }
+}
+
 /// Turn the substrate view back into the guest's, and take the hypervisor
 /// area out of the linear space.
 pub fn leave(m: &mut Machine, view: &GuestView) {
+    carry_accessed_bits(m, layout::GDT, &view.guest_gdt, view.gdtr.base);
+    carry_accessed_bits(m, layout::LDT, &view.guest_ldt, view.ldtr.base);
     let cpu = &mut m.cpu;
     for s in cpu.seg.iter_mut() {
         *s = expand_segment(s);
