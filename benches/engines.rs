@@ -3,7 +3,15 @@
 //! with every block compiled at its first run) on `bench-int-small`: the
 //! same integer work as `ringside run builtin:bench-int --stats`, with
 //! 1/100 of the iterations.
-//! Throughput is reported in guest instructions per second.
+//! Then every engine on short workloads: two nanobenchmarks
+//! (`builtin:nanobench`, 20000 iterations of `call-ret` and of
+//! `pagefault`), `builtin:hello` and `builtin:irq-pm` (timer interrupts,
+//! port I/O, HLT): the last two do not turn paging on, so that a host
+//! whose KVM cannot page still measures kvm on them. kvm is
+//! skipped, with the reason on stderr, where this host's KVM cannot run
+//! the guest (the probe `ringside engines` prints).
+//! Throughput is reported in guest instructions per second (for kvm, the
+//! interpreter's count of the same run: KVM counts none).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringside_core::{boot, Engine, Machine, RunOutcome, StopReason};
@@ -107,5 +115,100 @@ fn debugger_cont(m: Machine, stop: Option<Stop>) -> u64 {
     d.main.machine.clock.icount
 }
 
-criterion_group!(benches, bench_int);
+/// A short workload every engine runs: a built-in guest, its command
+/// line, and whether it turns paging on.
+struct Short {
+    group: &'static str,
+    guest: &'static str,
+    cmdline: &'static str,
+    paged: bool,
+}
+
+const SHORT: &[Short] = &[
+    Short {
+        group: "nanobench call-ret",
+        guest: "nanobench",
+        cmdline: "ops=call-ret iters=20000",
+        paged: true,
+    },
+    Short {
+        group: "nanobench pagefault",
+        guest: "nanobench",
+        cmdline: "ops=pagefault iters=20000",
+        paged: true,
+    },
+    Short {
+        group: "hello",
+        guest: "hello",
+        cmdline: "",
+        paged: false,
+    },
+    Short {
+        group: "irq-pm",
+        guest: "irq-pm",
+        cmdline: "",
+        paged: false,
+    },
+];
+
+/// Why this host's KVM cannot run a guest booted by the Multiboot loader
+/// (unpaged protected mode, or paged when `paged`): the mode and the
+/// probe's reason; `None` when it can.
+fn kvm_skip_reason(paged: bool) -> Option<String> {
+    if let Err(e) = ringside_kvm::Kvm::new() {
+        return Some(e.to_string());
+    }
+    let probe = ringside_kvm::probe();
+    let (mode, result) = if paged {
+        ("32-bit paging", &probe.paging)
+    } else {
+        ("unpaged protected mode", &probe.protected_mode)
+    };
+    (!result.ok).then(|| format!("{mode}: {}", result.reason))
+}
+
+/// The default PC (`ringside run`'s machine: the PIC, PIT, APIC and the
+/// rest the nanobenchmarks and irq-pm use) with `name` loaded by the
+/// Multiboot loader, `cmdline` its command line.
+fn boot_pc(name: &str, cmdline: &str) -> Machine {
+    let guest = ringside_guests::find(name).expect("the guest is built in");
+    let com1 = ringside_devices::SharedBuffer::default();
+    let mut m = ringside_devices::pc::build_pc(
+        &ringside_core::config::MachineConfig::default(),
+        ringside_devices::pc::HostIo::com1_only(com1),
+    )
+    .expect("the default PC builds");
+    boot::load_multiboot(&mut m, guest.image, cmdline).expect("the guest loads");
+    m
+}
+
+fn short_workloads(c: &mut Criterion) {
+    for w in SHORT {
+        let boot = || boot_pc(w.guest, w.cmdline);
+        let instructions = run_to_exit(&mut boot(), &mut ringside_interp::Interp::new());
+        let mut group = c.benchmark_group(w.group);
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(instructions));
+        group.bench_function("interp", |b| {
+            b.iter(|| run_to_exit(&mut boot(), &mut ringside_interp::Interp::new()))
+        });
+        group.bench_function("jit", |b| {
+            b.iter(|| run_to_exit(&mut boot(), &mut ringside_jit::Jit::new()))
+        });
+        match kvm_skip_reason(w.paged) {
+            None => {
+                group.bench_function("kvm", |b| {
+                    b.iter(|| {
+                        let mut kvm = ringside_kvm::Kvm::new().expect("the probe opened /dev/kvm");
+                        run_to_exit(&mut boot(), &mut kvm)
+                    })
+                });
+            }
+            Some(why) => eprintln!("{}: kvm skipped: {why}", w.group),
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_int, short_workloads);
 criterion_main!(benches);

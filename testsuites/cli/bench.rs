@@ -158,3 +158,127 @@ fn the_raw_engine_is_reported_not_built_and_the_rest_runs() {
     assert_eq!(runs_of(&b.json, "interp").len(), 2);
     let _ = std::fs::remove_dir_all(&b.dir);
 }
+
+/// The value of `--NAME` on a command line split into words.
+fn option<'a>(words: &[&'a str], name: &str) -> Option<&'a str> {
+    let at = words.iter().position(|w| *w == name)?;
+    words.get(at + 1).copied()
+}
+
+fn names(list: Option<&str>) -> Vec<String> {
+    list.map_or(Vec::new(), |l| l.split(',').map(String::from).collect())
+}
+
+/// The book's "Engines compared" chapter shows a command, the table it
+/// printed and, beside it, the JSON record of the same run. After a new
+/// run all three must be replaced together: this fails when the command's
+/// workloads, engines, peers or repetitions are not the record's, when a
+/// table row has no summary in the record (or its wall time or reason is
+/// not the record's), and when a nanobenchmark figure the chapter quotes
+/// is not the record's.
+#[test]
+fn the_engines_compared_chapter_matches_its_json_record() {
+    let chapter = include_str!("../../book/src/engines-compared.md");
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../../book/src/engines-compared.json"))
+            .expect("the chapter's JSON record parses");
+
+    let command = chapter
+        .lines()
+        .find_map(|l| l.strip_prefix("$ ringside bench "))
+        .expect("the chapter shows its `$ ringside bench` command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let workloads = names(option(&words, "--workloads"));
+    let recorded: Vec<&str> = json["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| w["name"].as_str().expect("a workload's name"))
+        .collect();
+    assert_eq!(workloads, recorded, "the command's workloads");
+    let mut engines: Vec<&str> = json["engines"]
+        .as_array()
+        .expect("engines")
+        .iter()
+        .chain(json["skipped"].as_array().expect("skipped"))
+        .map(|e| e.as_str().or(e["name"].as_str()).expect("a name"))
+        .filter(|e| !matches!(*e, "qemu" | "bochs"))
+        .collect();
+    engines.sort_unstable();
+    let mut asked = names(option(&words, "--engines"));
+    asked.sort_unstable();
+    assert_eq!(asked, engines, "the command's engines");
+    let peers: Vec<&str> = json["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["name"].as_str().expect("a peer's name"))
+        .collect();
+    assert_eq!(
+        names(option(&words, "--peers")),
+        peers,
+        "the command's peers"
+    );
+    assert_eq!(
+        option(&words, "--reps").map(str::to_owned),
+        json["settings"]["reps"].as_u64().map(|n| n.to_string()),
+        "the command's repetitions"
+    );
+
+    let summaries = json["summaries"].as_array().expect("summaries");
+    let summary = |workload: &str, runner: &str| {
+        summaries
+            .iter()
+            .find(|s| s["workload"] == workload && s["engine"] == runner)
+            .unwrap_or_else(|| panic!("no summary for {workload} on {runner}"))
+    };
+    let ms = |s: &serde_json::Value, field: &str| {
+        s["wall_s"][field].as_f64().expect("a wall time") * 1e3
+    };
+    let mut rows = 0;
+    for line in chapter.lines() {
+        let mut cells = line.split_whitespace();
+        let (Some(workload), Some(runner)) = (cells.next(), cells.next()) else {
+            continue;
+        };
+        if !workloads.iter().any(|w| w == workload) {
+            continue;
+        }
+        rows += 1;
+        let s = summary(workload, runner);
+        match s["status"].as_str() {
+            Some(reason) => assert!(line.contains(reason), "{line}\nvs the record: {reason}"),
+            None => {
+                let wall = format!(
+                    "{:.1} [{:.1}-{:.1}]",
+                    ms(s, "median"),
+                    ms(s, "min"),
+                    ms(s, "max")
+                );
+                assert!(line.contains(&wall), "{line}\nvs the record: {wall}");
+            }
+        }
+    }
+    assert_eq!(rows, summaries.len(), "one table row per summary");
+
+    // The comparison with Adams and Agesen quotes interp's and jit's ns/op.
+    let mut quoted = 0;
+    for line in chapter.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(workload) = cells.get(2).and_then(|c| c.strip_prefix('`')) else {
+            continue;
+        };
+        let workload = workload.trim_end_matches('`');
+        if workload.contains('`') || !workloads.iter().any(|w| w == workload) {
+            continue;
+        }
+        for (column, runner) in [(3, "interp"), (4, "jit")] {
+            let ns = summary(workload, runner)["ns_per_op"]
+                .as_f64()
+                .expect("a nanobenchmark's ns/op");
+            assert_eq!(cells[column], format!("{ns:.1}"), "{workload} on {runner}");
+        }
+        quoted += 1;
+    }
+    assert!(quoted >= 8, "the nanobenchmark table quotes {quoted} rows");
+}
