@@ -159,7 +159,7 @@ pub(crate) struct RunArgs {
     /// Guest RAM in MiB (machine.memory_mib).
     #[arg(long, value_name = "MIB")]
     mem: Option<u32>,
-    /// Execution engine (machine.engine): interp, jit or kvm.
+    /// Execution engine (machine.engine): interp, jit, raw or kvm.
     #[arg(long)]
     engine: Option<String>,
     /// Runs of a guest block before the recompiler compiles it (jit.threshold).
@@ -293,7 +293,13 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
             Ok(Box::new(j))
         }
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
-        other => bail!("unknown engine '{other}' (available: interp, jit, kvm)"),
+        // Ring compression where the guest pages, the interpreter where it
+        // does not (core::exec's execution manager).
+        "raw" => Ok(Box::new(ringside_core::exec::ExecutionManager::new(
+            ringside_raw::Raw::new(),
+            ringside_interp::Interp::new(),
+        ))),
+        other => bail!("unknown engine '{other}' (available: interp, jit, raw, kvm)"),
     }
 }
 
@@ -302,6 +308,7 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
 fn engines() {
     println!("interp: available (the reference interpreter runs everywhere)");
     println!("jit: available (the Cranelift recompiler runs on every host Cranelift supports)");
+    println!("raw: available (ring compression on the interpreter substrate; real mode, unpaged and v86 code run on the interpreter)");
     let probe = ringside_kvm::probe();
     if !probe.available.ok {
         println!("kvm: not available: {}", probe.available.reason);

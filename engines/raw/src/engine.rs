@@ -237,10 +237,34 @@ impl Engine for Raw {
         }
     }
 
+    /// One instruction through the same path as `run`: the substrate runs
+    /// it at ring 1 or 3 (a budget of one), or the monitor finishes what
+    /// stopped it; so `compare` checks raw mode itself, instruction by
+    /// instruction.
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
-        // One instruction: the reference's step on the guest view is what
-        // the substrate and the monitor together would do.
-        self.interp.step(m)
+        if cannot_run(m).is_some() {
+            let before = m.clock.icount;
+            let exit = self.interp.step(m)?;
+            self.counters.fallback_instructions += m.clock.icount - before;
+            return Ok(exit);
+        }
+        let before = m.clock.icount;
+        loop {
+            match self.stretch(m, 1)? {
+                // The monitor finished one instruction or delivered one
+                // event on the guest view.
+                None => return Ok(Exit::BudgetSpent),
+                // A REP string instruction the substrate paused between
+                // iterations (a budget of one spends it without retiring):
+                // go on until it retires, as a step must.
+                Some(Exit::BudgetSpent) if m.clock.icount == before => {
+                    if cannot_run(m).is_some() {
+                        return self.step(m);
+                    }
+                }
+                Some(exit) => return Ok(exit),
+            }
+        }
     }
 
     fn stats(&self) -> EngineStats {

@@ -261,39 +261,42 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
         limit: layout::TSS_LIMIT,
     };
     cpu.eflags = cpu.eflags & !IF_IOPL | flags::IF;
-    // SYSENTER from ring 3 lands in the monitor, not in guest code at ring 0.
-    cpu.msr.sysenter_cs = MONITOR_CS as u32;
-    cpu.msr.sysenter_esp = area + layout::STACK_TOP;
-    cpu.msr.sysenter_eip = area + layout::SYSENTER_STUB;
+    // SYSENTER must not reach guest code at ring 0: with SYSENTER_CS 0 it
+    // raises #GP(0) at the instruction, committing nothing (SDM Vol. 2B
+    // SYSENTER), and the monitor runs it on the guest view.
+    cpu.msr.sysenter_cs = 0;
+    cpu.msr.sysenter_esp = 0;
+    cpu.msr.sysenter_eip = 0;
     Ok(view)
 }
 
-/// Carry the accessed bits the substrate set in a shadow table (segment
-/// loads set them, SDM Vol. 3A 3.4.5) into the guest's table at `base`.
-fn carry_accessed_bits(m: &mut Machine, shadow_at: u32, guest: &[u8], base: u32) {
+/// The accessed bits the substrate set in a shadow table (segment loads
+/// set them, SDM Vol. 3A 3.4.5) that the guest's table at `base` lacks:
+/// the linear addresses of the access bytes to set.
+fn accessed_bits_to_carry(m: &Machine, shadow_at: u32, guest: &[u8], base: u32) -> Vec<(u32, u8)> {
     let Some(mon) = m.mem().monitor() else {
-        return;
+        return Vec::new();
     };
-    let set: Vec<usize> = (0..guest.len() / 8)
-        .filter(|&i| {
+    (0..guest.len() / 8)
+        .filter_map(|i| {
             let access = 8 * i + 5;
-            let shadow = mon[(shadow_at as usize) + access];
-            guest[access] & 0x10 != 0 && shadow & 1 != 0 && guest[access] & 1 == 0
+            let shadow = mon[shadow_at as usize + access];
+            (guest[access] & 0x10 != 0 && shadow & 1 != 0 && guest[access] & 1 == 0)
+                .then(|| (base.wrapping_add(access as u32), guest[access] | 1))
         })
-        .collect();
-    for i in set {
-        let lin = base.wrapping_add(8 * i as u32 + 5);
-        if let Some(phys) = m.peek_translation(lin) {
-            m.phys_write(phys, 1, (guest[8 * i + 5] | 1) as u64);
-        }
-    }
+        .collect()
 }
 
 /// Turn the substrate view back into the guest's, and take the hypervisor
 /// area out of the linear space.
 pub fn leave(m: &mut Machine, view: &GuestView) {
-    carry_accessed_bits(m, layout::GDT, &view.guest_gdt, view.gdtr.base);
-    carry_accessed_bits(m, layout::LDT, &view.guest_ldt, view.ldtr.base);
+    let mut carry = accessed_bits_to_carry(m, layout::GDT, &view.guest_gdt, view.gdtr.base);
+    carry.extend(accessed_bits_to_carry(
+        m,
+        layout::LDT,
+        &view.guest_ldt,
+        view.ldtr.base,
+    ));
     let cpu = &mut m.cpu;
     for s in cpu.seg.iter_mut() {
         *s = expand_segment(s);
@@ -309,6 +312,11 @@ pub fn leave(m: &mut Machine, view: &GuestView) {
         cpu.msr.sysenter_eip,
     ) = view.sysenter;
     m.unmap_hypervisor_area();
+    // Into the guest's tables, as the CPU sets them: a supervisor write
+    // through the guest's page tables (accessed and dirty bits included).
+    for (lin, byte) in carry {
+        let _ = m.write_lin::<u8>(lin, byte, false);
+    }
 }
 
 /// The vector whose stub the substrate halted in (EIP is past the HLT), or
