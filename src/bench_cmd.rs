@@ -188,11 +188,11 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
     };
     let asked: Vec<String> = match &args.engines {
         Some(list) => split_list(list),
-        None => ["interp", "jit", "kvm"].map(String::from).to_vec(),
+        None => ["interp", "jit", "raw", "kvm"].map(String::from).to_vec(),
     };
     for engine in asked {
         match engine.as_str() {
-            "interp" | "jit" => plan.runners.push(Runner::Engine(engine)),
+            "interp" | "jit" | "raw" => plan.runners.push(Runner::Engine(engine)),
             "kvm" => {
                 let probe = ringside_kvm::probe();
                 if !probe.available.ok {
@@ -205,10 +205,6 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
                 }
                 plan.runners.push(Runner::Engine(engine));
             }
-            "raw" => plan.skipped.push((
-                engine,
-                "not built yet: the raw-mode engine does not exist yet".into(),
-            )),
             other => bail!("--engines: unknown engine '{other}' (interp, jit, raw, kvm)"),
         }
     }
@@ -399,6 +395,12 @@ impl RunRecord {
                     .unwrap_or(0);
                 json!({ "exits": exits, "kvm_runs": counters["kvm_runs"] })
             }
+            // Raw mode's cost is its monitor entries (traps), and the share
+            // of instructions its substrate ran.
+            "raw" => json!({
+                "traps": counters["raw.monitor_entries"],
+                "substrate_instructions": counters["raw.substrate_instructions"],
+            }),
             _ => json!({}),
         }
     }
@@ -685,7 +687,7 @@ fn summarize(w: &Workload, runner: &Runner, records: &[RunRecord]) -> Summary {
             .collect(),
     );
     let instructions = mine.iter().find_map(|r| r.instructions());
-    let counted_elsewhere = ["interp", "jit"]
+    let counted_elsewhere = ["interp", "jit", "raw"]
         .iter()
         .find_map(|e| of(e).into_iter().filter(ok).find_map(|r| r.instructions()));
     let instructions_basis = instructions.or(counted_elsewhere);
@@ -752,6 +754,9 @@ fn median_costs(runs: &[&RunRecord], ops: Option<f64>) -> Value {
             if let (Some(n), "exits") = (ops, key.as_str()) {
                 out.insert("exits_per_op".into(), json!(m / n));
             }
+            if let (Some(n), "traps") = (ops, key.as_str()) {
+                out.insert("traps_per_op".into(), json!(m / n));
+            }
         }
     }
     Value::Object(out)
@@ -790,6 +795,12 @@ fn print_table(summaries: &[Summary]) {
             "jit" => s.costs["compile_share"]
                 .as_f64()
                 .map_or("-".into(), |c| format!("compile {:.1}%", c * 100.0)),
+            "raw" => match s.costs["traps_per_op"].as_f64() {
+                Some(t) => format!("{t:.3} traps/op"),
+                None => s.costs["traps"]
+                    .as_f64()
+                    .map_or("-".into(), |t| format!("{t:.0} traps")),
+            },
             "kvm" => match s.costs["exits_per_op"].as_f64() {
                 Some(e) => format!("{e:.3} exits/op"),
                 None => s.costs["exits"]
