@@ -40,3 +40,56 @@ pub fn ringside_with_input(args: &[&str], input: &[u8]) -> Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+#[allow(dead_code)] // the engine tests' (jit.rs, raw.rs), not every binary's
+/// What a guest needs besides its image: pc-hw has two IDE disks and
+/// checks that the line it reads on COM1 is the one its command line
+/// expects; jit-torture loads code from a scratch disk as the master.
+pub fn guest_args(guest: &str, tag: &str) -> Vec<String> {
+    let disks = match guest {
+        "pc-hw" => 2,
+        "jit-torture" => 1,
+        _ => return Vec::new(),
+    };
+    let mut args = Vec::new();
+    for n in 0..disks {
+        let path = std::env::temp_dir().join(format!(
+            "ringside-{tag}-{}-{guest}-disk{n}.img",
+            std::process::id()
+        ));
+        std::fs::write(&path, vec![0u8; 1 << 20]).expect("write a disk image to the temp dir");
+        args.push("--disk".to_owned());
+        args.push(format!("{},snapshot", path.display()));
+    }
+    if guest == "pc-hw" {
+        args.push("--cmdline".to_owned());
+        args.push("expect=hello".to_owned());
+    }
+    args
+}
+
+#[allow(dead_code)]
+/// Every built-in guest, with the script the interactive ones get.
+pub const GUESTS: &[(&str, &[u8])] = &[
+    ("bench-int-small", b""),
+    ("demo", b"run hello\nrun bench\npoweroff\n"),
+    ("demo-disk", b"run hello\npoweroff\n"),
+    ("exceptions", b""),
+    ("fw-probe", b""),
+    ("hello", b""),
+    ("irq-console", b"add 40 2\nexit 0\n"),
+    ("irq-console-disk", b"add 40 2\nexit 0\n"),
+    ("irq-pm", b""),
+    ("irq-real", b""),
+    ("jit-torture", b""),
+    ("nanobench", b""),
+    ("paging", b""),
+    ("pc-hw", b"hello\n"),
+    ("pm-segments", b""),
+    ("privilege", b""),
+    ("reboot", b""),
+    ("reboot-disk", b""),
+    ("smc", b""),
+    ("tasks", b""),
+    ("vm86", b""),
+];

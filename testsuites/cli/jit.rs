@@ -6,58 +6,7 @@
 
 mod common;
 
-use common::{ringside_with_input, text};
-
-/// What a guest needs besides its image: pc-hw has two IDE disks and
-/// checks that the line it reads on COM1 is the one its command line
-/// expects; jit-torture loads code from a scratch disk as the master.
-fn guest_args(guest: &str) -> Vec<String> {
-    let disks = match guest {
-        "pc-hw" => 2,
-        "jit-torture" => 1,
-        _ => return Vec::new(),
-    };
-    let mut args = Vec::new();
-    for n in 0..disks {
-        let path = std::env::temp_dir().join(format!(
-            "ringside-jit-{}-{guest}-disk{n}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0u8; 1 << 20]).expect("write a disk image to the temp dir");
-        args.push("--disk".to_owned());
-        args.push(format!("{},snapshot", path.display()));
-    }
-    if guest == "pc-hw" {
-        args.push("--cmdline".to_owned());
-        args.push("expect=hello".to_owned());
-    }
-    args
-}
-
-/// Every built-in guest, with the script the interactive ones get.
-const GUESTS: &[(&str, &[u8])] = &[
-    ("bench-int-small", b""),
-    ("demo", b"run hello\nrun bench\npoweroff\n"),
-    ("demo-disk", b"run hello\npoweroff\n"),
-    ("exceptions", b""),
-    ("fw-probe", b""),
-    ("hello", b""),
-    ("irq-console", b"add 40 2\nexit 0\n"),
-    ("irq-console-disk", b"add 40 2\nexit 0\n"),
-    ("irq-pm", b""),
-    ("irq-real", b""),
-    ("jit-torture", b""),
-    ("nanobench", b""),
-    ("paging", b""),
-    ("pc-hw", b"hello\n"),
-    ("pm-segments", b""),
-    ("privilege", b""),
-    ("reboot", b""),
-    ("reboot-disk", b""),
-    ("smc", b""),
-    ("tasks", b""),
-    ("vm86", b""),
-];
+use common::{guest_args, ringside_with_input, text, GUESTS};
 
 /// The list above is every guest `ringside guests` names, but bench-int,
 /// whose short variant runs the same code.
@@ -81,7 +30,7 @@ fn the_guest_list_covers_every_built_in_guest() {
 /// the share of instructions retired in translated code, per mille).
 fn run(guest: &str, input: &[u8], engine_args: &[&str]) -> (Option<i32>, String, u64, u64) {
     let image = format!("builtin:{guest}");
-    let extra = guest_args(guest);
+    let extra = guest_args(guest, "jit");
     let mut args = vec!["run", &image, "--clock", "fast", "--stats"];
     args.extend_from_slice(engine_args);
     args.extend(extra.iter().map(String::as_str));
@@ -168,7 +117,7 @@ fn compare_finds_no_divergence_between_interp_and_jit() {
             _ => b"",
         };
         let image = format!("builtin:{guest}");
-        let extra = guest_args(guest);
+        let extra = guest_args(guest, "jit");
         let mut args = vec![
             "compare",
             "--engines",

@@ -7,64 +7,13 @@
 
 mod common;
 
-use common::{ringside_with_input, text};
-
-/// What a guest needs besides its image: pc-hw has two IDE disks and
-/// checks that the line it reads on COM1 is the one its command line
-/// expects; jit-torture loads code from a scratch disk as the master.
-fn guest_args(guest: &str) -> Vec<String> {
-    let disks = match guest {
-        "pc-hw" => 2,
-        "jit-torture" => 1,
-        _ => return Vec::new(),
-    };
-    let mut args = Vec::new();
-    for n in 0..disks {
-        let path = std::env::temp_dir().join(format!(
-            "ringside-raw-{}-{guest}-disk{n}.img",
-            std::process::id()
-        ));
-        std::fs::write(&path, vec![0u8; 1 << 20]).expect("write a disk image to the temp dir");
-        args.push("--disk".to_owned());
-        args.push(format!("{},snapshot", path.display()));
-    }
-    if guest == "pc-hw" {
-        args.push("--cmdline".to_owned());
-        args.push("expect=hello".to_owned());
-    }
-    args
-}
-
-/// Every built-in guest, with the script the interactive ones get.
-const GUESTS: &[(&str, &[u8])] = &[
-    ("bench-int-small", b""),
-    ("demo", b"run hello\nrun bench\npoweroff\n"),
-    ("demo-disk", b"run hello\npoweroff\n"),
-    ("exceptions", b""),
-    ("fw-probe", b""),
-    ("hello", b""),
-    ("irq-console", b"add 40 2\nexit 0\n"),
-    ("irq-console-disk", b"add 40 2\nexit 0\n"),
-    ("irq-pm", b""),
-    ("irq-real", b""),
-    ("jit-torture", b""),
-    ("nanobench", b""),
-    ("paging", b""),
-    ("pc-hw", b"hello\n"),
-    ("pm-segments", b""),
-    ("privilege", b""),
-    ("reboot", b""),
-    ("reboot-disk", b""),
-    ("smc", b""),
-    ("tasks", b""),
-    ("vm86", b""),
-];
+use common::{guest_args, ringside_with_input, text, GUESTS};
 
 /// Run a guest to its end; returns (exit status, stdout, instructions,
 /// the raw counters as JSON).
 fn run(guest: &str, input: &[u8], engine: &str) -> (Option<i32>, String, u64, serde_json::Value) {
     let image = format!("builtin:{guest}");
-    let extra = guest_args(guest);
+    let extra = guest_args(guest, "raw");
     let mut args = vec![
         "run", &image, "--clock", "fast", "--stats", "--engine", engine,
     ];
@@ -132,7 +81,7 @@ fn compare_finds_no_divergence_between_interp_and_raw() {
             _ => b"",
         };
         let image = format!("builtin:{guest}");
-        let extra = guest_args(guest);
+        let extra = guest_args(guest, "raw");
         let mut args = vec![
             "compare",
             "--engines",
