@@ -577,8 +577,8 @@ impl Machine {
     }
 
     /// Write `bytes` into monitor memory at `offset` (the monitor building
-    /// its tables, stubs and patches): what engines decoded from those
-    /// pages is dropped, as for a store into guest code.
+    /// its tables, stubs and patches): what engines decoded from the pages
+    /// whose bytes change is dropped, as for a store into guest code.
     pub fn write_monitor(
         &mut self,
         offset: u32,
@@ -594,8 +594,25 @@ impl Machine {
                 len: bytes.len(),
             });
         }
-        mem[offset as usize..end as usize].copy_from_slice(bytes);
-        self.mem.note_monitor_written(offset, bytes.len() as u32);
+        // Page by page, and only where the bytes change: a monitor that
+        // rewrites its tables as they were (every entry, typically) drops no
+        // decoded code and adds nothing to the code-write log.
+        let mut at = offset as usize;
+        let mut rest = bytes;
+        let mut changed = Vec::new();
+        while !rest.is_empty() {
+            let n = rest.len().min(PAGE_SIZE as usize - at % PAGE_SIZE as usize);
+            let (chunk, tail) = rest.split_at(n);
+            if mem[at..at + n] != *chunk {
+                mem[at..at + n].copy_from_slice(chunk);
+                changed.push((at as u32, n as u32));
+            }
+            at += n;
+            rest = tail;
+        }
+        for (at, n) in changed {
+            self.mem.note_monitor_written(at, n);
+        }
         Ok(())
     }
 

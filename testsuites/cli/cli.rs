@@ -857,17 +857,24 @@ fn a_paged_guest_on_a_host_without_paging_stops_at_once_with_status_4() {
     }
 }
 
+/// `run builtin:irq-pm --engine kvm --stats`: it must end with status 0;
+/// the statistics line as text and as JSON.
+fn irq_pm_on_kvm_stats() -> (String, serde_json::Value) {
+    let out = ringside(&["run", "builtin:irq-pm", "--engine", "kvm", "--stats"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let json = stderr.lines().last().unwrap_or_default().to_owned();
+    let stats = serde_json::from_str(&json).expect("--stats prints JSON");
+    (json, stats)
+}
+
 #[test]
 fn kvm_stats_report_exits_by_reason_with_their_mean_round_trip() {
     let test = "kvm_stats_report_exits_by_reason_with_their_mean_round_trip";
     if kvm_probe_report(test).is_none() {
         return;
     }
-    let out = ringside(&["run", "builtin:irq-pm", "--engine", "kvm", "--stats"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stderr = text(&out.stderr);
-    let json = stderr.lines().last().unwrap_or_default();
-    let stats: serde_json::Value = serde_json::from_str(json).expect("--stats prints JSON");
+    let (json, stats) = irq_pm_on_kvm_stats();
     let counters = &stats["counters"];
     // irq-pm prints on COM1 (port I/O exits) and halts between timer
     // interrupts (HLT exits).
@@ -890,11 +897,7 @@ fn kvm_stats_say_the_instruction_count_is_unknown_after_free_runs() {
     }
     // irq-pm has no #GP gate until its LIDT: it still runs freely, never
     // single-stepped by the paging guard.
-    let out = ringside(&["run", "builtin:irq-pm", "--engine", "kvm", "--stats"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let stderr = text(&out.stderr);
-    let json = stderr.lines().last().unwrap_or_default();
-    let stats: serde_json::Value = serde_json::from_str(json).expect("--stats prints JSON");
+    let (json, stats) = irq_pm_on_kvm_stats();
     let counters = &stats["counters"];
     assert_eq!(counters["single_step_runs"].as_u64(), Some(0), "{json}");
     assert_eq!(counters["exits_debug"].as_u64(), Some(0), "{json}");

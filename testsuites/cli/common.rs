@@ -93,3 +93,44 @@ pub const GUESTS: &[(&str, &[u8])] = &[
     ("tasks", b""),
     ("vm86", b""),
 ];
+
+#[allow(dead_code)] // the engine tests' (jit.rs, raw.rs), not every binary's
+/// `ringside compare --engines interp,ENGINE` on every built-in guest, to
+/// its end (pc-hw over its first five million instructions; the demo OS
+/// and the console guests with a session on stdin): what did not end in
+/// "no divergence", one line per guest.
+pub fn compare_every_guest_with(engine: &str) -> Vec<String> {
+    let engines = format!("interp,{engine}");
+    let mut wrong = Vec::new();
+    for &(guest, _) in GUESTS {
+        let limit = match guest {
+            "pc-hw" => "5000000",
+            _ => "100000000",
+        };
+        let input: &[u8] = match guest {
+            "demo" | "demo-disk" => b"run hello\npoweroff\n",
+            "irq-console" | "irq-console-disk" => b"add 40 2\nexit 0\n",
+            _ => b"",
+        };
+        let image = format!("builtin:{guest}");
+        let extra = guest_args(guest, engine);
+        let mut args = vec![
+            "compare",
+            "--engines",
+            &engines,
+            "--max-insns",
+            limit,
+            &image,
+        ];
+        args.extend(extra.iter().map(String::as_str));
+        let out = ringside_with_input(&args, input);
+        let stdout = text(&out.stdout);
+        println!("{guest}: {}", stdout.trim());
+        let ended = stdout.contains("no divergence")
+            && (stdout.contains("both stopped") || limit != "100000000");
+        if out.status.code() != Some(0) || !ended {
+            wrong.push(format!("{guest}: {stdout}{}", text(&out.stderr)));
+        }
+    }
+    wrong
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{guest_args, ringside_with_input, text, GUESTS};
+use common::{compare_every_guest_with, guest_args, ringside_with_input, text, GUESTS};
 
 /// The list above is every guest `ringside guests` names, but bench-int,
 /// whose short variant runs the same code.
@@ -105,36 +105,6 @@ fn every_built_in_guest_ends_alike_on_jit_and_interp() {
 /// than the comparator's limit) and is compared to its power-off.
 #[test]
 fn compare_finds_no_divergence_between_interp_and_jit() {
-    let mut wrong = Vec::new();
-    for &(guest, _) in GUESTS {
-        let limit = match guest {
-            "pc-hw" => "5000000",
-            _ => "100000000",
-        };
-        let input: &[u8] = match guest {
-            "demo" | "demo-disk" => b"run hello\npoweroff\n",
-            "irq-console" => b"add 40 2\nexit 0\n",
-            _ => b"",
-        };
-        let image = format!("builtin:{guest}");
-        let extra = guest_args(guest, "jit");
-        let mut args = vec![
-            "compare",
-            "--engines",
-            "interp,jit",
-            "--max-insns",
-            limit,
-            &image,
-        ];
-        args.extend(extra.iter().map(String::as_str));
-        let out = ringside_with_input(&args, input);
-        let stdout = text(&out.stdout);
-        println!("{guest}: {}", stdout.trim());
-        let ended = stdout.contains("no divergence")
-            && (stdout.contains("both stopped") || limit != "100000000");
-        if out.status.code() != Some(0) || !ended {
-            wrong.push(format!("{guest}: {stdout}{}", text(&out.stderr)));
-        }
-    }
+    let wrong = compare_every_guest_with("jit");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
