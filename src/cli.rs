@@ -274,6 +274,13 @@ static JIT_THRESHOLD: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_THRESHOLD
 static JIT_REGION_BLOCKS: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_REGION_BLOCKS as u32);
 static JIT_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// `raw.patm` for the raw-mode engines this process makes.
+static RAW_PATM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub(crate) fn set_raw_settings(patm: bool) {
+    RAW_PATM.store(patm, Ordering::Relaxed);
+}
+
 pub(crate) fn set_jit_settings(threshold: u32, region_blocks: u32, background: bool) {
     JIT_THRESHOLD.store(threshold.max(1), Ordering::Relaxed);
     JIT_REGION_BLOCKS.store(region_blocks.clamp(1, 32), Ordering::Relaxed);
@@ -296,7 +303,7 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
         // Ring compression where the guest pages, the interpreter where it
         // does not (core::exec's execution manager).
         "raw" => Ok(Box::new(ringside_core::exec::ExecutionManager::new(
-            ringside_raw::Raw::new(),
+            ringside_raw::Raw::with_patching(RAW_PATM.load(Ordering::Relaxed)),
             ringside_interp::Interp::new(),
         ))),
         other => bail!("unknown engine '{other}' (available: interp, jit, raw, kvm)"),
@@ -446,6 +453,7 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) -> Result<()
         c.set(key.trim(), value.trim())?;
     }
     set_jit_settings(c.jit.threshold, c.jit.region_blocks, c.jit.background);
+    set_raw_settings(c.raw.patm);
     Ok(())
 }
 

@@ -188,6 +188,29 @@ impl Default for JitSection {
     }
 }
 
+/// Raw mode (`--engine raw`, docs/raw.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSection {
+    /// PATM: patch the sensitive instructions CSAM finds with jumps into
+    /// patch code; false leaves every one of them to trap into the
+    /// monitor (to show what patching saves).
+    #[serde(default = "default_patm")]
+    pub patm: bool,
+}
+
+fn default_patm() -> bool {
+    true
+}
+
+impl Default for RawSection {
+    fn default() -> Self {
+        RawSection {
+            patm: default_patm(),
+        }
+    }
+}
+
 /// Who the CPU says it is (CPUID): by default the Intel Core Duo T2600
 /// (`cpu::cpuid`). The feature bits are always what ringside implements.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +273,8 @@ pub struct MachineConfig {
     #[serde(default)]
     pub jit: JitSection,
     #[serde(default)]
+    pub raw: RawSection,
+    #[serde(default)]
     pub boot: BootSection,
     pub devices: DevicesSection,
     /// IDE disks: the first is the primary master, the second the slave.
@@ -273,6 +298,7 @@ impl Default for MachineConfig {
                 rtc_start: 1_767_225_600,
             },
             jit: JitSection::default(),
+            raw: RawSection::default(),
             boot: BootSection::default(),
             devices: DevicesSection {
                 com1: SerialConfig {

@@ -25,6 +25,7 @@ pub mod memory;
 pub mod mmu;
 pub mod reset;
 pub mod snapshot;
+pub mod substrate;
 pub mod time;
 
 pub use engine::{Budget, Engine, EngineError, EngineStats, Exit, StopReason};

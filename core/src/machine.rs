@@ -61,6 +61,9 @@ pub struct Machine {
     /// The linear base of the hypervisor area a raw-mode engine overlays
     /// while it runs (`Machine::map_hypervisor_area`); None otherwise.
     pub(crate) hypervisor_area: Option<u32>,
+    /// A raw-mode monitor's hooks on the substrate CPU while it runs guest
+    /// code (`substrate`); None otherwise.
+    pub substrate: Option<Box<crate::substrate::SubstrateHooks>>,
 }
 
 /// ACPI tables laid out for one physical address (`Machine::acpi_tables`).
@@ -119,6 +122,7 @@ impl Machine {
             cpu_identity: Default::default(),
             acpi_tables: None,
             hypervisor_area: None,
+            substrate: None,
         })
     }
 

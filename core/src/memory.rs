@@ -67,6 +67,10 @@ struct MonitorMemory {
     base: u32,
     data: Box<[u8]>,
     visible: bool,
+    /// Pages of monitor memory an engine decoded code from: a store there
+    /// drops it; stores to the others (the monitor's data: the virtual
+    /// IF, scratch, counters) log nothing.
+    code_pages: [u64; (MONITOR_SIZE / PAGE_SIZE / 64) as usize],
 }
 
 #[derive(Debug, Error)]
@@ -241,6 +245,7 @@ impl Memory {
             base,
             data: vec![0u8; MONITOR_SIZE as usize].into_boxed_slice(),
             visible: false,
+            code_pages: [0; (MONITOR_SIZE / PAGE_SIZE / 64) as usize],
         });
         Ok(base)
     }
@@ -374,12 +379,17 @@ impl Memory {
     /// of a store through the hypervisor area); code decoded there is
     /// dropped.
     pub fn store_monitor_byte(&mut self, off: u32, v: u8) {
-        let Some(base) = self.monitor.as_ref().map(|m| m.base) else {
+        let Some(m) = &mut self.monitor else {
             return;
         };
-        self.log_code_write((base + off) >> PAGE_SHIFT);
-        if let Some(m) = &mut self.monitor {
-            m.data[off as usize] = v;
+        let page = off >> PAGE_SHIFT;
+        let (w, b) = ((page / 64) as usize, page % 64);
+        let code = m.code_pages[w] & (1 << b) != 0;
+        m.code_pages[w] &= !(1 << b);
+        m.data[off as usize] = v;
+        let base = m.base;
+        if code {
+            self.log_code_write((base + off) >> PAGE_SHIFT);
         }
     }
 
@@ -448,6 +458,15 @@ impl Memory {
     /// Mark a RAM page as holding code that an engine cached. Returns false
     /// if it already was.
     pub fn mark_code_page(&mut self, page: u32) -> bool {
+        if let Some(m) = &mut self.monitor {
+            let rel = page.wrapping_sub(m.base >> PAGE_SHIFT);
+            if rel < MONITOR_SIZE / PAGE_SIZE {
+                let (w, b) = ((rel / 64) as usize, rel % 64);
+                let fresh = m.code_pages[w] & (1 << b) == 0;
+                m.code_pages[w] |= 1 << b;
+                return fresh;
+            }
+        }
         let (w, b) = ((page / 64) as usize, page % 64);
         match self.code_pages.get_mut(w) {
             Some(word) if *word & (1 << b) == 0 => {
@@ -473,6 +492,13 @@ impl Memory {
             self.code_pages[w] &= !(1 << b);
             self.log_code_write(page);
         }
+    }
+
+    /// Make engines drop what they decoded from physical page `page`, as
+    /// if it were written (a raw-mode monitor installing or removing a
+    /// patch there changes what the substrate's fetches see).
+    pub fn invalidate_code(&mut self, page: u32) {
+        self.log_code_write(page);
     }
 
     /// Log `page` as written code and raise the pending-work bit.

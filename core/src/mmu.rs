@@ -380,7 +380,13 @@ impl Machine {
                             self.mem.store_ram_byte(off, (value >> (8 * i)) as u8)
                         }
                         PhysKind::Monitor(off) => {
-                            self.mem.store_monitor_byte(off, (value >> (8 * i)) as u8)
+                            let v = (value >> (8 * i)) as u8;
+                            let v = if self.substrate.as_ref().is_some_and(|h| h.gate == off) {
+                                self.store_interrupt_gate(off, v)
+                            } else {
+                                v
+                            };
+                            self.mem.store_monitor_byte(off, v)
                         }
                         _ => {}
                     }
@@ -462,6 +468,11 @@ impl Machine {
                     if user {
                         let wr = if write { pf_error::WR } else { 0 };
                         return Err(Fault::pf(lin, pf_error::P | pf_error::US | wr));
+                    }
+                    // Patch code is read-only to every store through the
+                    // MMU, whatever CR0.WP says (crate::substrate).
+                    if write && self.substrate.as_ref().is_some_and(|h| h.in_window(lin)) {
+                        return Err(Fault::pf(lin, pf_error::P | pf_error::WR));
                     }
                     return Ok(Translation {
                         phys: base + off,
@@ -614,6 +625,22 @@ impl Machine {
             self.mem.note_monitor_written(at, n);
         }
         Ok(())
+    }
+
+    /// A store into the substrate's virtual-interrupt gate
+    /// (crate::substrate): the next boundary looks for interrupts, and the
+    /// guest's STI begins an interrupt shadow when IF was clear.
+    /// Returns the byte to store (the gate holds IF only).
+    fn store_interrupt_gate(&mut self, off: u32, v: u8) -> u8 {
+        use crate::substrate::{GATE_IF, GATE_STI};
+        let old = self.mem.monitor().map_or(0, |m| m[off as usize]);
+        if v == GATE_STI && old & GATE_IF == 0 {
+            self.cpu.run.interrupt_shadow = true;
+        }
+        if v & GATE_IF != 0 {
+            self.pending().raise(crate::cpu::boundary::work::CPU);
+        }
+        v & GATE_IF
     }
 
     /// The overlaid hypervisor area's linear base, if any.
@@ -775,6 +802,12 @@ impl Machine {
 
     /// Record that cached code was made from a physical page: writes to it
     /// must now take the slow path so the code can be invalidated.
+    /// Make engines drop what they decoded from `phys_page`
+    /// (`Memory::invalidate_code`).
+    pub fn invalidate_code(&mut self, phys_page: u32) {
+        self.mem.invalidate_code(phys_page);
+    }
+
     pub fn mark_code_page(&mut self, phys_page: u32) {
         if self.mem.mark_code_page(phys_page) {
             self.tlb.revoke_writes(phys_page);

@@ -165,6 +165,9 @@ pub struct InstructionStart {
     tf: bool,
     shadow: bool,
     rf: bool,
+    /// The instruction is a raw-mode monitor's patch code, which leaves an
+    /// interrupt shadow to the next guest instruction (crate::substrate).
+    patch: bool,
 }
 
 impl Machine {
@@ -191,10 +194,24 @@ impl Machine {
     /// The CPU's acceptance of events now, from `CpuState`.
     pub fn acceptance(&self) -> Acceptance {
         let run = &self.cpu.run;
-        Acceptance {
+        let mut accept = Acceptance {
             nmi: !run.nmi_blocked && !run.interrupt_shadow,
             interrupt: self.cpu.eflags & IF != 0 && !run.interrupt_shadow,
+        };
+        if let Some(h) = &self.substrate {
+            // A raw-mode substrate (crate::substrate): the guest's virtual
+            // IF gates maskable interrupts, and patch code is no window.
+            let gate = self.mem.monitor().map_or(0, |m| m[h.gate as usize]);
+            if h.in_window(self.cpu.linear_eip()) {
+                accept = Acceptance {
+                    nmi: false,
+                    interrupt: false,
+                };
+            } else if gate & crate::substrate::GATE_IF == 0 {
+                accept.interrupt = false;
+            }
         }
+        accept
     }
 
     /// Priority 1 (SDM Vol. 3A table 6-2): host input wanted, shutdown, a
@@ -290,6 +307,15 @@ impl Machine {
         if self.step_rules_apply() {
             self.pending().raise(work::STEP);
         }
+        if self
+            .substrate
+            .as_ref()
+            .is_some_and(|h| h.in_window(self.cpu.linear_eip()))
+        {
+            // Patch code is no interrupt window (crate::substrate): look
+            // again at the boundary after it.
+            self.pending().raise(work::CPU);
+        }
         if let Some(hits) = self.code_breakpoint_hits() {
             self.cpu.dr[6] = (self.cpu.dr[6] & !0xF) | hits;
             // The handler's IRET sets RF so the instruction then runs once.
@@ -367,6 +393,10 @@ impl Machine {
             tf: self.cpu.eflags & TF != 0,
             shadow: self.cpu.run.interrupt_shadow,
             rf: self.cpu.eflags & RF != 0,
+            patch: self
+                .substrate
+                .as_ref()
+                .is_some_and(|h| h.in_window(self.cpu.linear_eip())),
         }
     }
 
@@ -388,7 +418,7 @@ impl Machine {
         event_delivered: bool,
         ended: Option<Exit>,
     ) -> Boundary {
-        if start.shadow {
+        if start.shadow && !start.patch {
             self.cpu.run.interrupt_shadow = false;
         }
         if start.rf && self.cpu.eflags & RF != 0 && !event_delivered {

@@ -66,6 +66,9 @@ pub struct Decoded {
     pub regs: [usize; 2],
     /// The memory operand's address computation, resolved at decode time.
     pub mem: MemoryOperand,
+    /// Guest instructions it retires: 1, or 0 for a raw-mode monitor's
+    /// patch code (core::substrate).
+    pub retires: u8,
 }
 
 impl Decoded {
@@ -121,6 +124,7 @@ impl Decoded {
                     _ => 0,
                 }),
                 mem: MemoryOperand::of(&i),
+                retires: 1,
             },
             ends,
         )
@@ -574,7 +578,7 @@ fn run_block<const CHECKED: bool>(
         if c.not_retired {
             return None;
         }
-        c.m.clock.icount += 1;
+        c.m.clock.icount += d.retires as u64;
         if pending.get() != 0
             || c.end_block
             || (CHECKED && (c.m.clock.icount >= stop_at || at_breakpoint(c.m)))
@@ -885,7 +889,7 @@ impl InterpCore {
             self.rep_paused = true;
             return Ok(exit);
         }
-        m.clock.icount += 1;
+        m.clock.icount += d.retires as u64;
         self.process_code_writes(m);
         match m.finish_instruction(start, delivered, exit) {
             Boundary::Execute => Ok(None),
@@ -1040,6 +1044,19 @@ impl InterpCore {
         let mut second = None;
         while insns.len() < MAX_BLOCK && decoder.can_decode() {
             let at = decoder.position();
+            if let Some(h) = m.substrate.as_ref().filter(|_| code32) {
+                let ins_lin = lin.wrapping_add(at as u32);
+                if let Some(patch) = h.fetch.get(&ins_lin) {
+                    // A raw-mode jump patch: this fetch sees its bytes.
+                    let ins_eip = eip.wrapping_add(at as u32);
+                    let mut pd = Decoder::with_ip(32, patch, ins_eip as u64, DecoderOptions::NONE);
+                    let (mut d, _) = Decoded::new(pd.decode(), code32);
+                    d.retires = 0;
+                    end_eip = d.i.ip32().wrapping_add(d.i.len() as u32);
+                    insns.push(d);
+                    break;
+                }
+            }
             decoder.decode_out(&mut ins);
             if decoder.last_error() == DecoderError::NoMoreBytes {
                 // The instruction continues on the next page: cache it too
@@ -1070,7 +1087,13 @@ impl InterpCore {
             {
                 break;
             }
-            let (d, ends) = Decoded::new(ins, code32);
+            let (mut d, ends) = Decoded::new(ins, code32);
+            if m.substrate
+                .as_ref()
+                .is_some_and(|h| h.uncounted(lin.wrapping_add(at as u32)))
+            {
+                d.retires = 0;
+            }
             end_eip = ins_end;
             let branch = self.split_at_branches
                 && d.i.flow_control() == iced_x86::FlowControl::ConditionalBranch;
@@ -1142,6 +1165,19 @@ impl InterpCore {
         let cs = m.cpu.seg[SegReg::Cs as usize];
         let eip = m.cpu.eip;
         let code32 = m.cpu.code32();
+        let start_lin = cs.base.wrapping_add(eip);
+        let uncounted = m.substrate.as_ref().is_some_and(|h| h.uncounted(start_lin));
+        if let Some(patch) = m
+            .substrate
+            .as_ref()
+            .filter(|_| code32)
+            .and_then(|h| h.fetch.get(&start_lin))
+        {
+            let mut pd = Decoder::with_ip(32, patch, eip as u64, DecoderOptions::NONE);
+            let (mut d, _) = Decoded::new(pd.decode(), code32);
+            d.retires = 0;
+            return Ok(Fetched::Single(Box::new(d)));
+        }
         let user = m.cpu.cpl() == 3;
         let mut bytes = Vec::with_capacity(15);
         let mut ins = Instruction::default();
@@ -1175,7 +1211,10 @@ impl InterpCore {
                 _ => break,
             }
         }
-        let (d, _) = Decoded::new(ins, code32);
+        let (mut d, _) = Decoded::new(ins, code32);
+        if uncounted {
+            d.retires = 0;
+        }
         Ok(Fetched::Single(Box::new(d)))
     }
 }

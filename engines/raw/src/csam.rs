@@ -22,12 +22,14 @@
 //! breakpoints on the substrate (the guest's bytes are not changed, so
 //! what it reads of its code is its own); PATM's jump patches come later.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
 use ringside_core::Machine;
+
+use crate::patm::Kind;
 
 /// What the scanner knows: the instructions scanned, the sites found, and
 /// the physical page each scanned instruction started on.
@@ -35,12 +37,17 @@ use ringside_core::Machine;
 pub struct Csam {
     scanned: HashSet<u32>,
     sites: BTreeSet<u32>,
+    /// Instructions PATM can patch (one byte, 32-bit code): linear
+    /// address -> (kind, physical address, byte).
+    patchable: BTreeMap<u32, (Kind, u32, u8)>,
     /// Physical page -> linear addresses scanned on it.
     pages: HashMap<u32, Vec<u32>>,
     /// The CR3 the scan was made under.
     cr3: Option<u32>,
     pub instructions_scanned: u64,
     pub scans: u64,
+    /// Changes whenever sites or patchable instructions change.
+    pub version: u64,
 }
 
 /// Whether `i` must not run at ring 1 in place of ring 0.
@@ -68,29 +75,58 @@ fn is_site(i: &Instruction) -> bool {
     }
 }
 
+/// What PATM can patch at `i`: CLI, STI, PUSHFD and POPFD without
+/// prefixes in 32-bit code.
+fn patchable(i: &Instruction, code32: bool) -> Option<Kind> {
+    if !code32 || i.len() != 1 {
+        return None;
+    }
+    match i.code() {
+        Code::Cli => Some(Kind::Cli),
+        Code::Sti => Some(Kind::Sti),
+        Code::Pushfd => Some(Kind::Pushfd),
+        Code::Popfd => Some(Kind::Popfd),
+        _ => None,
+    }
+}
+
 /// The most instructions one scan follows (a bound on work per entry).
 const SCAN_LIMIT: usize = 4096;
 
 impl Csam {
     /// Forget everything (the guest changed address space).
     pub fn clear(&mut self) {
+        self.version += 1;
         self.scanned.clear();
         self.sites.clear();
+        self.patchable.clear();
         self.pages.clear();
     }
 
     /// Drop what was scanned on physical page `page` (it was written).
     pub fn drop_page(&mut self, page: u32) {
         if let Some(lins) = self.pages.remove(&page) {
+            self.version += 1;
             for lin in lins {
                 self.scanned.remove(&lin);
                 self.sites.remove(&lin);
+                self.patchable.remove(&lin);
             }
         }
     }
 
+    /// Physical pages holding scanned code.
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
     pub fn sites(&self) -> &BTreeSet<u32> {
         &self.sites
+    }
+
+    /// The instructions PATM can patch.
+    pub fn patchable(&self) -> &BTreeMap<u32, (Kind, u32, u8)> {
+        &self.patchable
     }
 
     /// Make sure the code at `eip` (linear, in the guest's address space
@@ -104,6 +140,7 @@ impl Csam {
             return;
         }
         self.scans += 1;
+        self.version += 1;
         let mut todo = vec![eip];
         let mut budget = SCAN_LIMIT;
         while let Some(start) = todo.pop() {
@@ -138,6 +175,9 @@ impl Csam {
                 }
                 let site = is_site(&i);
                 self.mark(at, phys, site);
+                if let Some(kind) = patchable(&i, code32) {
+                    self.patchable.insert(at, (kind, phys, bytes[0]));
+                }
                 m.mark_code_page(phys >> 12);
                 budget -= 1;
                 let next = i.next_ip32();

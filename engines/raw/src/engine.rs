@@ -1,5 +1,5 @@
-//! The raw-mode engine (docs/raw.md), first version: ring compression on
-//! the interpreter substrate with CSAM trap patches.
+//! The raw-mode engine (docs/raw.md): ring compression on the interpreter
+//! substrate, CSAM scanning, PATM jump patches and trap patches.
 //!
 //! One iteration of `run`:
 //! 1. the guest is at CPL 0: CSAM makes sure the code at EIP is scanned;
@@ -7,7 +7,8 @@
 //!    every event redirected to the monitor (`EventPolicy::redirect_all`:
 //!    a fault comes back with nothing committed and EIP at the faulting
 //!    instruction, an INT n unretired, an external interrupt acknowledged)
-//!    and with execution breakpoints on CSAM's sites;
+//!    with PATM's jump patches (core::substrate) and with execution
+//!    breakpoints on the sites left to trap and on patches' bail points;
 //! 3. `monitor::leave` restores the guest view and the monitor finishes
 //!    what stopped the substrate *on the guest view* with the reference
 //!    interpreter: it steps the faulting, trapping or patched instruction
@@ -16,11 +17,13 @@
 //!    interrupt through the guest's IDT.
 //!
 //! Instruction counts are the interpreter's by construction: the
-//! substrate retires the guest instructions it runs, each step retires
-//! one. The substrate's IF is the guest's (so an interrupt is taken at the
-//! boundary the interpreter would take it) and IOPL is 0 (so CLI, STI and
-//! port I/O fault); guests with IOPL above 0, TF set or debug-register
-//! breakpoints armed are left to the fallback (`cannot_run`).
+//! substrate retires the guest instructions it runs (a patch retires the
+//! one it stands for), each step retires one. The substrate's real IF is 1
+//! and IOPL 0; the guest's IF is in the virtual-interrupt gate, which the
+//! substrate honours, so an interrupt is taken at the boundary the
+//! interpreter would take it. Guests with IOPL above 0, TF set or
+//! debug-register breakpoints armed are left to the fallback
+//! (`cannot_run`).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +35,7 @@ use ringside_interp::Interp;
 
 use crate::csam::Csam;
 use crate::monitor::{self, DEFAULT_AREA};
+use crate::patm::{Kind, Patm};
 
 /// Counters, after VirtualBox's statistics.
 #[derive(Default)]
@@ -43,27 +47,38 @@ struct Counters {
     traps_by_vector: BTreeMap<u8, u64>,
     site_traps: u64,
     external_interrupts: u64,
+    /// Patch code that stopped at a bail point, and faults in patch code,
+    /// both finished by the monitor on the guest view.
+    patch_bails: u64,
+    patch_faults: u64,
+    patch_executions: u64,
 }
 
 /// `--engine raw`: ring compression on the interpreter.
 pub struct Raw {
-    /// The substrate, and the reference that steps on the guest view.
-    interp: Interp,
+    /// The substrate: its decoded blocks hold patched fetches.
+    substrate: Interp,
+    /// The reference that steps on the guest view (and runs what raw mode
+    /// cannot).
+    reference: Interp,
     csam: Csam,
+    patm: Patm,
     area: u32,
     counters: Counters,
     code_seq: u64,
+    /// The substrate's breakpoints (sites left to trap, bail points and
+    /// the user's), and what they were made from.
+    breakpoints: Vec<u32>,
+    breakpoints_from: Option<(u64, u64, Vec<u32>)>,
+    /// CSAM's version PATM last installed from, and the CR3 and TLB
+    /// generation its mappings were checked under.
+    patched_from: u64,
+    mappings_checked: (u32, u64),
 }
 
 impl Default for Raw {
     fn default() -> Self {
-        Raw {
-            interp: Interp::new(),
-            csam: Csam::default(),
-            area: DEFAULT_AREA,
-            counters: Counters::default(),
-            code_seq: 0,
-        }
+        Raw::with_patching(true)
     }
 }
 
@@ -72,21 +87,130 @@ impl Raw {
         Raw::default()
     }
 
+    /// Raw mode with PATM's jump patches (`raw.patm`) or without them
+    /// (every sensitive instruction traps).
+    pub fn with_patching(patm: bool) -> Raw {
+        Raw {
+            substrate: Interp::new(),
+            reference: Interp::new(),
+            csam: Csam::default(),
+            patm: Patm::new(DEFAULT_AREA, patm),
+            area: DEFAULT_AREA,
+            counters: Counters::default(),
+            code_seq: 0,
+            breakpoints: Vec::new(),
+            breakpoints_from: None,
+            patched_from: u64::MAX,
+            mappings_checked: (u32::MAX, u64::MAX),
+        }
+    }
+
+    /// The installed patches (tests and the book's listings look).
+    pub fn patches(&self) -> impl Iterator<Item = &crate::patm::Patch> {
+        self.patm.patches()
+    }
+
+    /// Install jump patches for what CSAM found, after dropping the ones
+    /// whose site no longer maps the patched instruction.
+    fn sync_patches(&mut self, m: &mut Machine) {
+        let checked = (m.cpu.cr3, m.tlb().generation());
+        if checked != self.mappings_checked {
+            self.patm.verify_mappings(m);
+            self.mappings_checked = (m.cpu.cr3, m.tlb().generation());
+        }
+        if self.patched_from == self.csam.version {
+            return;
+        }
+        let todo: Vec<_> = self
+            .csam
+            .patchable()
+            .iter()
+            .filter(|(site, _)| !self.patm.is_patched(**site))
+            .map(|(&site, &k)| (site, k))
+            .collect();
+        let mut all = true;
+        for (site, (kind, phys, byte)) in todo {
+            all &= self.patm.install(m, site, phys, byte, kind);
+        }
+        if all {
+            self.patched_from = self.csam.version;
+        }
+        // Installing logged the patched pages for the engines' decoders;
+        // the scans of those pages stand.
+        self.mappings_checked = (m.cpu.cr3, m.tlb().generation());
+    }
+
+    /// The substrate's breakpoints: CSAM's sites that are not patched,
+    /// the bail points and the user's; rebuilt only when one changed.
+    fn substrate_breakpoints(&mut self, users: &[u32]) -> Vec<u32> {
+        let key = (self.csam.version, self.patm.version);
+        let fresh =
+            matches!(&self.breakpoints_from, Some((c, p, u)) if (*c, *p) == key && u == users);
+        if !fresh {
+            let mut bps: Vec<u32> = self
+                .csam
+                .sites()
+                .iter()
+                .copied()
+                .filter(|s| !self.patm.is_patched(*s))
+                .chain(self.patm.bail_points())
+                .chain(users.iter().copied())
+                .collect();
+            bps.sort_unstable();
+            bps.dedup();
+            self.breakpoints = bps;
+            self.breakpoints_from = Some((key.0, key.1, users.to_vec()));
+        }
+        self.breakpoints.clone()
+    }
+
+    fn in_patch_code(&self, m: &Machine) -> bool {
+        let lin = m.cpu.linear_eip();
+        let (base, len) = self.patm.window();
+        lin.wrapping_sub(base) < len
+    }
+
+    /// The substrate stopped in patch code (a bail point, a fault): the
+    /// guest is at the patched instruction, every register its own (the
+    /// patch code's rules, `patm`). Put EIP back on it.
+    fn back_to_site(&mut self, m: &mut Machine) -> bool {
+        let lin = m.cpu.linear_eip();
+        match self.patm.patch_at(lin) {
+            Some(p) => {
+                m.cpu.eip = p.site.wrapping_sub(m.cpu.seg(SegReg::Cs).base);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drop the scans of pages the guest (or anything) wrote.
-    fn note_code_writes(&mut self, m: &Machine) {
+    fn note_code_writes(&mut self, m: &mut Machine) {
         let seq = m.mem().code_write_seq();
         if seq == self.code_seq {
             return;
         }
-        match m.mem().code_writes_since(self.code_seq) {
-            ringside_core::memory::CodeWrites::All => self.csam.clear(),
-            ringside_core::memory::CodeWrites::Pages(pages) => {
-                for &p in pages {
+        let pages = match m.mem().code_writes_since(self.code_seq) {
+            ringside_core::memory::CodeWrites::All => None,
+            ringside_core::memory::CodeWrites::Pages(pages) => Some(pages.to_vec()),
+        };
+        match pages {
+            None => {
+                self.csam.clear();
+                let pages: Vec<u32> = self.patm.patches().map(|p| p.phys >> 12).collect();
+                for p in pages {
+                    self.patm.page_written(m, p);
+                }
+            }
+            Some(pages) => {
+                for p in pages {
                     self.csam.drop_page(p);
+                    self.patm.page_written(m, p);
                 }
             }
         }
-        self.code_seq = seq;
+        // Removing patches logged their pages too: not guest writes.
+        self.code_seq = m.mem().code_write_seq();
     }
 
     /// One substrate stretch and what ends it, finished on the guest view.
@@ -111,29 +235,52 @@ impl Raw {
                 });
             }
         };
-        // The substrate's IF is the guest's (see the module doc).
-        if view.eflags_if_iopl & flags::IF == 0 {
-            m.cpu.eflags &= !flags::IF;
+        if self.patm.enabled {
+            // With the area mapped: patch code goes into monitor memory.
+            self.sync_patches(m);
+            self.code_seq = m.mem().code_write_seq();
         }
-        let mut bps: Vec<u32> = self.csam.sites().iter().copied().collect();
-        bps.extend(users_breakpoints.iter().copied());
-        bps.sort_unstable();
-        bps.dedup();
-        m.breakpoints = bps;
+        m.breakpoints = self.substrate_breakpoints(&users_breakpoints);
         let mut policy = EventPolicy::default();
         policy.redirect_all();
         m.event_policy = policy;
+        m.substrate = self.patm.lend_hooks();
         let before = m.clock.icount;
-        let exit = self.interp.run(m, Budget { instructions: left });
+        let mut exit = self.substrate.run(m, Budget { instructions: left });
+        // Patch code runs to its end before the monitor looks: only a
+        // bail point or a fault stops inside it. (Anything else stopping
+        // there — a device's stop request seen at a boundary — waits.)
+        let mut guard = 0;
+        while guard < 64
+            && self.in_patch_code(m)
+            && matches!(exit, Ok(ref e) if !matches!(e, Exit::Breakpoint | Exit::Event(_)))
+        {
+            match self.substrate.step(m) {
+                Ok(Exit::BudgetSpent) => {}
+                other => exit = other,
+            }
+            guard += 1;
+        }
         self.counters.substrate_instructions += m.clock.icount - before;
+        self.patm.take_back_hooks(m.substrate.take());
         monitor::leave(m, &view);
         m.breakpoints = users_breakpoints;
         m.event_policy = users_policy;
         let exit = exit?;
         self.counters.monitor_entries += 1;
+        if guard == 64 {
+            return Err(EngineError::Unavailable {
+                engine: "raw",
+                what: format!("patch code at {:#x} did not finish", m.cpu.linear_eip()),
+            });
+        }
         match exit {
             Exit::Breakpoint => {
-                let lin = m.cpu.seg(SegReg::Cs).base.wrapping_add(m.cpu.eip);
+                let lin = m.cpu.linear_eip();
+                if self.back_to_site(m) {
+                    self.counters.patch_bails += 1;
+                    return self.step_guest(m);
+                }
                 if m.breakpoints.binary_search(&lin).is_ok() {
                     return Ok(Some(Exit::Breakpoint));
                 }
@@ -162,7 +309,13 @@ impl Raw {
                     }
                     // A fault or an INT n: nothing committed, EIP at the
                     // instruction; a debug trap cannot happen (cannot_run).
-                    _ => self.step_guest(m),
+                    // A fault in patch code is the patched instruction's.
+                    _ => {
+                        if self.back_to_site(m) {
+                            self.counters.patch_faults += 1;
+                        }
+                        self.step_guest(m)
+                    }
                 }
             }
             other => Ok(Some(other)),
@@ -172,7 +325,7 @@ impl Raw {
     /// Step one instruction on the guest view with the interpreter.
     fn step_guest(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
         let before = m.clock.icount;
-        let exit = self.interp.step(m)?;
+        let exit = self.reference.step(m)?;
         self.counters.stepped_instructions += m.clock.icount - before;
         Ok(match exit {
             Exit::BudgetSpent => None,
@@ -204,6 +357,32 @@ impl Engine for Raw {
     }
 
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
+        let exit = self.run_budget(m, budget);
+        self.counters.patch_executions = self.patm.executions(m);
+        exit
+    }
+
+    /// One instruction through the same path as `run`: the substrate runs
+    /// it at ring 1 or 3 (a budget of one), or the monitor finishes what
+    /// stopped it; so `compare` checks raw mode itself, instruction by
+    /// instruction.
+    fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+        let exit = self.step_one(m);
+        self.counters.patch_executions = self.patm.executions(m);
+        exit
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.counters_now()
+    }
+
+    fn honours_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl Raw {
+    fn run_budget(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
         let start = m.clock.icount;
         loop {
             let done = m.clock.icount - start;
@@ -216,7 +395,7 @@ impl Engine for Raw {
                 // interpreter; the execution manager hands it over properly
                 // at the next slice.
                 let before = m.clock.icount;
-                let exit = self.interp.run(
+                let exit = self.reference.run(
                     m,
                     Budget {
                         instructions: left.min(10_000),
@@ -237,14 +416,10 @@ impl Engine for Raw {
         }
     }
 
-    /// One instruction through the same path as `run`: the substrate runs
-    /// it at ring 1 or 3 (a budget of one), or the monitor finishes what
-    /// stopped it; so `compare` checks raw mode itself, instruction by
-    /// instruction.
-    fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
+    fn step_one(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
         if cannot_run(m).is_some() {
             let before = m.clock.icount;
-            let exit = self.interp.step(m)?;
+            let exit = self.reference.step(m)?;
             self.counters.fallback_instructions += m.clock.icount - before;
             return Ok(exit);
         }
@@ -259,7 +434,7 @@ impl Engine for Raw {
                 // go on until it retires, as a step must.
                 Some(Exit::BudgetSpent) if m.clock.icount == before => {
                     if cannot_run(m).is_some() {
-                        return self.step(m);
+                        return self.step_one(m);
                     }
                 }
                 Some(exit) => return Ok(exit),
@@ -267,7 +442,7 @@ impl Engine for Raw {
         }
     }
 
-    fn stats(&self) -> EngineStats {
+    fn counters_now(&self) -> EngineStats {
         let c = &self.counters;
         let mut s = EngineStats {
             instructions: c.substrate_instructions
@@ -275,6 +450,13 @@ impl Engine for Raw {
                 + c.fallback_instructions,
             ..EngineStats::default()
         };
+        let trap_sites = self
+            .csam
+            .sites()
+            .iter()
+            .filter(|s| !self.patm.is_patched(**s))
+            .count() as u64;
+        let installed = |k| self.patm.installed.get(&k).copied().unwrap_or(0);
         for (k, v) in [
             ("monitor_entries", c.monitor_entries),
             ("substrate_instructions", c.substrate_instructions),
@@ -285,6 +467,20 @@ impl Engine for Raw {
             ("csam_sites", self.csam.sites().len() as u64),
             ("csam_scans", self.csam.scans),
             ("csam_instructions_scanned", self.csam.instructions_scanned),
+            ("csam_pages", self.csam.pages() as u64),
+            ("patm_enabled", self.patm.enabled as u64),
+            ("patm_live_patches", self.patm.patches().count() as u64),
+            ("patm_trap_patches", trap_sites),
+            ("patm_installed.jump.cli", installed(Kind::Cli)),
+            ("patm_installed.jump.sti", installed(Kind::Sti)),
+            ("patm_installed.jump.pushfd", installed(Kind::Pushfd)),
+            ("patm_installed.jump.popfd", installed(Kind::Popfd)),
+            ("patm_removed.dirty", self.patm.removed.dirty),
+            ("patm_removed.remapped", self.patm.removed.remapped),
+            ("patm_removed.flushed", self.patm.removed.flushed),
+            ("patm_executions", c.patch_executions),
+            ("patm_bails", c.patch_bails),
+            ("patm_faults", c.patch_faults),
         ] {
             s.counters.insert(k, v);
         }
@@ -292,10 +488,6 @@ impl Engine for Raw {
             *s.counters.entry(TRAP_NAMES[v as usize]).or_default() += n;
         }
         s
-    }
-
-    fn honours_breakpoints(&self) -> bool {
-        true
     }
 }
 

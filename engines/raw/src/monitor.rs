@@ -220,6 +220,12 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     tss[8..10].copy_from_slice(&MONITOR_SS.to_le_bytes());
     tss[0x66..0x68].copy_from_slice(&(layout::TSS_LIMIT as u16 + 1).to_le_bytes());
     m.write_monitor(layout::TSS, &tss)?;
+    // The guest's IF goes into the substrate's virtual-interrupt gate
+    // (core::substrate); the real IF is 1.
+    m.write_monitor(
+        crate::patm::layout::VFLAGS,
+        &(m.cpu.eflags & flags::IF).to_le_bytes(),
+    )?;
 
     let view = GuestView {
         area,
@@ -297,6 +303,14 @@ pub fn leave(m: &mut Machine, view: &GuestView) {
         &view.guest_ldt,
         view.ldtr.base,
     ));
+    // The guest's IF is what patch code and the monitor left in the gate.
+    let vif = m
+        .mem()
+        .monitor()
+        .map_or(view.eflags_if_iopl & flags::IF, |mon| {
+            let at = crate::patm::layout::VFLAGS as usize;
+            u32::from_le_bytes(mon[at..at + 4].try_into().expect("4 bytes")) & flags::IF
+        });
     let cpu = &mut m.cpu;
     for s in cpu.seg.iter_mut() {
         *s = expand_segment(s);
@@ -305,7 +319,7 @@ pub fn leave(m: &mut Machine, view: &GuestView) {
     cpu.idtr = view.idtr;
     cpu.ldtr = view.ldtr;
     cpu.tr = view.tr;
-    cpu.eflags = cpu.eflags & !IF_IOPL | view.eflags_if_iopl;
+    cpu.eflags = cpu.eflags & !IF_IOPL | (view.eflags_if_iopl & flags::IOPL) | vif;
     (
         cpu.msr.sysenter_cs,
         cpu.msr.sysenter_esp,

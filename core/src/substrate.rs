@@ -1,0 +1,61 @@
+//! What a raw-mode monitor asks of the CPU it runs guest code on, the
+//! *substrate* (docs/raw.md, "PATM"). The interpreter acting as bare
+//! hardware honours these hooks while a monitor has installed them in
+//! [`Machine::substrate`](crate::Machine); no other engine looks at them,
+//! and outside a raw-mode stretch they are absent.
+//!
+//! - **Jump patches.** An instruction fetch that *starts* at a patched
+//!   linear address decodes the patch's bytes (a `JMP rel32` into patch
+//!   code) instead of the guest's. Data reads, the debugger and every other
+//!   engine see the guest's own bytes, and a fetch that starts anywhere
+//!   else sees the guest's bytes too, so a patch displaces no instruction.
+//! - **Patch code does not count.** Instructions in the patch-code window
+//!   retire without advancing the instruction count, except the ones the
+//!   monitor marks (each patch's jump back to guest code retires the guest
+//!   instruction the patch stands for). Their boundaries are no interrupt
+//!   window and they do not end an interrupt shadow (the patched site's
+//!   jump, the guest instruction's start, does): to interrupts and virtual
+//!   time a patch is one guest instruction. The window is read-only to
+//!   every store through the MMU.
+//! - **The virtual-interrupt gate.** The guest's IF is virtual (the real
+//!   EFLAGS.IF stays 1); bit 1 of one byte of monitor memory holds it, and
+//!   the substrate accepts a maskable interrupt only when it is set (as
+//!   AMD-V's V_INTR_MASKING gates virtual interrupts with the guest's IF).
+//!   A store that sets it makes the next boundary look for interrupts, and
+//!   a store of [`GATE_STI`] begins an interrupt shadow when the gate was
+//!   clear, as STI does (SDM Vol. 3A 6.8.3).
+
+use std::collections::{HashMap, HashSet};
+
+/// Bit of the gate byte that holds the guest's virtual IF.
+pub const GATE_IF: u8 = 0x02;
+/// A store of this value into the gate is the guest's STI.
+pub const GATE_STI: u8 = 0x82;
+
+/// The hooks (see the module doc).
+#[derive(Clone, Debug, Default)]
+pub struct SubstrateHooks {
+    /// Linear address of a patched instruction -> the bytes a fetch that
+    /// starts there decodes.
+    pub fetch: HashMap<u32, [u8; 5]>,
+    /// The patch-code window: linear base and length.
+    pub window: (u32, u32),
+    /// Linear addresses in the window whose instruction counts.
+    pub counted: HashSet<u32>,
+    /// Offset in monitor memory of the virtual-interrupt gate byte.
+    pub gate: u32,
+}
+
+impl SubstrateHooks {
+    #[inline]
+    pub fn in_window(&self, lin: u32) -> bool {
+        lin.wrapping_sub(self.window.0) < self.window.1
+    }
+
+    /// Whether the instruction at `lin` retires without counting: patch
+    /// code (but for its marked exits) and the jump of a patched site.
+    #[inline]
+    pub fn uncounted(&self, lin: u32) -> bool {
+        (self.in_window(lin) && !self.counted.contains(&lin)) || self.fetch.contains_key(&lin)
+    }
+}
