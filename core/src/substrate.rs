@@ -17,6 +17,16 @@
 //!   jump, the guest instruction's start, does): to interrupts and virtual
 //!   time a patch is one guest instruction. The window is read-only to
 //!   every store through the MMU.
+//! - **Unscanned code stops.** Supervisor code (CPL 0-2) runs only where
+//!   the monitor's scanner has been: before an instruction whose linear
+//!   address is not in `scanned`, the substrate stops as at a breakpoint
+//!   (`Exit::Breakpoint`), and its decoder ends a block before one. So
+//!   the monitor scans code the first time it is reached however it is
+//!   reached (a return, an indirect jump), with no trap on the branches.
+//! - **Code writes end the stretch.** A store into a page of decoded code
+//!   ends the substrate's run at the next boundary (`Exit::BudgetSpent`),
+//!   so the monitor drops its scans and the patches of what was written
+//!   before the code runs.
 //! - **The virtual-interrupt gate.** The guest's IF is virtual (the real
 //!   EFLAGS.IF stays 1); bit 1 of one byte of monitor memory holds it, and
 //!   the substrate accepts a maskable interrupt only when it is set (as
@@ -44,12 +54,22 @@ pub struct SubstrateHooks {
     pub counted: HashSet<u32>,
     /// Offset in monitor memory of the virtual-interrupt gate byte.
     pub gate: u32,
+    /// Linear addresses of the supervisor instructions the monitor has
+    /// scanned (None: no such rule).
+    pub scanned: Option<HashSet<u32>>,
 }
 
 impl SubstrateHooks {
     #[inline]
     pub fn in_window(&self, lin: u32) -> bool {
         lin.wrapping_sub(self.window.0) < self.window.1
+    }
+
+    /// Whether supervisor code must stop before the instruction at `lin`
+    /// (not scanned). `cpl`: the CPL it would run at.
+    #[inline]
+    pub fn stops_before(&self, lin: u32, cpl: u8) -> bool {
+        cpl != 3 && !self.in_window(lin) && self.scanned.as_ref().is_some_and(|s| !s.contains(&lin))
     }
 
     /// Whether the instruction at `lin` retires without counting: patch

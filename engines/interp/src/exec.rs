@@ -592,7 +592,10 @@ fn run_block<const CHECKED: bool>(
 /// Whether the next instruction is at one of the debugger's breakpoints.
 #[inline]
 fn at_breakpoint(m: &Machine) -> bool {
-    !m.breakpoints.is_empty() && m.breakpoints.binary_search(&m.cpu.linear_eip()).is_ok()
+    (!m.breakpoints.is_empty() && m.breakpoints.binary_search(&m.cpu.linear_eip()).is_ok())
+        || m.substrate
+            .as_ref()
+            .is_some_and(|h| h.stops_before(m.cpu.linear_eip(), m.cpu.cpl()))
 }
 
 impl InterpCore {
@@ -616,6 +619,7 @@ impl InterpCore {
     ) -> Result<Exit, EngineError> {
         m.sync_debug_registers();
         self.process_code_writes(m);
+        let code_seq_at_start = m.mem().code_write_seq();
         let target = m.clock.icount.saturating_add(budget.instructions);
         // Entering is a boundary like any other: look at everything.
         m.pending().raise(work::HOST);
@@ -634,6 +638,12 @@ impl InterpCore {
                 self.boundaries += 1;
                 if m.pending().take() & work::CODE_WRITE != 0 {
                     self.process_code_writes(m);
+                    if m.substrate.is_some() && m.mem().code_write_seq() != code_seq_at_start {
+                        // A raw-mode substrate: the monitor's scans and
+                        // patches of the written code must be looked at
+                        // before it runs (core::substrate).
+                        return Ok(Exit::BudgetSpent);
+                    }
                 }
                 if tier.wants_flush() {
                     self.cache.drop_translations();
@@ -1056,6 +1066,15 @@ impl InterpCore {
                     insns.push(d);
                     break;
                 }
+            }
+            if !insns.is_empty()
+                && m.substrate
+                    .as_ref()
+                    .is_some_and(|h| h.stops_before(lin.wrapping_add(at as u32), m.cpu.cpl()))
+            {
+                // A raw-mode substrate stops before unscanned supervisor
+                // code: the block ends here (core::substrate).
+                break;
             }
             decoder.decode_out(&mut ins);
             if decoder.last_error() == DecoderError::NoMoreBytes {

@@ -52,6 +52,12 @@ impl Interp {
     pub fn new() -> Interp {
         Interp::default()
     }
+
+    /// Drop every decoded block (a raw-mode monitor whose scans the
+    /// substrate's blocks were cut by forgot them all).
+    pub fn drop_decoded_code(&mut self) {
+        self.core.cache.clear();
+    }
 }
 
 impl Engine for Interp {

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use iced_x86::{
     Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
+use ringside_core::cpu::SegReg;
 use ringside_core::Machine;
 
 use crate::patm::Kind;
@@ -37,9 +38,9 @@ use crate::patm::Kind;
 pub struct Csam {
     scanned: HashSet<u32>,
     sites: BTreeSet<u32>,
-    /// Instructions PATM can patch (one byte, 32-bit code): linear
-    /// address -> (kind, physical address, byte).
-    patchable: BTreeMap<u32, (Kind, u32, u8)>,
+    /// Instructions PATM can patch (32-bit code, one page): linear
+    /// address -> (kind, physical address, bytes).
+    patchable: BTreeMap<u32, (Kind, u32, Vec<u8>)>,
     /// Physical page -> linear addresses scanned on it.
     pages: HashMap<u32, Vec<u32>>,
     /// The CR3 the scan was made under.
@@ -48,9 +49,13 @@ pub struct Csam {
     pub scans: u64,
     /// Changes whenever sites or patchable instructions change.
     pub version: u64,
+    /// Times every scan was forgotten (a new address space).
+    pub clears: u64,
 }
 
-/// Whether `i` must not run at ring 1 in place of ring 0.
+/// Whether `i` must not run at ring 1 in place of ring 0. (Indirect
+/// branches and returns are not sites: the substrate stops before any
+/// supervisor instruction CSAM has not scanned, core::substrate.)
 fn is_site(i: &Instruction) -> bool {
     let sreg = |r: Register| r.is_segment_register();
     match i.mnemonic() {
@@ -65,10 +70,15 @@ fn is_site(i: &Instruction) -> bool {
         }
         Mnemonic::Push => i.op0_kind() == OpKind::Register && sreg(i.op0_register()),
         _ => match i.flow_control() {
-            FlowControl::IndirectBranch | FlowControl::IndirectCall | FlowControl::Return => true,
-            // Far CALL and JMP with an immediate selector (CALL pushes CS).
+            // Far CALL, JMP and RET: CALL pushes CS, and a far transfer's
+            // selector checks see compressed privilege levels.
             FlowControl::Call | FlowControl::UnconditionalBranch => {
                 matches!(i.op0_kind(), OpKind::FarBranch16 | OpKind::FarBranch32)
+                    || (i.is_call_far_indirect() || i.is_jmp_far_indirect())
+            }
+            FlowControl::Return => matches!(i.mnemonic(), Mnemonic::Retf),
+            FlowControl::IndirectBranch | FlowControl::IndirectCall => {
+                i.is_call_far_indirect() || i.is_jmp_far_indirect()
             }
             _ => false,
         },
@@ -78,16 +88,29 @@ fn is_site(i: &Instruction) -> bool {
 /// What PATM can patch at `i`: CLI, STI, PUSHFD and POPFD without
 /// prefixes in 32-bit code.
 fn patchable(i: &Instruction, code32: bool) -> Option<Kind> {
-    if !code32 || i.len() != 1 {
+    if !code32 || i.len() > 2 {
         return None;
     }
-    match i.code() {
-        Code::Cli => Some(Kind::Cli),
-        Code::Sti => Some(Kind::Sti),
-        Code::Pushfd => Some(Kind::Pushfd),
-        Code::Popfd => Some(Kind::Popfd),
-        _ => None,
-    }
+    let kind = match i.code() {
+        Code::Cli => Kind::Cli,
+        Code::Sti => Kind::Sti,
+        Code::Pushfd => Kind::Pushfd,
+        Code::Popfd => Kind::Popfd,
+        Code::Iretd => Kind::Iretd,
+        Code::Pushd_ES => Kind::PushSreg(SegReg::Es),
+        Code::Pushd_CS => Kind::PushSreg(SegReg::Cs),
+        Code::Pushd_SS => Kind::PushSreg(SegReg::Ss),
+        Code::Pushd_DS => Kind::PushSreg(SegReg::Ds),
+        Code::Pushd_FS => Kind::PushSreg(SegReg::Fs),
+        Code::Pushd_GS => Kind::PushSreg(SegReg::Gs),
+        _ => return None,
+    };
+    // No prefixes: the one- and two-byte forms only.
+    let plain = match kind {
+        Kind::PushSreg(SegReg::Fs | SegReg::Gs) => i.len() == 2,
+        _ => i.len() == 1,
+    };
+    plain.then_some(kind)
 }
 
 /// The most instructions one scan follows (a bound on work per entry).
@@ -97,6 +120,7 @@ impl Csam {
     /// Forget everything (the guest changed address space).
     pub fn clear(&mut self) {
         self.version += 1;
+        self.clears += 1;
         self.scanned.clear();
         self.sites.clear();
         self.patchable.clear();
@@ -120,12 +144,25 @@ impl Csam {
         self.pages.len()
     }
 
+    pub fn is_scanned(&self, lin: u32) -> bool {
+        self.scanned.contains(&lin)
+    }
+
+    /// The scanned set, lent to the substrate's hooks for a stretch.
+    pub fn take_scanned(&mut self) -> HashSet<u32> {
+        std::mem::take(&mut self.scanned)
+    }
+
+    pub fn put_scanned(&mut self, scanned: HashSet<u32>) {
+        self.scanned = scanned;
+    }
+
     pub fn sites(&self) -> &BTreeSet<u32> {
         &self.sites
     }
 
     /// The instructions PATM can patch.
-    pub fn patchable(&self) -> &BTreeMap<u32, (Kind, u32, u8)> {
+    pub fn patchable(&self) -> &BTreeMap<u32, (Kind, u32, Vec<u8>)> {
         &self.patchable
     }
 
@@ -176,7 +213,11 @@ impl Csam {
                 let site = is_site(&i);
                 self.mark(at, phys, site);
                 if let Some(kind) = patchable(&i, code32) {
-                    self.patchable.insert(at, (kind, phys, bytes[0]));
+                    let len = i.len();
+                    if (phys & 0xFFF) as usize + len <= 0x1000 {
+                        self.patchable
+                            .insert(at, (kind, phys, bytes[..len].to_vec()));
+                    }
                 }
                 m.mark_code_page(phys >> 12);
                 budget -= 1;
@@ -204,6 +245,9 @@ impl Csam {
                         }
                     }
                     FlowControl::XbeginXabortXend => at = next,
+                    // The callee is scanned when it is reached; the code
+                    // after the call now.
+                    FlowControl::IndirectCall if !site => at = next,
                     // Sites and ends of flow: the monitor runs them and
                     // scans where control goes.
                     _ => break,
@@ -246,8 +290,7 @@ mod tests {
             decode(|a| a.mov(eax, cs)),
             decode(|a| a.push(ds)),
             decode(|a| a.int(0x80)),
-            decode(|a| a.jmp(eax)),
-            decode(|a| a.ret()),
+            decode(|a| a.retf()),
         ] {
             assert!(is_site(&site), "{site}");
         }
@@ -261,6 +304,8 @@ mod tests {
             decode(|a| a.cli()),
             decode(|a| a.hlt()),
             decode(|a| a.add(dword_ptr(eax), 1)),
+            decode(|a| a.jmp(eax)),
+            decode(|a| a.ret()),
         ] {
             assert!(!is_site(&plain), "{plain}");
         }

@@ -46,6 +46,8 @@ struct Counters {
     fallback_instructions: u64,
     traps_by_vector: BTreeMap<u8, u64>,
     site_traps: u64,
+    /// The substrate stopped before supervisor code CSAM had not scanned.
+    unscanned_stops: u64,
     external_interrupts: u64,
     /// Patch code that stopped at a bail point, and faults in patch code,
     /// both finished by the monitor on the guest view.
@@ -74,6 +76,8 @@ pub struct Raw {
     /// generation its mappings were checked under.
     patched_from: u64,
     mappings_checked: (u32, u64),
+    /// CSAM's `clears` when the substrate's blocks were last dropped.
+    substrate_clears: u64,
 }
 
 impl Default for Raw {
@@ -102,6 +106,7 @@ impl Raw {
             breakpoints_from: None,
             patched_from: u64::MAX,
             mappings_checked: (u32::MAX, u64::MAX),
+            substrate_clears: 0,
         }
     }
 
@@ -126,11 +131,11 @@ impl Raw {
             .patchable()
             .iter()
             .filter(|(site, _)| !self.patm.is_patched(**site))
-            .map(|(&site, &k)| (site, k))
+            .map(|(&site, k)| (site, k.clone()))
             .collect();
         let mut all = true;
-        for (site, (kind, phys, byte)) in todo {
-            all &= self.patm.install(m, site, phys, byte, kind);
+        for (site, (kind, phys, bytes)) in todo {
+            all &= self.patm.install(m, site, phys, &bytes, kind);
         }
         if all {
             self.patched_from = self.csam.version;
@@ -140,10 +145,14 @@ impl Raw {
         self.mappings_checked = (m.cpu.cr3, m.tlb().generation());
     }
 
-    /// The substrate's breakpoints: CSAM's sites that are not patched,
-    /// the bail points and the user's; rebuilt only when one changed.
-    fn substrate_breakpoints(&mut self, users: &[u32]) -> Vec<u32> {
-        let key = (self.csam.version, self.patm.version);
+    /// The substrate's breakpoints: CSAM's sites that are not patched
+    /// (all of them when patches cannot run now), the bail points and the
+    /// user's; rebuilt only when one changed.
+    fn substrate_breakpoints(&mut self, users: &[u32], patches_run: bool) -> Vec<u32> {
+        let key = (
+            self.csam.version,
+            self.patm.version | (patches_run as u64) << 63,
+        );
         let fresh =
             matches!(&self.breakpoints_from, Some((c, p, u)) if (*c, *p) == key && u == users);
         if !fresh {
@@ -152,7 +161,7 @@ impl Raw {
                 .sites()
                 .iter()
                 .copied()
-                .filter(|s| !self.patm.is_patched(*s))
+                .filter(|s| !patches_run || !self.patm.is_patched(*s))
                 .chain(self.patm.bail_points())
                 .chain(users.iter().copied())
                 .collect();
@@ -177,6 +186,13 @@ impl Raw {
         let lin = m.cpu.linear_eip();
         match self.patm.patch_at(lin) {
             Some(p) => {
+                if p.kind == Kind::Iretd && lin == p.exit {
+                    // The IRETD itself faulted after the patch set the
+                    // gate: the guest's IF is the one before.
+                    let at = crate::patm::layout::SCRATCH_GATE as usize;
+                    let old = m.mem().monitor().map_or(0, |mon| mon[at]);
+                    m.cpu.eflags = m.cpu.eflags & !flags::IF | (old as u32) << 8 & flags::IF;
+                }
                 m.cpu.eip = p.site.wrapping_sub(m.cpu.seg(SegReg::Cs).base);
                 true
             }
@@ -222,6 +238,12 @@ impl Raw {
             let eip = m.cpu.seg(SegReg::Cs).base.wrapping_add(m.cpu.eip);
             self.csam.ensure_scanned(m, eip, code32);
         }
+        if self.csam.clears != self.substrate_clears {
+            // The substrate's blocks were cut where scans ended: with the
+            // scans forgotten, so are they.
+            self.substrate.drop_decoded_code();
+            self.substrate_clears = self.csam.clears;
+        }
         let users_breakpoints = std::mem::take(&mut m.breakpoints);
         let users_policy = std::mem::take(&mut m.event_policy);
         let view = match monitor::enter(m, self.area) {
@@ -240,11 +262,21 @@ impl Raw {
             self.sync_patches(m);
             self.code_seq = m.mem().code_write_seq();
         }
-        m.breakpoints = self.substrate_breakpoints(&users_breakpoints);
+        // Patch code addresses monitor memory through SS: it runs only
+        // while the guest's kernel stack segment is flat.
+        let patches_run = self.patm.enabled && kernel_stack_is_flat(m, &view);
+        m.breakpoints = self.substrate_breakpoints(&users_breakpoints, patches_run);
         let mut policy = EventPolicy::default();
         policy.redirect_all();
         m.event_policy = policy;
         m.substrate = self.patm.lend_hooks();
+        let mut parked = None;
+        if let Some(h) = m.substrate.as_mut() {
+            h.scanned = Some(self.csam.take_scanned());
+            if !patches_run {
+                parked = Some(std::mem::take(&mut h.fetch));
+            }
+        }
         let before = m.clock.icount;
         let mut exit = self.substrate.run(m, Budget { instructions: left });
         // Patch code runs to its end before the monitor looks: only a
@@ -262,7 +294,14 @@ impl Raw {
             guard += 1;
         }
         self.counters.substrate_instructions += m.clock.icount - before;
-        self.patm.take_back_hooks(m.substrate.take());
+        let mut hooks = m.substrate.take();
+        if let Some(scanned) = hooks.as_mut().and_then(|h| h.scanned.take()) {
+            self.csam.put_scanned(scanned);
+        }
+        if let (Some(h), Some(fetch)) = (hooks.as_mut(), parked) {
+            h.fetch = fetch;
+        }
+        self.patm.take_back_hooks(hooks);
         monitor::leave(m, &view);
         m.breakpoints = users_breakpoints;
         m.event_policy = users_policy;
@@ -283,6 +322,18 @@ impl Raw {
                 }
                 if m.breakpoints.binary_search(&lin).is_ok() {
                     return Ok(Some(Exit::Breakpoint));
+                }
+                if m.cpu.cpl() == 0 && !self.csam.is_scanned(lin) {
+                    // Supervisor code CSAM has not seen: scan it now; what
+                    // cannot be scanned (an unmapped page) runs on the
+                    // guest view, which raises its fault.
+                    self.counters.unscanned_stops += 1;
+                    let code32 = m.cpu.code32();
+                    self.csam.ensure_scanned(m, lin, code32);
+                    if self.csam.is_scanned(lin) {
+                        return Ok(None);
+                    }
+                    return self.step_guest(m);
                 }
                 self.counters.site_traps += 1;
                 self.step_guest(m)
@@ -332,6 +383,38 @@ impl Raw {
             other => Some(other),
         })
     }
+}
+
+/// Whether the guest's kernel stack segment — SS at CPL 0, the TSS's SS0
+/// otherwise — is flat: base 0, limit 4 GiB, 32-bit (patch code reaches
+/// monitor memory through SS).
+fn kernel_stack_is_flat(m: &mut Machine, view: &monitor::GuestView) -> bool {
+    use ringside_core::cpu::attr;
+    let ss = *m.cpu.seg(SegReg::Ss);
+    if m.cpu.cpl() != 3 {
+        return ss.base == 0 && ss.limit == 0xFFFF_FFFF && ss.attr & attr::DB != 0;
+    }
+    let Some(ss0) = m
+        .peek_bytes(view.tr.base.wrapping_add(8), 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    else {
+        return false;
+    };
+    if ss0 & 4 != 0 || ss0 & !7 == 0 || (ss0 | 7) as u32 > view.gdtr.limit as u32 {
+        return false;
+    }
+    let Some(d) = m.peek_bytes(view.gdtr.base.wrapping_add((ss0 & !7) as u32), 8) else {
+        return false;
+    };
+    let d = u64::from_le_bytes(d.try_into().expect("8 bytes"));
+    let base = ((d >> 16) & 0xFF_FFFF) as u32 | ((d >> 56) as u32) << 24;
+    let raw_limit = (d & 0xFFFF) as u32 | (((d >> 48) & 0xF) as u32) << 16;
+    let limit = if d & (1 << 55) != 0 {
+        raw_limit << 12 | 0xFFF
+    } else {
+        raw_limit
+    };
+    base == 0 && limit == 0xFFFF_FFFF && d & (1 << 54) != 0
 }
 
 /// Why raw mode cannot run the guest now: `monitor::cannot_run`, and what
@@ -456,13 +539,14 @@ impl Raw {
             .iter()
             .filter(|s| !self.patm.is_patched(**s))
             .count() as u64;
-        let installed = |k| self.patm.installed.get(&k).copied().unwrap_or(0);
+        let installed = |k: Kind| self.patm.installed.get(k.name()).copied().unwrap_or(0);
         for (k, v) in [
             ("monitor_entries", c.monitor_entries),
             ("substrate_instructions", c.substrate_instructions),
             ("stepped_instructions", c.stepped_instructions),
             ("fallback_instructions", c.fallback_instructions),
             ("site_traps", c.site_traps),
+            ("csam_unscanned_stops", c.unscanned_stops),
             ("external_interrupts", c.external_interrupts),
             ("csam_sites", self.csam.sites().len() as u64),
             ("csam_scans", self.csam.scans),
@@ -475,6 +559,11 @@ impl Raw {
             ("patm_installed.jump.sti", installed(Kind::Sti)),
             ("patm_installed.jump.pushfd", installed(Kind::Pushfd)),
             ("patm_installed.jump.popfd", installed(Kind::Popfd)),
+            ("patm_installed.jump.iretd", installed(Kind::Iretd)),
+            (
+                "patm_installed.jump.push_sreg",
+                installed(Kind::PushSreg(SegReg::Ds)),
+            ),
             ("patm_removed.dirty", self.patm.removed.dirty),
             ("patm_removed.remapped", self.patm.removed.remapped),
             ("patm_removed.flushed", self.patm.removed.flushed),

@@ -227,6 +227,29 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
         &(m.cpu.eflags & flags::IF).to_le_bytes(),
     )?;
 
+    // Write-monitor the guest's GDT and LDT (SELM's write handlers in
+    // VirtualBox): their pages count as code pages, so a store there ends
+    // the substrate's stretch (core::substrate) and the next `enter`
+    // shadows the new descriptors before a segment load can use them.
+    let watch = |m: &mut Machine, base: u32, len: u32| {
+        if len == 0 {
+            return;
+        }
+        let mut page = base & !0xFFF;
+        let last = base.wrapping_add(len - 1) & !0xFFF;
+        loop {
+            if let Some(phys) = m.peek_translation(page) {
+                m.mark_code_page(phys >> 12);
+            }
+            if page == last {
+                break;
+            }
+            page = page.wrapping_add(0x1000);
+        }
+    };
+    watch(m, gdtr.base, guest_gdt.len() as u32);
+    watch(m, ldtr.base, guest_ldt.len() as u32);
+
     let view = GuestView {
         area,
         gdtr,

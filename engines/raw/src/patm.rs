@@ -22,6 +22,11 @@
 //!    execution breakpoint, where the monitor runs the guest's instruction
 //!    itself, exactly as for a trap patch.
 //!
+//! Patch code reaches monitor memory by absolute addresses with an SS
+//! override: the guest's DS at a kernel entry may be a user segment, but
+//! its kernel stack segment is flat (the monitor patches only while it
+//! is, `Patm::usable`).
+//!
 //! The guest's IF lives in the substrate's virtual-interrupt gate
 //! (`layout::VFLAGS`, IF in bit 9 as in EFLAGS): CLI and STI are one store
 //! into it; PUSHFD merges it into the image, POPFD takes it from there.
@@ -29,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use dynasmrt::{dynasm, x86::X86Relocation, DynasmApi, DynasmLabelApi, VecAssembler};
-use ringside_core::cpu::flags;
+use ringside_core::cpu::{flags, SegReg};
 use ringside_core::substrate::{SubstrateHooks, GATE_STI};
 use ringside_core::Machine;
 
@@ -45,21 +50,29 @@ pub mod layout {
     pub const SCRATCH_IMAGE: u32 = 0x3_0014;
     pub const SCRATCH_IMAGE2: u32 = 0x3_0018;
     pub const SCRATCH_FLAGS: u32 = 0x3_001C;
+    /// The gate as it was before an IRETD patch changed it (the monitor
+    /// puts it back when the IRETD then faults).
+    pub const SCRATCH_GATE: u32 = 0x3_0020;
     /// One execution counter (a dword) per patch slot.
     pub const COUNTS: u32 = 0x3_1000;
     /// Patch code: `SLOTS` slots of `SLOT` bytes.
     pub const CODE: u32 = 0x4_0000;
-    pub const SLOT: u32 = 128;
-    pub const SLOTS: u32 = 0x1E00;
+    pub const SLOT: u32 = 256;
+    pub const SLOTS: u32 = 0xF00;
 }
 
 /// What a patch stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Cli,
     Sti,
     Pushfd,
     Popfd,
+    /// PUSH of a segment register (32-bit operand size): the selector's
+    /// RPL 1 becomes the guest's 0.
+    PushSreg(SegReg),
+    /// IRETD to ring 3 (to ring 0, to v86 or out of a task: bail).
+    Iretd,
 }
 
 impl Kind {
@@ -69,6 +82,8 @@ impl Kind {
             Kind::Sti => "sti",
             Kind::Pushfd => "pushfd",
             Kind::Popfd => "popfd",
+            Kind::PushSreg(_) => "push-sreg",
+            Kind::Iretd => "iretd",
         }
     }
 }
@@ -80,12 +95,23 @@ pub struct Patch {
     /// The guest instruction's linear address and physical page.
     pub site: u32,
     pub phys: u32,
-    /// Its original byte (every patched instruction is one byte long).
-    pub original: u8,
+    /// Its original bytes (one or two, on one page).
+    pub original: Vec<u8>,
     pub slot: u32,
     /// The counted jump back, and the bail point if the patch has one.
     pub exit: u32,
     pub bail: Option<u32>,
+}
+
+impl Patch {
+    /// Whether the guest's bytes at the site are still the patched
+    /// instruction's.
+    pub fn intact(&self, m: &Machine) -> bool {
+        self.original
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| m.mem().read_plain(self.phys + i as u32) == Some(b))
+    }
 }
 
 /// Why patches went away (VirtualBox's statistics).
@@ -115,7 +141,8 @@ pub struct Patm {
     window: (u32, u32),
     /// Changes whenever the set of patches or bail points changes.
     pub version: u64,
-    pub installed: BTreeMap<Kind, u64>,
+    /// Patches installed, by `Kind::name`.
+    pub installed: BTreeMap<&'static str, u64>,
     pub removed: Removed,
     /// Execution counts of removed patches (live ones are in monitor memory).
     retired_executions: u64,
@@ -212,7 +239,7 @@ impl Patm {
         m: &mut Machine,
         site: u32,
         phys: u32,
-        original: u8,
+        original: &[u8],
         kind: Kind,
     ) -> bool {
         if self.patches.contains_key(&site) {
@@ -232,7 +259,8 @@ impl Patm {
             }
         };
         let code = self.area + layout::CODE + slot * layout::SLOT;
-        let (bytes, exit, bail) = assemble(self.area, code, slot, kind, site.wrapping_add(1));
+        let next = site.wrapping_add(original.len() as u32);
+        let (bytes, exit, bail) = assemble(self.area, code, slot, kind, next);
         debug_assert!(bytes.len() as u32 <= layout::SLOT);
         if m.write_monitor(code - self.area, &bytes).is_err()
             || m.write_monitor(layout::COUNTS + 4 * slot, &[0; 4]).is_err()
@@ -252,13 +280,13 @@ impl Patm {
                 kind,
                 site,
                 phys,
-                original,
+                original: original.to_vec(),
                 slot,
                 exit,
                 bail,
             },
         );
-        *self.installed.entry(kind).or_default() += 1;
+        *self.installed.entry(kind.name()).or_default() += 1;
         self.version += 1;
         true
     }
@@ -293,7 +321,7 @@ impl Patm {
         let dirty: Vec<u32> = self
             .patches
             .values()
-            .filter(|p| p.phys >> 12 == page && m.mem().read_plain(p.phys) != Some(p.original))
+            .filter(|p| p.phys >> 12 == page && !p.intact(m))
             .map(|p| p.site)
             .collect();
         for s in dirty {
@@ -308,10 +336,7 @@ impl Patm {
         let stale: Vec<u32> = self
             .patches
             .values()
-            .filter(|p| {
-                m.peek_translation(p.site) != Some(p.phys)
-                    || m.mem().read_plain(p.phys) != Some(p.original)
-            })
+            .filter(|p| m.peek_translation(p.site) != Some(p.phys) || !p.intact(m))
             .map(|p| p.site)
             .collect();
         for s in stale {
@@ -336,6 +361,8 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
     let image = at(area, layout::SCRATCH_IMAGE);
     let image2 = at(area, layout::SCRATCH_IMAGE2);
     let flags_save = at(area, layout::SCRATCH_FLAGS);
+    let gate_save = at(area, layout::SCRATCH_GATE);
+    let iret_bail = (flags::VM | flags::NT | flags::IOPL | flags::TF) as i32;
     let count = at(area, layout::COUNTS + 4 * slot);
     let not_if_iopl = !(flags::IF | flags::IOPL) as i32;
     let popf_bail = (flags::TF | flags::NT | flags::IOPL) as i32;
@@ -346,28 +373,30 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
         () => {
             dynasm!(ops
                 ; .arch x86
-                ; mov eax, [count]
+                ; ss mov eax, [count]
                 ; lea eax, [eax + 1]
-                ; mov [count], eax
-                ; mov eax, [eax_save]
+                ; ss mov [count], eax
+                ; ss mov eax, [eax_save]
             )
         };
     }
     let mut bail = None;
     match kind {
+        // Below.
+        Kind::PushSreg(_) | Kind::Iretd => {}
         Kind::Cli => {
             dynasm!(ops
                 ; .arch x86
-                ; mov BYTE [gate], 0
-                ; mov [eax_save], eax
+                ; ss mov BYTE [gate], 0
+                ; ss mov [eax_save], eax
             );
             count_and_restore_eax!();
         }
         Kind::Sti => {
             dynasm!(ops
                 ; .arch x86
-                ; mov BYTE [gate], GATE_STI as i8
-                ; mov [eax_save], eax
+                ; ss mov BYTE [gate], GATE_STI as i8
+                ; ss mov [eax_save], eax
             );
             count_and_restore_eax!();
         }
@@ -379,15 +408,15 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             dynasm!(ops
                 ; .arch x86
                 ; pushf
-                ; pop DWORD [image]
-                ; mov [eax_save], eax
-                ; mov eax, [image]
+                ; ss pop DWORD [image]
+                ; ss mov [eax_save], eax
+                ; ss mov eax, [image]
                 ; and eax, not_if_iopl
-                ; or eax, [vflags]
-                ; mov [image2], eax
-                ; push DWORD [image]
+                ; ss or eax, [vflags]
+                ; ss mov [image2], eax
+                ; ss push DWORD [image]
                 ; popf
-                ; push DWORD [image2]
+                ; ss push DWORD [image2]
             );
             count_and_restore_eax!();
         }
@@ -400,24 +429,24 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             // guest's. A POPF of TF, NT or IOPL bails.
             dynasm!(ops
                 ; .arch x86
-                ; mov [eax_save], eax
+                ; ss mov [eax_save], eax
                 ; lahf
                 ; seto al
-                ; mov [flags_save], eax
+                ; ss mov [flags_save], eax
                 ; mov eax, ss
                 ; lar eax, eax
                 ; test eax, 0x0040_0000
                 ; jz >bail_restore
-                ; mov eax, [flags_save]
+                ; ss mov eax, [flags_save]
                 ; add al, 0x7F
                 ; sahf
-                ; mov eax, [eax_save]
+                ; ss mov eax, [eax_save]
                 ; mov eax, [esp]
                 ; test eax, popf_bail
                 ; jnz >bail_restore
                 ; shr eax, 8
                 ; and eax, 2
-                ; mov [gate], al
+                ; ss mov [gate], al
             );
             count_and_restore_eax!();
             dynasm!(ops
@@ -426,20 +455,113 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             );
         }
     }
+    if let Kind::PushSreg(sreg) = kind {
+        // The guest's push first (a fault commits nothing); then the
+        // pushed selector is popped, its RPL 1 made 0, and pushed back
+        // into the same slot (POP and PUSH follow SS.B as the guest's
+        // PUSH did); the flags are saved and restored around it.
+        match sreg {
+            SegReg::Es => dynasm!(ops ; .arch x86 ; push es),
+            SegReg::Cs => dynasm!(ops ; .arch x86 ; push cs),
+            SegReg::Ss => dynasm!(ops ; .arch x86 ; push ss),
+            SegReg::Ds => dynasm!(ops ; .arch x86 ; push ds),
+            SegReg::Fs => dynasm!(ops ; .arch x86 ; push fs),
+            SegReg::Gs => dynasm!(ops ; .arch x86 ; push gs),
+        }
+        dynasm!(ops
+            ; .arch x86
+            ; ss mov [eax_save], eax
+            ; lahf
+            ; seto al
+            ; ss mov [flags_save], eax
+            ; pop eax
+            ; ss mov [image], eax
+            ; and eax, 3
+            ; cmp eax, 1
+            ; jne >keep
+            ; ss and DWORD [image], !3
+            ; keep:
+            ; ss push DWORD [image]
+            ; ss mov eax, [flags_save]
+            ; add al, 0x7F
+            ; sahf
+        );
+        count_and_restore_eax!();
+    }
+    if kind == Kind::Iretd {
+        // A 32-bit stack only, checked with LAR (flags saved first). The
+        // frame is read with EAX and the flags the guest's, one dword at a
+        // time, so that a fault there commits nothing — CS first: a return
+        // to ring 0 bails before the outer-ring slots are touched; then
+        // the gate takes
+        // the image's IF (its old value kept for the monitor, should the
+        // IRETD itself fault) and the substrate's IRETD returns to ring 3.
+        dynasm!(ops
+            ; .arch x86
+            ; ss mov [eax_save], eax
+            ; lahf
+            ; seto al
+            ; ss mov [flags_save], eax
+            ; mov eax, ss
+            ; lar eax, eax
+            ; test eax, 0x0040_0000
+            ; jz >bail_restore
+            ; ss mov eax, [flags_save]
+            ; add al, 0x7F
+            ; sahf
+            ; ss mov eax, [eax_save]
+            ; mov eax, [esp + 4]
+            ; and eax, 3
+            ; cmp eax, 3
+            ; jne >bail_restore
+            ; ss mov eax, [flags_save]
+            ; add al, 0x7F
+            ; sahf
+            ; ss mov eax, [eax_save]
+            ; mov eax, [esp + 16]
+            ; ss mov eax, [eax_save]
+            ; mov eax, [esp + 8]
+            ; ss mov [image2], eax
+            ; test eax, iret_bail
+            ; jnz >bail_restore
+            ; ss movzx eax, BYTE [gate]
+            ; ss mov [gate_save], eax
+            ; ss mov eax, [image2]
+            ; shr eax, 8
+            ; and eax, 2
+            ; ss mov [gate], al
+        );
+        dynasm!(ops
+            ; .arch x86
+            ; ss mov eax, [count]
+            ; lea eax, [eax + 1]
+            ; ss mov [count], eax
+            ; ss mov eax, [flags_save]
+            ; add al, 0x7F
+            ; sahf
+            ; ss mov eax, [eax_save]
+        );
+    }
+    let bailing = matches!(kind, Kind::Popfd | Kind::Iretd);
     // The jump back, encoded here: its displacement wraps around the
     // 32-bit linear space (patch code sits at the top, guest code below).
     let exit = code + ops.offset().0 as u32;
-    let mut jmp = [0xE9u8, 0, 0, 0, 0];
-    jmp[1..].copy_from_slice(&next.wrapping_sub(exit.wrapping_add(5)).to_le_bytes());
-    ops.extend(jmp);
-    if kind == Kind::Popfd {
+    if kind == Kind::Iretd {
+        // The IRETD itself retires the guest's.
+        dynasm!(ops ; .arch x86 ; iretd);
+    } else {
+        let mut jmp = [0xE9u8, 0, 0, 0, 0];
+        jmp[1..].copy_from_slice(&next.wrapping_sub(exit.wrapping_add(5)).to_le_bytes());
+        ops.extend(jmp);
+    }
+    if bailing {
         dynasm!(ops
             ; .arch x86
             ; bail_restore:
-            ; mov eax, [flags_save]
+            ; ss mov eax, [flags_save]
             ; add al, 0x7F
             ; sahf
-            ; mov eax, [eax_save]
+            ; ss mov eax, [eax_save]
         );
         bail = Some(code + ops.offset().0 as u32);
         dynasm!(ops
@@ -467,7 +589,15 @@ mod tests {
     #[test]
     fn every_patch_fits_its_slot_and_jumps_back_to_the_next_instruction() {
         let area = 0xFFC0_0000;
-        for kind in [Kind::Cli, Kind::Sti, Kind::Pushfd, Kind::Popfd] {
+        for kind in [
+            Kind::Cli,
+            Kind::Sti,
+            Kind::Pushfd,
+            Kind::Popfd,
+            Kind::Iretd,
+            Kind::PushSreg(SegReg::Ds),
+            Kind::PushSreg(SegReg::Gs),
+        ] {
             let code = area + layout::CODE + 3 * layout::SLOT;
             let (bytes, exit, _) = assemble(area, code, 3, kind, 0xC010_0001);
             assert!(
@@ -477,8 +607,12 @@ mod tests {
             );
             let insns = decode(&bytes, code);
             let back = insns.iter().find(|i| i.ip32() == exit).expect("exit");
-            assert_eq!(back.mnemonic(), Mnemonic::Jmp, "{kind:?}");
-            assert_eq!(back.near_branch32(), 0xC010_0001, "{kind:?}");
+            if kind == Kind::Iretd {
+                assert_eq!(back.mnemonic(), Mnemonic::Iretd);
+            } else {
+                assert_eq!(back.mnemonic(), Mnemonic::Jmp, "{kind:?}");
+                assert_eq!(back.near_branch32(), 0xC010_0001, "{kind:?}");
+            }
         }
     }
 
@@ -499,6 +633,8 @@ mod tests {
             (Kind::Sti, false),
             (Kind::Pushfd, false),
             (Kind::Popfd, true),
+            (Kind::Iretd, true),
+            (Kind::PushSreg(SegReg::Es), false),
         ] {
             let (bytes, _, bail) = assemble(area, code, 0, kind, 0x1000);
             assert_eq!(bail.is_some(), has, "{kind:?}");

@@ -384,7 +384,7 @@ fn code_on_a_page_mapped_after_a_page_fault_is_scanned_and_patched() {
     };
     let (s, m) = same_as_interp(make, 10_000);
     assert_eq!(m.cpu.gpr[reg::ESI], 2);
-    assert!(counter(&s, "traps.0e-pf") >= 1, "{s:?}");
+    assert!(counter(&s, "csam_unscanned_stops") >= 1, "{s:?}");
     assert!(counter(&s, "patm_installed.jump.cli") >= 1, "{s:?}");
     assert!(counter(&s, "patm_executions") >= 2, "{s:?}");
 }
