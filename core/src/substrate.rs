@@ -27,6 +27,12 @@
 //!   ends the substrate's run at the next boundary (`Exit::BudgetSpent`),
 //!   so the monitor drops its scans and the patches of what was written
 //!   before the code runs.
+//! - **Direct system calls.** A software interrupt (INT n) from CPL 3
+//!   whose vector is in `direct` is delivered by the substrate itself
+//!   through its IDT, whatever the event policy says: the monitor points
+//!   those shadow gates at the guest's own handlers (VirtualBox's TRPM did
+//!   the same for the system-call gate). The frame carries the gate's IF,
+//!   and an interrupt gate clears the gate, not the real IF.
 //! - **The virtual-interrupt gate.** The guest's IF is virtual (the real
 //!   EFLAGS.IF stays 1); bit 1 of one byte of monitor memory holds it, and
 //!   the substrate accepts a maskable interrupt only when it is set (as
@@ -57,6 +63,8 @@ pub struct SubstrateHooks {
     /// Linear addresses of the supervisor instructions the monitor has
     /// scanned (None: no such rule).
     pub scanned: Option<HashSet<u32>>,
+    /// Software-interrupt vectors delivered directly from CPL 3 (bit v).
+    pub direct: [u64; 4],
 }
 
 impl SubstrateHooks {
@@ -70,6 +78,13 @@ impl SubstrateHooks {
     #[inline]
     pub fn stops_before(&self, lin: u32, cpl: u8) -> bool {
         cpl != 3 && !self.in_window(lin) && self.scanned.as_ref().is_some_and(|s| !s.contains(&lin))
+    }
+
+    /// Whether software interrupt `vector` from CPL 3 is delivered
+    /// directly.
+    #[inline]
+    pub fn delivers_directly(&self, vector: u8) -> bool {
+        self.direct[vector as usize / 64] & (1 << (vector % 64)) != 0
     }
 
     /// Whether the instruction at `lin` retires without counting: patch

@@ -230,7 +230,7 @@ impl Machine {
     /// event and for every fault raised while delivering it: a redirected
     /// one comes back as [`Delivery::Redirected`] with nothing delivered.
     pub fn deliver_event(&mut self, event: Event, return_eip: u32) -> Delivery {
-        if self.event_policy.redirects(&event) {
+        if self.event_policy.redirects(&event) && !self.substrate_delivers(&event) {
             return Delivery::Redirected(EventExit {
                 event,
                 return_eip,
@@ -292,6 +292,17 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// A raw-mode substrate delivers a system call itself
+    /// (crate::substrate, "Direct system calls").
+    fn substrate_delivers(&self, event: &Event) -> bool {
+        event.source == EventSource::Software
+            && self.cpu.cpl() == 3
+            && self
+                .substrate
+                .as_ref()
+                .is_some_and(|h| h.delivers_directly(event.vector))
     }
 
     fn deliver_once(&mut self, ev: Event, return_eip: u32) -> CpuResult<()> {
@@ -402,7 +413,13 @@ impl Machine {
         let trap = gtype & 1 != 0;
         let offset = gate.gate_offset_sized();
         let vm86 = self.cpu.vm86();
-        let old_eflags = self.cpu.eflags;
+        let mut old_eflags = self.cpu.eflags;
+        // A raw-mode substrate's direct system call: the guest's IF is the
+        // virtual-interrupt gate's (crate::substrate).
+        let gate = self.substrate.as_ref().map(|h| h.gate as usize);
+        if let (Some(at), Some(mon)) = (gate, self.mem.monitor()) {
+            old_eflags = old_eflags & !IF | ((mon[at] & crate::substrate::GATE_IF) as u32) << 8;
+        }
         let old_cs = self.cpu.seg[SegReg::Cs as usize].selector as u32;
 
         let inner = !desc.conforming() && desc.dpl() < cpl;
@@ -482,7 +499,14 @@ impl Machine {
         self.cpu.eip = offset;
         self.cpu.eflags &= !(TF | NT | VM | RF);
         if !trap {
-            self.cpu.eflags &= !IF;
+            match gate {
+                Some(at) => {
+                    if let Some(mon) = self.mem.monitor_mut() {
+                        mon[at] &= !crate::substrate::GATE_IF;
+                    }
+                }
+                None => self.cpu.eflags &= !IF,
+            }
         }
         Ok(())
     }

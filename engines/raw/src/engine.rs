@@ -273,6 +273,7 @@ impl Raw {
         let mut parked = None;
         if let Some(h) = m.substrate.as_mut() {
             h.scanned = Some(self.csam.take_scanned());
+            h.direct = view.direct;
             if !patches_run {
                 parked = Some(std::mem::take(&mut h.fetch));
             }

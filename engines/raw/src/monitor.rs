@@ -70,6 +70,9 @@ pub struct GuestView {
     /// The guest's IF and IOPL (the virtual ones).
     pub eflags_if_iopl: u32,
     pub sysenter: (u32, u32, u32),
+    /// Software-interrupt vectors the substrate delivers itself from
+    /// ring 3 (core::substrate's `direct`).
+    pub direct: [u64; 4],
     /// The guest's GDT and LDT as they were at `enter`, to carry the
     /// accessed bits the substrate sets in the shadows back (`leave`).
     guest_gdt: Vec<u8>,
@@ -90,6 +93,28 @@ pub fn cannot_run(m: &Machine) -> Option<&'static str> {
         return Some("ring-1-or-2");
     }
     None
+}
+
+/// Whether IDT gate `gate` is a system-call gate the substrate can take
+/// directly: present, DPL 3, a 32-bit interrupt or trap gate whose target
+/// is a present, non-conforming ring-0 code segment of the guest's GDT.
+fn is_system_call_gate(gate: u64, gdt: &[u8]) -> bool {
+    let access = (gate >> 40) as u8;
+    if access & 0x80 == 0 || (access >> 5) & 3 != 3 || !matches!(access & 0x1F, 0xE | 0xF) {
+        return false;
+    }
+    let sel = (gate >> 16) as u16;
+    let i = (sel & !7) as usize;
+    if sel & 4 != 0 || i == 0 || i + 8 > gdt.len() {
+        return false;
+    }
+    let d = u64::from_le_bytes(gdt[i..i + 8].try_into().expect("8 bytes"));
+    let code_access = (d >> 40) as u8;
+    // Present, S, code, non-conforming, DPL 0.
+    code_access & 0x80 != 0
+        && code_access & 0x18 == 0x18
+        && code_access & 0x04 == 0
+        && (code_access >> 5) & 3 == 0
 }
 
 /// A segment register's cache, compressed like its descriptor.
@@ -200,6 +225,23 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
 
     // The shadow IDT: every vector into its stub; the 32 exception vectors
     // always present (the monitor decides what the guest sees).
+    // System-call gates (DPL 3, vector 32 and up, a 32-bit interrupt or
+    // trap gate to ring-0 code) point at the guest's own handler: a
+    // software interrupt from ring 3 then enters the guest's kernel at
+    // ring 1 without the monitor (core::substrate, "Direct system calls"),
+    // on the ring-1 stack of the shadow TSS, which is the guest's ring-0
+    // one. The guest's TSS must be a 32-bit one.
+    let tss32 = matches!(m.cpu.tr.attr & 0xF, 0x9 | 0xB) && m.cpu.tr.limit >= 0x67;
+    let guest_stack0 = if tss32 {
+        let b = read_linear(m, m.cpu.tr.base.wrapping_add(4), 6);
+        Some((
+            u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")),
+            u16::from_le_bytes([b[4], b[5]]),
+        ))
+    } else {
+        None
+    };
+    let mut direct = [0u64; 4];
     let mut idt = Vec::with_capacity(256 * 8);
     for v in 0..256usize {
         let guest = guest_idt
@@ -207,7 +249,12 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
             .unwrap_or(0);
         let guest = if v < 32 { guest | 1 << 47 } else { guest };
-        let gate = shadow_idt_gate(guest, MONITOR_CS, area + layout::STUBS + 8 * v as u32);
+        let gate = if v >= 32 && guest_stack0.is_some() && is_system_call_gate(guest, &guest_gdt) {
+            direct[v / 64] |= 1 << (v % 64);
+            guest
+        } else {
+            shadow_idt_gate(guest, MONITOR_CS, area + layout::STUBS + 8 * v as u32)
+        };
         idt.extend_from_slice(&gate.to_le_bytes());
     }
     m.write_monitor(layout::IDT, &idt)?;
@@ -218,6 +265,11 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     let mut tss = [0u8; layout::TSS_LIMIT as usize + 1];
     tss[4..8].copy_from_slice(&(area + layout::STACK_TOP).to_le_bytes());
     tss[8..10].copy_from_slice(&MONITOR_SS.to_le_bytes());
+    if let Some((esp0, ss0)) = guest_stack0 {
+        // SS1:ESP1 = the guest's SS0:ESP0, compressed.
+        tss[0x0C..0x10].copy_from_slice(&esp0.to_le_bytes());
+        tss[0x10..0x12].copy_from_slice(&compress_selector(ss0).to_le_bytes());
+    }
     tss[0x66..0x68].copy_from_slice(&(layout::TSS_LIMIT as u16 + 1).to_le_bytes());
     m.write_monitor(layout::TSS, &tss)?;
     // The guest's IF goes into the substrate's virtual-interrupt gate
@@ -249,6 +301,11 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     };
     watch(m, gdtr.base, guest_gdt.len() as u32);
     watch(m, ldtr.base, guest_ldt.len() as u32);
+    // And, for the direct system calls, its IDT and TSS.
+    watch(m, idtr.base, guest_idt.len() as u32);
+    if guest_stack0.is_some() {
+        watch(m, m.cpu.tr.base, 0x68);
+    }
 
     let view = GuestView {
         area,
@@ -262,6 +319,7 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
             m.cpu.msr.sysenter_esp,
             m.cpu.msr.sysenter_eip,
         ),
+        direct,
         guest_gdt,
         guest_ldt,
     };

@@ -115,9 +115,10 @@ fn kernel_code_runs_at_cpl_1_until_a_privileged_instruction_enters_the_monitor()
     assert_eq!(m.cpu.seg(SegReg::Cs).selector, MONITOR_CS);
 }
 
-#[test]
-fn int_0x80_from_guest_ring_3_reaches_the_monitor_through_a_dpl_3_gate() {
-    // int 0x80
+/// A guest at ring 3 about to run `int 0x80`, with a 32-bit TSS whose
+/// ring-0 stack is 0x10:0x8000 when `tss` (else the reset TR, which
+/// names no usable TSS).
+fn user_guest_at_int_0x80(tss: bool) -> Machine {
     let mut m = guest(&[0xCD, 0x80]);
     let user = |sel: u16, ty: u32| Segment {
         selector: sel,
@@ -128,8 +129,60 @@ fn int_0x80_from_guest_ring_3_reaches_the_monitor_through_a_dpl_3_gate() {
     };
     m.cpu.seg[SegReg::Cs as usize] = user(0x1B, 0xB);
     m.cpu.seg[SegReg::Ss as usize] = user(0x23, 0x3);
+    m.cpu.gpr[reg::ESP] = 0x7000;
+    // The handler at the gate's target (0x2000): HLT.
+    m.write_ram(0x2000, &[0xF4]).unwrap();
+    if tss {
+        let mut t = [0u8; 0x68];
+        t[4..8].copy_from_slice(&0x8000u32.to_le_bytes());
+        t[8..10].copy_from_slice(&0x10u16.to_le_bytes());
+        m.write_ram(0x4000, &t).unwrap();
+        m.cpu.tr = Segment {
+            selector: 0x18,
+            _pad: 0,
+            attr: 0x8B,
+            base: 0x4000,
+            limit: 0x67,
+        };
+    } else {
+        m.cpu.tr.attr = 0x83; // a 16-bit TSS: no direct system calls
+    }
+    m
+}
+
+#[test]
+fn int_0x80_from_guest_ring_3_enters_the_guests_handler_at_ring_1_directly() {
+    let mut m = user_guest_at_int_0x80(true);
     let view = enter(&mut m, DEFAULT_AREA).unwrap();
     assert_eq!(m.cpu.cpl(), 3, "ring 3 stays ring 3");
+    // The handler's HLT faults at ring 1: that #GP is the first monitor
+    // entry, so the INT went to the guest's handler without one.
+    assert!(in_monitor(run_substrate(&mut m)));
+    assert_eq!(stub_entered(&m, &view), Some(13));
+    let top = DEFAULT_AREA + layout::STACK_TOP;
+    let gp_eip = m.read_lin::<u32>(top - 20, false).unwrap();
+    assert_eq!(gp_eip, 0x2000, "the #GP is the handler's HLT");
+    // The INT's frame on the guest's ring-0 stack (the shadow TSS's
+    // SS1:ESP1): EIP past the INT, the user CS, EFLAGS with the guest's
+    // IF, the user SS:ESP.
+    let frame: Vec<u32> = (0..5)
+        .map(|i| {
+            let mut b = [0u8; 4];
+            m.mem().read_ram(0x8000 - 20 + 4 * i, &mut b).unwrap();
+            u32::from_le_bytes(b)
+        })
+        .collect();
+    assert_eq!(frame[0], CODE + 2);
+    assert_eq!(frame[1], 0x1B);
+    assert_ne!(frame[2] & flags::IF, 0);
+    assert_eq!(frame[3], 0x7000);
+    assert_eq!(frame[4], 0x23);
+}
+
+#[test]
+fn without_a_32_bit_tss_int_0x80_from_ring_3_enters_the_monitor() {
+    let mut m = user_guest_at_int_0x80(false);
+    let view = enter(&mut m, DEFAULT_AREA).unwrap();
     assert!(in_monitor(run_substrate(&mut m)));
     assert_eq!(stub_entered(&m, &view), Some(0x80));
 }
