@@ -192,7 +192,9 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
     };
     for engine in asked {
         match engine.as_str() {
-            "interp" | "jit" | "raw" => plan.runners.push(Runner::Engine(engine)),
+            // raw-nopatm: raw mode with `raw.patm = false`, to show what
+            // patching saves.
+            "interp" | "jit" | "raw" | "raw-nopatm" => plan.runners.push(Runner::Engine(engine)),
             "kvm" => {
                 let probe = ringside_kvm::probe();
                 if !probe.available.ok {
@@ -205,7 +207,9 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
                 }
                 plan.runners.push(Runner::Engine(engine));
             }
-            other => bail!("--engines: unknown engine '{other}' (interp, jit, raw, kvm)"),
+            other => {
+                bail!("--engines: unknown engine '{other}' (interp, jit, raw, raw-nopatm, kvm)")
+            }
         }
     }
     for peer in args.peers.as_deref().map(split_list).unwrap_or_default() {
@@ -397,10 +401,19 @@ impl RunRecord {
             }
             // Raw mode's cost is its monitor entries (traps), and the share
             // of instructions its substrate ran.
-            "raw" => json!({
-                "traps": counters["raw.monitor_entries"],
-                "substrate_instructions": counters["raw.substrate_instructions"],
-            }),
+            "raw" | "raw-nopatm" => {
+                let traps = counters["raw.monitor_entries"].as_u64().unwrap_or(0);
+                let per_1000 = self
+                    .instructions()
+                    .filter(|&n| n > 0)
+                    .map(|n| traps as f64 * 1000.0 / n as f64);
+                json!({
+                    "traps": traps,
+                    "traps_per_1000_insns": per_1000,
+                    "substrate_instructions": counters["raw.substrate_instructions"],
+                    "patch_executions": counters["raw.patm_executions"],
+                })
+            }
             _ => json!({}),
         }
     }
@@ -528,10 +541,15 @@ fn run_one(
                 return Ok(record);
             }
             let mut cmd = Command::new(exe);
+            let (engine_arg, settings): (&str, &[&str]) = match engine.as_str() {
+                "raw-nopatm" => ("raw", &["--set", "raw.patm=false"]),
+                e => (e, &[]),
+            };
             cmd.arg("run")
                 .arg(format!("builtin:{}", w.guest))
-                .args(["--engine", engine, "--clock", "fast", "--stats-json"])
-                .arg(&stats_path);
+                .args(["--engine", engine_arg, "--clock", "fast", "--stats-json"])
+                .arg(&stats_path)
+                .args(settings);
             if let Some(c) = &w.cmdline {
                 cmd.args(["--cmdline", c]);
             }
@@ -764,7 +782,7 @@ fn median_costs(runs: &[&RunRecord], ops: Option<f64>) -> Value {
 
 fn print_table(summaries: &[Summary]) {
     println!(
-        "{:<22} {:<7} {:>12} {:>26} {:>8} {:>9} {:>9} {:>9} {:<22} {:>9}",
+        "{:<22} {:<10} {:>12} {:>26} {:>8} {:>9} {:>9} {:>9} {:<28} {:>9}",
         "workload",
         "runner",
         "instructions",
@@ -778,7 +796,7 @@ fn print_table(summaries: &[Summary]) {
     );
     for s in summaries {
         if let (Some(why), 0) = (&s.status, s.runs) {
-            println!("{:<22} {:<7} {why}", s.workload, s.runner);
+            println!("{:<22} {:<10} {why}", s.workload, s.runner);
             continue;
         }
         let ms = |x: f64| x * 1e3;
@@ -795,12 +813,17 @@ fn print_table(summaries: &[Summary]) {
             "jit" => s.costs["compile_share"]
                 .as_f64()
                 .map_or("-".into(), |c| format!("compile {:.1}%", c * 100.0)),
-            "raw" => match s.costs["traps_per_op"].as_f64() {
-                Some(t) => format!("{t:.3} traps/op"),
-                None => s.costs["traps"]
+            "raw" | "raw-nopatm" => {
+                let per_1000 = s.costs["traps_per_1000_insns"]
                     .as_f64()
-                    .map_or("-".into(), |t| format!("{t:.0} traps")),
-            },
+                    .map_or("-".into(), |k| format!("{k:.2}/1k"));
+                match s.costs["traps_per_op"].as_f64() {
+                    Some(t) => format!("{t:.3} traps/op {per_1000}"),
+                    None => s.costs["traps"]
+                        .as_f64()
+                        .map_or("-".into(), |t| format!("{t:.0} traps {per_1000}")),
+                }
+            }
             "kvm" => match s.costs["exits_per_op"].as_f64() {
                 Some(e) => format!("{e:.3} exits/op"),
                 None => s.costs["exits"]
@@ -814,7 +837,7 @@ fn print_table(summaries: &[Summary]) {
             None => String::new(),
         };
         println!(
-            "{:<22} {:<7} {:>12} {:>26} {:>8} {:>9} {:>9} {:>9} {:<22} {:>9}{note}",
+            "{:<22} {:<10} {:>12} {:>26} {:>8} {:>9} {:>9} {:>9} {:<28} {:>9}{note}",
             s.workload,
             s.runner,
             instructions,

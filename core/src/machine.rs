@@ -61,6 +61,8 @@ pub struct Machine {
     /// The linear base of the hypervisor area a raw-mode engine overlays
     /// while it runs (`Machine::map_hypervisor_area`); None otherwise.
     pub(crate) hypervisor_area: Option<u32>,
+    /// The TLB may hold a translation of the hypervisor area.
+    pub(crate) area_in_tlb: bool,
     /// A raw-mode monitor's hooks on the substrate CPU while it runs guest
     /// code (`substrate`); None otherwise.
     pub substrate: Option<Box<crate::substrate::SubstrateHooks>>,
@@ -122,6 +124,7 @@ impl Machine {
             cpu_identity: Default::default(),
             acpi_tables: None,
             hypervisor_area: None,
+            area_in_tlb: false,
             substrate: None,
         })
     }

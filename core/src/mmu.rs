@@ -119,6 +119,26 @@ impl Tlb {
         self.flushes += 1;
     }
 
+    /// Drop the entries of the linear pages in `[lin_base, lin_base +
+    /// len)` (the hypervisor area coming or going), keeping the others.
+    pub fn flush_range(&mut self, lin_base: u32, len: u32) {
+        self.generation += 1;
+        if self.has_large_pages {
+            self.flush();
+            return;
+        }
+        let first = lin_base >> PAGE_SHIFT;
+        let pages = len >> PAGE_SHIFT;
+        for e in self.entries.iter_mut() {
+            if e.tags
+                .iter()
+                .any(|&t| t != INVALID_TAG && t.wrapping_sub(first) < pages)
+            {
+                *e = EMPTY;
+            }
+        }
+    }
+
     /// INVLPG.
     pub fn invalidate_page(&mut self, lin: u32) {
         self.generation += 1;
@@ -474,6 +494,8 @@ impl Machine {
                     if write && self.substrate.as_ref().is_some_and(|h| h.in_window(lin)) {
                         return Err(Fault::pf(lin, pf_error::P | pf_error::WR));
                     }
+                    // The TLB may now hold an area page: unmapping drops it.
+                    self.area_in_tlb = true;
                     return Ok(Translation {
                         phys: base + off,
                         writable: true,
@@ -566,25 +588,36 @@ impl Machine {
     /// addresses from `lin_base` (rounded down to 4 MiB) translate to
     /// monitor memory, supervisor-only, whatever the guest's page tables
     /// say, and monitor memory becomes visible at its physical window.
-    /// Returns that window's base. The TLB is flushed.
+    /// Returns that window's base. The area's TLB entries are dropped.
     pub fn map_hypervisor_area(
         &mut self,
         lin_base: u32,
     ) -> Result<u32, crate::memory::MemoryError> {
         let phys = self.mem.allocate_monitor()?;
         self.mem.set_monitor_visible(true);
-        self.hypervisor_area = Some(lin_base & !(MONITOR_SIZE - 1));
-        self.tlb.flush();
+        let base = lin_base & !(MONITOR_SIZE - 1);
+        self.hypervisor_area = Some(base);
+        // Only the area's own linear pages change meaning, and the TLB
+        // holds none of them: the guest maps nothing there (the monitor
+        // checks, `guest_maps_area`) and unmapping dropped the area's.
+        if self.area_in_tlb {
+            self.tlb.flush_range(base, MONITOR_SIZE);
+            self.area_in_tlb = false;
+        }
         Ok(phys)
     }
 
     /// Remove the overlay: the area's linear addresses are the guest's
     /// again and monitor memory is hidden (its window reads as
-    /// unassigned). The TLB is flushed.
+    /// unassigned). The area's TLB entries are dropped.
     pub fn unmap_hypervisor_area(&mut self) {
-        self.hypervisor_area = None;
+        if let Some(base) = self.hypervisor_area.take() {
+            if self.area_in_tlb {
+                self.tlb.flush_range(base, MONITOR_SIZE);
+                self.area_in_tlb = false;
+            }
+        }
         self.mem.set_monitor_visible(false);
-        self.tlb.flush();
     }
 
     /// Write `bytes` into monitor memory at `offset` (the monitor building
@@ -686,6 +719,15 @@ impl Machine {
                 break;
             };
             let end = (n + (PAGE_SIZE - (at & (PAGE_SIZE - 1))) as usize).min(buf.len());
+            // A run within one page of RAM: one copy (the common case).
+            if let crate::memory::PhysKind::Ram(off) = self.mem.classify(pa) {
+                let (off, len) = (off as usize, end - n);
+                if let Some(src) = self.mem.ram_slice().get(off..off + len) {
+                    buf[n..end].copy_from_slice(src);
+                    n = end;
+                    continue;
+                }
+            }
             for (k, slot) in buf[n..end].iter_mut().enumerate() {
                 match self.mem.read_plain(pa.wrapping_add(k as u32)) {
                     Some(b) => *slot = b,

@@ -23,6 +23,11 @@
 //!   (`Exit::Breakpoint`), and its decoder ends a block before one. So
 //!   the monitor scans code the first time it is reached however it is
 //!   reached (a return, an indirect jump), with no trap on the branches.
+//! - **Breakpoints at block starts.** The decoder ends a block before an
+//!   execution breakpoint (`Machine::breakpoints`) too, and the run loop
+//!   checks breakpoints at block starts only: the monitor drops the
+//!   substrate's decoded blocks whenever its breakpoints change in a way
+//!   its code invalidation does not already cover.
 //! - **Code writes end the stretch.** A store into a page of decoded code
 //!   ends the substrate's run at the next boundary (`Exit::BudgetSpent`),
 //!   so the monitor drops its scans and the patches of what was written

@@ -114,6 +114,15 @@ fn undefined_mask(insn: &Instruction, before: &CpuState) -> u32 {
 
 /// Every architectural difference between two CPU states.
 pub fn compare_states(a: &CpuState, b: &CpuState, flag_mask: u32) -> Vec<Difference> {
+    // Equal states (the comparator's every step): nothing to format.
+    if a.eflags & !flag_mask == b.eflags & !flag_mask && {
+        let (mut x, mut y) = (a.clone(), b.clone());
+        x.eflags = 0;
+        y.eflags = 0;
+        x == y
+    } {
+        return Vec::new();
+    }
     let mut d = Vec::new();
     let mut diff = |field: &str, x: String, y: String| {
         if x != y {

@@ -289,3 +289,92 @@ fn the_engines_compared_chapter_matches_its_json_record() {
     }
     assert!(quoted >= 8, "the nanobenchmark table quotes {quoted} rows");
 }
+
+/// The book's "Raw mode, CSAM and PATM" chapter shows a `ringside bench`
+/// command, the table it printed, and counters of its demo session, all
+/// from the JSON record beside it: this fails when the command and the
+/// record differ, when a table row's traps do not match the record's
+/// summary, or when a quoted counter is not the record's.
+#[test]
+fn the_raw_mode_chapter_matches_its_json_record() {
+    let chapter = include_str!("../../book/src/raw-mode.md");
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../../book/src/raw-mode.json"))
+            .expect("the chapter's JSON record parses");
+    let command = chapter
+        .lines()
+        .find_map(|l| l.strip_prefix("$ ringside bench "))
+        .expect("the chapter shows its `$ ringside bench` command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let workloads = names(option(&words, "--workloads"));
+    let recorded: Vec<&str> = json["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| w["name"].as_str().expect("a workload's name"))
+        .collect();
+    assert_eq!(workloads, recorded, "the command's workloads");
+    let engines: Vec<&str> = json["engines"]
+        .as_array()
+        .expect("engines")
+        .iter()
+        .map(|e| e.as_str().expect("an engine"))
+        .collect();
+    assert_eq!(names(option(&words, "--engines")), engines);
+    assert_eq!(
+        option(&words, "--reps").map(str::to_owned),
+        json["settings"]["reps"].as_u64().map(|n| n.to_string()),
+    );
+
+    let summaries = json["summaries"].as_array().expect("summaries");
+    let mut rows = 0;
+    for line in chapter.lines() {
+        let mut cells = line.split_whitespace();
+        let (Some(workload), Some(runner)) = (cells.next(), cells.next()) else {
+            continue;
+        };
+        if !workloads.iter().any(|w| w == workload) {
+            continue;
+        }
+        let s = summaries
+            .iter()
+            .find(|s| s["workload"] == workload && s["engine"] == runner)
+            .unwrap_or_else(|| panic!("no summary for {workload} on {runner}"));
+        let per_1000 = s["engine_costs"]["traps_per_1000_insns"]
+            .as_f64()
+            .expect("traps per 1000 instructions");
+        assert!(
+            line.contains(&format!("{per_1000:.2}/1k")),
+            "{line}\nvs the record: {per_1000:.2}/1k"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, summaries.len(), "one table row per summary");
+
+    // The quoted counters: `raw.NAME VALUE` lines, from the first raw run
+    // of the demo session.
+    let run = json["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["workload"] == "demo-session" && r["engine"] == "raw")
+        .expect("a raw run of the demo session");
+    let counters = &run["stats"]["counters"];
+    let mut quoted = 0;
+    for line in chapter.lines() {
+        let mut cells = line.split_whitespace();
+        let (Some(name), Some(value), None) = (cells.next(), cells.next(), cells.next()) else {
+            continue;
+        };
+        if !(name.starts_with("raw.") || name.starts_with("em.")) {
+            continue;
+        }
+        assert_eq!(
+            counters[name].as_u64().map(|v| v.to_string()).as_deref(),
+            Some(value),
+            "{name}"
+        );
+        quoted += 1;
+    }
+    assert!(quoted >= 10, "the chapter quotes {quoted} counters");
+}

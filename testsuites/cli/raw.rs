@@ -72,3 +72,67 @@ fn compare_finds_no_divergence_between_interp_and_raw() {
     let wrong = compare_every_guest_with("raw");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// Monitor traps per 1,000 guest instructions of a run, and the run's
+/// instruction count and stdout.
+fn traps_per_1000(args: &[&str], input: &[u8]) -> (f64, u64, String) {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend(["--engine", "raw", "--clock", "fast", "--stats"]);
+    let out = ringside_with_input(&all, input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let json = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .expect("statistics");
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    let n = v["instructions"].as_u64().expect("instructions");
+    let traps = v["counters"]["raw.monitor_entries"]
+        .as_u64()
+        .expect("raw.monitor_entries");
+    (traps as f64 * 1000.0 / n as f64, n, text(&out.stdout))
+}
+
+/// The yardstick for PATM: with `raw.patm = false` every CLI,
+/// STI, PUSHF, POPF (and the IRET and segment pushes of a kernel entry)
+/// traps; patched, they run as patch code. Monitor traps per 1,000 guest
+/// instructions must drop at least tenfold on the CLI/STI and PUSHF/POPF
+/// nanobenchmarks and on the demo OS's shell session, which must run the
+/// same instructions and print the same either way.
+#[test]
+fn patching_cuts_monitor_traps_per_instruction_tenfold() {
+    let session: &[u8] = b"help\nps\nrun hello\nrun syscalls\npoweroff\n";
+    for (what, args, input) in [
+        (
+            "nanobench cli-sti",
+            vec!["builtin:nanobench", "--cmdline", "ops=cli-sti iters=20000"],
+            &b""[..],
+        ),
+        (
+            "nanobench pushf-popf",
+            vec![
+                "builtin:nanobench",
+                "--cmdline",
+                "ops=pushf-popf iters=20000",
+            ],
+            &b""[..],
+        ),
+        ("demo session", vec!["builtin:demo"], session),
+    ] {
+        let (patched, n1, out1) = traps_per_1000(&args, input);
+        let mut off = args.clone();
+        off.extend(["--set", "raw.patm=false"]);
+        let (trapping, n2, out2) = traps_per_1000(&off, input);
+        assert_eq!(n1, n2, "{what}: the same instructions");
+        assert_eq!(out1, out2, "{what}: the same output");
+        assert!(
+            trapping >= 10.0 * patched,
+            "{what}: {trapping:.2} traps/1000 unpatched against {patched:.2} patched"
+        );
+        println!(
+            "{what}: {trapping:.2} traps per 1000 instructions unpatched, {patched:.2} patched"
+        );
+    }
+}

@@ -38,6 +38,9 @@ pub mod book {
     #[doc = include_str!("../../book/src/comparing-engines.md")]
     pub mod comparing_engines {}
 
+    #[doc = include_str!("../../book/src/raw-mode.md")]
+    pub mod raw_mode {}
+
     #[doc = include_str!("../../book/src/engines-compared.md")]
     pub mod engines_compared {}
 

@@ -723,7 +723,7 @@ impl InterpCore {
             // The per-instruction test of the deadline and of debugger
             // breakpoints is needed only when the block could reach them;
             // only such unchecked runs are offered to the tier.
-            let unchecked = m.breakpoints.is_empty()
+            let unchecked = (m.breakpoints.is_empty() || m.substrate.is_some())
                 && m.clock.icount.saturating_add(block.insns.len() as u64) < stop_at;
             let native = if unchecked {
                 let budget = stop_at - m.clock.icount - 1;
@@ -1068,12 +1068,16 @@ impl InterpCore {
                 }
             }
             if !insns.is_empty()
-                && m.substrate
-                    .as_ref()
-                    .is_some_and(|h| h.stops_before(lin.wrapping_add(at as u32), m.cpu.cpl()))
+                && m.substrate.as_ref().is_some_and(|h| {
+                    let ins_lin = lin.wrapping_add(at as u32);
+                    h.stops_before(ins_lin, m.cpu.cpl())
+                        || m.breakpoints.binary_search(&ins_lin).is_ok()
+                })
             {
                 // A raw-mode substrate stops before unscanned supervisor
-                // code: the block ends here (core::substrate).
+                // code and before its breakpoints: the block ends here, so
+                // the check at each block's start is enough
+                // (core::substrate).
                 break;
             }
             decoder.decode_out(&mut ins);

@@ -78,6 +78,8 @@ pub struct Raw {
     mappings_checked: (u32, u64),
     /// CSAM's `clears` when the substrate's blocks were last dropped.
     substrate_clears: u64,
+    /// The shadow tables, kept between entries.
+    shadows: monitor::ShadowCache,
 }
 
 impl Default for Raw {
@@ -107,6 +109,7 @@ impl Raw {
             patched_from: u64::MAX,
             mappings_checked: (u32::MAX, u64::MAX),
             substrate_clears: 0,
+            shadows: monitor::ShadowCache::default(),
         }
     }
 
@@ -155,6 +158,14 @@ impl Raw {
         );
         let fresh =
             matches!(&self.breakpoints_from, Some((c, p, u)) if (*c, *p) == key && u == users);
+        let same_kind = matches!(&self.breakpoints_from,
+            Some((_, p, u)) if *p >> 63 == key.1 >> 63 && u == users);
+        if !fresh && !same_kind {
+            // The user's breakpoints changed, or patches stopped or
+            // started running: the substrate's blocks were cut for, and
+            // decoded with, the old ones (core::substrate).
+            self.substrate.drop_decoded_code();
+        }
         if !fresh {
             let mut bps: Vec<u32> = self
                 .csam
@@ -246,7 +257,7 @@ impl Raw {
         }
         let users_breakpoints = std::mem::take(&mut m.breakpoints);
         let users_policy = std::mem::take(&mut m.event_policy);
-        let view = match monitor::enter(m, self.area) {
+        let view = match monitor::enter_with(m, self.area, &mut self.shadows) {
             Ok(v) => v,
             Err(e) => {
                 m.breakpoints = users_breakpoints;
@@ -348,6 +359,7 @@ impl Raw {
                 match e.event.source {
                     EventSource::External | EventSource::Nmi => {
                         self.counters.external_interrupts += 1;
+                        self.shadows.invalidate();
                         match m.deliver_event(e.event, e.return_eip) {
                             Delivery::Delivered => Ok(None),
                             Delivery::TripleFault => {
@@ -376,6 +388,10 @@ impl Raw {
 
     /// Step one instruction on the guest view with the interpreter.
     fn step_guest(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
+        // A privileged instruction may change what the shadows were built
+        // from in ways the write monitor does not see (INVLPG after a page
+        // table edit): build them afresh next time.
+        self.shadows.invalidate();
         let before = m.clock.icount;
         let exit = self.reference.step(m)?;
         self.counters.stepped_instructions += m.clock.icount - before;
@@ -475,14 +491,15 @@ impl Raw {
             }
             let left = budget.instructions - done;
             if cannot_run(m).is_some() {
-                // The guest left raw mode's reach mid-run: run on with the
-                // interpreter; the execution manager hands it over properly
-                // at the next slice.
+                // The guest left raw mode's reach mid-run (a v86 task, a
+                // POPF of IOPL): run on with the interpreter, asking again
+                // every `FALLBACK_SLICE` instructions, so that raw mode
+                // takes the guest back soon after it can.
                 let before = m.clock.icount;
                 let exit = self.reference.run(
                     m,
                     Budget {
-                        instructions: left.min(10_000),
+                        instructions: left.min(FALLBACK_SLICE),
                     },
                 )?;
                 self.counters.fallback_instructions += m.clock.icount - before;
@@ -553,6 +570,7 @@ impl Raw {
             ("csam_scans", self.csam.scans),
             ("csam_instructions_scanned", self.csam.instructions_scanned),
             ("csam_pages", self.csam.pages() as u64),
+            ("shadow_builds", self.shadows.builds),
             ("patm_enabled", self.patm.enabled as u64),
             ("patm_live_patches", self.patm.patches().count() as u64),
             ("patm_trap_patches", trap_sites),
@@ -586,6 +604,10 @@ impl Primary for Raw {
         cannot_run(m)
     }
 }
+
+/// Instructions the interpreter runs, when the guest leaves raw mode's
+/// reach in the middle of a run, before raw mode asks again.
+pub const FALLBACK_SLICE: u64 = 1_000;
 
 /// Counter names for traps by vector (`EngineStats` keys are static).
 static TRAP_NAMES: [&str; 256] = {

@@ -9,6 +9,8 @@
 //! stub (one HLT per vector), so the substrate halting at CPL 0 means
 //! "the monitor is entered", and the stub says which vector.
 
+use std::sync::Arc;
+
 use ringside_core::cpu::{attr, flags, SegReg, Segment, TableReg};
 use ringside_core::exec::needs_paged_protected_mode;
 use ringside_core::memory::MemoryError;
@@ -75,8 +77,8 @@ pub struct GuestView {
     pub direct: [u64; 4],
     /// The guest's GDT and LDT as they were at `enter`, to carry the
     /// accessed bits the substrate sets in the shadows back (`leave`).
-    guest_gdt: Vec<u8>,
-    guest_ldt: Vec<u8>,
+    guest_gdt: Arc<[u8]>,
+    guest_ldt: Arc<[u8]>,
 }
 
 const IF_IOPL: u32 = flags::IF | flags::IOPL;
@@ -174,6 +176,16 @@ fn read_linear(m: &mut Machine, lin: u32, len: usize) -> Vec<u8> {
 /// Turn the guest view in `m.cpu` into the substrate view, building the
 /// shadow tables in the hypervisor area at `area`.
 pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
+    enter_with(m, area, &mut ShadowCache::default())
+}
+
+/// `enter`, reusing the shadows in `cache` when nothing they were built
+/// from changed.
+pub fn enter_with(
+    m: &mut Machine,
+    area: u32,
+    cache: &mut ShadowCache,
+) -> Result<GuestView, EnterError> {
     if let Some(reason) = cannot_run(m) {
         return Err(EnterError::Mode(reason));
     }
@@ -184,6 +196,100 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     if gdtr.limit as u32 >= MONITOR_CS as u32 {
         return Err(EnterError::GdtTooLarge(gdtr.limit));
     }
+    let key = CacheKey {
+        area,
+        gdtr,
+        idtr: m.cpu.idtr,
+        ldtr: m.cpu.ldtr,
+        tr: m.cpu.tr,
+        cr: (m.cpu.cr0, m.cpu.cr3, m.cpu.cr4),
+    };
+    if cache.holds(m, &key) {
+        m.map_hypervisor_area(area)?;
+    } else {
+        cache.key = None;
+        let built = build_shadows(m, area)?;
+        cache.key = Some(key);
+        cache.seq = m.mem().code_write_seq();
+        cache.pages = built.pages;
+        cache.guest_gdt = built.guest_gdt.into();
+        cache.guest_ldt = built.guest_ldt.into();
+        cache.direct = built.direct;
+        cache.builds += 1;
+    }
+    // The guest's IF goes into the substrate's virtual-interrupt gate
+    // (core::substrate); the real IF is 1.
+    m.write_monitor(
+        crate::patm::layout::VFLAGS,
+        &(m.cpu.eflags & flags::IF).to_le_bytes(),
+    )?;
+    let (ldtr, direct) = (m.cpu.ldtr, cache.direct);
+    let (guest_gdt, guest_ldt) = (cache.guest_gdt.clone(), cache.guest_ldt.clone());
+    let idtr = m.cpu.idtr;
+
+    let view = GuestView {
+        area,
+        gdtr,
+        idtr,
+        ldtr,
+        tr: m.cpu.tr,
+        eflags_if_iopl: m.cpu.eflags & IF_IOPL,
+        sysenter: (
+            m.cpu.msr.sysenter_cs,
+            m.cpu.msr.sysenter_esp,
+            m.cpu.msr.sysenter_eip,
+        ),
+        direct,
+        guest_gdt,
+        guest_ldt,
+    };
+    let cpu = &mut m.cpu;
+    for s in cpu.seg.iter_mut() {
+        *s = compress_segment(s);
+    }
+    cpu.gdtr = TableReg {
+        base: area + layout::GDT,
+        limit: 0xFFFF,
+        _pad: 0,
+    };
+    cpu.idtr = TableReg {
+        base: area + layout::IDT,
+        limit: 256 * 8 - 1,
+        _pad: 0,
+    };
+    if !view.guest_ldt.is_empty() {
+        cpu.ldtr.base = area + layout::LDT;
+    }
+    cpu.tr = Segment {
+        selector: MONITOR_TSS,
+        _pad: 0,
+        attr: attr::P | 0xB,
+        base: area + layout::TSS,
+        limit: layout::TSS_LIMIT,
+    };
+    cpu.eflags = cpu.eflags & !IF_IOPL | flags::IF;
+    // SYSENTER must not reach guest code at ring 0: with SYSENTER_CS 0 it
+    // raises #GP(0) at the instruction, committing nothing (SDM Vol. 2B
+    // SYSENTER), and the monitor runs it on the guest view.
+    cpu.msr.sysenter_cs = 0;
+    cpu.msr.sysenter_esp = 0;
+    cpu.msr.sysenter_eip = 0;
+    Ok(view)
+}
+
+/// What `build_shadows` made, for the cache.
+struct Built {
+    guest_gdt: Vec<u8>,
+    guest_ldt: Vec<u8>,
+    direct: [u64; 4],
+    pages: Vec<u32>,
+}
+
+/// Read the guest's tables, map the hypervisor area and write the shadow
+/// GDT, IDT, LDT and TSS and the stubs into it; write-monitor the guest's
+/// table pages.
+fn build_shadows(m: &mut Machine, area: u32) -> Result<Built, EnterError> {
+    let gdtr = m.cpu.gdtr;
     let guest_gdt = read_linear(m, gdtr.base, gdtr.limit as usize + 1);
     let idtr = m.cpu.idtr;
     let guest_idt = read_linear(m, idtr.base, (idtr.limit as usize + 1).min(256 * 8));
@@ -272,18 +378,13 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
     }
     tss[0x66..0x68].copy_from_slice(&(layout::TSS_LIMIT as u16 + 1).to_le_bytes());
     m.write_monitor(layout::TSS, &tss)?;
-    // The guest's IF goes into the substrate's virtual-interrupt gate
-    // (core::substrate); the real IF is 1.
-    m.write_monitor(
-        crate::patm::layout::VFLAGS,
-        &(m.cpu.eflags & flags::IF).to_le_bytes(),
-    )?;
 
     // Write-monitor the guest's GDT and LDT (SELM's write handlers in
     // VirtualBox): their pages count as code pages, so a store there ends
     // the substrate's stretch (core::substrate) and the next `enter`
     // shadows the new descriptors before a segment load can use them.
-    let watch = |m: &mut Machine, base: u32, len: u32| {
+    let mut pages = Vec::new();
+    let mut watch = |m: &mut Machine, base: u32, len: u32| {
         if len == 0 {
             return;
         }
@@ -292,6 +393,7 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
         loop {
             if let Some(phys) = m.peek_translation(page) {
                 m.mark_code_page(phys >> 12);
+                pages.push(phys >> 12);
             }
             if page == last {
                 break;
@@ -307,54 +409,61 @@ pub fn enter(m: &mut Machine, area: u32) -> Result<GuestView, EnterError> {
         watch(m, m.cpu.tr.base, 0x68);
     }
 
-    let view = GuestView {
-        area,
-        gdtr,
-        idtr,
-        ldtr,
-        tr: m.cpu.tr,
-        eflags_if_iopl: m.cpu.eflags & IF_IOPL,
-        sysenter: (
-            m.cpu.msr.sysenter_cs,
-            m.cpu.msr.sysenter_esp,
-            m.cpu.msr.sysenter_eip,
-        ),
-        direct,
+    Ok(Built {
         guest_gdt,
         guest_ldt,
-    };
-    let cpu = &mut m.cpu;
-    for s in cpu.seg.iter_mut() {
-        *s = compress_segment(s);
+        direct,
+        pages,
+    })
+}
+
+/// The key of what `enter` built: while it and the guest's table pages are
+/// unchanged, the shadows in monitor memory are still right.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CacheKey {
+    area: u32,
+    gdtr: TableReg,
+    idtr: TableReg,
+    ldtr: Segment,
+    tr: Segment,
+    cr: (u32, u32, u32),
+}
+
+/// The shadows `enter` built last, kept between entries (VirtualBox's SELM
+/// and TRPM keep theirs while their write handlers see no change): the
+/// key, the guest's table pages (write-monitored) and the code-write log
+/// position after the build.
+#[derive(Default)]
+pub struct ShadowCache {
+    key: Option<CacheKey>,
+    seq: u64,
+    pages: Vec<u32>,
+    guest_gdt: Arc<[u8]>,
+    guest_ldt: Arc<[u8]>,
+    direct: [u64; 4],
+    /// Times the shadows were built (not reused).
+    pub builds: u64,
+}
+
+impl ShadowCache {
+    /// Forget the shadows: the next `enter` builds them again.
+    pub fn invalidate(&mut self) {
+        self.key = None;
     }
-    cpu.gdtr = TableReg {
-        base: area + layout::GDT,
-        limit: 0xFFFF,
-        _pad: 0,
-    };
-    cpu.idtr = TableReg {
-        base: area + layout::IDT,
-        limit: 256 * 8 - 1,
-        _pad: 0,
-    };
-    if !view.guest_ldt.is_empty() {
-        cpu.ldtr.base = area + layout::LDT;
+
+    /// Whether the shadows were built for `key` and no table page was
+    /// written since.
+    fn holds(&self, m: &Machine, key: &CacheKey) -> bool {
+        if self.key.as_ref() != Some(key) {
+            return false;
+        }
+        match m.mem().code_writes_since(self.seq) {
+            ringside_core::memory::CodeWrites::All => false,
+            ringside_core::memory::CodeWrites::Pages(written) => {
+                !written.iter().any(|p| self.pages.contains(p))
+            }
+        }
     }
-    cpu.tr = Segment {
-        selector: MONITOR_TSS,
-        _pad: 0,
-        attr: attr::P | 0xB,
-        base: area + layout::TSS,
-        limit: layout::TSS_LIMIT,
-    };
-    cpu.eflags = cpu.eflags & !IF_IOPL | flags::IF;
-    // SYSENTER must not reach guest code at ring 0: with SYSENTER_CS 0 it
-    // raises #GP(0) at the instruction, committing nothing (SDM Vol. 2B
-    // SYSENTER), and the monitor runs it on the guest view.
-    cpu.msr.sysenter_cs = 0;
-    cpu.msr.sysenter_esp = 0;
-    cpu.msr.sysenter_eip = 0;
-    Ok(view)
 }
 
 /// The accessed bits the substrate set in a shadow table (segment loads

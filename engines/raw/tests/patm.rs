@@ -33,9 +33,9 @@ fn guest(code: &[u8], handlers: &[(u8, u32)], default_handler: u32) -> Machine {
     .unwrap();
     enter_flat_protected_mode(&mut m, CODE);
     m.write_ram(CODE, code).unwrap();
-    m.write_ram(PD, &(PT | 3).to_le_bytes()).unwrap();
+    m.write_ram(PD, &(PT | 7).to_le_bytes()).unwrap();
     for p in 0..1024u32 {
-        let pte = if p << 12 == LATE { 0 } else { p << 12 | 3 };
+        let pte = if p << 12 == LATE { 0 } else { p << 12 | 7 };
         m.write_ram(PT + 4 * p, &pte.to_le_bytes()).unwrap();
     }
     for v in 0..256u32 {
@@ -315,7 +315,7 @@ fn a_fault_in_patch_code_is_the_patched_instructions_fault() {
             a.mov(dword_ptr(DATA + 8), eax).unwrap();
             a.mov(eax, cr2).unwrap();
             a.mov(dword_ptr(DATA + 12), eax).unwrap();
-            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 3).unwrap();
+            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7).unwrap();
             a.invlpg(dword_ptr(LATE)).unwrap();
             a.add(esp, 4).unwrap();
             a.iretd().unwrap();
@@ -365,7 +365,7 @@ fn code_on_a_page_mapped_after_a_page_fault_is_scanned_and_patched() {
             let mut a = CodeAssembler::new(32).unwrap();
             // Map LATE (PTE = LATE | 3), drop its TLB entry, return to the
             // faulting instruction.
-            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 3).unwrap();
+            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7).unwrap();
             a.invlpg(dword_ptr(LATE)).unwrap();
             a.add(esp, 4).unwrap();
             a.iretd().unwrap();
@@ -486,4 +486,86 @@ fn interrupts_land_where_the_interpreter_takes_them_around_patched_instructions(
     let s = raw.stats();
     assert!(counter(&s, "patm_executions") >= 10_000, "{s:?}");
     assert_eq!(counter(&s, "external_interrupts") as u32, irqs, "{s:?}");
+}
+
+/// A paged kernel at ring 0 IRETs into a virtual-8086 task; raw mode
+/// cannot run v86, so the interpreter runs it; the task's INT faults (#GP,
+/// IOPL 0) into the kernel's handler, a loop at ring 0 that raw mode runs
+/// again. The whole run ends as on the interpreter alone.
+#[test]
+fn a_v86_task_is_handed_to_the_interpreter_and_the_kernel_comes_back_to_raw() {
+    let handler = CODE + 0x800;
+    let code = {
+        let mut main = assemble(|a| {
+            // The IRET frame into v86: GS, FS, DS, ES, SS, ESP, EFLAGS (VM),
+            // CS, EIP.
+            for v in [0u32, 0, 0, 0, 0x2000, 0xFFF0, flags::VM | 2, 0x1000, 0x0100] {
+                a.push(v)?;
+            }
+            a.iretd()
+        });
+        main.resize(0x100, 0x90);
+        // At 1000:0100 (linear 0x10100): MOV AX,1234h; INC AX; INT 30h.
+        main.extend_from_slice(&[0xB8, 0x34, 0x12, 0x40, 0xCD, 0x30]);
+        let h = {
+            let mut a = CodeAssembler::new(32).unwrap();
+            let mut top = a.create_label();
+            a.mov(ebx, dword_ptr(esp + 4)).unwrap();
+            a.mov(ecx, 1000).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.inc(esi).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(top).unwrap();
+            a.hlt().unwrap();
+            a.assemble(handler as u64).unwrap()
+        };
+        main.resize((handler - CODE) as usize, 0x90);
+        main.extend(h);
+        main
+    };
+    let make = || {
+        let mut m = guest(&code, &[], handler);
+        // A GDT with a TSS (ring-0 stack 0x10:0x8000) for the v86 exit.
+        let gdt: [u64; 4] = [
+            0,
+            0x00CF_9A00_0000_FFFF,
+            0x00CF_9200_0000_FFFF,
+            0x0000_8B00_4000_0067,
+        ];
+        for (i, d) in gdt.iter().enumerate() {
+            m.write_ram(0x5000 + 8 * i as u32, &d.to_le_bytes())
+                .unwrap();
+        }
+        let mut tss = [0u8; 0x68];
+        tss[4..8].copy_from_slice(&0x8000u32.to_le_bytes());
+        tss[8..10].copy_from_slice(&0x10u16.to_le_bytes());
+        m.write_ram(0x4000, &tss).unwrap();
+        m.cpu.gdtr = TableReg {
+            base: 0x5000,
+            limit: 31,
+            _pad: 0,
+        };
+        m.cpu.tr = ringside_core::cpu::Segment {
+            selector: 0x18,
+            _pad: 0,
+            attr: 0x8B,
+            base: 0x4000,
+            limit: 0x67,
+        };
+        m
+    };
+    let (s, m) = same_as_interp(make, 100_000);
+    assert_eq!(
+        m.cpu.gpr[reg::EAX] & 0xFFFF,
+        0x1235,
+        "the v86 code ran: {:x?}",
+        m.cpu.gpr
+    );
+    assert_eq!(m.cpu.gpr[reg::EBX], 0x0104, "the #GP was the INT's");
+    assert_eq!(m.cpu.gpr[reg::ESI], 1000);
+    assert!(counter(&s, "fallback_instructions") >= 3, "{s:?}");
+    assert!(
+        counter(&s, "substrate_instructions") >= 1500,
+        "the handler's loop ran on raw again: {s:?}"
+    );
 }
