@@ -359,7 +359,6 @@ impl Raw {
                 match e.event.source {
                     EventSource::External | EventSource::Nmi => {
                         self.counters.external_interrupts += 1;
-                        self.shadows.invalidate();
                         match m.deliver_event(e.event, e.return_eip) {
                             Delivery::Delivered => Ok(None),
                             Delivery::TripleFault => {
@@ -388,10 +387,13 @@ impl Raw {
 
     /// Step one instruction on the guest view with the interpreter.
     fn step_guest(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
-        // A privileged instruction may change what the shadows were built
-        // from in ways the write monitor does not see (INVLPG after a page
-        // table edit): build them afresh next time.
-        self.shadows.invalidate();
+        // INVLPG after a page-table edit may move the guest's tables in a
+        // way the write monitor does not see: build the shadows afresh.
+        // (LGDT, LIDT, LLDT, LTR, MOV to CRn and task switches change the
+        // cache's key; stores to the tables are write-monitored.)
+        if is_invlpg(m) {
+            self.shadows.invalidate();
+        }
         let before = m.clock.icount;
         let exit = self.reference.step(m)?;
         self.counters.stepped_instructions += m.clock.icount - before;
@@ -400,6 +402,23 @@ impl Raw {
             other => Some(other),
         })
     }
+}
+
+/// Whether the instruction at CS:EIP is INVLPG (0F 01 /7, memory operand),
+/// after any legacy prefixes.
+fn is_invlpg(m: &mut Machine) -> bool {
+    let (code, n) = m.peek_code();
+    let code = &code[..n];
+    let start = code
+        .iter()
+        .position(|b| {
+            !matches!(
+                b,
+                0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+            )
+        })
+        .unwrap_or(code.len());
+    matches!(code.get(start..start + 3), Some(&[0x0F, 0x01, modrm]) if modrm >> 6 != 3 && (modrm >> 3) & 7 == 7)
 }
 
 /// Whether the guest's kernel stack segment — SS at CPL 0, the TSS's SS0
