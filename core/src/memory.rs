@@ -291,16 +291,26 @@ impl Memory {
     /// The monitor wrote `len` bytes at `offset` of its memory: log those
     /// pages as written code, so engines drop what they decoded there.
     pub fn note_monitor_written(&mut self, offset: u32, len: u32) {
-        let Some(base) = self.monitor.as_ref().map(|m| m.base) else {
+        let Some(m) = &mut self.monitor else {
             return;
         };
         if len == 0 {
             return;
         }
-        let first = (base + offset) >> PAGE_SHIFT;
-        let last = (base + offset + len - 1) >> PAGE_SHIFT;
+        let base = m.base;
+        let (first, last) = (offset >> PAGE_SHIFT, (offset + len - 1) >> PAGE_SHIFT);
+        // Only pages an engine decoded code from (the monitor's data — the
+        // virtual IF, its tables — is written at every entry).
+        let mut decoded = Vec::new();
         for page in first..=last {
-            self.log_code_write(page);
+            let (w, b) = ((page / 64) as usize, page % 64);
+            if m.code_pages[w] & (1 << b) != 0 {
+                m.code_pages[w] &= !(1 << b);
+                decoded.push(page);
+            }
+        }
+        for page in decoded {
+            self.log_code_write((base >> PAGE_SHIFT) + page);
         }
     }
 
