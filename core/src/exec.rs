@@ -34,7 +34,7 @@ use crate::machine::Machine;
 
 /// Instructions the fallback runs before the manager asks the primary
 /// again.
-pub const FALLBACK_SLICE: u64 = 10_000;
+pub const FALLBACK_SLICE: u64 = 1_000;
 
 /// An engine that can run the guest only in some states.
 pub trait Primary: Engine {
@@ -143,7 +143,7 @@ impl<P: Primary, F: Engine> ExecutionManager<P, F> {
 
 /// A counter name made at run time, kept for the life of the process:
 /// each distinct name is allocated once.
-fn intern(name: &str) -> &'static str {
+pub fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(&known) = names.get(name) {

@@ -46,6 +46,8 @@ struct Counters {
     fallback_instructions: u64,
     traps_by_vector: BTreeMap<u8, u64>,
     site_traps: u64,
+    /// Instructions the monitor ran on the guest view, by mnemonic.
+    traps_by_insn: BTreeMap<iced_x86::Mnemonic, u64>,
     /// The substrate stopped before supervisor code CSAM had not scanned.
     unscanned_stops: u64,
     external_interrupts: u64,
@@ -394,6 +396,15 @@ impl Raw {
         if is_invlpg(m) {
             self.shadows.invalidate();
         }
+        // Traps by emulated instruction, after VirtualBox's statistics.
+        let (code, n) = m.peek_code();
+        let mut d = iced_x86::Decoder::new(
+            if m.cpu.code32() { 32 } else { 16 },
+            &code[..n],
+            iced_x86::DecoderOptions::NONE,
+        );
+        let mnemonic = d.decode().mnemonic();
+        *self.counters.traps_by_insn.entry(mnemonic).or_default() += 1;
         let before = m.clock.icount;
         let exit = self.reference.step(m)?;
         self.counters.stepped_instructions += m.clock.icount - before;
@@ -613,6 +624,12 @@ impl Raw {
         }
         for (&v, &n) in &c.traps_by_vector {
             *s.counters.entry(TRAP_NAMES[v as usize]).or_default() += n;
+        }
+        for (mnemonic, &n) in &c.traps_by_insn {
+            let name = format!("emulated.{mnemonic:?}").to_lowercase();
+            *s.counters
+                .entry(ringside_core::exec::intern(&name))
+                .or_default() += n;
         }
         s
     }
