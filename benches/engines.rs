@@ -1,4 +1,5 @@
-//! Engines compared on the same guests (criterion): the interpreter and
+//! Engines compared on the same guests (criterion): the interpreter, raw mode (with and
+//! without patching) and
 //! the recompiler (at its default threshold, compile time included, and
 //! with every block compiled at its first run) on `bench-int-small`: the
 //! same integer work as `ringside run builtin:bench-int --stats`, with
@@ -60,6 +61,12 @@ fn bench_int(c: &mut Criterion) {
         b.iter(|| {
             let mut m = boot_guest("bench-int-small");
             run_to_exit(&mut m, &mut ringside_jit::Jit::with_threshold(1))
+        })
+    });
+    group.bench_function("raw", |b| {
+        b.iter(|| {
+            let mut m = boot_guest("bench-int-small");
+            run_to_exit(&mut m, &mut raw(true))
         })
     });
     // The same run under the debugger, continuing with no breakpoint: what
@@ -170,6 +177,16 @@ fn kvm_skip_reason(paged: bool) -> Option<String> {
 /// The default PC (`ringside run`'s machine: the PIC, PIT, APIC and the
 /// rest the nanobenchmarks and irq-pm use) with `name` loaded by the
 /// Multiboot loader, `cmdline` its command line.
+/// `--engine raw`: raw mode behind the execution manager.
+fn raw(
+    patm: bool,
+) -> ringside_core::exec::ExecutionManager<ringside_raw::Raw, ringside_interp::Interp> {
+    ringside_core::exec::ExecutionManager::new(
+        ringside_raw::Raw::with_patching(patm),
+        ringside_interp::Interp::new(),
+    )
+}
+
 fn boot_pc(name: &str, cmdline: &str) -> Machine {
     let guest = ringside_guests::find(name).expect("the guest is built in");
     let com1 = ringside_devices::SharedBuffer::default();
@@ -194,6 +211,14 @@ fn short_workloads(c: &mut Criterion) {
         });
         group.bench_function("jit", |b| {
             b.iter(|| run_to_exit(&mut boot(), &mut ringside_jit::Jit::new()))
+        });
+        // Raw mode with and without PATM's patches (behind the execution
+        // manager: the interpreter runs what raw mode cannot).
+        group.bench_function("raw", |b| {
+            b.iter(|| run_to_exit(&mut boot(), &mut raw(true)))
+        });
+        group.bench_function("raw (raw.patm = false)", |b| {
+            b.iter(|| run_to_exit(&mut boot(), &mut raw(false)))
         });
         match kvm_skip_reason(w.paged) {
             None => {
