@@ -380,6 +380,48 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             )
         };
     }
+    // EAX and the arithmetic flags into scratch (LAHF, SETO).
+    macro_rules! save_eax_and_flags {
+        () => {
+            dynasm!(ops
+                ; .arch x86
+                ; ss mov [eax_save], eax
+                ; lahf
+                ; seto al
+                ; ss mov [flags_save], eax
+            )
+        };
+    }
+    // The arithmetic flags back (ADD AL,7Fh sets OF from the saved SETO
+    // byte; SAHF the others).
+    macro_rules! restore_flags {
+        () => {
+            dynasm!(ops
+                ; .arch x86
+                ; ss mov eax, [flags_save]
+                ; add al, 0x7F
+                ; sahf
+            )
+        };
+    }
+    macro_rules! restore_flags_and_eax {
+        () => {
+            restore_flags!();
+            dynasm!(ops ; .arch x86 ; ss mov eax, [eax_save]);
+        };
+    }
+    // To `bail_restore` unless SS is a 32-bit stack (LAR, the B bit).
+    macro_rules! bail_unless_32_bit_stack {
+        () => {
+            dynasm!(ops
+                ; .arch x86
+                ; mov eax, ss
+                ; lar eax, eax
+                ; test eax, 0x0040_0000
+                ; jz >bail_restore
+            )
+        };
+    }
     let mut bail = None;
     match kind {
         // Below.
@@ -427,20 +469,11 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             // the rest) before the read of the image, the one access that
             // can fault, so that a fault finds every register and flag the
             // guest's. A POPF of TF, NT or IOPL bails.
+            save_eax_and_flags!();
+            bail_unless_32_bit_stack!();
+            restore_flags_and_eax!();
             dynasm!(ops
                 ; .arch x86
-                ; ss mov [eax_save], eax
-                ; lahf
-                ; seto al
-                ; ss mov [flags_save], eax
-                ; mov eax, ss
-                ; lar eax, eax
-                ; test eax, 0x0040_0000
-                ; jz >bail_restore
-                ; ss mov eax, [flags_save]
-                ; add al, 0x7F
-                ; sahf
-                ; ss mov eax, [eax_save]
                 ; mov eax, [esp]
                 ; test eax, popf_bail
                 ; jnz >bail_restore
@@ -468,12 +501,9 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             SegReg::Fs => dynasm!(ops ; .arch x86 ; push fs),
             SegReg::Gs => dynasm!(ops ; .arch x86 ; push gs),
         }
+        save_eax_and_flags!();
         dynasm!(ops
             ; .arch x86
-            ; ss mov [eax_save], eax
-            ; lahf
-            ; seto al
-            ; ss mov [flags_save], eax
             ; pop eax
             ; ss mov [image], eax
             ; and eax, 3
@@ -482,10 +512,8 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             ; ss and DWORD [image], !3
             ; keep:
             ; ss push DWORD [image]
-            ; ss mov eax, [flags_save]
-            ; add al, 0x7F
-            ; sahf
         );
+        restore_flags!();
         count_and_restore_eax!();
     }
     if kind == Kind::Iretd {
@@ -493,31 +521,22 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
         // frame is read with EAX and the flags the guest's, one dword at a
         // time, so that a fault there commits nothing — CS first: a return
         // to ring 0 bails before the outer-ring slots are touched; then
-        // the gate takes
-        // the image's IF (its old value kept for the monitor, should the
-        // IRETD itself fault) and the substrate's IRETD returns to ring 3.
+        // the gate takes the image's IF (its old value kept for the
+        // monitor, should the IRETD itself fault) and the substrate's IRETD
+        // returns to ring 3.
+        save_eax_and_flags!();
+        bail_unless_32_bit_stack!();
+        restore_flags_and_eax!();
         dynasm!(ops
             ; .arch x86
-            ; ss mov [eax_save], eax
-            ; lahf
-            ; seto al
-            ; ss mov [flags_save], eax
-            ; mov eax, ss
-            ; lar eax, eax
-            ; test eax, 0x0040_0000
-            ; jz >bail_restore
-            ; ss mov eax, [flags_save]
-            ; add al, 0x7F
-            ; sahf
-            ; ss mov eax, [eax_save]
             ; mov eax, [esp + 4]
             ; and eax, 3
             ; cmp eax, 3
             ; jne >bail_restore
-            ; ss mov eax, [flags_save]
-            ; add al, 0x7F
-            ; sahf
-            ; ss mov eax, [eax_save]
+        );
+        restore_flags_and_eax!();
+        dynasm!(ops
+            ; .arch x86
             ; mov eax, [esp + 16]
             ; ss mov eax, [eax_save]
             ; mov eax, [esp + 8]
@@ -536,11 +555,8 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
             ; ss mov eax, [count]
             ; lea eax, [eax + 1]
             ; ss mov [count], eax
-            ; ss mov eax, [flags_save]
-            ; add al, 0x7F
-            ; sahf
-            ; ss mov eax, [eax_save]
         );
+        restore_flags_and_eax!();
     }
     let bailing = matches!(kind, Kind::Popfd | Kind::Iretd);
     // The jump back, encoded here: its displacement wraps around the
@@ -555,14 +571,8 @@ fn assemble(area: u32, code: u32, slot: u32, kind: Kind, next: u32) -> (Vec<u8>,
         ops.extend(jmp);
     }
     if bailing {
-        dynasm!(ops
-            ; .arch x86
-            ; bail_restore:
-            ; ss mov eax, [flags_save]
-            ; add al, 0x7F
-            ; sahf
-            ; ss mov eax, [eax_save]
-        );
+        dynasm!(ops ; .arch x86 ; bail_restore:);
+        restore_flags_and_eax!();
         bail = Some(code + ops.offset().0 as u32);
         dynasm!(ops
             ; .arch x86
