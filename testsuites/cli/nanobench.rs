@@ -28,6 +28,7 @@ struct End {
     exit: Option<i32>,
     com1: String,
     instructions: u64,
+    counters: serde_json::Value,
 }
 
 /// Runs the guest with `cmdline` and `engine_args` to its end; `tag`
@@ -59,6 +60,7 @@ fn run(tag: &str, cmdline: &str, engine_args: &[&str]) -> End {
         instructions: stats["instructions"]
             .as_u64()
             .expect("the statistics hold an instruction count"),
+        counters: stats["counters"].clone(),
     }
 }
 
@@ -136,6 +138,44 @@ fn the_recompiler_prints_and_retires_what_the_interpreter_does() {
         assert_eq!(
             jit.instructions, interp.instructions,
             "threshold {threshold}"
+        );
+    }
+}
+
+/// The guest's operation counts are the engine's: under raw mode with
+/// patching off (trap and emulate alone), N more system calls by INT 0x80
+/// are N more monitor traps of vector 0x80, and N more INs N more
+/// emulated INs. (The difference of two runs: the first instructions after
+/// the guest turns paging on may run on the interpreter, before the
+/// execution manager hands the machine to raw mode, and the guest's output
+/// polls the UART with INs too.)
+#[test]
+fn under_raw_without_patching_n_more_operations_are_n_more_monitor_traps() {
+    for (op, counter) in [
+        ("syscall-int80", "raw.traps.80-int"),
+        ("in", "raw.emulated.in"),
+    ] {
+        let traps = |n: u64| {
+            let end = run(
+                &format!("raw-{op}-{n}"),
+                &format!("ops={op} iters={n}"),
+                &["--engine", "raw", "--set", "raw.patm=false"],
+            );
+            assert_eq!(end.exit, Some(0), "{op}");
+            let (_, ops, _) = results(&end.com1)
+                .into_iter()
+                .find(|(o, _, _)| o == op)
+                .expect("the operation's line");
+            assert_eq!(ops, n, "{op}: operations");
+            end.counters[counter].as_u64().unwrap_or(0)
+        };
+        // (Counts with as many digits, so that printing the results takes
+        // the same port reads.)
+        let (one, two) = (traps(4000), traps(7000));
+        assert_eq!(
+            two - one,
+            3000,
+            "{op}: {counter} {one} for 4000, {two} for 7000"
         );
     }
 }

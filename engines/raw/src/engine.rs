@@ -286,7 +286,13 @@ impl Raw {
         let mut parked = None;
         if let Some(h) = m.substrate.as_mut() {
             h.scanned = Some(self.csam.take_scanned());
-            h.direct = view.direct;
+            // `raw.patm = false` is trap-and-emulate alone: no shortcut
+            // for system calls either.
+            h.direct = if self.patm.enabled {
+                view.direct
+            } else {
+                [0; 4]
+            };
             if !patches_run {
                 parked = Some(std::mem::take(&mut h.fetch));
             }
