@@ -291,25 +291,26 @@ impl Memory {
     /// The monitor wrote `len` bytes at `offset` of its memory: log those
     /// pages as written code, so engines drop what they decoded there.
     pub fn note_monitor_written(&mut self, offset: u32, len: u32) {
-        let Some(m) = &mut self.monitor else {
-            return;
-        };
         if len == 0 {
             return;
         }
-        let base = m.base;
-        let (first, last) = (offset >> PAGE_SHIFT, (offset + len - 1) >> PAGE_SHIFT);
         // Only pages an engine decoded code from (the monitor's data — the
         // virtual IF, its tables — is written at every entry).
-        let mut decoded = Vec::new();
-        for page in first..=last {
-            let (w, b) = ((page / 64) as usize, page % 64);
-            if m.code_pages[w] & (1 << b) != 0 {
-                m.code_pages[w] &= !(1 << b);
-                decoded.push(page);
-            }
+        for page in offset >> PAGE_SHIFT..=(offset + len - 1) >> PAGE_SHIFT {
+            self.monitor_page_written(page);
         }
-        for page in decoded {
+    }
+
+    /// Monitor page `page` (counted from the window's start) was written:
+    /// if an engine decoded code from it, log it as written code.
+    fn monitor_page_written(&mut self, page: u32) {
+        let Some(m) = &mut self.monitor else {
+            return;
+        };
+        let (w, b) = ((page / 64) as usize, page % 64);
+        if m.code_pages[w] & (1 << b) != 0 {
+            m.code_pages[w] &= !(1 << b);
+            let base = m.base;
             self.log_code_write((base >> PAGE_SHIFT) + page);
         }
     }
@@ -392,15 +393,8 @@ impl Memory {
         let Some(m) = &mut self.monitor else {
             return;
         };
-        let page = off >> PAGE_SHIFT;
-        let (w, b) = ((page / 64) as usize, page % 64);
-        let code = m.code_pages[w] & (1 << b) != 0;
-        m.code_pages[w] &= !(1 << b);
         m.data[off as usize] = v;
-        let base = m.base;
-        if code {
-            self.log_code_write((base + off) >> PAGE_SHIFT);
-        }
+        self.monitor_page_written(off >> PAGE_SHIFT);
     }
 
     /// All of RAM as a byte slice.

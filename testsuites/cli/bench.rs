@@ -166,6 +166,31 @@ fn raw_runs_beside_interp_with_its_traps_and_bochs_gives_its_reason() {
     let _ = std::fs::remove_dir_all(&b.dir);
 }
 
+/// A book chapter's `$ ringside bench` command, split into words, after
+/// checking its workloads and repetitions against the JSON record beside
+/// it; and those workloads.
+fn chapter_command<'a>(chapter: &'a str, json: &serde_json::Value) -> (Vec<&'a str>, Vec<String>) {
+    let command = chapter
+        .lines()
+        .find_map(|l| l.strip_prefix("$ ringside bench "))
+        .expect("the chapter shows its `$ ringside bench` command");
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let workloads = names(option(&words, "--workloads"));
+    let recorded: Vec<&str> = json["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| w["name"].as_str().expect("a workload's name"))
+        .collect();
+    assert_eq!(workloads, recorded, "the command's workloads");
+    assert_eq!(
+        option(&words, "--reps").map(str::to_owned),
+        json["settings"]["reps"].as_u64().map(|n| n.to_string()),
+        "the command's repetitions"
+    );
+    (words, workloads)
+}
+
 /// The value of `--NAME` on a command line split into words.
 fn option<'a>(words: &[&'a str], name: &str) -> Option<&'a str> {
     let at = words.iter().position(|w| *w == name)?;
@@ -190,19 +215,7 @@ fn the_engines_compared_chapter_matches_its_json_record() {
         serde_json::from_str(include_str!("../../book/src/engines-compared.json"))
             .expect("the chapter's JSON record parses");
 
-    let command = chapter
-        .lines()
-        .find_map(|l| l.strip_prefix("$ ringside bench "))
-        .expect("the chapter shows its `$ ringside bench` command");
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let workloads = names(option(&words, "--workloads"));
-    let recorded: Vec<&str> = json["workloads"]
-        .as_array()
-        .expect("workloads")
-        .iter()
-        .map(|w| w["name"].as_str().expect("a workload's name"))
-        .collect();
-    assert_eq!(workloads, recorded, "the command's workloads");
+    let (words, workloads) = chapter_command(chapter, &json);
     let mut engines: Vec<&str> = json["engines"]
         .as_array()
         .expect("engines")
@@ -225,11 +238,6 @@ fn the_engines_compared_chapter_matches_its_json_record() {
         names(option(&words, "--peers")),
         peers,
         "the command's peers"
-    );
-    assert_eq!(
-        option(&words, "--reps").map(str::to_owned),
-        json["settings"]["reps"].as_u64().map(|n| n.to_string()),
-        "the command's repetitions"
     );
 
     let summaries = json["summaries"].as_array().expect("summaries");
@@ -301,19 +309,7 @@ fn the_raw_mode_chapter_matches_its_json_record() {
     let json: serde_json::Value =
         serde_json::from_str(include_str!("../../book/src/raw-mode.json"))
             .expect("the chapter's JSON record parses");
-    let command = chapter
-        .lines()
-        .find_map(|l| l.strip_prefix("$ ringside bench "))
-        .expect("the chapter shows its `$ ringside bench` command");
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let workloads = names(option(&words, "--workloads"));
-    let recorded: Vec<&str> = json["workloads"]
-        .as_array()
-        .expect("workloads")
-        .iter()
-        .map(|w| w["name"].as_str().expect("a workload's name"))
-        .collect();
-    assert_eq!(workloads, recorded, "the command's workloads");
+    let (words, workloads) = chapter_command(chapter, &json);
     let engines: Vec<&str> = json["engines"]
         .as_array()
         .expect("engines")
@@ -321,10 +317,6 @@ fn the_raw_mode_chapter_matches_its_json_record() {
         .map(|e| e.as_str().expect("an engine"))
         .collect();
     assert_eq!(names(option(&words, "--engines")), engines);
-    assert_eq!(
-        option(&words, "--reps").map(str::to_owned),
-        json["settings"]["reps"].as_u64().map(|n| n.to_string()),
-    );
 
     let summaries = json["summaries"].as_array().expect("summaries");
     let mut rows = 0;

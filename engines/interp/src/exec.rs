@@ -589,6 +589,17 @@ fn run_block<const CHECKED: bool>(
     None
 }
 
+/// A raw-mode jump patch at linear `lin` (core::substrate): an
+/// instruction fetch that starts there decodes the patch's `JMP rel32`,
+/// which retires nothing itself.
+fn patched_fetch(m: &Machine, lin: u32, eip: u32, code32: bool) -> Option<Decoded> {
+    let patch = m.substrate.as_ref().filter(|_| code32)?.fetch.get(&lin)?;
+    let mut pd = Decoder::with_ip(32, patch, eip as u64, DecoderOptions::NONE);
+    let (mut d, _) = Decoded::new(pd.decode(), code32);
+    d.retires = 0;
+    Some(d)
+}
+
 /// Whether the next instruction is at one of the debugger's breakpoints.
 #[inline]
 fn at_breakpoint(m: &Machine) -> bool {
@@ -1054,18 +1065,15 @@ impl InterpCore {
         let mut second = None;
         while insns.len() < MAX_BLOCK && decoder.can_decode() {
             let at = decoder.position();
-            if let Some(h) = m.substrate.as_ref().filter(|_| code32) {
-                let ins_lin = lin.wrapping_add(at as u32);
-                if let Some(patch) = h.fetch.get(&ins_lin) {
-                    // A raw-mode jump patch: this fetch sees its bytes.
-                    let ins_eip = eip.wrapping_add(at as u32);
-                    let mut pd = Decoder::with_ip(32, patch, ins_eip as u64, DecoderOptions::NONE);
-                    let (mut d, _) = Decoded::new(pd.decode(), code32);
-                    d.retires = 0;
-                    end_eip = d.i.ip32().wrapping_add(d.i.len() as u32);
-                    insns.push(d);
-                    break;
-                }
+            if let Some(d) = patched_fetch(
+                m,
+                lin.wrapping_add(at as u32),
+                eip.wrapping_add(at as u32),
+                code32,
+            ) {
+                end_eip = d.i.ip32().wrapping_add(d.i.len() as u32);
+                insns.push(d);
+                break;
             }
             if !insns.is_empty()
                 && m.substrate.as_ref().is_some_and(|h| {
@@ -1190,15 +1198,7 @@ impl InterpCore {
         let code32 = m.cpu.code32();
         let start_lin = cs.base.wrapping_add(eip);
         let uncounted = m.substrate.as_ref().is_some_and(|h| h.uncounted(start_lin));
-        if let Some(patch) = m
-            .substrate
-            .as_ref()
-            .filter(|_| code32)
-            .and_then(|h| h.fetch.get(&start_lin))
-        {
-            let mut pd = Decoder::with_ip(32, patch, eip as u64, DecoderOptions::NONE);
-            let (mut d, _) = Decoded::new(pd.decode(), code32);
-            d.retires = 0;
+        if let Some(d) = patched_fetch(m, start_lin, eip, code32) {
             return Ok(Fetched::Single(Box::new(d)));
         }
         let user = m.cpu.cpl() == 3;

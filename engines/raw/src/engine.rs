@@ -183,7 +183,8 @@ impl Raw {
             self.breakpoints = bps;
             self.breakpoints_from = Some((key.0, key.1, users.to_vec()));
         }
-        self.breakpoints.clone()
+        // Lent to the machine for the stretch, given back after it.
+        std::mem::take(&mut self.breakpoints)
     }
 
     fn in_patch_code(&self, m: &Machine) -> bool {
@@ -323,7 +324,7 @@ impl Raw {
         }
         self.patm.take_back_hooks(hooks);
         monitor::leave(m, &view);
-        m.breakpoints = users_breakpoints;
+        self.breakpoints = std::mem::replace(&mut m.breakpoints, users_breakpoints);
         m.event_policy = users_policy;
         let exit = exit?;
         self.counters.monitor_entries += 1;
@@ -395,21 +396,22 @@ impl Raw {
 
     /// Step one instruction on the guest view with the interpreter.
     fn step_guest(&mut self, m: &mut Machine) -> Result<Option<Exit>, EngineError> {
+        let (code, n) = m.peek_code();
+        let mnemonic = iced_x86::Decoder::new(
+            if m.cpu.code32() { 32 } else { 16 },
+            &code[..n],
+            iced_x86::DecoderOptions::NONE,
+        )
+        .decode()
+        .mnemonic();
         // INVLPG after a page-table edit may move the guest's tables in a
         // way the write monitor does not see: build the shadows afresh.
         // (LGDT, LIDT, LLDT, LTR, MOV to CRn and task switches change the
         // cache's key; stores to the tables are write-monitored.)
-        if is_invlpg(m) {
+        if mnemonic == iced_x86::Mnemonic::Invlpg {
             self.shadows.invalidate();
         }
         // Traps by emulated instruction, after VirtualBox's statistics.
-        let (code, n) = m.peek_code();
-        let mut d = iced_x86::Decoder::new(
-            if m.cpu.code32() { 32 } else { 16 },
-            &code[..n],
-            iced_x86::DecoderOptions::NONE,
-        );
-        let mnemonic = d.decode().mnemonic();
         *self.counters.traps_by_insn.entry(mnemonic).or_default() += 1;
         let before = m.clock.icount;
         let exit = self.reference.step(m)?;
@@ -421,31 +423,17 @@ impl Raw {
     }
 }
 
-/// Whether the instruction at CS:EIP is INVLPG (0F 01 /7, memory operand),
-/// after any legacy prefixes.
-fn is_invlpg(m: &mut Machine) -> bool {
-    let (code, n) = m.peek_code();
-    let code = &code[..n];
-    let start = code
-        .iter()
-        .position(|b| {
-            !matches!(
-                b,
-                0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
-            )
-        })
-        .unwrap_or(code.len());
-    matches!(code.get(start..start + 3), Some(&[0x0F, 0x01, modrm]) if modrm >> 6 != 3 && (modrm >> 3) & 7 == 7)
-}
-
 /// Whether the guest's kernel stack segment — SS at CPL 0, the TSS's SS0
 /// otherwise — is flat: base 0, limit 4 GiB, 32-bit (patch code reaches
 /// monitor memory through SS).
 fn kernel_stack_is_flat(m: &mut Machine, view: &monitor::GuestView) -> bool {
     use ringside_core::cpu::attr;
-    let ss = *m.cpu.seg(SegReg::Ss);
+    use ringside_core::cpu::segments::Descriptor;
+    let flat = |s: &ringside_core::cpu::Segment| {
+        s.base == 0 && s.limit == 0xFFFF_FFFF && s.attr & attr::DB != 0
+    };
     if m.cpu.cpl() != 3 {
-        return ss.base == 0 && ss.limit == 0xFFFF_FFFF && ss.attr & attr::DB != 0;
+        return flat(m.cpu.seg(SegReg::Ss));
     }
     let Some(ss0) = m
         .peek_bytes(view.tr.base.wrapping_add(8), 2)
@@ -456,18 +444,11 @@ fn kernel_stack_is_flat(m: &mut Machine, view: &monitor::GuestView) -> bool {
     if ss0 & 4 != 0 || ss0 & !7 == 0 || (ss0 | 7) as u32 > view.gdtr.limit as u32 {
         return false;
     }
-    let Some(d) = m.peek_bytes(view.gdtr.base.wrapping_add((ss0 & !7) as u32), 8) else {
-        return false;
-    };
-    let d = u64::from_le_bytes(d.try_into().expect("8 bytes"));
-    let base = ((d >> 16) & 0xFF_FFFF) as u32 | ((d >> 56) as u32) << 24;
-    let raw_limit = (d & 0xFFFF) as u32 | (((d >> 48) & 0xF) as u32) << 16;
-    let limit = if d & (1 << 55) != 0 {
-        raw_limit << 12 | 0xFFF
-    } else {
-        raw_limit
-    };
-    base == 0 && limit == 0xFFFF_FFFF && d & (1 << 54) != 0
+    m.peek_bytes(view.gdtr.base.wrapping_add((ss0 & !7) as u32), 8)
+        .is_some_and(|d| {
+            let d = Descriptor(u64::from_le_bytes(d.try_into().expect("8 bytes")));
+            flat(&d.to_segment(ss0))
+        })
 }
 
 /// Why raw mode cannot run the guest now: `monitor::cannot_run`, and what

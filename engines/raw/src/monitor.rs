@@ -101,22 +101,27 @@ pub fn cannot_run(m: &Machine) -> Option<&'static str> {
 /// directly: present, DPL 3, a 32-bit interrupt or trap gate whose target
 /// is a present, non-conforming ring-0 code segment of the guest's GDT.
 fn is_system_call_gate(gate: u64, gdt: &[u8]) -> bool {
-    let access = (gate >> 40) as u8;
-    if access & 0x80 == 0 || (access >> 5) & 3 != 3 || !matches!(access & 0x1F, 0xE | 0xF) {
+    use ringside_core::cpu::segments::{system_type, Descriptor};
+    let gate = Descriptor(gate);
+    if !gate.present()
+        || gate.dpl() != 3
+        || !matches!(
+            gate.typ(),
+            system_type::INT_GATE32 | system_type::TRAP_GATE32
+        )
+        || gate.is_code_or_data()
+    {
         return false;
     }
-    let sel = (gate >> 16) as u16;
+    let sel = gate.gate_selector();
     let i = (sel & !7) as usize;
     if sel & 4 != 0 || i == 0 || i + 8 > gdt.len() {
         return false;
     }
-    let d = u64::from_le_bytes(gdt[i..i + 8].try_into().expect("8 bytes"));
-    let code_access = (d >> 40) as u8;
-    // Present, S, code, non-conforming, DPL 0.
-    code_access & 0x80 != 0
-        && code_access & 0x18 == 0x18
-        && code_access & 0x04 == 0
-        && (code_access >> 5) & 3 == 0
+    let code = Descriptor(u64::from_le_bytes(
+        gdt[i..i + 8].try_into().expect("8 bytes"),
+    ));
+    code.present() && code.is_code() && !code.conforming() && code.dpl() == 0
 }
 
 /// A segment register's cache, compressed like its descriptor.

@@ -211,6 +211,20 @@ fn the_guest_reads_back_its_own_descriptors_tables_flags_and_selectors() {
     assert_eq!(m.cpu.gpr[reg::EBP], 0x10, "MOV from SS: RPL 0");
 }
 
+/// `main` at CODE and the code `handler` assembles at `at` after it.
+fn with_handler(
+    mut main: Vec<u8>,
+    at: u32,
+    handler: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).unwrap();
+    handler(&mut a).unwrap();
+    assert!(main.len() <= (at - CODE) as usize);
+    main.resize((at - CODE) as usize, 0x90);
+    main.extend(a.assemble(at as u64).unwrap());
+    main
+}
+
 /// Where the tests' called function goes.
 const FUNC: u32 = CODE + 0x400;
 
@@ -291,7 +305,7 @@ fn a_jump_into_the_bytes_a_jump_patch_covers_runs_the_guests_own_code() {
 fn a_fault_in_patch_code_is_the_patched_instructions_fault() {
     let handler = CODE + 0x800;
     let code = {
-        let mut main = assemble(|a| {
+        let main = assemble(|a| {
             let mut top = a.create_label();
             a.mov(ecx, 3)?;
             a.set_label(&mut top)?;
@@ -307,23 +321,19 @@ fn a_fault_in_patch_code_is_the_patched_instructions_fault() {
             a.pop(eax)?;
             a.hlt()
         });
-        let h = {
-            let mut a = CodeAssembler::new(32).unwrap();
-            a.mov(eax, dword_ptr(esp)).unwrap();
-            a.mov(dword_ptr(DATA + 16), eax).unwrap();
-            a.mov(eax, dword_ptr(esp + 4)).unwrap();
-            a.mov(dword_ptr(DATA + 8), eax).unwrap();
-            a.mov(eax, cr2).unwrap();
-            a.mov(dword_ptr(DATA + 12), eax).unwrap();
-            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7).unwrap();
-            a.invlpg(dword_ptr(LATE)).unwrap();
-            a.add(esp, 4).unwrap();
-            a.iretd().unwrap();
-            a.assemble(handler as u64).unwrap()
-        };
-        main.resize((handler - CODE) as usize, 0x90);
-        main.extend(h);
-        main
+        with_handler(main, handler, |a| {
+            a.mov(eax, dword_ptr(esp))?;
+            a.mov(dword_ptr(DATA + 16), eax)?;
+            a.mov(eax, dword_ptr(esp + 4))?;
+            a.mov(dword_ptr(DATA + 8), eax)?;
+            a.mov(eax, cr2)?;
+            a.mov(dword_ptr(DATA + 12), eax)?;
+            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7)?;
+            a.invlpg(dword_ptr(LATE))?;
+            a.add(esp, 4)?;
+            a.iretd()?;
+            Ok(())
+        })
     };
     let make = || {
         let mut m = guest(&code, &[(14, handler)], handler);
@@ -355,25 +365,21 @@ fn a_fault_in_patch_code_is_the_patched_instructions_fault() {
 fn code_on_a_page_mapped_after_a_page_fault_is_scanned_and_patched() {
     let handler = CODE + 0x800;
     let code = {
-        let mut main = assemble(|a| {
+        let main = assemble(|a| {
             a.mov(eax, LATE)?;
             a.call(eax)?;
             a.call(eax)?;
             a.hlt()
         });
-        let h = {
-            let mut a = CodeAssembler::new(32).unwrap();
+        with_handler(main, handler, |a| {
             // Map LATE (PTE = LATE | 3), drop its TLB entry, return to the
             // faulting instruction.
-            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7).unwrap();
-            a.invlpg(dword_ptr(LATE)).unwrap();
-            a.add(esp, 4).unwrap();
-            a.iretd().unwrap();
-            a.assemble(handler as u64).unwrap()
-        };
-        main.resize((handler - CODE) as usize, 0x90);
-        main.extend(h);
-        main
+            a.mov(dword_ptr(PT + 4 * (LATE >> 12)), LATE | 7)?;
+            a.invlpg(dword_ptr(LATE))?;
+            a.add(esp, 4)?;
+            a.iretd()?;
+            Ok(())
+        })
     };
     let make = || {
         let mut m = guest(&code, &[(14, handler)], handler);
@@ -421,7 +427,7 @@ fn a_popfd_the_patch_does_not_handle_bails_to_the_monitor() {
 fn interrupts_land_where_the_interpreter_takes_them_around_patched_instructions() {
     let handler = CODE + 0x800;
     let code = {
-        let mut main = assemble(|a| {
+        let main = assemble(|a| {
             let mut top = a.create_label();
             // 8259A: vectors 0x20-0x27, IRQ 0 unmasked.
             for (port, v) in [
@@ -454,19 +460,15 @@ fn interrupts_land_where_the_interpreter_takes_them_around_patched_instructions(
             a.popfd()?;
             a.jmp(top)
         });
-        let h = {
-            let mut a = CodeAssembler::new(32).unwrap();
-            a.inc(dword_ptr(DATA)).unwrap();
-            a.mov(eax, dword_ptr(esp)).unwrap();
-            a.mov(dword_ptr(DATA + 4), eax).unwrap();
-            a.mov(al, 0x20).unwrap();
-            a.out(0x20, al).unwrap();
-            a.iretd().unwrap();
-            a.assemble(handler as u64).unwrap()
-        };
-        main.resize((handler - CODE) as usize, 0x90);
-        main.extend(h);
-        main
+        with_handler(main, handler, |a| {
+            a.inc(dword_ptr(DATA))?;
+            a.mov(eax, dword_ptr(esp))?;
+            a.mov(dword_ptr(DATA + 4), eax)?;
+            a.mov(al, 0x20)?;
+            a.out(0x20, al)?;
+            a.iretd()?;
+            Ok(())
+        })
     };
     let mut want = guest(&code, &[], handler);
     let mut got = guest(&code, &[], handler);
@@ -507,21 +509,17 @@ fn a_v86_task_is_handed_to_the_interpreter_and_the_kernel_comes_back_to_raw() {
         main.resize(0x100, 0x90);
         // At 1000:0100 (linear 0x10100): MOV AX,1234h; INC AX; INT 30h.
         main.extend_from_slice(&[0xB8, 0x34, 0x12, 0x40, 0xCD, 0x30]);
-        let h = {
-            let mut a = CodeAssembler::new(32).unwrap();
+        with_handler(main, handler, |a| {
             let mut top = a.create_label();
-            a.mov(ebx, dword_ptr(esp + 4)).unwrap();
-            a.mov(ecx, 1000).unwrap();
-            a.set_label(&mut top).unwrap();
-            a.inc(esi).unwrap();
-            a.dec(ecx).unwrap();
-            a.jnz(top).unwrap();
-            a.hlt().unwrap();
-            a.assemble(handler as u64).unwrap()
-        };
-        main.resize((handler - CODE) as usize, 0x90);
-        main.extend(h);
-        main
+            a.mov(ebx, dword_ptr(esp + 4))?;
+            a.mov(ecx, 1000)?;
+            a.set_label(&mut top)?;
+            a.inc(esi)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            Ok(())
+        })
     };
     let make = || {
         let mut m = guest(&code, &[], handler);
