@@ -273,6 +273,7 @@ pub fn main() -> i32 {
 static JIT_THRESHOLD: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_THRESHOLD);
 static JIT_REGION_BLOCKS: AtomicU32 = AtomicU32::new(ringside_jit::DEFAULT_REGION_BLOCKS as u32);
 static JIT_BACKGROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static JIT_OPTIMIZE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// `raw.patm` for the raw-mode engines this process makes.
 static RAW_PATM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -281,7 +282,13 @@ pub(crate) fn set_raw_settings(patm: bool) {
     RAW_PATM.store(patm, Ordering::Relaxed);
 }
 
-pub(crate) fn set_jit_settings(threshold: u32, region_blocks: u32, background: bool) {
+pub(crate) fn set_jit_settings(
+    threshold: u32,
+    region_blocks: u32,
+    background: bool,
+    optimize: bool,
+) {
+    JIT_OPTIMIZE.store(optimize, Ordering::Relaxed);
     JIT_THRESHOLD.store(threshold.max(1), Ordering::Relaxed);
     JIT_REGION_BLOCKS.store(region_blocks.clamp(1, 32), Ordering::Relaxed);
     JIT_BACKGROUND.store(background, Ordering::Relaxed);
@@ -297,6 +304,7 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
                 JIT_REGION_BLOCKS.load(Ordering::Relaxed),
             );
             j.set_background(JIT_BACKGROUND.load(Ordering::Relaxed));
+            j.set_optimize(JIT_OPTIMIZE.load(Ordering::Relaxed));
             Ok(Box::new(j))
         }
         "kvm" => Ok(Box::new(ringside_kvm::Kvm::new()?)),
@@ -452,7 +460,12 @@ fn override_engine_and_clock(c: &mut MachineConfig, args: &RunArgs) -> Result<()
             .with_context(|| format!("--set {assignment}: expected KEY=VALUE"))?;
         c.set(key.trim(), value.trim())?;
     }
-    set_jit_settings(c.jit.threshold, c.jit.region_blocks, c.jit.background);
+    set_jit_settings(
+        c.jit.threshold,
+        c.jit.region_blocks,
+        c.jit.background,
+        c.jit.optimize,
+    );
     set_raw_settings(c.raw.patm);
     Ok(())
 }

@@ -168,6 +168,11 @@ pub struct JitSection {
     /// the same either way.
     #[serde(default = "default_background")]
     pub background: bool,
+    /// Run Cranelift's optimizer (`opt_level=speed`) on every region;
+    /// false compiles about a third faster, and the code runs slower
+    /// (docs/jit.md, "Compile time").
+    #[serde(default = "default_optimize")]
+    pub optimize: bool,
 }
 
 fn default_region_blocks() -> u32 {
@@ -178,12 +183,17 @@ fn default_background() -> bool {
     true
 }
 
+fn default_optimize() -> bool {
+    true
+}
+
 impl Default for JitSection {
     fn default() -> Self {
         JitSection {
             threshold: 10000,
             region_blocks: default_region_blocks(),
             background: default_background(),
+            optimize: default_optimize(),
         }
     }
 }

@@ -108,3 +108,53 @@ fn compare_finds_no_divergence_between_interp_and_jit() {
     let wrong = compare_every_guest_with("jit");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// A block of a region compiled for another entry (a loop entered at its
+/// preheader, then at its head) is entered through that region's code
+/// instead of being compiled again (`region_entries`), and the guest's
+/// results stay the interpreter's. Foreground compiles keep the count
+/// deterministic.
+#[test]
+fn a_hot_block_inside_another_entrys_region_enters_that_regions_code() {
+    for guest in ["bench-int-small", "jit-torture"] {
+        let reference = run(guest, b"", &["--engine", "interp"]);
+        let image = format!("builtin:{guest}");
+        let mut args = vec![
+            "run",
+            &image,
+            "--clock",
+            "fast",
+            "--stats",
+            "--engine",
+            "jit",
+            "--jit-threshold",
+            "50",
+            "--jit-background",
+            "false",
+        ];
+        let extra = guest_args(guest, "jit");
+        args.extend(extra.iter().map(String::as_str));
+        let out = ringside_with_input(&args, b"");
+        let stderr = text(&out.stderr);
+        let json = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("{guest}: no statistics in {stderr}"));
+        let v: serde_json::Value = serde_json::from_str(json).expect("the statistics are JSON");
+        let entries = v["counters"]["region_entries"]
+            .as_u64()
+            .expect("region_entries");
+        let instructions = v["instructions"].as_u64().expect("an instruction count");
+        println!("{guest}: {entries} region entries");
+        assert!(
+            entries >= 1,
+            "{guest}: no block entered another entry's region"
+        );
+        assert_eq!(
+            (out.status.code(), text(&out.stdout), instructions),
+            (reference.0, reference.1, reference.2),
+            "{guest}: jit with region entries differs from interp"
+        );
+    }
+}

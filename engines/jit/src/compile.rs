@@ -53,6 +53,12 @@ pub struct Unit {
     pub blocks: Vec<(u32, Box<[Decoded]>)>,
     pub slots: Slots,
     pub mode: Mode,
+    /// When every block of the unit lies in one physical page (no block
+    /// runs onto the next), that page and the interpreter's blocks
+    /// generation the unit was formed in: its other blocks may then be
+    /// entered through it while that generation lasts
+    /// (`Recompiler::entries`).
+    pub one_page: Option<(u32, u64)>,
 }
 
 impl Unit {
@@ -70,6 +76,7 @@ impl Unit {
             blocks,
             slots,
             mode,
+            one_page: None,
         }
     }
 
@@ -160,6 +167,10 @@ pub fn trampoline(
     })
 }
 
+thread_local! {
+    static CTX: std::cell::RefCell<Context> = std::cell::RefCell::new(Context::new());
+}
+
 /// Build `unit`'s IR and compile it.
 pub fn codegen(
     isa: &dyn TargetIsa,
@@ -167,9 +178,19 @@ pub fn codegen(
     unit: &mut Unit,
     keep_ir: bool,
 ) -> Result<Compiled, String> {
+    CTX.with(|c| codegen_in(&mut c.borrow_mut(), isa, fctx, unit, keep_ir))
+}
+
+fn codegen_in(
+    ctx: &mut Context,
+    isa: &dyn TargetIsa,
+    fctx: &mut FunctionBuilderContext,
+    unit: &mut Unit,
+    keep_ir: bool,
+) -> Result<Compiled, String> {
     let start = cpu_nanos();
     let ptr = isa.pointer_type();
-    let mut ctx = Context::new();
+    ctx.clear();
     ctx.func.signature = entry_signature(isa);
     let shape = {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);

@@ -68,6 +68,12 @@ impl Jit {
         self.tier.background = on;
     }
 
+    /// Run Cranelift's optimizer (`opt_level=speed`) on every region (on
+    /// by default; see `tier::new_isa`). Set before the first run.
+    pub fn set_optimize(&mut self, on: bool) {
+        self.tier.optimize = on;
+    }
+
     pub fn threshold(&self) -> u32 {
         self.tier.threshold
     }
@@ -175,6 +181,8 @@ impl Engine for Jit {
         k.insert("chained_translations", t.chained);
         k.insert("links_made", t.links_made);
         k.insert("covered_blocks", t.covered_blocks);
+        k.insert("region_entries", t.region_entries);
+        k.insert("member_waits", t.member_waits);
         k.insert("native_instructions", t.native_instructions);
         k.insert(
             "native_share_permille",

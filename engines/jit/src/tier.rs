@@ -64,6 +64,12 @@ pub struct Counters {
     /// Hot blocks left to the interpreter because a region made for
     /// another entry holds them (`Recompiler::covered`).
     pub covered_blocks: u64,
+    /// Hot blocks attached to the code of a region compiled for another
+    /// entry (`Shape::entries`) instead of being compiled again.
+    pub region_entries: u64,
+    /// Times a hot block waited for a region being compiled that holds
+    /// it, rather than being compiled on its own.
+    pub member_waits: u64,
 }
 
 /// The tier.
@@ -102,6 +108,9 @@ pub struct Recompiler {
     /// Compile hot blocks on a background thread (at thresholds above 1;
     /// at 1 every block is compiled before its first run).
     pub background: bool,
+    /// Cranelift's optimizer on (`jit.optimize`); set before the first
+    /// compile.
+    pub optimize: bool,
     isa: Option<OwnedTargetIsa>,
     worker: Option<Worker<JobKey>>,
     /// Bumped at every flush: background results of an older generation
@@ -123,6 +132,17 @@ pub struct Recompiler {
     /// comes back to the entry (`Counters::covered_blocks`).
     covered: HashMap<BlockKey, u64>,
     ready: HashMap<BlockKey, Ready>,
+    /// The blocks of compiled one-page regions other than their entries,
+    /// each with its way into the region's code (`Shape::entries`) and the
+    /// blocks generation the region was formed in: a block found here when
+    /// it gets hot enters that code rather than being compiled again (a
+    /// loop entered at its preheader and at its head, or at several
+    /// places, is compiled once). Valid while no block has been dropped
+    /// since: a write to the page drops the region's entry block.
+    entries: HashMap<BlockKey, Ready>,
+    /// The blocks of one-page regions being compiled in the background,
+    /// other than their entries, with the blocks generation of the region.
+    members: HashMap<BlockKey, u64>,
 }
 
 /// A block as the background compiler knows it: EIP, physical page,
@@ -158,13 +178,22 @@ pub const DEFAULT_REGION_BLOCKS: usize = 16;
 /// The default code budget of a generation.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
-fn new_isa() -> Result<OwnedTargetIsa, String> {
+/// Cranelift's settings for the recompiler. `optimize` runs Cranelift's
+/// e-graph mid-end (`opt_level=speed`: constant folding, GVN, alias
+/// analysis); without it (`opt_level=none`) a region compiles about a
+/// third faster and runs about a tenth slower (docs/jit.md, "Compile
+/// time").
+fn new_isa(optimize: bool) -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v)
             .map_err(|e| format!("cranelift setting {k}={v}: {e}"))
     };
-    set(&mut flags, "opt_level", "speed")?;
+    set(
+        &mut flags,
+        "opt_level",
+        if optimize { "speed" } else { "none" },
+    )?;
     set(
         &mut flags,
         "enable_verifier",
@@ -232,6 +261,7 @@ impl Recompiler {
             last_exit: None,
             region_blocks: DEFAULT_REGION_BLOCKS,
             background: false,
+            optimize: true,
             isa: None,
             worker: None,
             module_generation: 0,
@@ -239,12 +269,14 @@ impl Recompiler {
             warm: Default::default(),
             covered: HashMap::new(),
             ready: HashMap::new(),
+            entries: HashMap::new(),
+            members: HashMap::new(),
         }
     }
 
     fn isa(&mut self) -> Result<OwnedTargetIsa, String> {
         if self.isa.is_none() {
-            self.isa = Some(new_isa()?);
+            self.isa = Some(new_isa(self.optimize)?);
         }
         Ok(self.isa.clone().expect("made above"))
     }
@@ -257,8 +289,11 @@ impl Recompiler {
         blocks: Vec<(u32, Vec<Decoded>)>,
         mode: Mode,
     ) -> Result<(usize, u32), String> {
+        self.compile_unit(Unit::new(blocks, mode))
+    }
+
+    fn compile_unit(&mut self, mut unit: Unit) -> Result<(usize, u32), String> {
         let isa = self.isa()?;
-        let mut unit = Unit::new(blocks, mode);
         let compiled = codegen(&*isa, &mut self.fctx, &mut unit, self.keep_ir);
         self.finish(unit, compiled)
     }
@@ -281,6 +316,18 @@ impl Recompiler {
         if self.keep_ir {
             self.last_ir = compiled.ir.clone();
             self.last_host = Some(disassemble_host(&compiled.code, entry as u64));
+        }
+        if let Some((page, blocks_generation)) = unit.one_page {
+            for &(eip, reach) in &compiled.shape.entries {
+                self.entries.insert(
+                    (eip, page, unit.mode.bits()),
+                    Ready {
+                        entry,
+                        reach,
+                        blocks_generation,
+                    },
+                );
+            }
         }
         // The code points into these: keep them with the generation.
         let Unit { blocks, slots, .. } = unit;
@@ -309,6 +356,11 @@ impl Recompiler {
         while let Some(done) = self.worker.as_ref().and_then(|w| w.poll()) {
             let key = done.key;
             self.in_flight.remove(&key.block);
+            if let Some((page, _)) = done.unit.one_page {
+                for (eip, _) in &done.unit.blocks[1..] {
+                    self.members.remove(&(*eip, page, done.unit.mode.bits()));
+                }
+            }
             if key.module_generation != self.module_generation {
                 continue;
             }
@@ -342,7 +394,19 @@ impl Recompiler {
         blocks_generation: u64,
     ) -> Option<Translation> {
         self.collect();
+        if let Some(t) = self.region_entry(block, m.cpu.eip, mode, blocks_generation) {
+            block.translation = Some(t);
+            return Some(t);
+        }
         let key = (m.cpu.eip, block.phys_page, mode.bits());
+        if self.members.get(&key) == Some(&blocks_generation) {
+            // A block of a region still being compiled for another entry
+            // (the blocks of a loop get hot together): ask again a little
+            // later, when that region's code may be there to enter.
+            block.runs = self.threshold - (self.threshold / 16).max(1);
+            self.counters.member_waits += 1;
+            return None;
+        }
         if let Some(r) = self.ready.remove(&key) {
             if r.blocks_generation == blocks_generation {
                 if r.entry == 0 {
@@ -375,13 +439,21 @@ impl Recompiler {
         let (region, pages) = form_region(m, block, mode, self.region_blocks, &self.warm);
         self.counters.region_blocks += region.len() as u64;
         self.cover(&region, &pages, mode, blocks_generation);
+        let mut unit = Unit::new(region, mode);
+        unit.one_page = one_page(block, &pages, blocks_generation);
+        if let Some((page, _)) = unit.one_page {
+            for (eip, _) in &unit.blocks[1..] {
+                self.members
+                    .insert((*eip, page, mode.bits()), blocks_generation);
+            }
+        }
         let job = Job {
             key: JobKey {
                 block: key,
                 blocks_generation,
                 module_generation: self.module_generation,
             },
-            unit: Unit::new(region, mode),
+            unit,
         };
         if self.worker.as_ref().is_some_and(|w| w.submit(job)) {
             self.in_flight.insert(key, ());
@@ -393,6 +465,32 @@ impl Recompiler {
 }
 
 impl Recompiler {
+    /// A way into the code of a region compiled for another entry, for
+    /// the block at `eip` (`Recompiler::entries`).
+    fn region_entry(
+        &mut self,
+        block: &Block,
+        eip: u32,
+        mode: Mode,
+        blocks_generation: u64,
+    ) -> Option<Translation> {
+        if block.second_page().is_some() {
+            return None;
+        }
+        let key = (eip, block.phys_page, mode.bits());
+        let r = *self.entries.get(&key)?;
+        if r.blocks_generation != blocks_generation {
+            self.entries.remove(&key);
+            return None;
+        }
+        self.counters.region_entries += 1;
+        Some(Translation {
+            entry: r.entry,
+            mode: mode.bits(),
+            reach: r.reach,
+        })
+    }
+
     /// Record the blocks of `region` (its first the entry; `pages`, each
     /// block's physical page) from which the entry is reached again
     /// inside the region.
@@ -629,6 +727,14 @@ fn form_region(
     (blocks, block_pages)
 }
 
+/// `Unit::one_page` for a region formed at `entry` whose blocks come from
+/// `pages`: the entry's page when the entry block and every other block
+/// lie in it.
+fn one_page(entry: &Block, pages: &[u32], blocks_generation: u64) -> Option<(u32, u64)> {
+    (entry.second_page().is_none() && pages.iter().all(|&p| p == entry.phys_page))
+        .then_some((entry.phys_page, blocks_generation))
+}
+
 /// A block as the recompiler translates it: the interpreter's block up to
 /// its first conditional branch. (The recompiler's interpreter already
 /// ends its blocks there, `InterpCore::split_at_branches`; this keeps the
@@ -712,6 +818,9 @@ impl Tier for Recompiler {
             }
         }
         let mode = Mode::of(m);
+        if block.translation.is_none() {
+            block.translation = self.region_entry(block, m.cpu.eip, mode, blocks_generation);
+        }
         let t = match block.translation {
             Some(t) if t.mode == mode.bits() => t,
             Some(_) => {
@@ -740,7 +849,9 @@ impl Tier for Recompiler {
                 let (region, pages) = form_region(m, block, mode, self.region_blocks, &self.warm);
                 self.counters.region_blocks += region.len() as u64;
                 self.cover(&region, &pages, mode, blocks_generation);
-                match self.compile(region, mode) {
+                let mut unit = Unit::new(region, mode);
+                unit.one_page = one_page(block, &pages, blocks_generation);
+                match self.compile_unit(unit) {
                     Ok((entry, reach)) => {
                         let t = Translation {
                             entry,
@@ -832,6 +943,8 @@ impl Tier for Recompiler {
         self.ready.clear();
         self.warm.clear();
         self.covered.clear();
+        self.entries.clear();
+        self.members.clear();
         self.flush_wanted = false;
         self.counters.flushes += 1;
     }

@@ -120,12 +120,18 @@ impl Mode {
 }
 
 /// What a translation is made of, for the counters.
-#[derive(Default, Clone, Copy, Debug)]
+#[derive(Default, Clone, Debug)]
 pub struct Shape {
     pub translated: u32,
     pub delegated: u32,
     /// The entry's reach (see `RegionBlock::reach`).
     pub reach: u32,
+    /// The region's other blocks, by EIP, with their reaches: the
+    /// function may be entered at any of them (it starts at the block
+    /// whose EIP is CpuState's), so a block of the region that gets hot
+    /// on its own is attached to this code instead of being compiled
+    /// again (`Recompiler::entries`).
+    pub entries: Vec<(u32, u32)>,
 }
 
 /// The kind of the last flag-setting operation not yet turned into bits.
@@ -533,8 +539,44 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.dirty = self.region_written;
         self.dynamic = true;
         self.hint = Hint::Exact;
+        self.shape.entries = self.blocks[1..]
+            .iter()
+            .map(|b| (b.eip, b.reach as u32))
+            .collect();
+        self.dispatch_entry();
+    }
+
+    /// Go to the region block at CpuState's EIP: a region is entered at
+    /// its first block (compared first) or, through `Shape::entries`, at
+    /// any other. Every way into a translation stores EIP first (the
+    /// dispatcher's state, an exit before it chains), and every block
+    /// entered so starts from the state loaded above, like the first
+    /// (`enter_block` treats a block entered from inside, too, as having
+    /// every register written, which is safe for this path as well).
+    fn dispatch_entry(&mut self) {
         let first = self.blocks[0].block;
-        self.b.ins().jump(first, &[]);
+        if self.blocks.len() == 1 {
+            self.b.ins().jump(first, &[]);
+            return;
+        }
+        let cpu = self.cpu();
+        let eip = self
+            .b
+            .ins()
+            .load(types::I32, mf(), cpu, cpu_state::EIP as i32);
+        for n in 0..self.blocks.len() {
+            let (target, at) = (self.blocks[n].block, self.blocks[n].eip);
+            let hit = self.b.ins().icmp_imm_s(IntCC::Equal, eip, at as i32 as i64);
+            if n + 1 == self.blocks.len() {
+                // No EIP matches only if a caller broke the rule above;
+                // the first block is what a one-entry region assumed.
+                self.b.ins().brif(hit, target, &[], first, &[]);
+            } else {
+                let next = self.b.create_block();
+                self.b.ins().brif(hit, target, &[], next, &[]);
+                self.switch(next);
+            }
+        }
     }
 
     /// Start translating region block `n`: every path into it has made
