@@ -52,7 +52,17 @@ pub fn main(listen: &str, snapshot_dir: Option<&Path>, run: RunArgs) -> Result<i
         target.set_snapshot_dir(dir).map_err(anyhow::Error::msg)?;
     }
     target.input = script_input();
-    let reason = serve(&mut target, conn).map_err(anyhow::Error::msg)?;
+    let served = serve(&mut target, conn);
+    if target.protocol_errors + target.naks + target.dropped_bytes > 0 {
+        eprintln!(
+            "ringside: gdb client errors: {} commands refused (E16), {} packets refused (NAK: bad checksum or over {} bytes), {} stray bytes dropped",
+            target.protocol_errors,
+            target.naks,
+            ringside_debugger::gdb_wire::PACKET_LIMIT,
+            target.dropped_bytes
+        );
+    }
+    let reason = served.map_err(anyhow::Error::msg)?;
     eprintln!("ringside: gdb session ended ({reason:?})");
     Ok(target.exit_status.map_or(0, i32::from))
 }

@@ -51,6 +51,7 @@ use ringside_core::cpu::{reg, SegReg};
 use ringside_core::StopReason;
 
 use crate::dbgf::{Debugger, Resume, StopCause};
+use crate::gdb_wire::{Session, Wire, PACKET_LIMIT};
 use crate::inspect;
 use crate::stops::{Address, StopKind, WatchKind};
 
@@ -83,6 +84,13 @@ pub struct GdbTarget {
     /// The only directory `monitor` may write or read files in (saved
     /// states, symbol files), canonical; None: no file commands at all.
     snapshot_dir: Option<PathBuf>,
+    /// Commands gdbstub could not take, each answered `E16` with a new
+    /// gdbstub session (`serve_connection`).
+    pub protocol_errors: u64,
+    /// Packets refused with a NAK (bad checksum, too long), and bytes
+    /// dropped outside packets, in the last session (`gdb_wire`).
+    pub naks: u64,
+    pub dropped_bytes: u64,
 }
 
 impl GdbTarget {
@@ -95,6 +103,9 @@ impl GdbTarget {
             input: None,
             gdb_breakpoints: Vec::new(),
             snapshot_dir: None,
+            protocol_errors: 0,
+            naks: 0,
+            dropped_bytes: 0,
         }
     }
 
@@ -423,20 +434,21 @@ impl MonitorCmd for GdbTarget {
 }
 
 /// gdbstub's event loop: run the debugger in slices, look at the connection
-/// between them.
-pub enum EventLoop {}
+/// between them. Generic over the connection so that the fuzzer can feed
+/// packets from memory (`serve_connection`); ringside serves a TCP stream.
+pub struct EventLoop<C>(std::marker::PhantomData<C>);
 
 /// Instructions per slice between two looks at the connection.
 const SLICE: u64 = 50_000;
 
-impl BlockingEventLoop for EventLoop {
+impl<C: ConnectionExt<Error = std::io::Error>> BlockingEventLoop for EventLoop<C> {
     type Target = GdbTarget;
-    type Connection = TcpStream;
+    type Connection = C;
     type StopReason = SingleThreadStopReason<u32>;
 
     fn wait_for_stop_reason(
         target: &mut GdbTarget,
-        conn: &mut TcpStream,
+        conn: &mut C,
     ) -> Result<Event<SingleThreadStopReason<u32>>, WaitForStopReasonError<String, std::io::Error>>
     {
         target.take_input();
@@ -488,9 +500,53 @@ impl BlockingEventLoop for EventLoop {
 /// Serve one gdb connection until gdb detaches or the guest exits.
 pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason, String> {
     let _ = conn.set_nodelay(true);
-    let gdb = GdbStub::new(conn);
-    gdb.run_blocking::<EventLoop>(target)
-        .map_err(|e| format!("gdb connection: {e}"))
+    serve_connection(target, conn)
+}
+
+/// Serve one gdb session over any connection (a TCP stream for ringside,
+/// bytes in memory for the fuzzer): until gdb detaches, the guest exits,
+/// or the connection fails (a read error ends the session). The framing
+/// is checked first (`gdb_wire`: a bad checksum gets a NAK, an overlong
+/// packet or stray bytes are dropped); a command gdbstub cannot take gets
+/// the error reply `E16` and a new gdbstub session on the same
+/// connection, with the debugger's state as it was.
+pub fn serve_connection<C: ConnectionExt<Error = std::io::Error>>(
+    target: &mut GdbTarget,
+    conn: C,
+) -> Result<DisconnectReason, String> {
+    let mut wire = Wire::new(conn);
+    let result = serve_wire(target, &mut wire);
+    target.naks = wire.naks;
+    target.dropped_bytes = wire.dropped;
+    result
+}
+
+fn serve_wire<C: ConnectionExt<Error = std::io::Error>>(
+    target: &mut GdbTarget,
+    wire: &mut Wire<C>,
+) -> Result<DisconnectReason, String> {
+    loop {
+        let packets_before = wire.packets;
+        let gdb = GdbStub::builder(Session(&mut *wire))
+            .packet_buffer_size(PACKET_LIMIT)
+            .build()
+            .map_err(|e| format!("gdb stub: {e}"))?;
+        let error = match gdb.run_blocking::<EventLoop<Session<'_, C>>>(target) {
+            Ok(reason) => return Ok(reason),
+            Err(e) => e,
+        };
+        // The guest or the debugger failed, or the client is gone: the
+        // session is over. So it is when the error came without a new
+        // packet (nothing the client sent to answer).
+        if error.is_target_error() || error.is_connection_error() || wire.packets == packets_before
+        {
+            return Err(format!("gdb connection: {error}"));
+        }
+        target.protocol_errors += 1;
+        wire.reply(b"E16")
+            .map_err(|e| format!("gdb connection: {e}"))?;
+        wire.restart();
+    }
 }
 
 /// The file `name` names inside the canonical directory `dir`, for a

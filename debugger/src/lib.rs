@@ -15,6 +15,7 @@
 pub mod commands;
 pub mod dbgf;
 pub mod gdb;
+pub mod gdb_wire;
 pub mod inspect;
 pub mod lockstep;
 pub mod stops;

@@ -147,7 +147,7 @@ fn finish(mut stub: Stub) -> (Option<i32>, String) {
 fn gdb_breaks_steps_prints_watches_and_continues_to_exit_on_the_demo_os() {
     let test = "gdb_breaks_steps_prints_watches_and_continues_to_exit_on_the_demo_os";
     if !have_gdb() {
-        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        ringside_testsuites::skip_unless_ci(test, "gdb is not installed (Debian package gdb)");
         return;
     }
     let dir = exported("demo");
@@ -208,7 +208,7 @@ fn gdb_breaks_steps_prints_watches_and_continues_to_exit_on_the_demo_os() {
 fn gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest() {
     let test = "gdb_runs_the_same_session_on_kvm_where_the_host_runs_the_guest";
     if !have_gdb() {
-        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        ringside_testsuites::skip_unless_ci(test, "gdb is not installed (Debian package gdb)");
         return;
     }
     let probe = text(&ringside(&["engines"]).stdout);
@@ -331,6 +331,84 @@ fn malformed_gdb_packets_never_crash_the_stub() {
     }
 }
 
+/// Read what the stub sends until `want` has arrived (or two seconds).
+fn read_until(conn: &mut std::net::TcpStream, want: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while !got.windows(want.len()).any(|w| w == want) && start.elapsed() < Duration::from_secs(2) {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+/// The hole issue 15 names: a malformed packet ended the whole session
+/// (exit 2). Now a packet with a wrong checksum gets a NAK, one over the
+/// packet limit too (its bytes are not kept), stray bytes are dropped,
+/// and a command gdbstub cannot parse gets the error reply E16; the
+/// session goes on (registers still read, the detach is answered) and the
+/// stub ends normally, saying what it refused.
+#[test]
+fn malformed_packets_get_a_nak_or_an_error_reply_and_the_session_goes_on() {
+    use std::net::TcpStream;
+    let stub = start_stub(&["builtin:hello"], b"");
+    let mut conn = TcpStream::connect(&stub.addr).expect("the stub accepts");
+    conn.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    conn.write_all(&packet("qSupported:swbreak+")).unwrap();
+    let hello = read_until(&mut conn, b"qXfer:features:read+#");
+    assert!(text(&hello).contains("PacketSize=1000"), "{}", text(&hello));
+    conn.write_all(b"+").unwrap();
+    // The reply's checksum digits, and nothing else.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut rest = [0u8; 64];
+    let _ = std::io::Read::read(&mut conn, &mut rest);
+    conn.write_all(b"$m0,4#00").unwrap();
+    assert_eq!(
+        read_until(&mut conn, b"-"),
+        b"-",
+        "a wrong checksum is NAKed"
+    );
+    let mut long = b"$M0,2000:".to_vec();
+    long.extend(std::iter::repeat_n(b'0', 0x4000));
+    long.extend_from_slice(b"#00");
+    conn.write_all(&long).unwrap();
+    assert_eq!(
+        read_until(&mut conn, b"-"),
+        b"-",
+        "an overlong packet is NAKed"
+    );
+    conn.write_all(b"garbage").unwrap();
+    conn.write_all(&packet("mzz,4")).unwrap();
+    assert_eq!(
+        text(&read_until(&mut conn, b"#ac")),
+        "+$E16#ac",
+        "an unparsable command is acknowledged and answered E16"
+    );
+    conn.write_all(&packet("g")).unwrap();
+    let regs = read_until(&mut conn, b"#");
+    assert!(
+        regs.starts_with(b"+$"),
+        "registers after the errors: {}",
+        text(&regs)
+    );
+    conn.write_all(b"+").unwrap();
+    conn.write_all(&packet("D")).unwrap();
+    assert!(text(&read_until(&mut conn, b"#9a")).contains("$OK#9a"));
+    drop(conn);
+    let (status, stderr) = finish(stub);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 commands refused (E16), 2 packets refused (NAK"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("7 stray bytes dropped"), "{stderr}");
+}
+
 /// A 64 KiB ROM: at the reset vector, either `JMP F000:E000` (far, so CS
 /// base becomes F0000) or a near `JMP E000` (CS keeps the reset base
 /// FFFF0000); at E000, `MOV AX, 1`, eight `INC AX`, `MOV AL, 7`,
@@ -359,7 +437,7 @@ fn real_mode_rom(dir: &Path, far: bool) -> PathBuf {
 fn gdb_breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses() {
     let test = "gdb_breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses";
     if !have_gdb() {
-        println!("{test}: skipped: gdb is not installed (Debian package gdb)");
+        ringside_testsuites::skip_unless_ci(test, "gdb is not installed (Debian package gdb)");
         return;
     }
     let dir = std::env::temp_dir().join(format!("ringside-gdb-rom-{}", std::process::id()));
