@@ -65,12 +65,48 @@ pub const MONITOR_SIZE: u32 = 4 << 20;
 /// monitor's memory physically.
 struct MonitorMemory {
     base: u32,
-    data: Box<[u8]>,
+    /// The `MONITOR_SIZE` bytes (a boxed slice, freed in `drop`), held by
+    /// a raw pointer as RAM is (`Memory::ram_ptr`): the TLB keeps pointers
+    /// into it across the monitor's writes, and a pointer derived from a
+    /// `Box`'s shared borrow dies at the next write through the box (Miri,
+    /// Stacked Borrows: a TLB read after a `store_monitor_byte` was
+    /// undefined behaviour). Every access derives from this pointer.
+    data: *mut u8,
     visible: bool,
     /// Pages of monitor memory an engine decoded code from: a store there
     /// drops it; stores to the others (the monitor's data: the virtual
     /// IF, scratch, counters) log nothing.
     code_pages: [u64; (MONITOR_SIZE / PAGE_SIZE / 64) as usize],
+}
+
+impl MonitorMemory {
+    fn new(base: u32) -> MonitorMemory {
+        let bytes = vec![0u8; MONITOR_SIZE as usize].into_boxed_slice();
+        MonitorMemory {
+            base,
+            data: Box::into_raw(bytes) as *mut u8,
+            visible: false,
+            code_pages: [0; (MONITOR_SIZE / PAGE_SIZE / 64) as usize],
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `data` is the start of MONITOR_SIZE bytes this value owns.
+        unsafe { std::slice::from_raw_parts(self.data, MONITOR_SIZE as usize) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; `&mut self` gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.data, MONITOR_SIZE as usize) }
+    }
+}
+
+impl Drop for MonitorMemory {
+    fn drop(&mut self) {
+        let all = std::ptr::slice_from_raw_parts_mut(self.data, MONITOR_SIZE as usize);
+        // SAFETY: made by `Box::into_raw` in `new` and freed only here.
+        drop(unsafe { Box::from_raw(all) });
+    }
 }
 
 #[derive(Debug, Error)]
@@ -241,12 +277,7 @@ impl Memory {
             .into_iter()
             .find(|&b| free(b))
             .ok_or(MemoryError::NoMonitorWindow)?;
-        self.monitor = Some(MonitorMemory {
-            base,
-            data: vec![0u8; MONITOR_SIZE as usize].into_boxed_slice(),
-            visible: false,
-            code_pages: [0; (MONITOR_SIZE / PAGE_SIZE / 64) as usize],
-        });
+        self.monitor = Some(MonitorMemory::new(base));
         Ok(base)
     }
 
@@ -280,12 +311,12 @@ impl Memory {
     /// (whether visible or not); `Machine::write_monitor` also drops code
     /// decoded from the pages it writes.
     pub fn monitor_mut(&mut self) -> Option<&mut [u8]> {
-        self.monitor.as_mut().map(|m| &mut m.data[..])
+        self.monitor.as_mut().map(|m| m.bytes_mut())
     }
 
     /// Monitor memory, for reading.
     pub fn monitor(&self) -> Option<&[u8]> {
-        self.monitor.as_ref().map(|m| &m.data[..])
+        self.monitor.as_ref().map(|m| m.bytes())
     }
 
     /// The monitor wrote `len` bytes at `offset` of its memory: log those
@@ -357,13 +388,10 @@ impl Memory {
             (PhysKind::Monitor(off), PhysKind::Monitor(_)) => {
                 let m = self.monitor.as_ref()?;
                 // SAFETY: off + PAGE_SIZE <= MONITOR_SIZE, inside the
-                // boxed slice, which lives as long as self. Not for stores
+                // allocation, which lives as long as self. Not for stores
                 // in the TLB (false): they take the slow path, which drops
                 // code decoded from the page (`store_monitor_byte`).
-                Some((
-                    unsafe { (m.data.as_ptr() as *mut u8).add(off as usize) },
-                    false,
-                ))
+                Some((unsafe { m.data.add(off as usize) }, false))
             }
             (PhysKind::Rom { index, offset }, PhysKind::Rom { index: i2, .. }) if index == i2 => {
                 let ptr = self.roms[index].data.as_ptr() as *mut u8;
@@ -381,7 +409,7 @@ impl Memory {
         match self.classify(addr) {
             PhysKind::Ram(off) => Some(self.ram_slice()[off as usize]),
             PhysKind::Rom { index, offset } => Some(self.roms[index].data[offset as usize]),
-            PhysKind::Monitor(off) => self.monitor.as_ref().map(|m| m.data[off as usize]),
+            PhysKind::Monitor(off) => self.monitor.as_ref().map(|m| m.bytes()[off as usize]),
             _ => None,
         }
     }
@@ -393,7 +421,7 @@ impl Memory {
         let Some(m) = &mut self.monitor else {
             return;
         };
-        m.data[off as usize] = v;
+        m.bytes_mut()[off as usize] = v;
         self.monitor_page_written(off >> PAGE_SHIFT);
     }
 

@@ -136,6 +136,34 @@ impl Drop for RomCopy {
     }
 }
 
+/// Copy the ROM slots of `plan` into one new anonymous mapping; returns it
+/// and, per slot of the plan, the host address of its copy (0 for RAM
+/// slots).
+fn copy_roms(mem: &Memory, plan: &[SlotPlan]) -> Result<(RomCopy, Vec<u64>), String> {
+    let rom_len: u64 = plan
+        .iter()
+        .filter(|s| matches!(s.backing, Backing::Rom { .. }))
+        .map(|s| s.size)
+        .sum();
+    let roms = RomCopy::new(rom_len as usize).map_err(|e| format!("mapping ROM copies: {e}"))?;
+    let mut addrs = vec![0u64; plan.len()];
+    let mut rom_used = 0usize;
+    for (slot, s) in plan.iter().enumerate() {
+        if let Backing::Rom { index, offset } = s.backing {
+            // SAFETY: rom_used + size <= roms.len by the sum above, and
+            // nothing else refers to the fresh mapping yet.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(roms.ptr.add(rom_used), s.size as usize) };
+            for (i, b) in dst.iter_mut().enumerate() {
+                *b = mem.rom_bytes(index, offset + i as u32).unwrap_or(0xFF);
+            }
+            addrs[slot] = dst.as_ptr() as u64;
+            rom_used += s.size as usize;
+        }
+    }
+    Ok((roms, addrs))
+}
+
 /// Register `plan` with the VM. ROM pages are copied into a new
 /// [`RomCopy`], which the caller must keep alive as long as the VM.
 pub fn register_slots(
@@ -144,40 +172,24 @@ pub fn register_slots(
     plan: &[SlotPlan],
     readonly_supported: bool,
 ) -> Result<RomCopy, String> {
-    let rom_len: u64 = plan
-        .iter()
-        .filter(|s| matches!(s.backing, Backing::Rom { .. }))
-        .map(|s| s.size)
-        .sum();
-    let roms = RomCopy::new(rom_len as usize).map_err(|e| format!("mapping ROM copies: {e}"))?;
+    let (roms, rom_addrs) = copy_roms(mem, plan)?;
     let ram_host = mem
         .guest_memory()
         .get_host_address(GuestAddress(0))
         .map_err(|e| format!("guest RAM has no host address: {e}"))? as u64;
-    let mut rom_used = 0usize;
     for (slot, s) in plan.iter().enumerate() {
         let (userspace_addr, flags) = match s.backing {
             Backing::Ram { offset } => (ram_host + offset as u64, 0),
-            Backing::Rom { index, offset } => {
-                // SAFETY: rom_used + size <= roms.len by the sum above, and
-                // nothing else refers to the fresh mapping yet.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(roms.ptr.add(rom_used), s.size as usize)
-                };
-                for (i, b) in dst.iter_mut().enumerate() {
-                    *b = mem.rom_bytes(index, offset + i as u32).unwrap_or(0xFF);
-                }
-                let addr = dst.as_ptr() as u64;
-                rom_used += s.size as usize;
-                // Without read-only slots the copy is mapped writable:
-                // guest writes to ROM then stick in the copy.
-                let flags = if readonly_supported {
+            // Without read-only slots the copy is mapped writable: guest
+            // writes to ROM then stick in the copy.
+            Backing::Rom { .. } => (
+                rom_addrs[slot],
+                if readonly_supported {
                     KVM_MEM_READONLY
                 } else {
                     0
-                };
-                (addr, flags)
-            }
+                },
+            ),
         };
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
@@ -227,6 +239,49 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// The ROM slots' copies hold the ROM's bytes, each slot at its own
+    /// place in one anonymous mapping (the unsafe part of registering
+    /// slots that runs without a VM, so Miri runs it: scripts/miri.sh).
+    #[test]
+    fn rom_slots_are_copied_byte_for_byte_into_one_mapping() {
+        let mut mem = Memory::new(1).unwrap();
+        let rom: Vec<u8> = (0..0x2000u32).map(|i| (i * 7) as u8).collect();
+        mem.map_rom(&rom, 1 << 20).unwrap();
+        let plan = [
+            SlotPlan {
+                guest: 0,
+                size: 0x1000,
+                backing: Backing::Ram { offset: 0 },
+            },
+            SlotPlan {
+                guest: 0xFF000,
+                size: 0x1000,
+                backing: Backing::Rom {
+                    index: 0,
+                    offset: 0x1000,
+                },
+            },
+            SlotPlan {
+                guest: 0xFE000,
+                size: 0x1000,
+                backing: Backing::Rom {
+                    index: 0,
+                    offset: 0,
+                },
+            },
+        ];
+        let (copy, addrs) = copy_roms(&mem, &plan).unwrap();
+        assert_eq!(copy.len, 0x2000);
+        assert_eq!(addrs[0], 0, "no copy for RAM");
+        assert_eq!(addrs[2], addrs[1] + 0x1000, "copies follow each other");
+        for (slot, from) in [(1usize, 0x1000usize), (2, 0)] {
+            // SAFETY: each ROM slot's copy is 0x1000 bytes inside `copy`,
+            // which lives to the end of the test.
+            let got = unsafe { std::slice::from_raw_parts(addrs[slot] as *const u8, 0x1000) };
+            assert_eq!(got, &rom[from..from + 0x1000], "slot {slot}");
+        }
     }
 
     #[test]
