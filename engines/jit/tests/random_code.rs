@@ -1,0 +1,46 @@
+//! Robustness: random byte streams executed as guest code on the
+//! recompiler, in random CPU modes with random registers, descriptor
+//! tables and memory (the interpreter's set-up,
+//! testsuites/shared/random_bytes.rs), with every block compiled at its
+//! first run: no panic, no hang, no host memory touched outside the guest.
+//! Every run ends as a clean `RunOutcome` (or a clean `EngineError`)
+//! within its budget. `RINGSIDE_FUZZ_CASES` streams (2,000 by default; the
+//! long campaign in fuzz/README.md runs 100,000).
+
+use proptest::prelude::*;
+use ringside_core::cpu::flags::FIXED1;
+use ringside_core::RunOutcome;
+use ringside_jit::Jit;
+
+#[path = "../../../testsuites/shared/random_bytes.rs"]
+mod random_bytes;
+use random_bytes::{mode, set_up};
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("RINGSIDE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_code_ends_cleanly_within_its_budget_on_the_recompiler(
+        mode in mode(),
+        code in proptest::collection::vec(any::<u8>(), 1..48),
+        regs in any::<[u32; 8]>(),
+        flags in any::<u32>(),
+        idt in proptest::collection::vec(any::<u8>(), 8..256),
+        data in proptest::collection::vec(any::<u8>(), 0..512),
+        regions in prop_oneof![Just(1u32), Just(32u32)],
+    ) {
+        let mut m = set_up(mode, &code, &regs, flags, &idt, &data);
+        let mut engine = Jit::with_settings(1, regions);
+        let start = m.clock.icount;
+        let outcome = m.run_until_stopped(&mut engine, Some(2_000));
+        if let Ok(o) = outcome {
+            prop_assert!(matches!(o, RunOutcome::Stopped(_) | RunOutcome::InstructionLimit));
+        }
+        prop_assert!(m.clock.icount - start <= 2_000);
+        prop_assert!(m.cpu.eflags & FIXED1 != 0);
+    }
+}
