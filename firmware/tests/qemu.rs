@@ -166,10 +166,21 @@ impl Drop for Qemu {
     }
 }
 
+/// Without QEMU the test skips with the reason printed, outside CI; with
+/// `CI` set (`.ci/run` installs QEMU) it fails instead, as
+/// `ringside_testsuites::skip_unless_ci` does for the other crates' tests.
+fn skip_unless_ci() {
+    let reason = format!("{QEMU} is not installed (apt-get install qemu-system-x86)");
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false") {
+        panic!("{reason}; CI is set, and CI provides it: a failure, not a skip");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 #[test]
 fn boot_test_disk_passes_every_check_under_qemu() {
     if !qemu_available() {
-        eprintln!("skipped: {QEMU} is not installed (apt-get install qemu-system-x86)");
+        skip_unless_ci();
         return;
     }
     let scratch = Scratch::new("boot-test");
@@ -195,7 +206,7 @@ fn boot_test_disk_passes_every_check_under_qemu() {
 #[test]
 fn without_a_disk_the_bios_says_so_and_halts() {
     if !qemu_available() {
-        eprintln!("skipped: {QEMU} is not installed (apt-get install qemu-system-x86)");
+        skip_unless_ci();
         return;
     }
     let scratch = Scratch::new("no-disk");

@@ -126,7 +126,10 @@ fn bad_inputs_are_clear_errors_not_panics() {
 fn conformance_sst_ends_with_the_summary_line() {
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/sst286-real");
     if !suite.is_dir() {
-        println!("skipped: {} is not present", suite.display());
+        ringside_testsuites::skip_unless_ci(
+            "conformance_sst_ends_with_the_summary_line",
+            &format!("{} is not present", suite.display()),
+        );
         return;
     }
     // A two-file copy keeps this test quick; the full suite runs in
@@ -668,7 +671,10 @@ fn idle_guest_costs_almost_no_host_cpu() {
 fn demo_kernel_boots_unmodified_under_qemu() {
     let qemu = "qemu-system-i386";
     if Command::new(qemu).arg("--version").output().is_err() {
-        println!("skipped: {qemu} is not installed (Debian package qemu-system-x86)");
+        ringside_testsuites::skip_unless_ci(
+            "demo_kernel_boots_unmodified_under_qemu",
+            &format!("{qemu} is not installed (Debian package qemu-system-x86)"),
+        );
         return;
     }
     let dir = temp_dir("qemu");
@@ -735,7 +741,10 @@ fn text_display_mirrors_the_guests_screen() {
 #[test]
 fn terminal_input_reaches_the_demo_shell_under_tmux() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        println!("skipped: tmux is not installed (Debian package tmux)");
+        ringside_testsuites::skip_unless_ci(
+            "terminal_input_reaches_the_demo_shell_under_tmux",
+            "tmux is not installed (Debian package tmux)",
+        );
         return;
     }
     let session = format!("ringside-test-{}", std::process::id());
@@ -938,7 +947,10 @@ impl DebugUiUnderTmux {
     /// None (with the reason printed) when tmux is not installed.
     fn start(name: &str, args: &[&str]) -> Option<DebugUiUnderTmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
-            println!("skipped: tmux is not installed (Debian package tmux)");
+            ringside_testsuites::skip_unless_ci(
+                name,
+                "tmux is not installed (Debian package tmux)",
+            );
             return None;
         }
         let ui = DebugUiUnderTmux {
@@ -1054,7 +1066,10 @@ impl Drop for DebugUiUnderTmux {
 #[test]
 fn run_on_a_terminal_starts_every_output_line_at_the_left_margin() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        println!("skipped: tmux is not installed (Debian package tmux)");
+        ringside_testsuites::skip_unless_ci(
+            "run_on_a_terminal_starts_every_output_line_at_the_left_margin",
+            "tmux is not installed (Debian package tmux)",
+        );
         return;
     }
     let session = format!("ringside-crlf-{}", std::process::id());

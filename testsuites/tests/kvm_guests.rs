@@ -385,3 +385,56 @@ fn a_state_moves_between_jit_and_kvm_in_both_directions() {
         );
     }
 }
+
+/// What the KVM checks of this file do on this host, counted: each guest's
+/// three checks (the same output, lockstep, moving between engines) and
+/// the state move between jit and kvm run or skip by the probe, and this
+/// test prints how many run and how many skip, with each reason, so the
+/// test output says what this host covered. Run and skipped add up to
+/// every check, and a guest whose mode the probe says this host runs is
+/// counted as run.
+#[test]
+fn the_kvm_checks_say_how_many_run_and_how_many_skip_on_this_host() {
+    let mut checks: Vec<(&str, Guest, bool)> = Vec::new();
+    for guest in [Guest::Multiboot("irq-pm"), Guest::Disk("irq-real")] {
+        checks.push(("the same output and exit", guest, false));
+        checks.push(("lockstep to the exit", guest, true));
+        checks.push(("moved interp -> kvm -> interp", guest, true));
+    }
+    checks.push((
+        "a state moved between jit and kvm",
+        Guest::Multiboot("irq-pm"),
+        true,
+    ));
+    let probe = ringside_kvm::probe();
+    let (mut ran, mut skipped) = (0, 0);
+    for (what, guest, lockstep) in &checks {
+        let name = match guest {
+            Guest::Multiboot(n) | Guest::Disk(n) => n,
+        };
+        match kvm_skip_reason(*guest, *lockstep) {
+            None => {
+                ran += 1;
+                println!("kvm: {name}: {what}: runs");
+            }
+            Some(why) => {
+                skipped += 1;
+                println!("kvm: {name}: {what}: skipped: {why}");
+                let mode_ok = if guest.real_mode() {
+                    probe.real_mode.ok
+                } else {
+                    probe.protected_mode.ok
+                };
+                assert!(
+                    !(mode_ok && (!lockstep || probe.single_step.ok)),
+                    "{name}: {what} skipped although the probe says this host runs it"
+                );
+            }
+        }
+    }
+    assert_eq!(ran + skipped, checks.len());
+    println!(
+        "kvm on this host: {ran} of {} checks run, {skipped} skipped",
+        checks.len()
+    );
+}

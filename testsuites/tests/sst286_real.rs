@@ -15,7 +15,10 @@ fn suite_dir() -> PathBuf {
 fn interpreter_passes_the_286_real_mode_suite() {
     let dir = suite_dir();
     if !dir.is_dir() {
-        println!("skipped: {} is not present on this machine", dir.display());
+        ringside_testsuites::skip_unless_ci(
+            "interpreter_passes_the_286_real_mode_suite",
+            &format!("{} is not present on this machine", dir.display()),
+        );
         return;
     }
     let factory = || Box::new(ringside_interp::Interp::new()) as Box<dyn Engine>;
@@ -50,7 +53,10 @@ fn interpreter_passes_the_286_real_mode_suite() {
 fn recompiler_passes_what_the_interpreter_passes_on_the_286_real_mode_suite() {
     let dir = suite_dir();
     if !dir.is_dir() {
-        println!("skipped: {} is not present on this machine", dir.display());
+        ringside_testsuites::skip_unless_ci(
+            "recompiler_passes_what_the_interpreter_passes_on_the_286_real_mode_suite",
+            &format!("{} is not present on this machine", dir.display()),
+        );
         return;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
