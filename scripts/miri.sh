@@ -18,5 +18,5 @@ cargo +nightly miri setup >/dev/null
 # Isolation off: vm-memory maps guest RAM with mmap, which Miri emulates
 # for anonymous mappings; nothing else reaches the host.
 export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-disable-isolation"
-cargo +nightly miri test -p ringside-core --lib -- memory:: mmu:: abi::
+cargo +nightly miri test -p ringside-core --lib -- memory:: mmu:: abi:: cpu::boundary::
 cargo +nightly miri test -p ringside-kvm --lib -- slots::tests::rom_slots
