@@ -134,3 +134,15 @@ pub fn compare_every_guest_with(engine: &str) -> Vec<String> {
     }
     wrong
 }
+
+#[allow(dead_code)] // the engine tests' (jit.rs, raw.rs), not every binary's
+/// The statistics `ringside run --stats` printed last on `stderr`, as
+/// JSON (`what` names the run in the panic when there are none).
+pub fn stats_json(stderr: &str, what: &str) -> serde_json::Value {
+    let json = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{what}: no statistics in {stderr}"));
+    serde_json::from_str(json).expect("the statistics are JSON")
+}

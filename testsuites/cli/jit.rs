@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{compare_every_guest_with, guest_args, ringside_with_input, text, GUESTS};
+use common::{compare_every_guest_with, guest_args, ringside_with_input, stats_json, text, GUESTS};
 
 /// The list above is every guest `ringside guests` names, but bench-int,
 /// whose short variant runs the same code.
@@ -35,13 +35,7 @@ fn run(guest: &str, input: &[u8], engine_args: &[&str]) -> (Option<i32>, String,
     args.extend_from_slice(engine_args);
     args.extend(extra.iter().map(String::as_str));
     let out = ringside_with_input(&args, input);
-    let stderr = text(&out.stderr);
-    let json = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("{guest}: no statistics in {stderr}"));
-    let v: serde_json::Value = serde_json::from_str(json).expect("the statistics are JSON");
+    let v = stats_json(&text(&out.stderr), guest);
     let share = v["counters"]["native_share_permille"].as_u64().unwrap_or(0);
     (
         out.status.code(),
@@ -135,13 +129,7 @@ fn a_hot_block_inside_another_entrys_region_enters_that_regions_code() {
         let extra = guest_args(guest, "jit");
         args.extend(extra.iter().map(String::as_str));
         let out = ringside_with_input(&args, b"");
-        let stderr = text(&out.stderr);
-        let json = stderr
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("{guest}: no statistics in {stderr}"));
-        let v: serde_json::Value = serde_json::from_str(json).expect("the statistics are JSON");
+        let v = stats_json(&text(&out.stderr), guest);
         let entries = v["counters"]["region_entries"]
             .as_u64()
             .expect("region_entries");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{compare_every_guest_with, guest_args, ringside_with_input, text, GUESTS};
+use common::{compare_every_guest_with, guest_args, ringside_with_input, stats_json, text, GUESTS};
 
 /// Run a guest to its end; returns (exit status, stdout, instructions,
 /// the raw counters as JSON).
@@ -19,13 +19,7 @@ fn run(guest: &str, input: &[u8], engine: &str) -> (Option<i32>, String, u64, se
     ];
     args.extend(extra.iter().map(String::as_str));
     let out = ringside_with_input(&args, input);
-    let stderr = text(&out.stderr);
-    let json = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("{guest}: no statistics in {stderr}"));
-    let v: serde_json::Value = serde_json::from_str(json).expect("the statistics are JSON");
+    let v = stats_json(&text(&out.stderr), guest);
     (
         out.status.code(),
         text(&out.stdout),
