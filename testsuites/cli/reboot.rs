@@ -16,13 +16,7 @@ fn ringside(args: &[&str]) -> Output {
 
 /// The `--stats` JSON object on stderr.
 fn stats(out: &Output) -> serde_json::Value {
-    let stderr = text(&out.stderr);
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no stats in: {stderr}"));
-    serde_json::from_str(line).expect("the stats are JSON")
+    common::stats_json(&text(&out.stderr), "the run")
 }
 
 /// The engines to run: interp and jit, and kvm when this host's KVM runs

@@ -8,7 +8,7 @@ use ringside_core::boot::enter_flat_protected_mode;
 use ringside_core::cpu::flags::{FIXED1, VM};
 use ringside_core::cpu::segments::Descriptor;
 use ringside_core::cpu::{cr0, reg, SegReg, Segment, TableReg};
-use ringside_core::Machine;
+use ringside_core::{Engine, Machine, RunOutcome};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -91,4 +91,21 @@ pub fn set_up(
     m.cpu.eip = CODE;
     m.cpu.eflags = (m.cpu.eflags & VM) | (flags & 0x0000_0ED5) | FIXED1;
     m
+}
+
+/// Run `m` on `engine` for at most 2,000 instructions: the run ends
+/// cleanly within its budget (an unsupported instruction is a clean
+/// error, anything else a `RunOutcome`) and EFLAGS bit 1 stays set.
+pub fn ends_cleanly(m: &mut Machine, engine: &mut dyn Engine) -> Result<(), TestCaseError> {
+    let start = m.clock.icount;
+    let outcome = m.run_until_stopped(engine, Some(2_000));
+    if let Ok(o) = outcome {
+        prop_assert!(matches!(
+            o,
+            RunOutcome::Stopped(_) | RunOutcome::InstructionLimit
+        ));
+    }
+    prop_assert!(m.clock.icount - start <= 2_000);
+    prop_assert!(m.cpu.eflags & FIXED1 != 0);
+    Ok(())
 }

@@ -5,13 +5,11 @@
 //! instruction budget.
 
 use proptest::prelude::*;
-use ringside_core::cpu::flags::FIXED1;
-use ringside_core::RunOutcome;
 use ringside_interp::Interp;
 
 #[path = "../../../testsuites/shared/random_bytes.rs"]
 mod random_bytes;
-use random_bytes::{mode, set_up};
+use random_bytes::{ends_cleanly, mode, set_up};
 
 proptest! {
     #![proptest_config(ProptestConfig {
@@ -30,15 +28,6 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..512),
     ) {
         let mut m = set_up(mode, &code, &regs, flags, &idt, &data);
-        let mut engine = Interp::new();
-        let start = m.clock.icount;
-        let outcome = m.run_until_stopped(&mut engine, Some(2_000));
-        // Unsupported instructions are a clean error; everything else ends
-        // in a RunOutcome.
-        if let Ok(o) = outcome {
-            prop_assert!(matches!(o, RunOutcome::Stopped(_) | RunOutcome::InstructionLimit));
-        }
-        prop_assert!(m.clock.icount - start <= 2_000);
-        prop_assert!(m.cpu.eflags & FIXED1 != 0);
+        ends_cleanly(&mut m, &mut Interp::new())?;
     }
 }

@@ -393,11 +393,8 @@ impl Recompiler {
         mode: Mode,
         blocks_generation: u64,
     ) -> Option<Translation> {
-        self.collect();
-        if let Some(t) = self.region_entry(block, m.cpu.eip, mode, blocks_generation) {
-            block.translation = Some(t);
-            return Some(t);
-        }
+        // `run_block` has collected finished work and looked for a region
+        // to enter already.
         let key = (m.cpu.eip, block.phys_page, mode.bits());
         if self.members.get(&key) == Some(&blocks_generation) {
             // A block of a region still being compiled for another entry
@@ -819,6 +816,11 @@ impl Tier for Recompiler {
         }
         let mode = Mode::of(m);
         if block.translation.is_none() {
+            if self.background && self.threshold > 1 {
+                // Finished background work first: it may hold the region
+                // this block can enter.
+                self.collect();
+            }
             block.translation = self.region_entry(block, m.cpu.eip, mode, blocks_generation);
         }
         let t = match block.translation {

@@ -8,13 +8,11 @@
 //! long campaign in fuzz/README.md runs 100,000).
 
 use proptest::prelude::*;
-use ringside_core::cpu::flags::FIXED1;
-use ringside_core::RunOutcome;
 use ringside_jit::Jit;
 
 #[path = "../../../testsuites/shared/random_bytes.rs"]
 mod random_bytes;
-use random_bytes::{mode, set_up};
+use random_bytes::{ends_cleanly, mode, set_up};
 
 proptest! {
     #![proptest_config(ProptestConfig {
@@ -34,13 +32,6 @@ proptest! {
         regions in prop_oneof![Just(1u32), Just(32u32)],
     ) {
         let mut m = set_up(mode, &code, &regs, flags, &idt, &data);
-        let mut engine = Jit::with_settings(1, regions);
-        let start = m.clock.icount;
-        let outcome = m.run_until_stopped(&mut engine, Some(2_000));
-        if let Ok(o) = outcome {
-            prop_assert!(matches!(o, RunOutcome::Stopped(_) | RunOutcome::InstructionLimit));
-        }
-        prop_assert!(m.clock.icount - start <= 2_000);
-        prop_assert!(m.cpu.eflags & FIXED1 != 0);
+        ends_cleanly(&mut m, &mut Jit::with_settings(1, regions))?;
     }
 }
