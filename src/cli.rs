@@ -76,8 +76,8 @@ enum Command {
     },
     /// Serve the GDB remote protocol for a guest (attach with gdb's `target remote`).
     Gdb {
-        /// Where to listen (loopback unless told otherwise).
-        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:1234")]
+        /// Where to listen: ADDR:PORT, or a port alone (on loopback).
+        #[arg(long, value_name = "[ADDR:]PORT", default_value = "127.0.0.1:1234")]
         listen: String,
         /// The directory `monitor save|load|snapshot|symbols` may read and
         /// write files in (plain names only); without it they are off.
@@ -336,21 +336,36 @@ fn engines() {
     }
 }
 
-/// Exit statuses other than a guest's own debug-exit value.
+/// Exit statuses other than a guest's own debug-exit value. Those of a
+/// machine's end (halt and power-off 0, no boot 5, triple fault 125, a
+/// reset not taken 126) are `StopReason::exit_status`'s.
 pub mod status {
     pub const HALTED: i32 = 0;
     /// The BIOS found nothing to boot (INT 18h, POST code 0x18).
     pub const NO_BOOT: i32 = 5;
-    /// ACPI soft off, as QEMU exits.
-    pub const POWER_OFF: i32 = 0;
     pub const ERROR: i32 = 2;
     pub const QUIT: i32 = 3;
     /// The engine cannot run this guest on this host (or at all here): the
     /// message says what the host lacks.
     pub const ENGINE_UNAVAILABLE: i32 = 4;
     pub const INSTRUCTION_LIMIT: i32 = 124;
-    pub const TRIPLE_FAULT: i32 = 125;
-    pub const RESET: i32 = 126;
+}
+
+/// How a machine's end shows to the user, the same in `run` and `gdb`:
+/// the `--stats` label, the exit status (`StopReason::exit_status`) and
+/// the line said on stderr (none for a debug exit: the guest chose its
+/// status).
+pub fn machine_end(r: &StopReason, post_code: Option<u8>) -> (&'static str, i32, Option<String>) {
+    let code = i32::from(r.exit_status(post_code));
+    match r {
+        StopReason::DebugExit(_) => (r.kind(), code, None),
+        StopReason::DeadHalt { .. } if code == status::NO_BOOT => (
+            "no-boot",
+            code,
+            Some("the BIOS found no bootable disk (INT 18h)".into()),
+        ),
+        _ => (r.kind(), code, Some(r.to_string())),
+    }
 }
 
 /// What the machine boots.
@@ -923,33 +938,12 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("ringside: quit");
             ("quit", status::QUIT)
         }
-        SessionEnd::Machine(RunOutcome::Stopped(StopReason::DebugExit(v))) => {
-            ("debug-exit", v as i32)
-        }
-        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::PowerOff)) => {
-            eprintln!("ringside: {r}");
-            ("power-off", status::POWER_OFF)
-        }
-        // The BIOS's INT 18h halts in its own segment after POST code 0x18.
-        SessionEnd::Machine(RunOutcome::Stopped(StopReason::DeadHalt { cs: 0xF000, .. }))
-            if m.bus.signals.post_code == Some(0x18) =>
-        {
-            eprintln!("ringside: the BIOS found no bootable disk (INT 18h)");
-            ("no-boot", status::NO_BOOT)
-        }
-        SessionEnd::Machine(RunOutcome::Stopped(
-            r @ (StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }),
-        )) => {
-            eprintln!("ringside: {r}");
-            ("halt", status::HALTED)
-        }
-        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::TripleFault { .. })) => {
-            eprintln!("ringside: {r}");
-            ("triple-fault", status::TRIPLE_FAULT)
-        }
-        SessionEnd::Machine(RunOutcome::Stopped(r @ StopReason::ResetRequested)) => {
-            eprintln!("ringside: {r}");
-            ("reset", status::RESET)
+        SessionEnd::Machine(RunOutcome::Stopped(r)) => {
+            let (label, code, message) = machine_end(&r, m.bus.signals.post_code);
+            if let Some(message) = message {
+                eprintln!("ringside: {message}");
+            }
+            (label, code)
         }
         SessionEnd::Machine(RunOutcome::Event(e)) => {
             // `run` intercepts no vectors; only the debugger does.

@@ -3,23 +3,27 @@
 //! The machine is built from the run options like `ringside run` builds
 //! it; COM1 goes to stdout, and a script on stdin (a pipe or a file, not a
 //! terminal) is the guest's COM1 input, given when the guest waits for it.
-//! The stub listens on loopback unless told otherwise, serves one gdb
-//! connection, and exits with the guest's exit status (0 if gdb detached).
+//! The stub listens on loopback unless told otherwise (a port alone is on
+//! loopback). The guest waits at its first instruction for the first gdb;
+//! after a detach or a dropped connection it runs on and the stub waits
+//! for the next client, as QEMU's does, until gdb kills the guest or the
+//! machine ends; the stub then exits with the status `ringside run` would
+//! give that end (0 after a kill).
 //! `monitor` commands that read or write files work only inside the
 //! directory given with `--snapshot-dir` (docs/security.md).
 
 use std::io::{IsTerminal, Read};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use ringside_core::snapshot;
-use ringside_debugger::gdb::{serve, ExtraMonitor, GdbTarget};
+use ringside_debugger::gdb::{serve, DisconnectReason, ExtraMonitor, GdbTarget, SessionEnd};
 use ringside_debugger::lockstep::Side;
 use ringside_debugger::{Debugger, StopCause};
 use ringside_devices::pc::HostIo;
 
-use crate::cli::{build_machine, make_engine, RunArgs};
+use crate::cli::{build_machine, machine_end, make_engine, status, RunArgs};
 use crate::frontends::build_debugger;
 
 /// Instructions `monitor compare` runs at most before it gives up.
@@ -32,8 +36,9 @@ pub fn main(listen: &str, snapshot_dir: Option<&Path>, run: RunArgs) -> Result<i
         debug_console: Box::new(std::io::stderr()),
     };
     let (_, debugger) = build_debugger(&run, io)?;
+    let listen = listen_address(listen);
     let listener =
-        TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         eprintln!("ringside: warning: the gdb stub listens on {addr}, reachable from other hosts");
@@ -43,8 +48,6 @@ pub fn main(listen: &str, snapshot_dir: Option<&Path>, run: RunArgs) -> Result<i
         debugger.engine_name(),
         debugger.symbols.len()
     );
-    let (conn, peer) = listener.accept().context("waiting for gdb")?;
-    eprintln!("ringside: gdb connected from {peer}");
     let mut target = GdbTarget::new(debugger, extra_monitor(run));
     // A gdb client may be anyone who reaches the port: it reads and writes
     // files only in the directory the user named (docs/security.md).
@@ -52,19 +55,105 @@ pub fn main(listen: &str, snapshot_dir: Option<&Path>, run: RunArgs) -> Result<i
         target.set_snapshot_dir(dir).map_err(anyhow::Error::msg)?;
     }
     target.input = script_input();
-    let served = serve(&mut target, conn);
-    if target.protocol_errors + target.naks + target.dropped_bytes > 0 {
-        eprintln!(
-            "ringside: gdb client errors: {} commands refused (E16), {} packets refused (NAK: bad checksum or over {} bytes), {} stray bytes dropped",
-            target.protocol_errors,
-            target.naks,
-            ringside_debugger::gdb_wire::PACKET_LIMIT,
-            target.dropped_bytes
-        );
+    // The guest waits, stopped at its first instruction, for the first
+    // client (like QEMU's -S); after a detach or a dropped connection it
+    // runs on while the stub waits for the next, until gdb kills it or
+    // the machine ends (like QEMU's gdbstub).
+    let (mut conn, mut peer) = listener.accept().context("waiting for gdb")?;
+    loop {
+        eprintln!("ringside: gdb connected from {peer}");
+        let served = serve(&mut target, conn);
+        if target.protocol_errors + target.naks + target.dropped_bytes > 0 {
+            eprintln!(
+                "ringside: gdb client errors: {} commands refused (E16), {} packets refused (NAK: bad checksum or over {} bytes), {} stray bytes dropped",
+                target.protocol_errors,
+                target.naks,
+                ringside_debugger::gdb_wire::PACKET_LIMIT,
+                target.dropped_bytes
+            );
+        }
+        match served.map_err(anyhow::Error::msg)? {
+            SessionEnd::Gdb(DisconnectReason::Kill) => {
+                eprintln!("ringside: gdb killed the guest");
+                return Ok(status::HALTED);
+            }
+            SessionEnd::Gdb(
+                DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_),
+            ) => {
+                break;
+            }
+            SessionEnd::Gdb(DisconnectReason::Disconnect) => {
+                eprintln!(
+                    "ringside: gdb detached; the guest runs on, waiting for the next gdb on {addr}"
+                );
+            }
+            SessionEnd::ConnectionLost(why) => {
+                eprintln!("ringside: the gdb connection was lost ({why}); the guest runs on, waiting for the next gdb on {addr}");
+            }
+        }
+        match run_until_attached(&mut target, &listener)? {
+            Some((c, p)) => (conn, peer) = (c, p),
+            None => break,
+        }
     }
-    let reason = served.map_err(anyhow::Error::msg)?;
-    eprintln!("ringside: gdb session ended ({reason:?})");
-    Ok(target.exit_status.map_or(0, i32::from))
+    let m = &target.debugger.main.machine;
+    let Some(end) = target.ended else {
+        return Ok(status::HALTED);
+    };
+    let (_, code, message) = machine_end(&end, m.bus.signals.post_code);
+    if let Some(message) = message {
+        eprintln!("ringside: {message}");
+    }
+    Ok(code)
+}
+
+/// `--listen`: ADDR:PORT, or a port alone (`4399` or `:4399`, QEMU's
+/// form), which is on loopback.
+fn listen_address(listen: &str) -> String {
+    let port = listen.strip_prefix(':').unwrap_or(listen);
+    if port.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{port}")
+    } else {
+        listen.to_string()
+    }
+}
+
+/// Run the detached guest until a new client connects (Some) or the
+/// machine ends (None).
+fn run_until_attached(
+    target: &mut GdbTarget,
+    listener: &TcpListener,
+) -> Result<Option<(TcpStream, SocketAddr)>> {
+    listener.set_nonblocking(true)?;
+    let mut next = None;
+    let mut failure = None;
+    let ended = target
+        .run_detached(|| match listener.accept() {
+            Ok(c) => {
+                next = Some(c);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                failure = Some(e);
+                true
+            }
+        })
+        .map_err(anyhow::Error::msg)?;
+    listener.set_nonblocking(false)?;
+    if let Some(e) = failure {
+        return Err(e).context("waiting for gdb");
+    }
+    if ended.is_some() {
+        return Ok(None);
+    }
+    let (conn, peer) = match next {
+        Some(c) => c,
+        // Stopped for another reason: the next client finds it there.
+        None => listener.accept().context("waiting for gdb")?,
+    };
+    conn.set_nonblocking(false)?;
+    Ok(Some((conn, peer)))
 }
 
 /// A script on stdin becomes the guest's COM1 input (read by a thread, so

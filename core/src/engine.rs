@@ -112,6 +112,23 @@ impl StopReason {
             StopReason::PowerOff => "power-off",
         }
     }
+
+    /// The exit status a front-end (`ringside run`, `ringside gdb`) gives
+    /// a machine that ended here: the guest's own value for a debug exit,
+    /// 0 for a halt or power-off, 5 when the BIOS found nothing to boot
+    /// (it halts after POST code 0x18, `post_code`), 125 for a triple
+    /// fault and 126 for a reset the machine did not take (README, "Exit
+    /// status").
+    pub fn exit_status(&self, post_code: Option<u8>) -> u8 {
+        match self {
+            StopReason::DebugExit(v) => *v,
+            StopReason::DeadHalt { cs: 0xF000, .. } if post_code == Some(0x18) => 5,
+            StopReason::DeadHalt { .. } | StopReason::IdleForever { .. } => 0,
+            StopReason::PowerOff => 0,
+            StopReason::TripleFault { .. } => 125,
+            StopReason::ResetRequested => 126,
+        }
+    }
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -33,7 +33,8 @@ use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::outputln;
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+pub use gdbstub::stub::DisconnectReason;
+use gdbstub::stub::{GdbStub, SingleThreadStopReason};
 use gdbstub::target::ext::base::singlethread::{
     SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
     SingleThreadSingleStepOps,
@@ -74,8 +75,10 @@ pub struct GdbTarget {
     pub debugger: Debugger,
     extra: ExtraMonitor,
     pending: Pending,
-    /// The guest's exit status, once it exited.
-    pub exit_status: Option<u8>,
+    /// How the machine ended, once it did (a debug exit, a halt, a triple
+    /// fault...): the front-end gives the same exit status as `run`
+    /// (`StopReason::exit_status`).
+    pub ended: Option<StopReason>,
     /// Host input for the guest's COM1 (a script on the stub's stdin),
     /// passed on as it arrives.
     pub input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
@@ -99,7 +102,7 @@ impl GdbTarget {
             debugger,
             extra,
             pending: Pending::Continue,
-            exit_status: None,
+            ended: None,
             input: None,
             gdb_breakpoints: Vec::new(),
             snapshot_dir: None,
@@ -155,6 +158,55 @@ impl GdbTarget {
         self.debugger.execute(line)
     }
 
+    /// Run one slice of the guest with the host input that arrived; an
+    /// idle guest lets the wall clock catch up a little instead of
+    /// spinning (at most 10 ms per slice). Some(cause) when it stopped.
+    fn run_slice(&mut self) -> Result<Option<StopCause>, String> {
+        self.take_input();
+        let before = self.debugger.main.machine.clock.now_ns();
+        match self.debugger.resume(SLICE)? {
+            Resume::Running => Ok(None),
+            Resume::Idle => {
+                let skipped = self.debugger.main.machine.clock.now_ns() - before;
+                std::thread::sleep(Duration::from_nanos(skipped.min(10_000_000)));
+                Ok(None)
+            }
+            Resume::Stopped(cause) => Ok(Some(cause)),
+        }
+    }
+
+    /// With no gdb attached (after a detach or a dropped connection): the
+    /// guest runs on, as under QEMU, with every breakpoint, watchpoint and
+    /// catch removed (gdb removes its own before it detaches; the
+    /// `monitor` ones would stop a guest nobody watches), until `attach`
+    /// says a new client is waiting (asked between slices) or the machine
+    /// ends. Some(end) if it ended.
+    pub fn run_detached(
+        &mut self,
+        mut attach: impl FnMut() -> bool,
+    ) -> Result<Option<StopReason>, String> {
+        self.gdb_breakpoints.clear();
+        let ids: Vec<u32> = self.debugger.stops().iter().map(|s| s.id).collect();
+        for id in ids {
+            self.debugger.delete(id);
+        }
+        self.pending = Pending::Continue;
+        self.debugger.begin();
+        while !attach() {
+            match self.run_slice()? {
+                None => {}
+                Some(StopCause::Machine(r)) => {
+                    self.ended = Some(r);
+                    return Ok(Some(r));
+                }
+                // Nothing else stops a guest without stops; should it,
+                // the next client finds it there.
+                Some(_) => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
     fn take_input(&mut self) {
         if let Some(rx) = &self.input {
             while let Ok(bytes) = rx.try_recv() {
@@ -198,19 +250,21 @@ impl GdbTarget {
                 }
             }
             StopCause::Interrupted => SingleThreadStopReason::Signal(Signal::SIGINT),
-            StopCause::Machine(StopReason::DebugExit(code)) => {
-                self.exit_status = Some(*code);
-                SingleThreadStopReason::Exited(*code)
-            }
-            StopCause::Machine(StopReason::TripleFault { .. }) => {
-                SingleThreadStopReason::Terminated(Signal::SIGSEGV)
-            }
-            StopCause::Machine(StopReason::ResetRequested) => {
-                SingleThreadStopReason::Terminated(Signal::SIGHUP)
-            }
-            StopCause::Machine(StopReason::DeadHalt { .. } | StopReason::IdleForever { .. }) => {
-                self.exit_status = Some(0);
-                SingleThreadStopReason::Exited(0)
+            StopCause::Machine(r) => {
+                self.ended = Some(*r);
+                match r {
+                    // gdb says "terminated with signal": the CPU shut down.
+                    StopReason::TripleFault { .. } => {
+                        SingleThreadStopReason::Terminated(Signal::SIGSEGV)
+                    }
+                    StopReason::ResetRequested => {
+                        SingleThreadStopReason::Terminated(Signal::SIGHUP)
+                    }
+                    _ => {
+                        let post = self.debugger.main.machine.bus.signals.post_code;
+                        SingleThreadStopReason::Exited(r.exit_status(post))
+                    }
+                }
             }
             // Catches and divergences: a trap; `monitor where` says which.
             _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
@@ -469,23 +523,8 @@ impl<C: ConnectionExt<Error = std::io::Error>> BlockingEventLoop for EventLoop<C
                 let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
                 return Ok(Event::IncomingData(byte));
             }
-            target.take_input();
-            let before = target.debugger.main.machine.clock.now_ns();
-            match target
-                .debugger
-                .resume(SLICE)
-                .map_err(WaitForStopReasonError::Target)?
-            {
-                Resume::Running => {}
-                Resume::Idle => {
-                    // An idle guest: let the wall clock catch up a little
-                    // instead of spinning (at most 10 ms per look).
-                    let skipped = target.debugger.main.machine.clock.now_ns() - before;
-                    std::thread::sleep(Duration::from_nanos(skipped.min(10_000_000)));
-                }
-                Resume::Stopped(cause) => {
-                    return Ok(Event::TargetStopped(target.report(&cause)));
-                }
+            if let Some(cause) = target.run_slice().map_err(WaitForStopReasonError::Target)? {
+                return Ok(Event::TargetStopped(target.report(&cause)));
             }
         }
     }
@@ -497,8 +536,18 @@ impl<C: ConnectionExt<Error = std::io::Error>> BlockingEventLoop for EventLoop<C
     }
 }
 
+/// How a gdb session ended (an `Err` from the serve functions is the
+/// guest's or the debugger's failure instead).
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// gdbstub's own end: gdb detached or killed, or the guest exited.
+    Gdb(DisconnectReason),
+    /// The client went away without a word (or its connection failed).
+    ConnectionLost(String),
+}
+
 /// Serve one gdb connection until gdb detaches or the guest exits.
-pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason, String> {
+pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<SessionEnd, String> {
     let _ = conn.set_nodelay(true);
     serve_connection(target, conn)
 }
@@ -513,7 +562,7 @@ pub fn serve(target: &mut GdbTarget, conn: TcpStream) -> Result<DisconnectReason
 pub fn serve_connection<C: ConnectionExt<Error = std::io::Error>>(
     target: &mut GdbTarget,
     conn: C,
-) -> Result<DisconnectReason, String> {
+) -> Result<SessionEnd, String> {
     let mut wire = Wire::new(conn);
     let result = serve_wire(target, &mut wire);
     target.naks = wire.naks;
@@ -524,7 +573,7 @@ pub fn serve_connection<C: ConnectionExt<Error = std::io::Error>>(
 fn serve_wire<C: ConnectionExt<Error = std::io::Error>>(
     target: &mut GdbTarget,
     wire: &mut Wire<C>,
-) -> Result<DisconnectReason, String> {
+) -> Result<SessionEnd, String> {
     loop {
         let packets_before = wire.packets;
         let gdb = GdbStub::builder(Session(&mut *wire))
@@ -532,19 +581,22 @@ fn serve_wire<C: ConnectionExt<Error = std::io::Error>>(
             .build()
             .map_err(|e| format!("gdb stub: {e}"))?;
         let error = match gdb.run_blocking::<EventLoop<Session<'_, C>>>(target) {
-            Ok(reason) => return Ok(reason),
+            Ok(reason) => return Ok(SessionEnd::Gdb(reason)),
             Err(e) => e,
         };
-        // The guest or the debugger failed, or the client is gone: the
-        // session is over. So it is when the error came without a new
+        // The guest or the debugger failed: the session is over.
+        if error.is_target_error() {
+            return Err(format!("gdb stub: {error}"));
+        }
+        // The client is gone: so it is when the error came without a new
         // packet (nothing the client sent to answer).
-        if error.is_target_error() || error.is_connection_error() || wire.packets == packets_before
-        {
-            return Err(format!("gdb connection: {error}"));
+        if error.is_connection_error() || wire.packets == packets_before {
+            return Ok(SessionEnd::ConnectionLost(error.to_string()));
         }
         target.protocol_errors += 1;
-        wire.reply(b"E16")
-            .map_err(|e| format!("gdb connection: {e}"))?;
+        if let Err(e) = wire.reply(b"E16") {
+            return Ok(SessionEnd::ConnectionLost(e.to_string()));
+        }
         wire.restart();
     }
 }

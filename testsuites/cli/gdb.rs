@@ -57,10 +57,15 @@ impl Drop for Stub {
 /// Start the stub on a free loopback port with `input` as the guest's COM1
 /// script, and read the port from its first line.
 fn start_stub(args: &[&str], input: &[u8]) -> Stub {
+    start_stub_on("127.0.0.1:0", args, input)
+}
+
+/// [`start_stub`] with `--listen LISTEN`.
+fn start_stub_on(listen: &str, args: &[&str], input: &[u8]) -> Stub {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
         .arg("gdb")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -499,4 +504,93 @@ fn gdb_breakpoints_stop_in_a_real_mode_rom_at_linear_and_physical_addresses() {
         assert!(out.contains("$1 = 0xffffe005"), "{engine}: {out}");
         assert_eq!(status, Some(7), "{engine}: {stub_err}");
     }
+}
+
+/// A 64 KiB ROM that far-jumps to F000:E000 and counts up in AX there
+/// forever (`inc ax; jmp short -3`).
+fn endless_rom(dir: &Path) -> PathBuf {
+    let mut rom = vec![0x90u8; 0x10000];
+    rom[0xE000..0xE003].copy_from_slice(&[0x40, 0xEB, 0xFD]);
+    rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0xE0, 0x00, 0xF0]);
+    let path = dir.join("endless.rom");
+    std::fs::write(&path, rom).expect("write the ROM");
+    path
+}
+
+/// Issue 16 item 6: the stub served one session and exited after a
+/// detach (status 0) or a dropped connection (status 2). Now, as under
+/// QEMU, the guest runs on after either and the next gdb attaches to it
+/// where it has got to; `kill` ends the stub. `--listen` takes a port
+/// alone, on loopback.
+#[test]
+fn the_gdb_stub_serves_the_next_client_after_a_detach_and_a_dropped_connection() {
+    let test = "the_gdb_stub_serves_the_next_client_after_a_detach_and_a_dropped_connection";
+    if !have_gdb() {
+        ringside_testsuites::skip_unless_ci(test, "gdb is not installed (Debian package gdb)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ringside-gdb-again-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rom = endless_rom(&dir);
+    let stub = start_stub_on("0", &["--bios", rom.to_str().unwrap()], b"");
+    let first = gdb_on(None, &stub.addr, &["print/x $pc", "detach"]);
+    assert!(first.contains("$1 = 0xfffffff0"), "{first}");
+    // A client that goes away without a word.
+    let mut dropped = std::net::TcpStream::connect(&stub.addr).expect("the stub accepts again");
+    dropped.write_all(&packet("qSupported")).expect("a packet");
+    drop(dropped);
+    let second = gdb_on(None, &stub.addr, &["print/x $pc", "monitor where", "kill"]);
+    let (status, stub_err) = finish(stub);
+    println!("first gdb:\n{first}\nsecond gdb:\n{second}\nstub:\n{stub_err}");
+    // The guest ran on between the sessions: it is in its loop now.
+    assert!(
+        second.contains("$1 = 0xfe000") || second.contains("$1 = 0xfe001"),
+        "{second}"
+    );
+    let retired: u64 = second
+        .split("(instruction ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("monitor where: {second}"));
+    assert!(retired > 10_000, "{second}");
+    assert!(
+        stub_err.contains("gdb detached; the guest runs on"),
+        "{stub_err}"
+    );
+    assert!(
+        stub_err.contains("the gdb connection was lost"),
+        "{stub_err}"
+    );
+    assert_eq!(
+        stub_err.matches("gdb connected from").count(),
+        3,
+        "{stub_err}"
+    );
+    assert!(stub_err.contains("gdb killed the guest"), "{stub_err}");
+    assert_eq!(status, Some(0), "{stub_err}");
+}
+
+/// Issue 16 item 6: a triple fault showed in gdb as SIGSEGV while the
+/// stub exited 0 (`run` exits 125). Now the stub says what `run` says and
+/// exits with the same status.
+#[test]
+fn a_triple_fault_under_the_gdb_stub_ends_with_runs_status_125() {
+    let test = "a_triple_fault_under_the_gdb_stub_ends_with_runs_status_125";
+    if !have_gdb() {
+        ringside_testsuites::skip_unless_ci(test, "gdb is not installed (Debian package gdb)");
+        return;
+    }
+    let args = ["builtin:reboot", "--cmdline", "first=3", "--no-reboot"];
+    let stub = start_stub(&args, b"");
+    let out = gdb_on(None, &stub.addr, &["continue"]);
+    let (status, stub_err) = finish(stub);
+    assert!(out.contains("terminated with signal SIGSEGV"), "{out}");
+    assert!(
+        stub_err.contains("triple fault (shutdown) at 0008:"),
+        "{stub_err}"
+    );
+    assert_eq!(status, Some(125), "{stub_err}");
+    let run = ringside(&[&["run"][..], &args[..]].concat());
+    assert_eq!(run.status.code(), Some(125), "{}", text(&run.stderr));
 }
