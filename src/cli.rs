@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest: builtin:NAME, a Multiboot ELF kernel or a disk image.
+    /// Run a guest: builtin:NAME, a Multiboot kernel (ELF or flat) or a disk image.
     Run(RunArgs),
     /// List the built-in guests, or write them out as files.
     Guests {
@@ -134,7 +134,7 @@ enum DisplayArg {
 
 #[derive(Args, Default)]
 pub(crate) struct RunArgs {
-    /// The guest: builtin:NAME, a Multiboot ELF kernel, or a disk image.
+    /// The guest: builtin:NAME, a Multiboot kernel (ELF or flat), or a disk image.
     image: Option<String>,
     /// A machine configuration (TOML); the flags below override its keys.
     #[arg(long, value_name = "FILE")]
@@ -434,6 +434,17 @@ fn configure(args: &RunArgs) -> Result<MachineConfig> {
     if let Some(k) = args.kernel.as_ref().or(args.image.as_ref()) {
         c.boot.image = k.clone();
     }
+    // `--kernel` says what the file is: a file that is not a kernel is an
+    // error, not a disk image (as a positional image may be).
+    if let Some(k) = args.kernel.as_ref().filter(|k| !k.starts_with("builtin:")) {
+        let head = image_head(Path::new(k))?;
+        if !is_kernel(&head) {
+            match boot::bad_multiboot_checksum(&head) {
+                Some(off) => bail!("--kernel {k}: the Multiboot header at file offset {off:#x} has a wrong checksum (magic + flags + checksum must be 0 modulo 2^32)"),
+                None => bail!("--kernel {k}: not a Multiboot kernel (neither an ELF file nor a flat image whose Multiboot header gives load addresses, flag bit 16)"),
+            }
+        }
+    }
     for d in &args.disk {
         c.disks.push(parse_disk(d)?);
     }
@@ -499,7 +510,7 @@ fn boot_image(
     let name = c.boot.image.clone();
     if name.is_empty() {
         if c.disks.is_empty() {
-            bail!("nothing to run: give an IMAGE (builtin:NAME, a Multiboot ELF or a disk image), --disk or --bios");
+            bail!("nothing to run: give an IMAGE (builtin:NAME, a Multiboot kernel or a disk image), --disk or --bios");
         }
         return Ok(BootImage::Disks);
     }
@@ -510,9 +521,9 @@ fn boot_image(
             (None, None) => bail!("no built-in guest '{b}' (see `ringside guests`)"),
         }
     } else {
-        match read_if_elf(Path::new(&name))? {
+        match read_if_kernel(Path::new(&name))? {
             Some(bytes) => bytes,
-            // Not an ELF file: a disk image, opened (not read) like --disk.
+            // Not a kernel: a disk image, opened (not read) like --disk.
             None => {
                 c.disks.insert(
                     0,
@@ -526,10 +537,13 @@ fn boot_image(
             }
         }
     };
-    if boot::is_multiboot_elf(&bytes) {
+    if boot::is_multiboot_kernel(&bytes) {
         return Ok(BootImage::Kernel { image: bytes, name });
     }
     if bytes.starts_with(b"\x7fELF") {
+        if let Some(off) = boot::bad_multiboot_checksum(&bytes) {
+            bail!("{name}: the Multiboot header at file offset {off:#x} has a wrong checksum (magic + flags + checksum must be 0 modulo 2^32)");
+        }
         bail!(
             "{name} is an ELF file without a Multiboot header; ringside boots Multiboot v1 kernels"
         );
@@ -555,11 +569,9 @@ fn boot_image(
     }
 }
 
-/// The whole file at `path` if it is an ELF file (read within the limit
-/// for images), None if it is not (a disk image, which is opened, never
-/// read whole). Only a regular file is looked at: a FIFO or a device is
-/// refused without blocking.
-pub(crate) fn read_if_elf(path: &Path) -> Result<Option<Vec<u8>>> {
+/// The first 8 KiB of the image at `path` (where a Multiboot header must
+/// be), from a regular file only.
+fn image_head(path: &Path) -> Result<Vec<u8>> {
     let (file, _) = open_regular(path).map_err(|(error, what)| match what {
         Some(what) => anyhow::anyhow!(
             "cannot read image {}: it is {what}, not a regular file",
@@ -567,11 +579,25 @@ pub(crate) fn read_if_elf(path: &Path) -> Result<Option<Vec<u8>>> {
         ),
         None => anyhow::anyhow!("cannot read image {}: {error}", path.display()),
     })?;
-    let mut magic = Vec::with_capacity(4);
-    file.take(4)
-        .read_to_end(&mut magic)
+    let mut head = Vec::with_capacity(8192);
+    file.take(8192)
+        .read_to_end(&mut head)
         .with_context(|| format!("cannot read image {}", path.display()))?;
-    if magic != b"\x7fELF" {
+    Ok(head)
+}
+
+/// An ELF file (checked further when loaded) or a flat Multiboot kernel.
+fn is_kernel(head: &[u8]) -> bool {
+    head.starts_with(b"\x7fELF") || boot::is_multiboot_kernel(head)
+}
+
+/// The whole file at `path` if it is a kernel — an ELF file, or a flat
+/// Multiboot kernel (a header with the a.out kludge's load addresses in
+/// its first 8 KiB) — read within the limit for images; None if it is
+/// not (a disk image, which is opened, never read whole). Only a regular
+/// file is looked at: a FIFO or a device is refused without blocking.
+pub(crate) fn read_if_kernel(path: &Path) -> Result<Option<Vec<u8>>> {
+    if !is_kernel(&image_head(path)?) {
         return Ok(None);
     }
     Ok(Some(read_input(path, InputKind::Image)?))

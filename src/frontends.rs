@@ -25,7 +25,7 @@ pub fn image_symbols(config: &MachineConfig) -> Symbols {
     let bytes = if let Some(b) = name.strip_prefix("builtin:") {
         ringside_guests::find(b).map(|g| g.image.to_vec())
     } else if !name.is_empty() {
-        crate::cli::read_if_elf(std::path::Path::new(name))
+        crate::cli::read_if_kernel(std::path::Path::new(name))
             .ok()
             .flatten()
     } else {

@@ -28,10 +28,28 @@ pub enum BootError {
     WrongArch,
     #[error("no Multiboot header in the first 8 KiB of the kernel")]
     NoMultibootHeader,
+    #[error(
+        "the Multiboot header at file offset {0:#x} has a wrong checksum (magic + flags + checksum must be 0 modulo 2^32)"
+    )]
+    BadMultibootChecksum(usize),
+    #[error("not an ELF file, and its Multiboot header does not set flag bit 16 (the a.out kludge: load addresses in the header)")]
+    NoLoadAddresses,
+    #[error("the Multiboot header's load addresses (a.out kludge, flag bit 16) are invalid: {0}")]
+    BadLoadAddresses(String),
     #[error("Multiboot header requests unsupported features (flags {0:#x})")]
     UnsupportedFlags(u32),
     #[error("kernel segment {paddr:#x}+{len:#x} does not fit in guest RAM of {ram:#x} bytes")]
     SegmentOutsideRam { paddr: u64, len: u64, ram: u32 },
+    #[error(
+        "kernel segment {paddr:#x}-{end:#x} overlaps {what} ({start:#x}-{limit:#x}), which the loader writes and the memory map reserves; load the kernel at or above 1 MiB"
+    )]
+    OverLoaderData {
+        paddr: u64,
+        end: u64,
+        what: &'static str,
+        start: u64,
+        limit: u64,
+    },
     #[error("kernel segment at file offset {0:#x} extends past the end of the file")]
     Truncated(u64),
     #[error("{0} Multiboot modules given; at most 16 are supported")]
@@ -82,6 +100,17 @@ const GDT_ADDR: u32 = 0x0800;
 const GDT_SIZE: u32 = 24;
 const BOOT_BLOCK: u32 = 0x9000;
 
+/// The ranges the loader writes that cannot move (`write_boot_info`,
+/// `write_mp_tables`, the ACPI tables): a kernel over them is refused.
+const FIXED_LOADER_DATA: [(&str, u64, u64); 2] = [
+    ("the BIOS data area", 0x400, 0x500),
+    (
+        "the EBDA and the BIOS area with the ACPI and MP tables",
+        0x9_FC00,
+        0x10_0000,
+    ),
+];
+
 /// The boot information block's layout, from its base.
 mod block {
     pub const INFO: u32 = 0;
@@ -98,12 +127,42 @@ pub fn is_multiboot_elf(image: &[u8]) -> bool {
     image.starts_with(b"\x7fELF") && find_multiboot_header(image).is_some()
 }
 
-fn find_multiboot_header(image: &[u8]) -> Option<u32> {
+/// True when `image` is a kernel `load_multiboot` can load: an ELF file
+/// with a Multiboot v1 header, or any file (a flat binary) whose header
+/// gives its load addresses itself (the a.out kludge, flag bit 16), as
+/// QEMU's `-kernel` takes it. Only the first 8 KiB are looked at.
+pub fn is_multiboot_kernel(image: &[u8]) -> bool {
+    match find_multiboot_header(image) {
+        Some((_, flags)) => image.starts_with(b"\x7fELF") || flags & MB_FLAG_AOUT_KLUDGE != 0,
+        None => false,
+    }
+}
+
+/// The file offset of a Multiboot magic whose checksum is wrong, when the
+/// image has no valid header: what a user who got the checksum wrong
+/// needs to hear instead of "no header".
+pub fn bad_multiboot_checksum(image: &[u8]) -> Option<usize> {
+    if find_multiboot_header(image).is_some() {
+        return None;
+    }
+    header_words(image).find_map(|(off, magic, _, _)| (magic == MB_MAGIC).then_some(off))
+}
+
+/// Every 32-bit aligned (magic, flags, checksum) candidate in the first
+/// 8 KiB (Multiboot 0.6.96 section 3.1.1), with its offset.
+fn header_words(image: &[u8]) -> impl Iterator<Item = (usize, u32, u32, u32)> + '_ {
     let end = image.len().min(8192);
-    (0..end.saturating_sub(11)).step_by(4).find_map(|off| {
+    (0..end.saturating_sub(11)).step_by(4).map(move |off| {
         let word = |i: usize| u32::from_le_bytes(image[off + i..off + i + 4].try_into().unwrap());
-        let (magic, flags, sum) = (word(0), word(4), word(8));
-        (magic == MB_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0).then_some(flags)
+        (off, word(0), word(4), word(8))
+    })
+}
+
+/// The offset and flags of the first valid Multiboot header.
+fn find_multiboot_header(image: &[u8]) -> Option<(usize, u32)> {
+    header_words(image).find_map(|(off, magic, flags, sum)| {
+        (magic == MB_MAGIC && magic.wrapping_add(flags).wrapping_add(sum) == 0)
+            .then_some((off, flags))
     })
 }
 
@@ -155,43 +214,43 @@ pub(crate) fn load_multiboot_image(
     if modules.len() > MAX_MODULES {
         return Err(BootError::TooManyModules(modules.len()));
     }
-    let flags = find_multiboot_header(image).ok_or(BootError::NoMultibootHeader)?;
+    let Some((header, flags)) = find_multiboot_header(image) else {
+        return Err(match bad_multiboot_checksum(image) {
+            Some(off) => BootError::BadMultibootChecksum(off),
+            None => BootError::NoMultibootHeader,
+        });
+    };
     let known = MB_FLAG_PAGE_ALIGN | MB_FLAG_MEMORY_INFO | MB_FLAG_AOUT_KLUDGE;
     if flags & 0xFFFF & !known != 0 {
         // Bits 0-15 are requirements: a loader that cannot meet one must refuse.
         return Err(BootError::UnsupportedFlags(flags));
     }
-    let elf = Elf::parse(image).map_err(|e| BootError::NotElf(e.to_string()))?;
-    if elf.is_64 || elf.header.e_machine != goblin::elf::header::EM_386 {
-        return Err(BootError::WrongArch);
-    }
     let ram = m.mem.ram_size();
-    let mut kernel_end = 0u64;
-    let mut loaded: Vec<(u64, u64)> = Vec::new();
-    for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
-        let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
-        let end = paddr.saturating_add(memsz.max(filesz));
-        if end > ram as u64 {
-            return Err(BootError::SegmentOutsideRam {
-                paddr,
-                len: memsz,
-                ram,
-            });
+    // Bit 16: the header's addresses, not the ELF headers, say where the
+    // image goes (section 3.1.3; QEMU and GRUB do the same).
+    let (loaded, entry) = if flags & MB_FLAG_AOUT_KLUDGE != 0 {
+        load_with_header_addresses(m, image, header)?
+    } else if image.starts_with(b"\x7fELF") {
+        load_elf_segments(m, image)?
+    } else {
+        return Err(BootError::NoLoadAddresses);
+    };
+    let kernel_end = loaded.iter().map(|&(_, end)| end).max().unwrap_or(0);
+    // What the loader writes at fixed places (as firmware leaves it under
+    // `qemu -kernel`) must not land in the kernel: the BIOS data area
+    // fields, and the EBDA, ACPI and MP tables' range.
+    for &(paddr, end) in &loaded {
+        for (what, start, limit) in FIXED_LOADER_DATA {
+            if paddr < limit && end > start {
+                return Err(BootError::OverLoaderData {
+                    paddr,
+                    end,
+                    what,
+                    start,
+                    limit,
+                });
+            }
         }
-        let file_end = ph
-            .p_offset
-            .checked_add(filesz)
-            .ok_or(BootError::Truncated(ph.p_offset))?;
-        let bytes = image
-            .get(ph.p_offset as usize..file_end as usize)
-            .ok_or(BootError::Truncated(ph.p_offset))?;
-        m.mem.write_ram(paddr as u32, bytes)?;
-        if memsz > filesz {
-            let zeros = vec![0u8; (memsz - filesz) as usize];
-            m.mem.write_ram((paddr + filesz) as u32, &zeros)?;
-        }
-        kernel_end = kernel_end.max(end);
-        loaded.push((paddr, end));
     }
     let mut placed = Vec::with_capacity(modules.len());
     let mut next = kernel_end.max(0x10_0000).div_ceil(4096) * 4096;
@@ -238,10 +297,127 @@ pub(crate) fn load_multiboot_image(
     if let Some(t) = m.acpi_tables.clone() {
         m.mem.write_ram(t.at, &t.bytes)?;
     }
-    enter_flat_protected_mode_with_gdt(m, elf.entry as u32, gdt);
+    enter_flat_protected_mode_with_gdt(m, entry, gdt);
     m.cpu.gpr[reg::EAX] = MB_BOOT_MAGIC;
     m.cpu.gpr[reg::EBX] = base + block::INFO;
     Ok(())
+}
+
+/// The physical ranges a kernel occupies once loaded, and its entry point.
+type Loaded = (Vec<(u64, u64)>, u32);
+
+/// Check that the range `paddr`+`len` lies in guest RAM.
+fn check_in_ram(paddr: u64, len: u64, ram: u32) -> Result<u64, BootError> {
+    let end = paddr.saturating_add(len);
+    if end > ram as u64 {
+        return Err(BootError::SegmentOutsideRam { paddr, len, ram });
+    }
+    Ok(end)
+}
+
+/// Zero `len` bytes of RAM from `at` (a kernel's bss, which may be as
+/// large as RAM: written a block at a time, not from one buffer).
+fn zero_ram(m: &mut Machine, at: u64, len: u64) -> Result<(), BootError> {
+    const BLOCK: u64 = 64 * 1024;
+    let zeros = [0u8; BLOCK as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(BLOCK);
+        m.mem.write_ram((at + done) as u32, &zeros[..n as usize])?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// An ELF kernel's PT_LOAD segments, at their physical addresses.
+fn load_elf_segments(m: &mut Machine, image: &[u8]) -> Result<Loaded, BootError> {
+    let elf = Elf::parse(image).map_err(|e| BootError::NotElf(e.to_string()))?;
+    if elf.is_64 || elf.header.e_machine != goblin::elf::header::EM_386 {
+        return Err(BootError::WrongArch);
+    }
+    let ram = m.mem.ram_size();
+    let mut loaded: Vec<(u64, u64)> = Vec::new();
+    for ph in elf.program_headers.iter().filter(|p| p.p_type == PT_LOAD) {
+        let (paddr, filesz, memsz) = (ph.p_paddr, ph.p_filesz, ph.p_memsz);
+        let end = check_in_ram(paddr, memsz.max(filesz), ram)?;
+        let file_end = ph
+            .p_offset
+            .checked_add(filesz)
+            .ok_or(BootError::Truncated(ph.p_offset))?;
+        let bytes = image
+            .get(ph.p_offset as usize..file_end as usize)
+            .ok_or(BootError::Truncated(ph.p_offset))?;
+        m.mem.write_ram(paddr as u32, bytes)?;
+        if memsz > filesz {
+            zero_ram(m, paddr + filesz, memsz - filesz)?;
+        }
+        loaded.push((paddr, end));
+    }
+    Ok((loaded, elf.entry as u32))
+}
+
+/// A kernel placed by its Multiboot header's address fields (the "a.out
+/// kludge", flag bit 16; Multiboot 0.6.96 section 3.1.3): the file from
+/// the offset that puts the header at `header_addr` is loaded at
+/// `load_addr`, up to `load_end_addr` (0: to the end of the file), then
+/// zeroed up to `bss_end_addr` (0: no bss); the entry is `entry_addr`.
+/// Every field comes from an untrusted file and is checked.
+fn load_with_header_addresses(
+    m: &mut Machine,
+    image: &[u8],
+    header: usize,
+) -> Result<Loaded, BootError> {
+    let bad = |why: String| BootError::BadLoadAddresses(why);
+    let field = |i: usize| {
+        image
+            .get(header + i..header + i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| bad("the header ends before its address fields".into()))
+    };
+    let (header_addr, load_addr, load_end, bss_end, entry) =
+        (field(12)?, field(16)?, field(20)?, field(24)?, field(28)?);
+    let before_header = header_addr.checked_sub(load_addr).ok_or_else(|| {
+        bad(format!(
+            "load_addr {load_addr:#x} is above header_addr {header_addr:#x}"
+        ))
+    })?;
+    let start = (header as u64)
+        .checked_sub(before_header as u64)
+        .ok_or_else(|| {
+            bad(format!(
+                "load_addr {load_addr:#x} would start {before_header:#x} bytes before the header, before the start of the file"
+            ))
+        })? as usize;
+    let len = if load_end == 0 {
+        image.len() - start
+    } else {
+        load_end.checked_sub(load_addr).ok_or_else(|| {
+            bad(format!(
+                "load_end_addr {load_end:#x} is below load_addr {load_addr:#x}"
+            ))
+        })? as usize
+    };
+    let bytes = image.get(start..start + len).ok_or_else(|| {
+        bad(format!(
+            "load_end_addr {load_end:#x} lies past the end of the file ({} bytes from load_addr)",
+            image.len() - start
+        ))
+    })?;
+    let loaded_end = load_addr as u64 + len as u64;
+    let end = if bss_end == 0 {
+        loaded_end
+    } else if (bss_end as u64) < loaded_end {
+        return Err(bad(format!(
+            "bss_end_addr {bss_end:#x} is below the end of the loaded image {loaded_end:#x}"
+        )));
+    } else {
+        bss_end as u64
+    };
+    let ram = m.mem.ram_size();
+    check_in_ram(load_addr as u64, end - load_addr as u64, ram)?;
+    m.mem.write_ram(load_addr, bytes)?;
+    zero_ram(m, loaded_end, end - loaded_end)?;
+    Ok((vec![(load_addr as u64, end)], entry))
 }
 
 /// The Multiboot information structure (section 3.3): memory sizes, the
@@ -466,6 +642,139 @@ mod tests {
         assert!(table
             .windows(8)
             .any(|w| w[0] == 2 && w[4..8] == 0xFEC0_0000u32.to_le_bytes()));
+    }
+
+    /// A flat (non-ELF) kernel: 0x20 bytes of code stand-in, then a
+    /// Multiboot header with the a.out kludge's address fields, then
+    /// `code`; `fields` are header_addr, load_addr, load_end_addr,
+    /// bss_end_addr, entry_addr.
+    fn flat_kernel(fields: [u32; 5], code: &[u8]) -> Vec<u8> {
+        let flags = MB_FLAG_AOUT_KLUDGE | MB_FLAG_MEMORY_INFO;
+        let mut v = vec![0x90u8; 0x20];
+        for w in [
+            MB_MAGIC,
+            flags,
+            0u32.wrapping_sub(MB_MAGIC).wrapping_sub(flags),
+        ] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        for w in fields {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v.extend_from_slice(code);
+        v
+    }
+
+    #[test]
+    fn a_flat_kernel_is_loaded_where_its_header_says_and_its_bss_zeroed() {
+        let code = [0xF4u8; 12];
+        // Header (file offset 0x20) at 0x100020: the file loads at 0x100000.
+        let image = flat_kernel([0x10_0020, 0x10_0000, 0, 0x10_2000, 0x10_0040], &code);
+        assert!(is_multiboot_kernel(&image) && !is_multiboot_elf(&image));
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        m.mem.write_ram(0x10_1000, &[0xAA; 0x1000]).unwrap();
+        load_multiboot(&mut m, &image, "").unwrap();
+        let mut back = vec![0u8; image.len()];
+        m.mem.read_ram(0x10_0000, &mut back).unwrap();
+        assert_eq!(back, image, "the whole file from load_addr");
+        let mut bss = vec![0xFFu8; 0x2000 - image.len()];
+        m.mem
+            .read_ram(0x10_0000 + image.len() as u32, &mut bss)
+            .unwrap();
+        assert!(bss.iter().all(|&b| b == 0), "bss zeroed up to bss_end_addr");
+        assert_eq!(m.cpu.eip, 0x10_0040);
+        assert_eq!(m.cpu.gpr[reg::EAX], MB_BOOT_MAGIC);
+        // load_end_addr cuts the load short: the rest is not copied.
+        let image = flat_kernel([0x10_0020, 0x10_0000, 0x10_0030, 0, 0x10_0040], &code);
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        load_multiboot(&mut m, &image, "").unwrap();
+        let mut after = [0xFFu8; 4];
+        m.mem.read_ram(0x10_0030, &mut after).unwrap();
+        assert_eq!(after, [0; 4]);
+    }
+
+    #[test]
+    fn hostile_header_addresses_are_refused_with_the_field_named() {
+        let code = [0xF4u8; 12];
+        let len = 0x20 + 32 + code.len() as u32;
+        for (fields, says) in [
+            ([0x10_0000, 0x10_0020, 0, 0, 0], "above header_addr"),
+            (
+                [0x10_0100, 0x10_0000, 0, 0, 0],
+                "before the start of the file",
+            ),
+            ([0x10_0020, 0x10_0000, 0x0F_FFFF, 0, 0], "below load_addr"),
+            (
+                [0x10_0020, 0x10_0000, 0x10_0000 + len + 1, 0, 0],
+                "past the end of the file",
+            ),
+            ([0x10_0020, 0x10_0000, 0, 0x10_0001, 0], "bss_end_addr"),
+            (
+                [0xFFFF_FF20, 0xFFFF_FF00, 0, 0, 0],
+                "does not fit in guest RAM",
+            ),
+            (
+                [0x10_0020, 0x10_0000, 0, 0xFFFF_FFFF, 0],
+                "does not fit in guest RAM",
+            ),
+        ] {
+            let mut m = Machine::with_ram_mib(4).unwrap();
+            let err = load_multiboot(&mut m, &flat_kernel(fields, &code), "").unwrap_err();
+            assert!(err.to_string().contains(says), "{fields:x?}: {err}");
+        }
+        // A header cut off before its address fields.
+        let mut cut = flat_kernel([0x10_0020, 0x10_0000, 0, 0, 0], &[]);
+        cut.truncate(0x20 + 20);
+        let err = load_multiboot(&mut Machine::with_ram_mib(4).unwrap(), &cut, "").unwrap_err();
+        assert!(
+            err.to_string().contains("ends before its address fields"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_checksum_and_a_flat_image_without_addresses_are_named() {
+        let mut image = flat_kernel([0x10_0020, 0x10_0000, 0, 0, 0x10_0000], &[0xF4]);
+        image[0x28] ^= 1;
+        let mut m = Machine::with_ram_mib(4).unwrap();
+        let err = load_multiboot(&mut m, &image, "").unwrap_err();
+        assert!(
+            matches!(err, BootError::BadMultibootChecksum(0x20)),
+            "{err}"
+        );
+        assert_eq!(bad_multiboot_checksum(&image), Some(0x20));
+        assert!(!is_multiboot_kernel(&image));
+        let flags = MB_FLAG_MEMORY_INFO;
+        let mut plain = vec![0u8; 8];
+        for w in [
+            MB_MAGIC,
+            flags,
+            0u32.wrapping_sub(MB_MAGIC).wrapping_sub(flags),
+        ] {
+            plain.extend_from_slice(&w.to_le_bytes());
+        }
+        assert!(!is_multiboot_kernel(&plain));
+        let err = load_multiboot(&mut m, &plain, "").unwrap_err();
+        assert!(matches!(err, BootError::NoLoadAddresses), "{err}");
+    }
+
+    /// Issue 16 item 10: a kernel over the loader's fixed data was said
+    /// not to fit in RAM (or was silently overwritten by the MP tables).
+    #[test]
+    fn a_kernel_over_the_loaders_fixed_data_is_refused_saying_what_it_hits() {
+        for (paddr, what) in [
+            (0x0, "the BIOS data area"),
+            (0xF_0000, "the EBDA and the BIOS area"),
+            (0x9_F000, "the EBDA and the BIOS area"),
+        ] {
+            let mut m = Machine::with_ram_mib(4).unwrap();
+            let err = load_multiboot(&mut m, &kernel_at(paddr, 0x1000, &[0xF4]), "").unwrap_err();
+            assert!(
+                matches!(err, BootError::OverLoaderData { .. }),
+                "{paddr:#x}: {err}"
+            );
+            assert!(err.to_string().contains(what), "{paddr:#x}: {err}");
+        }
     }
 
     #[test]

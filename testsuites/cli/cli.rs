@@ -1236,3 +1236,104 @@ fn built_in_guests_retire_their_pinned_instruction_counts() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(wrong.is_empty(), "{wrong:?}");
 }
+
+/// A flat Multiboot kernel (no ELF headers: the header's a.out-kludge
+/// fields, flag bit 16, say where it loads) that prints "flat kernel" on
+/// COM1 and writes 7 to the debug-exit port. Loaded at 1 MiB, entered at
+/// 0x100040.
+fn flat_kernel() -> Vec<u8> {
+    let flags: u32 = 1 << 16;
+    let mut v = Vec::new();
+    for w in [
+        0x1BAD_B002u32,
+        flags,
+        0u32.wrapping_sub(0x1BAD_B002).wrapping_sub(flags),
+        0x10_0000, // header_addr: the header is the file's first byte
+        0x10_0000, // load_addr
+        0,         // load_end_addr: the whole file
+        0x10_1000, // bss_end_addr
+        0x10_0040, // entry_addr
+    ] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.resize(0x40, 0);
+    v.extend_from_slice(&[
+        0xBE, 0x60, 0x00, 0x10, 0x00, // mov esi, 0x100060 (the message)
+        0x66, 0xBA, 0xF8, 0x03, // mov dx, 0x3f8
+        0xAC, // next: lodsb
+        0x84, 0xC0, // test al, al
+        0x74, 0x03, // jz done
+        0xEE, // out dx, al
+        0xEB, 0xF8, // jmp next
+        0xB0, 0x07, // done: mov al, 7
+        0xE6, 0xF4, // out 0xf4, al
+        0xF4, // hlt
+    ]);
+    v.resize(0x60, 0);
+    v.extend_from_slice(b"flat kernel\n\0");
+    v
+}
+
+/// Issue 16 item 7: a flat Multiboot kernel (the a.out kludge) was taken
+/// for a disk image and refused ("not a whole number of 512-byte
+/// sectors"), even with --kernel. It boots now, named either way, on the
+/// software engines; QEMU's -kernel boots the same file (where QEMU is
+/// installed). A file --kernel names that is not a kernel is refused as
+/// such, and a wrong header checksum is named.
+#[test]
+fn a_flat_multiboot_kernel_boots_named_positionally_or_with_kernel() {
+    let dir = temp_dir("flat-kernel");
+    let kernel = dir.join("flat.bin");
+    std::fs::write(&kernel, flat_kernel()).unwrap();
+    let kernel = kernel.to_str().unwrap();
+    for engine in ["interp", "jit", "raw"] {
+        for how in [vec![kernel], vec!["--kernel", kernel]] {
+            let mut args = vec!["run", "--engine", engine, "--clock", "fast"];
+            args.extend(&how);
+            let out = ringside(&args);
+            let what = format!("{args:?}: {}", text(&out.stderr));
+            assert_eq!(out.status.code(), Some(7), "{what}");
+            assert_eq!(text(&out.stdout), "flat kernel\n", "{what}");
+        }
+    }
+    let not_a_kernel = dir.join("disk.img");
+    std::fs::write(&not_a_kernel, vec![0u8; 1024]).unwrap();
+    let out = ringside(&["run", "--kernel", not_a_kernel.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a Multiboot kernel"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut bad = flat_kernel();
+    bad[8] ^= 1;
+    let bad_sum = dir.join("bad-sum.bin");
+    std::fs::write(&bad_sum, bad).unwrap();
+    let out = ringside(&["run", "--kernel", bad_sum.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("header at file offset 0x0 has a wrong checksum"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let qemu = "qemu-system-i386";
+    if Command::new(qemu).arg("--version").output().is_err() {
+        ringside_testsuites::skip_unless_ci(
+            "a_flat_multiboot_kernel_boots_named_positionally_or_with_kernel (QEMU part)",
+            &format!("{qemu} is not installed (Debian package qemu-system-x86)"),
+        );
+        return;
+    }
+    let out = Command::new("timeout")
+        .args([
+            "60", qemu, "-kernel", kernel, "-serial", "stdio", "-display", "none",
+        ])
+        .args(["-monitor", "none", "-no-reboot", "-device"])
+        .arg("isa-debug-exit,iobase=0xf4,iosize=4")
+        .output()
+        .expect("qemu runs");
+    // isa-debug-exit: QEMU exits with (7 << 1) | 1.
+    assert_eq!(out.status.code(), Some(15), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "flat kernel\n");
+}
