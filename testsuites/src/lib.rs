@@ -39,6 +39,21 @@ pub mod book {
     #[doc = include_str!("../../book/src/how-an-instruction-executes.md")]
     pub mod how_an_instruction_executes {}
 
+    #[doc = include_str!("../../book/src/machine-model.md")]
+    pub mod machine_model {}
+
+    #[doc = include_str!("../../book/src/memory-and-paging.md")]
+    pub mod memory_and_paging {}
+
+    #[doc = include_str!("../../book/src/exceptions-and-interrupts.md")]
+    pub mod exceptions_and_interrupts {}
+
+    #[doc = include_str!("../../book/src/device-bus.md")]
+    pub mod device_bus {}
+
+    #[doc = include_str!("../../book/src/saved-state.md")]
+    pub mod saved_state {}
+
     #[doc = include_str!("../../book/src/pc-platform.md")]
     pub mod pc_platform {}
 
