@@ -451,7 +451,54 @@ pub fn format_divergence(d: &Divergence, name_a: &str, name_b: &str) -> String {
     for diff in &d.differences {
         let _ = writeln!(s, "* {:<14} {:<44} {}", diff.field, diff.a, diff.b);
     }
+    if let Some(k) = known_deviation(d, name_a, name_b) {
+        let _ = writeln!(
+            s,
+            "note: a known host deviation, not an engine bug: {} (docs/kvm-host-deviations.md, \"{}\")",
+            k.what, k.id
+        );
+    }
     s
+}
+
+/// A documented way a host differs from the manuals, which explains a
+/// divergence without an engine being wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownDeviation {
+    /// The entry's name in docs/kvm-host-deviations.md.
+    pub id: &'static str,
+    pub what: &'static str,
+}
+
+/// The known host deviation that explains `d`, if one does: a divergence
+/// against `kvm` at an instruction the host is documented to get wrong,
+/// in nothing but the fields it gets wrong (docs/kvm-host-deviations.md).
+pub fn known_deviation(d: &Divergence, name_a: &str, name_b: &str) -> Option<KnownDeviation> {
+    if name_a != "kvm" && name_b != "kvm" {
+        return None;
+    }
+    let only = |fields: &[&str]| {
+        !d.differences.is_empty()
+            && d.differences
+                .iter()
+                .all(|x| fields.contains(&x.field.as_str()))
+    };
+    let mnemonic = Decoder::new(32, &d.bytes, DecoderOptions::NONE)
+        .decode()
+        .mnemonic();
+    match mnemonic {
+        Mnemonic::Cpuid if d.before.gpr[reg::EAX] == 1 && only(&["ecx", "edx"]) => {
+            Some(KnownDeviation {
+                id: "cpuid-leaf1-host-features",
+                what: "KVM on this host answers CPUID leaf 1 with its own CPU's feature bits in ECX and EDX, not the configured ones",
+            })
+        }
+        Mnemonic::Aam | Mnemonic::Aad if only(&["eflags"]) => Some(KnownDeviation {
+            id: "aam-aad-flags",
+            what: "KVM on this host sets SF, ZF and PF after AAM and AAD from the whole register, not from AL",
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +566,43 @@ mod tests {
             }
             other => panic!("expected a divergence, got {other:?}"),
         }
+    }
+
+    /// Issue 16 item 9: interp vs kvm diverged at CPUID in the demo OS
+    /// and the report did not say it is a documented host deviation.
+    #[test]
+    fn a_divergence_at_a_documented_kvm_deviation_is_named_in_the_report() {
+        let mut before = CpuState::at_reset();
+        before.gpr[reg::EAX] = 1;
+        let (mut a, mut b) = (before.clone(), before.clone());
+        a.gpr[reg::ECX] = 0;
+        b.gpr[reg::ECX] = 0x76d8_1203;
+        let differences = compare_states(&a, &b, 0);
+        let d = Divergence {
+            instruction: 7776,
+            cs: 8,
+            eip: 0x1000,
+            bytes: vec![0x0F, 0xA2],
+            disassembly: "cpuid".into(),
+            before: before.clone(),
+            a,
+            b,
+            differences,
+        };
+        let report = format_divergence(&d, "interp", "kvm");
+        assert!(report.contains("known host deviation"), "{report}");
+        assert!(report.contains("\"cpuid-leaf1-host-features\""), "{report}");
+        // Not between two software engines, and not for another leaf or
+        // another register.
+        assert!(known_deviation(&d, "interp", "jit").is_none());
+        let mut other = d.clone();
+        other.before.gpr[reg::EAX] = 0;
+        assert!(known_deviation(&other, "interp", "kvm").is_none());
+        other = d.clone();
+        other.b.gpr[reg::EBX] = 1;
+        other.differences = compare_states(&other.a, &other.b, 0);
+        assert!(known_deviation(&other, "interp", "kvm").is_none());
+        assert!(!format_divergence(&other, "interp", "kvm").contains("note:"));
     }
 
     #[test]
