@@ -394,8 +394,10 @@ fn parse_disk(spec: &str) -> Result<DiskConfig> {
         Some((p, "ro")) => (p, DiskMode::Ro),
         Some((p, "snapshot")) => (p, DiskMode::Snapshot),
         Some((p, "rw")) => (p, DiskMode::Rw),
+        // A path with a comma in it: the whole of it names a file.
+        Some(_) if Path::new(spec).exists() => (spec, DiskMode::Rw),
         Some((_, other)) if !other.contains('/') => {
-            bail!("--disk {spec}: unknown mode '{other}' (ro, snapshot or rw)")
+            bail!("--disk {spec}: unknown mode '{other}' (ro, snapshot or rw); a path with a comma takes its mode after it: --disk '{spec},rw'")
         }
         _ => (spec, DiskMode::Rw),
     };

@@ -21,7 +21,7 @@
 //! boundary where exactly its number of instructions has retired: the
 //! engine's budget is cut to end there.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -284,6 +284,14 @@ impl Session {
                 // Nothing more to give: devices stop asking, and a guest
                 // that halts with nothing else scheduled can be seen to.
                 self.set_input_requests();
+                // A guest with a timer (the demo OS) runs on forever: say
+                // so to a user watching (issue 16 item 10).
+                if std::io::stderr().is_terminal() {
+                    eprintln!(
+                        "ringside: the input script has ended after {} bytes; the guest runs on until it stops by itself (Ctrl-C ends the run)",
+                        self.script_read
+                    );
+                }
                 false
             }
         }

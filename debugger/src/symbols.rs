@@ -1,6 +1,7 @@
 //! Symbols from an ELF image (the kernel the machine booted), for
 //! disassembly, breakpoints by name and the gdb stub's `monitor` output.
 
+use goblin::elf::section_header::SHN_ABS;
 use goblin::elf::sym::{STT_FUNC, STT_NOTYPE, STT_OBJECT};
 use goblin::elf::Elf;
 
@@ -28,9 +29,13 @@ impl Symbols {
             .syms
             .iter()
             .filter(|s| {
+                // Absolute symbols (SHN_ABS: constants such as a linker
+                // script's sizes) are numbers, not places: with them a
+                // stacked EFLAGS 0x202 was shown as `i+0x102`.
                 matches!(s.st_type(), STT_FUNC | STT_OBJECT | STT_NOTYPE)
                     && s.st_value != 0
                     && s.st_shndx != 0
+                    && s.st_shndx != SHN_ABS as usize
             })
             .filter_map(|s| {
                 let name = elf.strtab.get_at(s.st_name)?;
@@ -94,6 +99,16 @@ mod tests {
         let main = s.resolve("kmain").expect("the demo kernel has kmain");
         assert_eq!(s.exact(main), Some("kmain"));
         assert_eq!(s.describe(main + 1).as_deref(), Some("kmain+0x1"));
+    }
+
+    /// Issue 16 item 10: the stack pane showed a pushed EFLAGS 0x202 as
+    /// `i+0x102`, an absolute symbol of the demo kernel.
+    #[test]
+    fn small_numbers_are_not_named_after_absolute_symbols() {
+        let demo = ringside_guests::find("demo").expect("the demo is built in");
+        let s = Symbols::from_elf(demo.image);
+        assert_eq!(s.describe(0x202), None);
+        assert_eq!(s.describe(0x246), None);
     }
 
     #[test]

@@ -42,6 +42,30 @@ pub enum PcError {
     Initrd { path: String, error: String },
 }
 
+/// The same file attached twice, once read-write: the guest's writes
+/// through one disk would change what the other had read (and cached),
+/// behind its back. Read-only and snapshot attachments of one file may
+/// share it. The same file is the same canonical path.
+fn refuse_a_file_written_through_two_disks(config: &MachineConfig) -> Result<(), PcError> {
+    let canonical: Vec<_> = config
+        .disks
+        .iter()
+        .map(|d| std::fs::canonicalize(&d.path).ok())
+        .collect();
+    for (i, a) in config.disks.iter().enumerate() {
+        for (j, b) in config.disks.iter().enumerate().skip(i + 1) {
+            let same = canonical[i].is_some() && canonical[i] == canonical[j];
+            if same && (a.mode == ConfigDiskMode::Rw || b.mode == ConfigDiskMode::Rw) {
+                return Err(PcError::Config(format!(
+                    "disk {} is attached twice (disks {i} and {j}), once read-write: writes through one would change the other behind its back; attach it once, or both ro or snapshot",
+                    b.path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where the machine's character devices talk to the host.
 pub struct HostIo {
     pub com1: Sink,
@@ -115,6 +139,7 @@ pub fn build_pc(config: &MachineConfig, io: HostIo) -> Result<Machine, PcError> 
     }
     let mut disks = Vec::new();
     if d.ide {
+        refuse_a_file_written_through_two_disks(config)?;
         for dc in &config.disks {
             let mode = match dc.mode {
                 ConfigDiskMode::Rw => DiskMode::ReadWrite,

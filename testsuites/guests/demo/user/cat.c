@@ -4,9 +4,11 @@
 
 int main(void)
 {
+	static const char hint[] = "cat: type lines; an empty line ends cat\n";
 	char line[128];
 	int n;
 
+	write(1, hint, sizeof(hint) - 1);
 	while ((n = read(0, line, sizeof(line))) > 0 && line[0] != '\n')
 		write(1, line, n);
 	return 0;
