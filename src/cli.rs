@@ -71,6 +71,14 @@ enum Command {
         /// Run a second machine on this engine in lockstep and stop at the first divergence.
         #[arg(long, value_name = "ENGINE")]
         compare: Option<String>,
+        /// No terminal UI: run the commands of -x files, then those on
+        /// stdin, and print the replies as text (as with gdb -batch).
+        #[arg(long)]
+        batch: bool,
+        /// A file of debugger commands, one a line (# comments); implies
+        /// --batch. Repeatable.
+        #[arg(short = 'x', value_name = "FILE")]
+        commands: Vec<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -230,7 +238,19 @@ pub fn main() -> i32 {
         Some(Command::Guests { export }) => guests(export.as_deref()).map(|_| 0),
         Some(Command::Compare { engines, run }) => compare(&engines, run),
         Some(Command::JitDump { at, eip, run }) => jit_dump(at, eip, run),
-        Some(Command::Debug { compare, run }) => crate::debug_cmd::main(compare, run),
+        Some(Command::Debug {
+            compare,
+            batch,
+            commands,
+            run,
+        }) => crate::debug_cmd::main(
+            compare,
+            crate::debug_cmd::Batch {
+                batch,
+                files: commands,
+            },
+            run,
+        ),
         Some(Command::Gdb {
             listen,
             snapshot_dir,
@@ -258,7 +278,9 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ringside: error: {e:#}");
+            // Not eprintln!: a closed stderr (a pipe whose reader left)
+            // must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "ringside: error: {e:#}");
             match e.downcast_ref::<EngineError>() {
                 Some(EngineError::Unavailable { .. }) => status::ENGINE_UNAVAILABLE,
                 _ => status::ERROR,

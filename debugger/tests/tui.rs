@@ -230,3 +230,132 @@ fn esc_stops_a_running_guest_and_typed_keys_reach_com1() {
     assert!(shown.contains("stopped: interrupted"), "{shown}");
     assert!(shown.contains("Hello from user space!"), "{shown}");
 }
+
+fn draw_at(app: &mut App, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("a test terminal");
+    terminal.draw(|f| app.draw(f)).expect("drawing cannot fail");
+    screen(terminal.backend().buffer())
+}
+
+/// Issue 16 item 2: at 80x24 the output pane was 18 columns wide, so a
+/// stop's report was cut (`stopped: breakpoin`), and the key bar lost
+/// `: command` and `q quit`. The compact layout shows the whole reply,
+/// the disassembly's instructions and the keys that matter.
+#[test]
+fn at_80x24_replies_instructions_and_the_key_bar_are_whole() {
+    let mut app = demo_app();
+    command(&mut app, "break kmain");
+    app.handle_key(key('c'));
+    run_until_stopped(&mut app);
+    let shown = draw_at(&mut app, 80, 24);
+    println!("{shown}");
+    assert!(shown.contains("stopped: breakpoint #1"), "{shown}");
+    assert!(shown.contains("push ebp"), "the disassembly: {shown}");
+    let bar = shown.lines().last().expect("a key bar");
+    for k in [": cmd", "? help", "q quit"] {
+        assert!(bar.contains(k), "{k:?} in {bar:?}");
+    }
+    // And on a large terminal the full layout with every pane.
+    let large = draw_at(&mut app, 200, 50);
+    for pane in [
+        "Registers",
+        "Disassembly",
+        "Memory",
+        "COM1",
+        "Stack",
+        "Output",
+        "Engine",
+    ] {
+        assert!(large.contains(pane), "{pane}: {large}");
+    }
+}
+
+/// Issue 16 item 2: output lines were cut at the pane's right edge; they
+/// wrap now, in every layout.
+#[test]
+fn long_output_lines_wrap_instead_of_being_cut() {
+    let mut app = demo_app();
+    command(&mut app, "help");
+    for (w, h) in [(80, 24), (120, 40), (200, 50)] {
+        let shown = draw_at(&mut app, w, h);
+        // The last line of the help, whole once its wrapped pieces are
+        // joined (it is longer than the output pane at each size).
+        let joined: String = shown.lines().map(|l| l.replace(['│', ' '], "")).collect();
+        assert!(joined.contains("?horF1thekeys,qquit"), "{w}x{h}: {shown}");
+    }
+}
+
+/// Issue 16 item 3: `?` and `h` did nothing. `?`, `h` and F1 show the
+/// keys over the panes; any key closes the help and does nothing else.
+#[test]
+fn question_mark_h_and_f1_show_the_keys_and_any_key_closes_them() {
+    let mut app = demo_app();
+    for open in [
+        key('?'),
+        key('h'),
+        KeyEvent::new(KeyCode::F(1), KeyModifiers::NONE),
+    ] {
+        app.handle_key(open);
+        assert!(app.help_shown());
+        let shown = draw_at(&mut app, 80, 24);
+        assert!(shown.contains("Any key closes this help."), "{shown}");
+        assert!(shown.contains("step one instruction"), "{shown}");
+        let before = app.debugger.main.machine.clock.icount;
+        app.handle_key(key('s'));
+        assert!(!app.help_shown());
+        assert_eq!(
+            app.debugger.main.machine.clock.icount, before,
+            "the closing key did not step"
+        );
+    }
+}
+
+/// Issue 16 item 2: Tab shows the other panes a small terminal has no
+/// room for, one at a time beside the output.
+#[test]
+fn tab_cycles_the_side_pane_of_a_small_terminal() {
+    let mut app = demo_app();
+    let mut titles = Vec::new();
+    for _ in 0..4 {
+        let shown = draw_at(&mut app, 80, 24);
+        let title = ["COM1", "Stack", "Memory", "Engine"]
+            .into_iter()
+            .find(|t| shown.contains(t))
+            .unwrap_or_else(|| panic!("no side pane: {shown}"));
+        titles.push(title);
+        app.handle_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+    }
+    assert_eq!(titles, ["COM1", "Stack", "Memory", "Engine"]);
+}
+
+/// Issue 16 item 3: a script of commands runs without a terminal; run
+/// commands return at the stop; replies go to one stream and errors to
+/// the other; `quit` ends the script.
+#[test]
+fn a_batch_script_runs_each_command_to_its_reply() {
+    let mut app = demo_app();
+    let script = "# a comment\nbreak kmain\nc\nwhere\nno-such-command\n\nquit\nwhere\n";
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let end = ringside_debugger::tui::run_batch(&mut app, script.as_bytes(), &mut out, &mut err)
+        .expect("in-memory streams");
+    let (out, err) = (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    );
+    println!("{out}---\n{err}");
+    assert_eq!(end.commands, 5, "comments and blank lines are skipped");
+    assert_eq!(end.errors, 1);
+    assert!(end.quit);
+    assert!(
+        out.starts_with("> break kmain\n#1 break at linear"),
+        "{out}"
+    );
+    assert!(out.contains("> c\nstopped: breakpoint #1\n"), "{out}");
+    assert!(out.contains("> where\n0008:00100b50 <kmain>"), "{out}");
+    assert_eq!(
+        out.matches("> where").count(),
+        1,
+        "nothing after quit: {out}"
+    );
+    assert!(err.contains("unknown command 'no-such-command'"), "{err}");
+}

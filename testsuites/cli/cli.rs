@@ -946,6 +946,12 @@ struct DebugUiUnderTmux {
 impl DebugUiUnderTmux {
     /// None (with the reason printed) when tmux is not installed.
     fn start(name: &str, args: &[&str]) -> Option<DebugUiUnderTmux> {
+        DebugUiUnderTmux::start_sized(name, args, 160, 50)
+    }
+
+    /// [`DebugUiUnderTmux::start`] on a terminal of `w` x `h`.
+    fn start_sized(name: &str, args: &[&str], w: u16, h: u16) -> Option<DebugUiUnderTmux> {
+        let (w, h) = (w.to_string(), h.to_string());
         if Command::new("tmux").arg("-V").output().is_err() {
             ringside_testsuites::skip_unless_ci(
                 name,
@@ -960,9 +966,9 @@ impl DebugUiUnderTmux {
             "new-session",
             "-d",
             "-x",
-            "160",
+            &w,
             "-y",
-            "50",
+            &h,
             "-s",
             &ui.session,
             env!("CARGO_BIN_EXE_ringside"),
@@ -1182,6 +1188,40 @@ fn debug_ui_under_tmux_compare_mode_shows_a_divergence() {
     assert!(screen.contains("* edi"), "{screen}");
     assert!(screen.contains("DIVERGED"), "{screen}");
     assert_eq!(ui.quit(), 0);
+}
+
+/// Issue 16 items 2 and 3 on a real terminal: at 80x24, 120x40 and
+/// 200x50 a stop's report is whole in the output pane, the key bar keeps
+/// the command line, help and quit, `?` shows the keys and a key closes
+/// them.
+#[test]
+fn debug_ui_under_tmux_fits_80x24_120x40_and_200x50() {
+    for (w, h) in [(80, 24), (120, 40), (200, 50)] {
+        let name = format!("debug-size-{w}x{h}");
+        let Some(ui) = DebugUiUnderTmux::start_sized(&name, &["builtin:demo"], w, h) else {
+            return;
+        };
+        ui.wait_for("STOPPED");
+        ui.command("break kmain");
+        ui.wait_for("#1 break at linear");
+        ui.keys(&["c"]);
+        let screen = ui.wait_for("stopped: breakpoint #1");
+        let bar = screen.lines().last().unwrap_or("");
+        assert!(
+            bar.contains("q quit") && bar.contains("? help") && bar.contains(':'),
+            "{w}x{h}: {bar:?}"
+        );
+        assert!(screen.contains("push ebp"), "{w}x{h}: {screen}");
+        ui.keys(&["?"]);
+        ui.wait_for("Any key closes this help.");
+        ui.keys(&["Space"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ui.screen().contains("Any key closes this help.") {
+            assert!(std::time::Instant::now() < deadline, "{w}x{h}: help stays");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(ui.quit(), 0, "{w}x{h}");
+    }
 }
 
 /// Every built-in guest retires exactly the number of instructions it
@@ -1436,4 +1476,43 @@ fn disks_with_a_comma_in_the_path_attach_and_one_file_is_not_written_through_two
         .concat(),
     );
     assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+}
+
+/// Issue 16 item 3: `echo where | ringside debug builtin:hello` was
+/// refused. Commands from a pipe, and from -x files (before the pipe's),
+/// run in batch mode: replies on stdout in order with the guest's COM1
+/// output, errors on stderr and status 1.
+#[test]
+fn debug_runs_command_files_and_piped_commands_in_batch_mode() {
+    let out = ringside_with_input(&["debug", "builtin:hello"], b"where\nc\n");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.starts_with("> where\n0008:"), "{stdout}");
+    let c = stdout.find("> c\n").expect("the c echo");
+    let hello = stdout
+        .find("Hello from ringside!")
+        .expect("the guest's output");
+    let stop = stdout.find("stopped: machine stopped").expect("the stop");
+    assert!(c < hello && hello < stop, "in order: {stdout}");
+
+    let dir = temp_dir("batch");
+    let file = dir.join("cmds");
+    std::fs::write(&file, "# first the file\nbreak kmain\nc\nregs\nnonsense\n").unwrap();
+    let out = ringside_with_input(
+        &[
+            "debug",
+            "--batch",
+            "-x",
+            file.to_str().unwrap(),
+            "builtin:demo",
+        ],
+        b"input poweroff\nc\n",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a command failed: {stdout}");
+    assert!(text(&out.stderr).contains("unknown command 'nonsense'"));
+    let regs = stdout.find("> regs").expect("the file's commands");
+    let piped = stdout.find("> input poweroff").expect("then the pipe's");
+    assert!(regs < piped, "{stdout}");
+    assert!(stdout.contains("Powering off."), "{stdout}");
 }

@@ -16,6 +16,7 @@
 //! execution with the keyboard polled between them, so the guest runs
 //! behind the UI and any key reaches it at once.
 
+mod batch;
 mod console;
 mod listing;
 mod panes;
@@ -28,6 +29,7 @@ use ringside_core::hostio::SharedBuffer;
 use crate::dbgf::{Debugger, Resume, StopCause};
 use crate::stops::{self, Address, StopKind};
 
+pub use batch::run_batch;
 pub use terminal::run_terminal;
 
 /// How a register that changed since the last stop is drawn.
@@ -50,7 +52,46 @@ clear               clear this output
 quit                leave the debugger (q)
 keys: s step, n next, c continue, b break at the cursor, up/down move the
 cursor, PgUp/PgDn scroll this output, : or / command line, i type to the
-guest's COM1 (Esc ends), Esc or Ctrl-C stop a running guest, q quit";
+guest's COM1 (Esc ends), Esc or Ctrl-C stop a running guest, Tab the next
+side pane (small terminals), ? h or F1 the keys, q quit";
+
+/// What `?`, `h` and F1 show over the panes: the keys, and where the
+/// commands are listed. Short enough for an 80x24 terminal.
+pub const KEYS_HELP: &str = "\
+s          step one instruction       n      step over a CALL or INT n
+c          continue                   Esc    stop a running guest
+b          breakpoint at the cursor   Up/Dn  move the cursor
+PgUp/PgDn  scroll the output          Tab    next side pane (small terminal)
+: or /     command line: Enter runs it, Up/Dn earlier ones, Esc cancels
+i          type to the guest's COM1 (Esc ends typing)
+? h F1     this help                  q      quit
+
+Commands (on the command line): break, watch, catch, x, regs, dis,
+ptwalk, history, save, load, engine... ':help' lists them all.
+Scripts: ringside debug --batch -x FILE (or commands on a pipe).
+
+Any key closes this help.";
+
+/// The panes a small terminal shows one at a time beside the output
+/// (Tab cycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SidePane {
+    Com1,
+    Stack,
+    Memory,
+    Engine,
+}
+
+impl SidePane {
+    fn next(self) -> SidePane {
+        match self {
+            SidePane::Com1 => SidePane::Stack,
+            SidePane::Stack => SidePane::Memory,
+            SidePane::Memory => SidePane::Engine,
+            SidePane::Engine => SidePane::Com1,
+        }
+    }
+}
 
 /// Where keys go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +150,12 @@ pub struct App {
     listing: listing::Listing,
     /// Keys typed to the guest while it was stopped wait for it to run.
     typed_while_stopped: bool,
+    /// The keys' help is shown over the panes (any key closes it).
+    help: bool,
+    /// The pane a small terminal shows beside the output.
+    side: SidePane,
+    /// Output lines said since the start (batch mode prints from a mark).
+    said: u64,
 }
 
 impl App {
@@ -130,6 +177,9 @@ impl App {
             memory: None,
             listing: listing::Listing::default(),
             typed_while_stopped: false,
+            help: false,
+            side: SidePane::Com1,
+            said: 0,
         };
         app.say(
             Kind::Text,
@@ -151,6 +201,23 @@ impl App {
         self.focus
     }
 
+    /// True while the keys' help is shown.
+    pub fn help_shown(&self) -> bool {
+        self.help
+    }
+
+    /// The output lines said after `mark` (a count of lines said since
+    /// the start; lines older than the scroll-back are gone), each with
+    /// true for an error, and the new mark.
+    pub fn output_since(&self, mark: u64) -> (Vec<(String, bool)>, u64) {
+        let new = (self.said.saturating_sub(mark) as usize).min(self.output.len());
+        let lines = self.output[self.output.len() - new..]
+            .iter()
+            .map(|(text, kind)| (text.clone(), *kind == Kind::Error))
+            .collect();
+        (lines, self.said)
+    }
+
     /// Why the debugger last stopped (None while running or before the
     /// first run).
     pub fn last_stop(&self) -> Option<&StopCause> {
@@ -162,6 +229,7 @@ impl App {
     fn say(&mut self, kind: Kind, text: &str) {
         for line in text.trim_end_matches('\n').lines() {
             self.output.push((line.to_string(), kind));
+            self.said += 1;
         }
         let excess = self.output.len().saturating_sub(OUTPUT_LINES);
         self.output.drain(..excess);
@@ -359,6 +427,15 @@ impl App {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let ctrl_c = ctrl && key.code == KeyCode::Char('c');
+        // The help is in front: the key that closes it does nothing else
+        // (but Ctrl-C still stops a running guest).
+        if self.help {
+            self.help = false;
+            if ctrl_c {
+                self.interrupt();
+            }
+            return;
+        }
         match self.focus {
             Focus::Keys => self.action_key(key.code, ctrl_c),
             Focus::Command => self.command_key(key.code, ctrl, ctrl_c),
@@ -379,6 +456,8 @@ impl App {
             KeyCode::Char('b') => self.toggle_breakpoint(),
             KeyCode::Char(':') | KeyCode::Char('/') => self.focus = Focus::Command,
             KeyCode::Char('i') => self.focus = Focus::Input,
+            KeyCode::Char('?') | KeyCode::Char('h') | KeyCode::F(1) => self.help = true,
+            KeyCode::Tab => self.side = self.side.next(),
             KeyCode::Up => {
                 let symbols = self.debugger.symbols.clone();
                 self.listing.up(&mut self.debugger.main.machine, &symbols);

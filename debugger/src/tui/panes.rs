@@ -13,17 +13,32 @@
 //!  STOPPED  s step  n next  c cont  b break ...  q quit
 //! ```
 //!
-//! Every pane draws into whatever rectangle it gets: a small terminal
-//! clips panes, it never makes a computation underflow.
+//! Below 120x36 (an 80x24 terminal, say) the compact layout shows the
+//! registers and the disassembly side by side, and under them the output
+//! beside one other pane (COM1, stack, memory or engine: Tab cycles):
+//!
+//! ```text
+//! ┌Registers─┐┌Disassembly──────────────┐
+//! │          ││                         │
+//! └──────────┘└─────────────────────────┘
+//! ┌Output────────────────┐┌COM1 [Tab]──┐
+//! │> command line        ││            │
+//! └──────────────────────┘└────────────┘
+//!  STOPPED  s step  n next  c cont  : cmd  ? help  q quit
+//! ```
+//!
+//! Output lines longer than the pane wrap. Every pane draws into whatever
+//! rectangle it gets: a small terminal clips panes, it never makes a
+//! computation underflow.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Wrap};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 use ringside_core::cpu::{reg, CpuState, SegReg};
 
-use super::{console, App, Focus, Kind, CHANGED, DIFFERENT};
+use super::{console, App, Focus, Kind, SidePane, CHANGED, DIFFERENT, KEYS_HELP};
 use crate::dbgf::StopCause;
 use crate::inspect;
 use crate::stops;
@@ -31,6 +46,9 @@ use crate::stops;
 /// Below this size the panes do not fit and a note says so.
 const MIN_WIDTH: u16 = 64;
 const MIN_HEIGHT: u16 = 18;
+/// Below this size the compact layout is used.
+const FULL_WIDTH: u16 = 120;
+const FULL_HEIGHT: u16 = 36;
 /// The register column's width.
 const LEFT_WIDTH: u16 = 30;
 const STATS_WIDTH: u16 = 30;
@@ -133,6 +151,46 @@ impl App {
             frame.render_widget(Paragraph::new(note).wrap(Wrap { trim: true }), main);
             return;
         }
+        if main.width < FULL_WIDTH || main.height < FULL_HEIGHT {
+            self.draw_compact(frame, main);
+        } else {
+            self.draw_full(frame, main);
+        }
+        if self.help {
+            draw_help(frame, main);
+        }
+    }
+
+    /// The layout of a small terminal (80x24 and up to 120x36).
+    fn draw_compact(&mut self, frame: &mut Frame, main: Rect) {
+        let compare = self.debugger.partner.is_some();
+        // The registers want 14 rows (25 in compare mode, which clips);
+        // the output keeps at least 7.
+        let top_rows = if compare { 25 } else { 14 };
+        let top_rows = top_rows.min(main.height.saturating_sub(7));
+        let [top, bottom] =
+            Layout::vertical([Constraint::Length(top_rows), Constraint::Min(0)]).areas(main);
+        let [registers, disassembly] =
+            Layout::horizontal([Constraint::Length(LEFT_WIDTH), Constraint::Min(0)]).areas(top);
+        let [output, side] =
+            Layout::horizontal([Constraint::Min(0), Constraint::Length(STATS_WIDTH)]).areas(bottom);
+        if compare {
+            self.draw_compared_registers(frame, registers);
+        } else {
+            self.draw_registers(frame, registers);
+        }
+        self.draw_disassembly(frame, disassembly);
+        self.draw_output(frame, output);
+        match self.side {
+            SidePane::Com1 => self.draw_console(frame, side),
+            SidePane::Stack => self.draw_stack(frame, side),
+            SidePane::Memory => self.draw_memory(frame, side),
+            SidePane::Engine => self.draw_stats(frame, side),
+        }
+    }
+
+    /// The layout of a large terminal: every pane at once.
+    fn draw_full(&mut self, frame: &mut Frame, main: Rect) {
         let compare = self.debugger.partner.is_some();
         let [left, right] =
             Layout::horizontal([Constraint::Length(LEFT_WIDTH), Constraint::Min(0)]).areas(main);
@@ -291,6 +349,7 @@ impl App {
         let cs = m.cpu.seg(SegReg::Cs).selector;
         let eip = m.cpu.eip;
         let breakpoints = self.debugger.breakpoint_addresses();
+        let wide = area.width >= 72;
         let mut lines = Vec::new();
         let mut visible = 0;
         for (i, l) in self.listing.lines.iter().enumerate() {
@@ -314,7 +373,14 @@ impl App {
             if i == self.listing.cursor {
                 style = style.add_modifier(Modifier::REVERSED);
             }
-            let hex: String = l.bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            // A narrow pane (the compact layout) keeps the instruction
+            // whole and leaves the bytes out.
+            let hex: String = if wide {
+                let hex: String = l.bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("{hex:<16} ")
+            } else {
+                String::new()
+            };
             let mark = if breakpoints.contains(&l.linear) {
                 Span::styled("●", Style::new().fg(Color::Red))
             } else {
@@ -323,7 +389,7 @@ impl App {
             lines.push(Line::from(vec![
                 Span::styled(if current { "=>" } else { "  " }, style),
                 mark,
-                Span::styled(format!("{:08x}  {hex:<16} {}", l.eip, l.text), style),
+                Span::styled(format!("{:08x}  {hex}{}", l.eip, l.text), style),
             ]));
             visible += 1;
         }
@@ -406,14 +472,29 @@ impl App {
     fn draw_output(&mut self, frame: &mut Frame, area: Rect) {
         let focused = self.focus == Focus::Command;
         let rows = area.height.saturating_sub(3) as usize;
-        let total = self.output.len();
+        let width = area.width.saturating_sub(2) as usize;
+        // Long lines wrap at the pane's edge; scrolling counts screen rows.
+        // Only the newest lines that can be in view are wrapped.
+        let wanted = rows + self.scroll;
+        let mut wrapped: Vec<(String, Kind)> = Vec::new();
+        for (text, kind) in self.output.iter().rev() {
+            if wrapped.len() >= wanted + rows {
+                break;
+            }
+            let pieces = wrap(text, width.max(1));
+            for piece in pieces.into_iter().rev() {
+                wrapped.push((piece, *kind));
+            }
+        }
+        wrapped.reverse();
+        let total = wrapped.len();
         self.scroll = self.scroll.min(total.saturating_sub(rows));
         let end = total - self.scroll;
         let start = end.saturating_sub(rows);
         // The newest output sits just above the command line.
         let blank = std::iter::repeat_n(Line::raw(""), rows - (end - start));
         let mut lines: Vec<Line> = blank
-            .chain(self.output[start..end].iter().map(|(text, kind)| {
+            .chain(wrapped[start..end].iter().map(|(text, kind)| {
                 let style = match kind {
                     Kind::Echo => Style::new().fg(Color::Cyan),
                     Kind::Text => Style::new(),
@@ -423,7 +504,6 @@ impl App {
                 Line::styled(text.clone(), style)
             }))
             .collect();
-        let width = area.width.saturating_sub(2) as usize;
         if focused {
             // The end of a long command stays in view.
             let room = width.saturating_sub(3);
@@ -440,7 +520,7 @@ impl App {
             }
         } else {
             lines.push(Line::styled(
-                ": command (help lists them)",
+                ": command (help lists them), ? keys",
                 Style::new().fg(Color::DarkGray),
             ));
         }
@@ -516,6 +596,7 @@ impl App {
                 ("PgUp/PgDn", "output"),
                 (":", "command"),
                 ("i", "type to guest"),
+                ("?", "help"),
                 ("q", "quit"),
             ],
             Focus::Command => &[
@@ -525,6 +606,36 @@ impl App {
                 ("Ctrl-C", "stop guest"),
             ],
             Focus::Input => &[("keys", "go to COM1"), ("Esc", "end typing")],
+        };
+        // A narrow terminal gets the short form, which always keeps the
+        // command line, the help and quit.
+        let length = |keys: &[(&str, &str)]| {
+            badge.chars().count()
+                + keys
+                    .iter()
+                    .map(|(k, w)| k.chars().count() + w.chars().count() + 3)
+                    .sum::<usize>()
+        };
+        let short: &[(&str, &str)] = match self.focus {
+            Focus::Keys if self.running => {
+                &[("Esc", "stop"), ("i", "type"), (":", "cmd"), ("q", "quit")]
+            }
+            Focus::Keys => &[
+                ("s", "step"),
+                ("n", "next"),
+                ("c", "cont"),
+                ("b", "break"),
+                (":", "cmd"),
+                ("?", "help"),
+                ("q", "quit"),
+            ],
+            Focus::Command => &[("Enter", "run"), ("↑↓", "recall"), ("Esc", "cancel")],
+            Focus::Input => &[("keys", "to COM1"), ("Esc", "end")],
+        };
+        let keys = if length(keys) > area.width as usize {
+            short
+        } else {
+            keys
         };
         let mut spans = vec![Span::styled(badge, badge_style)];
         for (key, what) in keys {
@@ -537,4 +648,38 @@ impl App {
         }
         frame.render_widget(Paragraph::new(Line::from(spans)), area);
     }
+}
+
+/// `text` cut into pieces of at most `width` characters (a line that
+/// fits is one piece; an empty line is one empty piece).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width {
+        return vec![text.to_string()];
+    }
+    chars.chunks(width).map(|c| c.iter().collect()).collect()
+}
+
+/// The keys' help, in a box over the middle of the panes.
+fn draw_help(frame: &mut Frame, main: Rect) {
+    let text_width = KEYS_HELP
+        .lines()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0) as u16;
+    let width = (text_width + 4).min(main.width);
+    let height = (KEYS_HELP.lines().count() as u16 + 2).min(main.height);
+    let area = Rect {
+        x: main.x + (main.width - width) / 2,
+        y: main.y + (main.height - height) / 2,
+        width,
+        height,
+    };
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(KEYS_HELP)
+            .wrap(Wrap { trim: false })
+            .block(bordered(" Keys ".into(), true)),
+        area,
+    );
 }
