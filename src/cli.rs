@@ -190,6 +190,10 @@ pub(crate) struct RunArgs {
     /// What the terminal shows.
     #[arg(long, value_enum, default_value_t)]
     display: DisplayArg,
+    /// Write the guest's COM1 output to FILE instead of the terminal
+    /// (under `--display text` COM1 is not shown otherwise).
+    #[arg(long, value_name = "FILE")]
+    com1_log: Option<PathBuf>,
     /// Stop after this many instructions (counted across reboots).
     #[arg(long, value_name = "N")]
     max_insns: Option<u64>,
@@ -944,14 +948,26 @@ fn save_checkpoint(
 
 fn run(args: RunArgs) -> Result<i32> {
     let text = args.display == DisplayArg::Text;
+    // The text screen owns the terminal: COM1 goes to the log file if one
+    // is named, else nowhere (it would garble the screen).
+    let com1: Box<dyn Write + Send> = match &args.com1_log {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("--com1-log {}: cannot create", path.display()))?,
+        ),
+        None if text => Box::new(std::io::sink()),
+        None => Box::new(std::io::stdout()),
+    };
+    // So does the debug console (port 0xE9), which goes to stderr.
+    let debug_console: Box<dyn Write + Send> = if text {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
+    };
     let io = HostIo {
-        com1: if text {
-            Box::new(std::io::stderr())
-        } else {
-            Box::new(std::io::stdout())
-        },
+        com1,
         com2: Box::new(std::io::sink()),
-        debug_console: Box::new(std::io::stderr()),
+        debug_console,
     };
     let Built {
         config,

@@ -140,7 +140,10 @@ impl Session {
         if screen != self.last_screen {
             let mut out = std::io::stdout();
             // Home, clear, then the 25 lines (CR LF: the terminal is raw).
-            let _ = write!(out, "\x1b[H\x1b[2J{}", screen.replace('\n', "\r\n"));
+            // No line feed after the last row: on a 25-row terminal it
+            // would scroll the first row away.
+            let rows = screen.trim_end_matches('\n').replace('\n', "\r\n");
+            let _ = write!(out, "\x1b[H\x1b[2J{rows}");
             let _ = out.flush();
             self.last_screen = screen;
         }

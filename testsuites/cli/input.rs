@@ -28,7 +28,7 @@ kbd> count\nkbd: 0 from com1, 3 from the keyboard\n\
 kbd> exit 0\nkbd: exit 0\n";
 
 /// Where the script goes: COM1, or the keyboard (`--display text`, which
-/// moves COM1's output to stderr).
+/// takes COM1's output off the terminal: `--com1-log FILE` keeps it).
 #[derive(Clone, Copy, Debug)]
 enum Device {
     Com1,
@@ -44,9 +44,16 @@ struct Session {
 }
 
 fn session(image: &str, device: Device, script: &[u8], extra: &[&str]) -> Session {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let log = std::env::temp_dir().join(format!(
+        "ringside-input-{}-{}.com1",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let log = log.to_str().expect("a UTF-8 path").to_string();
     let mut args = vec!["run", image, "--stats"];
     if let Device::Keyboard = device {
-        args.extend(["--display", "text"]);
+        args.extend(["--display", "text", "--com1-log", &log]);
     }
     args.extend_from_slice(extra);
     let out = ringside_with_input(&args, script);
@@ -59,11 +66,12 @@ fn session(image: &str, device: Device, script: &[u8], extra: &[&str]) -> Sessio
     let stats: serde_json::Value = serde_json::from_str(json).expect("the statistics are JSON");
     let com1 = match device {
         Device::Com1 => text(&out.stdout),
-        Device::Keyboard => stderr
-            .lines()
-            .filter(|l| !l.starts_with('{'))
-            .map(|l| format!("{l}\n"))
-            .collect(),
+        Device::Keyboard => {
+            let com1 = std::fs::read_to_string(&log).expect("the COM1 log");
+            let _ = std::fs::remove_file(&log);
+            // COM1 sends CR LF; the other device's output shows LF.
+            com1.replace("\r\n", "\n")
+        }
     };
     Session {
         status: out.status.code(),

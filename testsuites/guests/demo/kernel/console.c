@@ -1,6 +1,13 @@
 /*
- * console.c: the serial console on COM1, a 16550A UART at ports
- * 0x3F8-0x3FF, IRQ 4 (PC16550D data sheet).
+ * console.c: the console, on COM1 (a 16550A UART at ports 0x3F8-0x3FF,
+ * IRQ 4; PC16550D data sheet) and on the PC's screen and keyboard.
+ *
+ * Every byte written goes to both COM1 and the VGA text screen (80x25 at
+ * 0xB8000, one character and one attribute byte per cell; the hardware
+ * cursor follows through the CRT controller's registers 0Eh/0Fh at ports
+ * 0x3D4/0x3D5). Input comes from either: COM1's bytes and the keyboard's
+ * keys (IRQ 1, set-1 scancodes from the 8042's data port 0x60, US
+ * layout) land in the same receive ring.
  *
  * Output is polled: wait until the transmit holding register is empty
  * (LSR.THRE), then write the byte. A '\n' goes out as "\r\n", as a
@@ -38,6 +45,28 @@
 #define LSR_DATA_READY 0x01
 #define LSR_THRE 0x20
 
+#define VGA_TEXT ((volatile uint16_t *)0xB8000)
+#define VGA_COLS 80
+#define VGA_ROWS 25
+#define VGA_ATTR 0x0700 /* light grey on black */
+#define CRTC_INDEX 0x3D4
+#define CRTC_DATA 0x3D5
+#define CRTC_CURSOR_HIGH 0x0E
+#define CRTC_CURSOR_LOW 0x0F
+
+#define KBC_DATA 0x60
+#define KBC_STATUS 0x64 /* when read */
+#define KBC_COMMAND 0x64 /* when written */
+#define KBC_STATUS_OBF 0x01 /* a byte waits in the output buffer */
+#define KBC_STATUS_IBF 0x02 /* the controller has not taken our last byte */
+#define KBC_WRITE_COMMAND_BYTE 0x60
+/* Keyboard interrupt on, system flag, mouse port off, set-1 translation. */
+#define KBC_COMMAND_BYTE 0x65
+#define SC_BREAK 0x80
+#define SC_LEFT_SHIFT 0x2A
+#define SC_RIGHT_SHIFT 0x36
+#define SC_CTRL 0x1D
+
 #define RX_SIZE 256
 #define LINE_MAX 128
 
@@ -53,6 +82,10 @@ static char line[LINE_MAX];
 static int line_len, line_pos;
 static int after_cr;
 
+/* The screen's cursor, a cell index; -1 until first used. */
+static int vga_pos = -1;
+static int shift, ctrl;
+
 static void uart_putc(char c)
 {
 	while ((inb(UART_LSR) & LSR_THRE) == 0)
@@ -60,11 +93,61 @@ static void uart_putc(char c)
 	outb(UART_DATA, (uint8_t)c);
 }
 
+static void vga_cursor(void)
+{
+	outb(CRTC_INDEX, CRTC_CURSOR_HIGH);
+	outb(CRTC_DATA, (uint8_t)(vga_pos >> 8));
+	outb(CRTC_INDEX, CRTC_CURSOR_LOW);
+	outb(CRTC_DATA, (uint8_t)vga_pos);
+}
+
+/* One byte on the screen: newline, carriage return and backspace move
+ * the cursor; the screen scrolls up a line at the bottom. */
+static void vga_putc(char c)
+{
+	if (vga_pos < 0) {
+		/* Go on below what the firmware left (its cursor), at the
+		 * start of a line. */
+		outb(CRTC_INDEX, CRTC_CURSOR_HIGH);
+		vga_pos = inb(CRTC_DATA) << 8;
+		outb(CRTC_INDEX, CRTC_CURSOR_LOW);
+		vga_pos |= inb(CRTC_DATA);
+		if (vga_pos % VGA_COLS)
+			vga_pos += VGA_COLS - vga_pos % VGA_COLS;
+		if (vga_pos >= VGA_COLS * VGA_ROWS)
+			vga_pos = VGA_COLS * (VGA_ROWS - 1);
+	}
+	switch (c) {
+	case '\n':
+		vga_pos += VGA_COLS - vga_pos % VGA_COLS;
+		break;
+	case '\r':
+		vga_pos -= vga_pos % VGA_COLS;
+		break;
+	case '\b':
+		if (vga_pos % VGA_COLS)
+			vga_pos--;
+		break;
+	default:
+		VGA_TEXT[vga_pos++] = VGA_ATTR | (uint8_t)c;
+		break;
+	}
+	if (vga_pos >= VGA_COLS * VGA_ROWS) {
+		for (int i = 0; i < VGA_COLS * (VGA_ROWS - 1); i++)
+			VGA_TEXT[i] = VGA_TEXT[i + VGA_COLS];
+		for (int i = 0; i < VGA_COLS; i++)
+			VGA_TEXT[VGA_COLS * (VGA_ROWS - 1) + i] = VGA_ATTR | ' ';
+		vga_pos -= VGA_COLS;
+	}
+	vga_cursor();
+}
+
 void console_putc(char c)
 {
 	if (c == '\n')
 		uart_putc('\r');
 	uart_putc(c);
+	vga_putc(c);
 }
 
 void console_write(const char *s, int n)
@@ -93,8 +176,55 @@ void console_intr(void)
 	wakeup(&rx_read);
 }
 
+/* Set-1 scancodes 00h-39h of a US keyboard, plain and with shift. */
+static const char plain[0x3A] =
+	"\0\0331234567890-=\b\tqwertyuiop[]\n\0asdfghjkl;'`\0\\zxcvbnm,./\0*\0 ";
+static const char shifted[0x3A] =
+	"\0\033!@#$%^&*()_+\b\tQWERTYUIOP{}\n\0ASDFGHJKL:\"~\0|ZXCVBNM<>?\0*\0 ";
+
+/*
+ * IRQ 1, with interrupts off: each scancode in the 8042's output buffer
+ * becomes a byte in the receive ring (Enter '\n', Backspace '\b', Ctrl
+ * with a letter its control code); key releases only end shift and ctrl.
+ */
+void kbd_intr(void)
+{
+	while (inb(KBC_STATUS) & KBC_STATUS_OBF) {
+		uint8_t sc = inb(KBC_DATA);
+		uint8_t key = sc & ~SC_BREAK;
+		char c;
+
+		if (key == SC_LEFT_SHIFT || key == SC_RIGHT_SHIFT) {
+			shift = !(sc & SC_BREAK);
+			continue;
+		}
+		if (key == SC_CTRL) {
+			ctrl = !(sc & SC_BREAK);
+			continue;
+		}
+		if ((sc & SC_BREAK) || key >= sizeof(plain))
+			continue;
+		c = shift ? shifted[key] : plain[key];
+		if (ctrl && c >= 'a' && c <= 'z')
+			c = (char)(c - 'a' + 1);
+		if (c && rx_write - rx_read < RX_SIZE)
+			rx[rx_write++ % RX_SIZE] = (uint8_t)c;
+	}
+	wakeup(&rx_read);
+}
+
+/* The controller must have taken our last byte before the next. */
+static void kbc_send(uint16_t port, uint8_t v)
+{
+	while (inb(KBC_STATUS) & KBC_STATUS_IBF)
+		;
+	outb(port, v);
+}
+
 void console_init(void)
 {
+	kbc_send(KBC_COMMAND, KBC_WRITE_COMMAND_BYTE);
+	kbc_send(KBC_DATA, KBC_COMMAND_BYTE);
 	/* Firmware may leave the FIFOs on with a receive trigger level of
 	 * 14 bytes; a single key would then interrupt only after the
 	 * 16550's character timeout. Lower the trigger to 1 byte. FCR bit 0
@@ -107,6 +237,7 @@ void console_init(void)
 	/* Bytes may have arrived before the IRQ was routed; take them now,
 	 * so that the next byte raises the line afresh. */
 	console_intr();
+	kbd_intr();
 }
 
 /* The next received byte; sleeps until there is one. Interrupts off. */

@@ -68,6 +68,7 @@
 #define T_PF 14
 #define T_IRQ0 32
 #define IRQ_TIMER 0
+#define IRQ_KBD 1
 #define IRQ_COM1 4
 #define IRQ_SPURIOUS_PIC 7
 #define T_APIC_SPURIOUS 0xFF
@@ -130,6 +131,7 @@ void console_putc(char c);
 void console_write(const char *s, int n);
 void console_init(void);
 void console_intr(void);
+void kbd_intr(void);
 int console_read(char *buf, int n);
 
 /* ---- desc.c ---- */

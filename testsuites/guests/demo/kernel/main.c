@@ -159,6 +159,7 @@ NORETURN void kmain(uint32_t magic, const struct multiboot_info *mbi)
 		apic_init();
 		lapic_timer_start(TIMER_HZ);
 		ioapic_route(IRQ_COM1, T_IRQ0 + IRQ_COM1);
+		ioapic_route(IRQ_KBD, T_IRQ0 + IRQ_KBD);
 		kprintf("timer: LAPIC timer at %u Hz, calibrated against the 8254\n", TIMER_HZ);
 	} else {
 		kprintf("interrupts: %s, using the 8259A PIC\n",
@@ -167,10 +168,12 @@ NORETURN void kmain(uint32_t magic, const struct multiboot_info *mbi)
 		pit_start_periodic(TIMER_HZ);
 		pic_unmask(IRQ_TIMER);
 		pic_unmask(IRQ_COM1);
+		pic_unmask(IRQ_KBD);
 		kprintf("timer: 8254 PIT at %u Hz\n", TIMER_HZ);
 	}
 	console_init();
-	kprintf("console: COM1 at 0x3f8, IRQ %u\n", IRQ_COM1);
+	kprintf("console: COM1 at 0x3f8, IRQ %u; screen and keyboard, IRQ %u\n", IRQ_COM1,
+		IRQ_KBD);
 
 	if (!spawn_kernel_thread("shell", shell))
 		panic("cannot create the shell");

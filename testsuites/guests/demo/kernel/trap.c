@@ -101,6 +101,10 @@ void trap(struct trapframe *tf)
 		if (current && from_user(tf))
 			yield();
 		return;
+	case T_IRQ0 + IRQ_KBD:
+		kbd_intr();
+		irq_done(IRQ_KBD);
+		return;
 	case T_IRQ0 + IRQ_COM1:
 		console_intr();
 		irq_done(IRQ_COM1);
