@@ -375,6 +375,20 @@ pub mod status {
     /// message says what the host lacks.
     pub const ENGINE_UNAVAILABLE: i32 = 4;
     pub const INSTRUCTION_LIMIT: i32 = 124;
+    /// Ctrl-C (128 + SIGINT, as a shell reports a process it ended).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// "after N instructions (T s, R M/s) at CS:EIP": how far a run got.
+fn how_far(m: &Machine, wall: f64) -> String {
+    let n = m.clock.icount;
+    format!(
+        "after {} instructions ({wall:.1} s, {:.0} M/s) at {:04x}:{:08x}",
+        crate::progress::group(n),
+        n as f64 / wall.max(1e-9) / 1e6,
+        m.cpu.seg[1].selector,
+        m.cpu.eip
+    )
 }
 
 /// How a machine's end shows to the user, the same in `run` and `gdb`:
@@ -948,6 +962,13 @@ fn save_checkpoint(
 
 fn run(args: RunArgs) -> Result<i32> {
     let text = args.display == DisplayArg::Text;
+    // A line on stderr while a long run is silent, where stderr is a
+    // terminal the text screen does not own; Ctrl-C as a signal (not a
+    // key for the guest) ends the run with a summary.
+    let progress = crate::progress::Progress::new(!text && std::io::stderr().is_terminal());
+    if !std::io::stdin().is_terminal() {
+        crate::progress::catch_interrupt();
+    }
     // The text screen owns the terminal: COM1 goes to the log file if one
     // is named, else nowhere (it would garble the screen).
     let com1: Box<dyn Write + Send> = match &args.com1_log {
@@ -956,13 +977,13 @@ fn run(args: RunArgs) -> Result<i32> {
                 .with_context(|| format!("--com1-log {}: cannot create", path.display()))?,
         ),
         None if text => Box::new(std::io::sink()),
-        None => Box::new(std::io::stdout()),
+        None => progress.watch(Box::new(std::io::stdout())),
     };
     // So does the debug console (port 0xE9), which goes to stderr.
     let debug_console: Box<dyn Write + Send> = if text {
         Box::new(std::io::sink())
     } else {
-        Box::new(std::io::stderr())
+        progress.watch(Box::new(std::io::stderr()))
     };
     let io = HostIo {
         com1,
@@ -982,12 +1003,14 @@ fn run(args: RunArgs) -> Result<i32> {
     let (input, raw) = host_input();
     let mut session = Session::new(m, engine, input, config.clock.mode);
     session.set_text_display(text);
+    session.set_progress(progress);
     if let Some(c) = checkpoint {
         session.set_checkpoint(c);
     }
     let start = Instant::now();
     let end = session.run(args.max_insns);
     let wall = start.elapsed().as_secs_f64();
+    session.finish_progress();
     drop(raw);
     let _ = std::io::stdout().flush();
     let end = end?;
@@ -1001,8 +1024,12 @@ fn run(args: RunArgs) -> Result<i32> {
     }
     let (exit, code) = match end {
         SessionEnd::Quit => {
-            eprintln!("ringside: quit");
+            eprintln!("ringside: quit {}", how_far(m, wall));
             ("quit", status::QUIT)
+        }
+        SessionEnd::Interrupted => {
+            eprintln!("ringside: interrupted (Ctrl-C) {}", how_far(m, wall));
+            ("interrupted", status::INTERRUPTED)
         }
         SessionEnd::Machine(RunOutcome::Stopped(r)) => {
             let (label, code, message) = machine_end(&r, m.bus.signals.post_code);
@@ -1168,7 +1195,58 @@ fn compare(engines: &str, args: RunArgs) -> Result<i32> {
             ringside_core::hostio::request_host_input::<ringside_devices::uart::Uart16550>,
         )
     };
-    match run_with_input(&mut a, &mut b, limit, &mut input)? {
+    // In chunks, so a terminal sees how far it got (a bar to the limit)
+    // and Ctrl-C stops it with a summary; nothing extra off a terminal.
+    const CHUNK: u64 = 1 << 20;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(limit);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "compare {bar:30} {human_pos}/{human_len} instructions, {per_sec}, {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    crate::progress::catch_interrupt();
+    let mut done = 0u64;
+    let outcome = loop {
+        let chunk = CHUNK.min(limit - done);
+        let outcome = run_with_input(&mut a, &mut b, chunk, &mut input);
+        match outcome {
+            Ok(Outcome::NoDivergence { instructions }) => {
+                done += instructions;
+                bar.set_position(done);
+                if done >= limit {
+                    break Ok(Outcome::NoDivergence { instructions: done });
+                }
+                if crate::progress::interrupted() {
+                    bar.finish_and_clear();
+                    println!("no divergence in {done} instructions (interrupted by Ctrl-C before the limit of {limit})");
+                    return Ok(status::INTERRUPTED);
+                }
+            }
+            // The counts of the last chunk, made counts of the whole run.
+            Ok(Outcome::Stopped {
+                reason,
+                instructions,
+            }) => {
+                break Ok(Outcome::Stopped {
+                    reason,
+                    instructions: done + instructions,
+                })
+            }
+            Ok(Outcome::Divergence(mut d)) => {
+                d.instruction += done;
+                break Ok(Outcome::Divergence(d));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    bar.finish_and_clear();
+    match outcome? {
         Outcome::NoDivergence { instructions } => {
             println!("no divergence in {instructions} instructions");
             Ok(0)

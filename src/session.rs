@@ -32,6 +32,8 @@ use ringside_devices::i8042::KeyboardController;
 use ringside_devices::uart::Uart16550;
 use ringside_devices::vga_text::{VgaText, TEXT_BUFFER, TEXT_BUFFER_SIZE};
 
+use crate::progress::Progress;
+
 /// Where host input comes from.
 pub enum Input {
     /// A script read on demand (a pipe or a file).
@@ -60,6 +62,8 @@ pub enum SessionEnd {
     Machine(RunOutcome),
     /// The user typed Ctrl-A x.
     Quit,
+    /// Ctrl-C, as a signal (`progress::catch_interrupt`).
+    Interrupted,
 }
 
 pub struct Session {
@@ -77,6 +81,8 @@ pub struct Session {
     checkpoint: Option<Checkpoint>,
     /// Bytes of the input script given to the guest so far.
     script_read: u64,
+    /// The progress line on the terminal, if any.
+    progress: Option<Progress>,
 }
 
 impl Session {
@@ -100,6 +106,7 @@ impl Session {
             last_screen: String::new(),
             checkpoint: None,
             script_read: 0,
+            progress: None,
         }
     }
 
@@ -117,6 +124,18 @@ impl Session {
     /// The instruction count of a checkpoint the run did not reach.
     pub fn checkpoint_pending(&self) -> Option<u64> {
         self.checkpoint.as_ref().map(|c| c.at)
+    }
+
+    /// Show progress on long, silent runs (`progress.rs`).
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
+    }
+
+    /// Take the progress line away (the run is over).
+    pub fn finish_progress(&self) {
+        if let Some(p) = &self.progress {
+            p.finish();
+        }
     }
 
     /// Show the guest's text screen instead of COM1.
@@ -212,6 +231,12 @@ impl Session {
             given += exit.budget_used(left, self.machine.clock.icount - before);
             // Guest output without a newline (a shell prompt) must show now.
             let _ = std::io::stdout().flush();
+            if let Some(p) = self.progress.as_mut() {
+                p.tick(exit == Exit::BudgetSpent, self.machine.clock.icount);
+            }
+            if crate::progress::interrupted() {
+                return Ok(SessionEnd::Interrupted);
+            }
             if self.drain_terminal() {
                 return Ok(SessionEnd::Quit);
             }

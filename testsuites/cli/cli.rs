@@ -1625,3 +1625,94 @@ fn the_demo_os_is_usable_on_the_text_screen_under_tmux() {
     assert!(com1.contains("Hello from user space!\r\n"), "{com1}");
     assert!(com1.contains("Powering off."), "{com1}");
 }
+
+/// Issue 16 item 5: a long run said nothing for 10-30 s. On a terminal a
+/// line shows the instructions retired and the rate once the guest has
+/// been busy and silent a while, and goes before the guest's next output.
+#[test]
+fn a_long_silent_run_shows_progress_on_a_terminal_and_clears_it() {
+    let test = "a_long_silent_run_shows_progress_on_a_terminal_and_clears_it";
+    if Command::new("tmux").arg("-V").output().is_err() {
+        ringside_testsuites::skip_unless_ci(test, "tmux is not installed (Debian package tmux)");
+        return;
+    }
+    let session = format!("ringside-progress-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "20",
+        "-s",
+        &session,
+        env!("CARGO_BIN_EXE_ringside"),
+        "run",
+        "builtin:bench-int",
+        "--stats",
+        ";",
+        "set-option",
+        "-w",
+        "remain-on-exit",
+        "on",
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+    let dead = || {
+        text(&tmux(&["display-message", "-p", "-t", &session, "#{pane_dead}"]).stdout).trim() == "1"
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = None;
+    while !dead() {
+        let screen = capture();
+        if screen.contains("instructions retired") {
+            seen = Some(screen);
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // With the scrollback: the JSON's wrapped lines push the first off.
+    let end = text(&tmux(&["capture-pane", "-p", "-S", "-", "-t", &session]).stdout);
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let seen = seen.unwrap_or_else(|| panic!("no progress line while it ran: {end}"));
+    assert!(seen.contains(" M/s"), "{seen}");
+    assert!(end.contains("bench-int checksum"), "{end}");
+    assert!(!end.contains("instructions retired"), "cleared: {end}");
+}
+
+/// Issue 16 item 5: Ctrl-C said nothing about how far a run had got. As
+/// a signal (stdin not a terminal) it ends `run` and `compare` with a
+/// summary and status 130; off a terminal nothing else is printed.
+#[test]
+fn ctrl_c_ends_run_and_compare_with_how_far_they_got() {
+    for args in [
+        &["run", "builtin:bench-int"][..],
+        &["compare", "--engines", "interp,interp", "builtin:bench-int"][..],
+    ] {
+        let child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ringside starts");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SAFETY: a signal to our own child.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let out = child.wait_with_output().expect("it ends");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(130), "{args:?}: {stdout}{stderr}");
+        let said = format!("{stdout}{stderr}");
+        assert!(
+            said.contains("interrupted (Ctrl-C) after") || said.contains("interrupted by Ctrl-C"),
+            "{args:?}: {said}"
+        );
+        assert!(
+            !said.contains("instructions retired"),
+            "no progress off a terminal: {said}"
+        );
+    }
+}
