@@ -1716,3 +1716,100 @@ fn ctrl_c_ends_run_and_compare_with_how_far_they_got() {
         );
     }
 }
+
+/// The book (issue 14): every chapter SUMMARY.md lists exists, every
+/// chapter in book/src is listed, and every link from one chapter to
+/// another (a relative `.md` link, with or without `#anchor`) names a
+/// file that exists, and an anchor a heading of it.
+#[test]
+fn every_book_chapter_is_listed_and_every_link_between_chapters_resolves() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("book/src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).expect("SUMMARY.md");
+    // `](target)` links in a Markdown text, outside code blocks.
+    let links = |text: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_code = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            if in_code {
+                continue;
+            }
+            let mut rest = line;
+            while let Some(at) = rest.find("](") {
+                rest = &rest[at + 2..];
+                let end = rest.find(')').unwrap_or(rest.len());
+                out.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+        out
+    };
+    let listed: Vec<String> = links(&summary);
+    assert!(listed.len() >= 10, "{listed:?}");
+    let mut problems = Vec::new();
+    for chapter in &listed {
+        if !src.join(chapter).is_file() {
+            problems.push(format!("SUMMARY.md lists {chapter}, which does not exist"));
+        }
+    }
+    // GitHub-style anchors of a chapter's headings.
+    let anchors = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect()
+            })
+            .collect()
+    };
+    for entry in std::fs::read_dir(&src).expect("book/src") {
+        let path = entry.expect("an entry").path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.ends_with(".md") {
+            continue;
+        }
+        if name != "SUMMARY.md" && !listed.contains(&name) {
+            problems.push(format!("{name} is not in SUMMARY.md"));
+        }
+        let text = std::fs::read_to_string(&path).expect("a chapter");
+        for link in links(&text) {
+            if link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() {
+                path.clone()
+            } else {
+                src.join(file)
+            };
+            if !file.is_empty()
+                && !file.ends_with(".md")
+                && !file.ends_with(".svg")
+                && !file.ends_with(".json")
+            {
+                continue;
+            }
+            if !target.is_file() {
+                problems.push(format!("{name}: link to {link}: no such file"));
+                continue;
+            }
+            if !anchor.is_empty() && file.ends_with(".md")
+                || (file.is_empty() && !anchor.is_empty())
+            {
+                let heads = anchors(&std::fs::read_to_string(&target).unwrap_or_default());
+                if !heads.iter().any(|h| h == anchor) {
+                    problems.push(format!("{name}: link to {link}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
