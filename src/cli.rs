@@ -96,6 +96,11 @@ enum Command {
     },
     /// List the execution engines and what each can run on this host.
     Engines,
+    /// The course's labs: list, start one, check your work.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
     /// Measure the built-in workloads on each engine (and on peer emulators).
     Bench(crate::bench_cmd::BenchArgs),
     /// Show the machine configuration.
@@ -108,6 +113,31 @@ enum Command {
     Conformance {
         #[command(subcommand)]
         suite: Suite,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// List the labs.
+    List,
+    /// Write a lab's starter files into DIR.
+    Start {
+        /// The lab's number.
+        number: u32,
+        /// Where the files go (created if needed; existing files are
+        /// never replaced).
+        dir: PathBuf,
+    },
+    /// Build your work and run it on ringside, and say what is right.
+    Check {
+        /// The lab's number.
+        number: u32,
+        /// Your lab directory.
+        #[arg(required_unless_present = "solution")]
+        dir: Option<PathBuf>,
+        /// Check the reference solution instead (for teachers).
+        #[arg(long, conflicts_with = "dir")]
+        solution: bool,
     },
 }
 
@@ -261,6 +291,15 @@ pub fn main() -> i32 {
             run,
         }) => crate::gdb_cmd::main(&listen, snapshot_dir.as_deref(), run),
         Some(Command::Bench(args)) => crate::bench_cmd::main(args),
+        Some(Command::Lab { action }) => match action {
+            LabAction::List => crate::lab_cmd::list(),
+            LabAction::Start { number, dir } => crate::lab_cmd::start(number, &dir),
+            LabAction::Check {
+                number,
+                dir,
+                solution,
+            } => crate::lab_cmd::check(number, dir.as_deref(), solution),
+        },
         Some(Command::Engines) => {
             engines();
             Ok(0)

@@ -6,6 +6,7 @@ mod cli;
 mod debug_cmd;
 mod frontends;
 mod gdb_cmd;
+mod lab_cmd;
 mod progress;
 mod session;
 

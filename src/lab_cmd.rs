@@ -1,0 +1,458 @@
+//! `ringside lab`: the course's labs (book chapter "Labs"; the files in
+//! `labs/`). `list` shows them, `start N DIR` writes a lab's starter files
+//! into DIR (never over a file that is there), `check N DIR` builds the
+//! student's work with the system compiler and runs it on ringside (this
+//! very binary, as a child), then judges what it printed on COM1, how it
+//! ended and the engine's counters, with a hint for each thing that is
+//! not right yet; `check N --solution` does the same for the reference
+//! solution, for teachers and for CI.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// How a lab's files become something ringside runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Build {
+    /// `boot.S`, assembled into a 512-byte boot sector at 0000:7C00 and
+    /// booted from a disk through ringside's BIOS.
+    BootSector,
+    /// C and assembly files linked with `kernel.ld` into a Multiboot
+    /// kernel, loaded directly (the labs' runtime comes with it).
+    Kernel,
+}
+
+/// What a run of the student's work did.
+struct Run {
+    status: Option<i32>,
+    /// The guest's COM1 output.
+    com1: String,
+    /// What ringside said on stderr.
+    said: String,
+    /// `--stats-json`.
+    stats: serde_json::Value,
+}
+
+impl Run {
+    fn counter(&self, name: &str) -> u64 {
+        self.stats["counters"][name].as_u64().unwrap_or(0)
+    }
+}
+
+/// What is not right yet, each with a hint.
+type Verdict = Vec<String>;
+
+struct Lab {
+    number: u32,
+    title: &'static str,
+    /// Its page in the book.
+    page: &'static str,
+    build: Build,
+    starter: &'static [(&'static str, &'static str)],
+    solution: &'static [(&'static str, &'static str)],
+    check: fn(&Run) -> Verdict,
+}
+
+/// The files every kernel lab gets: given, not to be changed.
+const RUNTIME: [(&str, &str); 4] = [
+    ("start.S", include_str!("../labs/runtime/start.S")),
+    ("runtime.c", include_str!("../labs/runtime/runtime.c")),
+    ("lab.h", include_str!("../labs/runtime/lab.h")),
+    ("kernel.ld", include_str!("../labs/runtime/kernel.ld")),
+];
+
+macro_rules! kernel_files {
+    ($kernel:expr) => {
+        &[
+            RUNTIME[0],
+            RUNTIME[1],
+            RUNTIME[2],
+            RUNTIME[3],
+            ("kernel.c", include_str!($kernel)),
+        ]
+    };
+}
+
+const LABS: &[Lab] = &[
+    Lab {
+        number: 1,
+        title: "A boot sector: real mode, BIOS services, print over COM1",
+        page: "book/src/lab-1-boot-sector.md",
+        build: Build::BootSector,
+        starter: &[(
+            "boot.S",
+            include_str!("../labs/01-boot-sector/starter/boot.S"),
+        )],
+        solution: &[(
+            "boot.S",
+            include_str!("../labs/01-boot-sector/solution/boot.S"),
+        )],
+        check: check_boot_sector,
+    },
+    Lab {
+        number: 2,
+        title: "Into protected mode: a GDT, a far jump, a segment limit and its #GP",
+        page: "book/src/lab-2-protected-mode.md",
+        build: Build::BootSector,
+        starter: &[(
+            "boot.S",
+            include_str!("../labs/02-protected-mode/starter/boot.S"),
+        )],
+        solution: &[(
+            "boot.S",
+            include_str!("../labs/02-protected-mode/solution/boot.S"),
+        )],
+        check: check_protected_mode,
+    },
+    Lab {
+        number: 3,
+        title: "Paging: page tables and a page fault handler that maps on demand",
+        page: "book/src/lab-3-paging.md",
+        build: Build::Kernel,
+        starter: kernel_files!("../labs/03-paging/starter/kernel.c"),
+        solution: kernel_files!("../labs/03-paging/solution/kernel.c"),
+        check: check_paging,
+    },
+    Lab {
+        number: 4,
+        title: "Interrupts: the 8259A PIC, the 8254 timer and an IDT, counting ticks",
+        page: "book/src/lab-4-interrupts.md",
+        build: Build::Kernel,
+        starter: kernel_files!("../labs/04-interrupts/starter/kernel.c"),
+        solution: kernel_files!("../labs/04-interrupts/solution/kernel.c"),
+        check: check_interrupts,
+    },
+];
+
+fn lab(number: u32) -> Result<&'static Lab> {
+    match LABS.iter().find(|l| l.number == number) {
+        Some(l) => Ok(l),
+        None => bail!("no lab {number} (`ringside lab list` shows them)"),
+    }
+}
+
+pub fn list() -> Result<i32> {
+    for l in LABS {
+        println!("{:>2}  {}", l.number, l.title);
+        println!("    {}", l.page);
+    }
+    Ok(0)
+}
+
+/// Write lab `number`'s starter files into `dir`, refusing to replace a
+/// file that exists there (it may be the student's work).
+pub fn start(number: u32, dir: &Path) -> Result<i32> {
+    let l = lab(number)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let taken: Vec<String> = l
+        .starter
+        .iter()
+        .filter(|(name, _)| dir.join(name).exists())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !taken.is_empty() {
+        bail!(
+            "{} already has {}: not replaced (start the lab in an empty directory)",
+            dir.display(),
+            taken.join(", ")
+        );
+    }
+    for (name, text) in l.starter {
+        std::fs::write(dir.join(name), text)
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
+    }
+    println!(
+        "lab {number}: {}\nthe starter files are in {}: {}\nthe steps are in {}; when you are done: ringside lab check {number} {}",
+        l.title,
+        dir.display(),
+        l.starter.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        l.page,
+        dir.display()
+    );
+    Ok(0)
+}
+
+/// Build and run lab `number` from `dir` (or its reference solution),
+/// and say what is right and what is not. Status 0 when it passes, 1
+/// when it does not (or does not build).
+pub fn check(number: u32, dir: Option<&Path>, solution: bool) -> Result<i32> {
+    let l = lab(number)?;
+    let work = scratch_dir(number)?;
+    let source = match (dir, solution) {
+        (_, true) => {
+            let src = work.join("solution");
+            std::fs::create_dir_all(&src)?;
+            for (name, text) in l.solution {
+                std::fs::write(src.join(name), text)?;
+            }
+            src
+        }
+        (Some(d), false) => d.to_path_buf(),
+        (None, false) => bail!("lab check {number}: name the lab's directory, or --solution"),
+    };
+    let result = build_and_run(l, &source, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    let run = match result? {
+        Ok(run) => run,
+        Err(build_error) => {
+            println!("lab {number}: does not build yet\n{build_error}");
+            return Ok(1);
+        }
+    };
+    let problems = (l.check)(&run);
+    let what = if solution {
+        "the reference solution"
+    } else {
+        "your work"
+    };
+    if problems.is_empty() {
+        println!("lab {number}: PASS ({what}): {}", l.title);
+        Ok(0)
+    } else {
+        println!("lab {number}: not yet ({what}):");
+        for p in &problems {
+            println!("  - {p}");
+        }
+        println!("(the steps are in {})", l.page);
+        Ok(1)
+    }
+}
+
+fn scratch_dir(number: u32) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ringside-lab{number}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Run a build tool; Err(its output) when it fails.
+fn tool(cmd: &mut Command) -> Result<std::result::Result<(), String>> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {name} (gcc and binutils are needed)"))?;
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(format!(
+            "{name} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// Build the work in `src` into `work` and run it. The inner Err is a
+/// build failure, told to the student; the outer one a failure of
+/// ringside or of the host.
+fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result<Run, String>> {
+    let me = std::env::current_exe().context("cannot find the ringside binary")?;
+    let stats = work.join("stats.json");
+    let stats_arg = stats.display().to_string();
+    let mut run = Command::new(me);
+    run.args(["run", "--clock", "fast", "--no-reboot"]);
+    match l.build {
+        Build::BootSector => {
+            let boot = src.join("boot.S");
+            if !boot.is_file() {
+                return Ok(Err(format!("{} has no boot.S", src.display())));
+            }
+            let obj = work.join("boot.o");
+            let bin = work.join("boot.bin");
+            if let Err(e) = tool(
+                Command::new("cc")
+                    .arg("-m32")
+                    .arg("-c")
+                    .arg(&boot)
+                    .arg("-o")
+                    .arg(&obj),
+            )? {
+                return Ok(Err(e));
+            }
+            if let Err(e) = tool(
+                Command::new("ld")
+                    .args([
+                        "-m",
+                        "elf_i386",
+                        "-Ttext",
+                        "0x7c00",
+                        "-e",
+                        "_start",
+                        "--oformat",
+                        "binary",
+                        "-o",
+                    ])
+                    .arg(&bin)
+                    .arg(&obj),
+            )? {
+                return Ok(Err(e));
+            }
+            let sector = std::fs::read(&bin)?;
+            if sector.len() != 512 || sector[510..] != [0x55, 0xAA] {
+                return Ok(Err(format!(
+                    "boot.S assembles to {} bytes; a boot sector is exactly 512, ending in 55 AA (keep `.org 510` and `.word 0xaa55` last)",
+                    sector.len()
+                )));
+            }
+            let mut disk = sector;
+            disk.resize(64 * 512, 0);
+            let img = work.join("disk.img");
+            std::fs::write(&img, disk)?;
+            run.arg("--disk")
+                .arg(format!("{},snapshot", img.display()))
+                .args(["--max-insns", "20000000"]);
+        }
+        Build::Kernel => {
+            let mut objects = Vec::new();
+            let mut sources: Vec<PathBuf> = std::fs::read_dir(src)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("c" | "S")))
+                .collect();
+            sources.sort();
+            for s in &sources {
+                let obj = work.join(format!(
+                    "{}.o",
+                    s.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let mut cc = Command::new("cc");
+                cc.args([
+                    "-m32",
+                    "-ffreestanding",
+                    "-nostdlib",
+                    "-fno-pie",
+                    "-fno-stack-protector",
+                ])
+                .args(["-fno-asynchronous-unwind-tables", "-O1", "-Wall", "-c"])
+                .arg(s)
+                .arg("-I")
+                .arg(src)
+                .arg("-o")
+                .arg(&obj);
+                if let Err(e) = tool(&mut cc)? {
+                    return Ok(Err(e));
+                }
+                objects.push(obj);
+            }
+            let elf = work.join("kernel.elf");
+            if let Err(e) = tool(
+                Command::new("ld")
+                    .args(["-m", "elf_i386", "--no-warn-rwx-segments", "-T"])
+                    .arg(src.join("kernel.ld"))
+                    .arg("-o")
+                    .arg(&elf)
+                    .args(&objects),
+            )? {
+                return Ok(Err(e));
+            }
+            run.arg(&elf).args(["--max-insns", "50000000"]);
+        }
+    }
+    run.args(["--stats-json", &stats_arg]);
+    let out = run
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run ringside")?;
+    let stats = std::fs::read(&stats)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok(Ok(Run {
+        status: out.status.code(),
+        com1: String::from_utf8_lossy(&out.stdout).into_owned(),
+        said: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stats,
+    }))
+}
+
+/// What every lab says about a run that ended the wrong way.
+fn ending(run: &Run, wanted: i32, problems: &mut Verdict) {
+    match run.status {
+        Some(s) if s == wanted => {}
+        Some(124) => problems.push(
+            "the guest was still running after the instruction limit: a loop that never ends?".into(),
+        ),
+        Some(125) => problems.push(format!(
+            "the CPU shut down (a triple fault: an exception with no working handler). ringside said: {}",
+            run.said.trim()
+        )),
+        Some(s) => problems.push(format!(
+            "the run ended with status {s}, not {wanted}. ringside said: {}",
+            run.said.trim()
+        )),
+        None => problems.push("ringside ended by a signal".into()),
+    }
+}
+
+fn check_boot_sector(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    if !run.com1.contains("Hello from my boot sector!") {
+        p.push(
+            "COM1 did not show \"Hello from my boot sector!\": print each character of the message with INT 10h, AH = 0Eh (ringside's BIOS copies the screen's teletype output to COM1)"
+                .into(),
+        );
+    }
+    ending(run, 0, &mut p);
+    p
+}
+
+fn check_protected_mode(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    if run.status == Some(1) {
+        p.push("the run ended with status 1: the lines that end it while TODO 2 is not done are still there".into());
+        return p;
+    }
+    if !run.com1.contains("protected mode!") {
+        p.push("COM1 did not show \"protected mode!\": the 32-bit code did not run (check the GDT's code descriptor, CR0.PE and the far jump)".into());
+    }
+    if !run.com1.contains("#GP, error code 0") {
+        p.push("the #GP handler did not report the limit violation: check the IDT gate for vector 13 (present, interrupt gate, CODE:gp_handler) and the 4 KiB data segment at 18h".into());
+    }
+    ending(run, 13, &mut p);
+    p
+}
+
+fn check_paging(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    if !run.com1.contains("page faults: 8\n") {
+        p.push(format!(
+            "the kernel counted {} page faults, not 8: each of the 8 pages at DEMAND must fault once (paging on, their entries not present at first) and be mapped by the handler",
+            run.com1
+                .lines()
+                .find_map(|l| l.strip_prefix("page faults: "))
+                .unwrap_or("no")
+        ));
+    }
+    if !run.com1.contains("sum: 36\n") {
+        p.push("the sum of the values read back is not 36: a page that was written must be there when read (map each page to its own frame)".into());
+    }
+    // The kernel's own count must be the CPU's: ringside counted the
+    // exceptions it delivered.
+    let delivered = run.counter("exceptions");
+    if delivered != 8 {
+        p.push(format!(
+            "ringside delivered {delivered} exceptions, not 8 (one #PF per page): see them with `ringside debug` and `catch vector 14`"
+        ));
+    }
+    ending(run, 0, &mut p);
+    p
+}
+
+fn check_interrupts(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    if !run.com1.contains("ticks: 50\n") {
+        p.push(if run.said.contains("no device in this machine raises one") {
+            "the CPU halted with nothing to wake it: the PIT is not programmed, or IRQ 0 is masked at the PIC".into()
+        } else {
+            "COM1 did not show \"ticks: 50\": count a tick in timer_interrupt and send the PIC an end-of-interrupt".into()
+        });
+    }
+    let delivered = run.counter("interrupts");
+    if delivered < 50 {
+        p.push(format!(
+            "ringside delivered {delivered} interrupts; 50 timer ticks need at least 50"
+        ));
+    }
+    ending(run, 0, &mut p);
+    p
+}

@@ -1,0 +1,126 @@
+//! `ringside lab` (issue 14): every lab's reference solution passes its
+//! checker and every untouched starter fails it with a hint; a new
+//! student's path from the README to a passing lab 1 works.
+
+mod common;
+
+use common::{ringside_with_input, text};
+use std::path::PathBuf;
+use std::process::Output;
+
+fn ringside(args: &[&str]) -> Output {
+    ringside_with_input(args, b"")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringside-labs-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The labs `lab list` shows, by number.
+fn labs() -> Vec<u32> {
+    let out = ringside(&["lab", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn every_labs_solution_passes_and_every_untouched_starter_fails_with_a_hint() {
+    let labs = labs();
+    assert!(labs.len() >= 4, "{labs:?}");
+    for n in labs {
+        let number = n.to_string();
+        let out = ringside(&["lab", "check", &number, "--solution"]);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "lab {n} solution: {said}");
+        assert!(said.contains(&format!("lab {n}: PASS")), "{said}");
+
+        let dir = temp_dir(&format!("starter-{n}"));
+        let out = ringside(&["lab", "start", &number, dir.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "lab {n} start: {}",
+            text(&out.stderr)
+        );
+        let out = ringside(&["lab", "check", &number, dir.to_str().unwrap()]);
+        let said = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "lab {n} starter: {said}");
+        assert!(said.contains(&format!("lab {n}: not yet")), "{said}");
+        // A hint: at least one line saying what is wrong, and the page.
+        assert!(said.lines().any(|l| l.starts_with("  - ")), "{said}");
+        assert!(said.contains("book/src/lab-"), "{said}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn lab_start_never_replaces_a_students_file() {
+    let dir = temp_dir("no-overwrite");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("boot.S"), "my work").unwrap();
+    let out = ringside(&["lab", "start", "1", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already has boot.S"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("boot.S")).unwrap(),
+        "my work"
+    );
+    let out = ringside(&["lab", "check", "99", "--solution"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no lab 99"));
+}
+
+/// Issue 14 acceptance 2: the README points at the book and `ringside
+/// lab`; the book's labs chapter says how to start and check lab 1; a
+/// student starts it, sees the checker's hint, writes the loop the page
+/// asks for, and passes.
+#[test]
+fn a_new_students_path_from_the_readme_to_a_passing_lab_1() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("ringside lab list"),
+        "the README names the labs"
+    );
+    let summary = std::fs::read_to_string(root.join("book/src/SUMMARY.md")).unwrap();
+    assert!(summary.contains("(labs.md)") && summary.contains("(lab-1-boot-sector.md)"));
+    let page = std::fs::read_to_string(root.join("book/src/lab-1-boot-sector.md")).unwrap();
+    assert!(
+        page.contains("ringside lab start 1 lab1"),
+        "the page shows the start"
+    );
+    assert!(page.contains("ringside lab check 1 lab1"), "and the check");
+
+    let dir = temp_dir("student");
+    let out = ringside(&["lab", "start", "1", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("ringside lab check 1"));
+    let out = ringside(&["lab", "check", "1", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("INT 10h, AH = 0Eh"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The student's edit: the loop the TODO asks for, where it asks.
+    let boot = dir.join("boot.S");
+    let starter = std::fs::read_to_string(&boot).unwrap();
+    let todo_end = starter.find("\t */\n\ndone:").expect("the TODO block") + "\t */\n".len();
+    let mine = "next:\n\tlodsb\n\ttestb %al, %al\n\tjz done\n\tmovb $0x0e, %ah\n\txorb %bh, %bh\n\tint $0x10\n\tjmp next\n";
+    let edited = format!("{}{mine}{}", &starter[..todo_end], &starter[todo_end..]);
+    std::fs::write(&boot, edited).unwrap();
+    let out = ringside(&["lab", "check", "1", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("lab 1: PASS (your work)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
