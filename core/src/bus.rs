@@ -702,7 +702,6 @@ impl Bus {
         self.pending.raise(work::DEVICE);
     }
 
-    /// Every device's saved state, by device index.
     /// Assert the RESET line of every device (`Machine::reset`): lines go
     /// low and claims on them end, timers are cancelled, requests not yet taken are dropped (the
     /// last POST code stays, as a POST card keeps showing it), and each
@@ -729,6 +728,7 @@ impl Bus {
         Ok(())
     }
 
+    /// Every device's saved state, by device index.
     pub fn save_state(&self) -> Vec<(&'static str, Value)> {
         self.devices
             .iter()

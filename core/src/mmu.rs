@@ -842,14 +842,14 @@ impl Machine {
         ))
     }
 
-    /// Record that cached code was made from a physical page: writes to it
-    /// must now take the slow path so the code can be invalidated.
     /// Make engines drop what they decoded from `phys_page`
     /// (`Memory::invalidate_code`).
     pub fn invalidate_code(&mut self, phys_page: u32) {
         self.mem.invalidate_code(phys_page);
     }
 
+    /// Record that cached code was made from a physical page: writes to it
+    /// must now take the slow path so the code can be invalidated.
     pub fn mark_code_page(&mut self, phys_page: u32) {
         if self.mem.mark_code_page(phys_page) {
             self.tlb.revoke_writes(phys_page);

@@ -1,10 +1,15 @@
 //! ringside-devices: the devices of the PC, each behind core's `Device`
 //! trait and testable through its ports alone.
 //!
-//! For now: the 16550A UART ([`uart`]) and the emulator's own ports
-//! ([`emulator_ports`]: debug-exit at 0xF4, POST codes at 0x80 and 0x190,
-//! the debug console at 0xE9). The rest of the PC comes with the platform
-//! issue. Start reading at [`uart`].
+//! The PC of the late 1990s: the 8259A PICs ([`pic`]), the 8254 PIT
+//! ([`pit`]), the local and I/O APICs ([`lapic`], [`ioapic`]), the HPET,
+//! the RTC and CMOS ([`rtc`]), the 16550A UARTs ([`uart`]), the 8042
+//! keyboard controller ([`i8042`]), the IDE disk controller ([`ide`]),
+//! the VGA text screen ([`vga_text`]), port 92h, ACPI power management
+//! and tables, fw_cfg, and the emulator's own ports ([`emulator_ports`]:
+//! debug-exit at 0xF4, POST codes at 0x80 and 0x190, the debug console
+//! at 0xE9). [`pc`] wires them into a machine from a configuration.
+//! Start reading at [`uart`].
 
 pub mod acpi;
 pub mod acpi_pm;
