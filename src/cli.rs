@@ -421,10 +421,16 @@ pub mod status {
 /// "after N instructions (T s, R M/s) at CS:EIP": how far a run got.
 fn how_far(m: &Machine, wall: f64) -> String {
     let n = m.clock.icount;
+    let rate = n as f64 / wall.max(1e-9) / 1e6;
+    // An idle interactive session runs well under 1 M/s: keep digits.
+    let rate = if rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.2}")
+    };
     format!(
-        "after {} instructions ({wall:.1} s, {:.0} M/s) at {:04x}:{:08x}",
+        "after {} instructions ({wall:.1} s, {rate} M/s) at {:04x}:{:08x}",
         crate::progress::group(n),
-        n as f64 / wall.max(1e-9) / 1e6,
         m.cpu.seg[1].selector,
         m.cpu.eip
     )
