@@ -740,54 +740,15 @@ fn text_display_mirrors_the_guests_screen() {
 /// shell as typed, and Ctrl-A x quits.
 #[test]
 fn terminal_input_reaches_the_demo_shell_under_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        ringside_testsuites::skip_unless_ci(
-            "terminal_input_reaches_the_demo_shell_under_tmux",
-            "tmux is not installed (Debian package tmux)",
-        );
+    let Some(pane) = TmuxPane::start("terminal-input", 100, 40, &[env!("CARGO_BIN_EXE_ringside")])
+    else {
         return;
-    }
-    let session = format!("ringside-test-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "100",
-        "-y",
-        "40",
-        "-s",
-        &session,
-        env!("CARGO_BIN_EXE_ringside"),
-    ]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let screen = capture();
-            if screen.contains(needle) {
-                return screen;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = tmux(&["kill-session", "-t", &session]);
-                panic!("{needle:?} did not appear; the screen shows:\n{screen}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
     };
-    wait_for("ringside$");
-    tmux(&["send-keys", "-t", &session, "run hello", "Enter"]);
-    wait_for("Hello from user space!");
-    tmux(&["send-keys", "-t", &session, "C-a", "x"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tmux(&["has-session", "-t", &session]).status.success() {
-        if std::time::Instant::now() > deadline {
-            let _ = tmux(&["kill-session", "-t", &session]);
-            panic!("Ctrl-A x did not quit ringside");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    pane.wait_for("ringside$");
+    pane.keys(&["run hello", "Enter"]);
+    pane.wait_for("Hello from user space!");
+    pane.keys(&["C-a", "x"]);
+    assert_eq!(pane.exit_status(10), 3, "Ctrl-A x quits with status 3");
 }
 
 #[test]
@@ -936,63 +897,43 @@ fn max_insns_under_kvm_says_it_capped_kvm_runs() {
     assert!(stderr.contains("under kvm: KVM_RUN entries"), "{stderr}");
 }
 
-/// `ringside debug` in a detached tmux session: keys in with send-keys,
-/// the screen out with capture-pane. The session is killed when dropped,
-/// so a failing test leaves nothing behind.
-struct DebugUiUnderTmux {
+/// A command on a real terminal: a detached tmux session of `w` x `h`
+/// running it, keys in with send-keys, the screen out with capture-pane.
+/// The pane stays after the command ends (remain-on-exit) so its exit
+/// status can be read; the session is killed when dropped, so a failing
+/// test leaves nothing behind.
+struct TmuxPane {
     session: String,
 }
 
-impl DebugUiUnderTmux {
-    /// None (with the reason printed) when tmux is not installed.
-    fn start(name: &str, args: &[&str]) -> Option<DebugUiUnderTmux> {
-        DebugUiUnderTmux::start_sized(name, args, 160, 50)
-    }
-
-    /// [`DebugUiUnderTmux::start`] on a terminal of `w` x `h`.
-    fn start_sized(name: &str, args: &[&str], w: u16, h: u16) -> Option<DebugUiUnderTmux> {
-        let (w, h) = (w.to_string(), h.to_string());
+impl TmuxPane {
+    /// None (with the reason printed; a failure when CI is set) when tmux
+    /// is not installed.
+    fn start(test: &str, w: u16, h: u16, command: &[&str]) -> Option<TmuxPane> {
         if Command::new("tmux").arg("-V").output().is_err() {
             ringside_testsuites::skip_unless_ci(
-                name,
+                test,
                 "tmux is not installed (Debian package tmux)",
             );
             return None;
         }
-        let ui = DebugUiUnderTmux {
-            session: format!("ringside-{name}-{}", std::process::id()),
+        let pane = TmuxPane {
+            session: format!("ringside-{test}-{}", std::process::id()),
         };
-        let mut command = vec![
-            "new-session",
-            "-d",
-            "-x",
-            &w,
-            "-y",
-            &h,
-            "-s",
-            &ui.session,
-            env!("CARGO_BIN_EXE_ringside"),
-            "debug",
-        ];
-        command.extend_from_slice(args);
-        let started = ui.tmux(&command);
+        let (w, h) = (w.to_string(), h.to_string());
+        let mut args = vec!["new-session", "-d", "-x", &w, "-y", &h, "-s", &pane.session];
+        args.extend_from_slice(command);
+        args.extend([";", "set-option", "-w", "remain-on-exit", "on"]);
+        let started = pane.tmux(&args);
         assert!(started.status.success(), "{}", text(&started.stderr));
-        // Keep the pane after ringside exits, to read its exit status.
-        ui.tmux(&[
-            "set-option",
-            "-w",
-            "-t",
-            &ui.session,
-            "remain-on-exit",
-            "on",
-        ]);
-        Some(ui)
+        Some(pane)
     }
 
     fn tmux(&self, args: &[&str]) -> Output {
         Command::new("tmux").args(args).output().expect("tmux runs")
     }
 
+    /// What the terminal shows.
     fn screen(&self) -> String {
         text(
             &self
@@ -1001,25 +942,32 @@ impl DebugUiUnderTmux {
         )
     }
 
-    /// Single keys by tmux name (`:`, `Enter`, `q`).
+    /// The screen with the lines scrolled off it.
+    fn history(&self) -> String {
+        text(
+            &self
+                .tmux(&["capture-pane", "-p", "-S", "-", "-t", &self.session])
+                .stdout,
+        )
+    }
+
+    /// Single keys by tmux name (`:`, `Enter`, `C-a`).
     fn keys(&self, keys: &[&str]) {
         for k in keys {
             self.tmux(&["send-keys", "-t", &self.session, k]);
         }
     }
 
-    /// A line on the debugger's command line.
-    fn command(&self, line: &str) {
-        self.keys(&[":"]);
-        self.tmux(&["send-keys", "-t", &self.session, "-l", line]);
-        self.keys(&["Enter"]);
+    /// Text typed as it is.
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", &self.session, "-l", text]);
     }
 
     /// The screen once it shows `needle` and has settled (polled, with a
     /// deadline). Settled: two captures 50 ms apart agree, so a frame
-    /// the UI was still writing when `needle` appeared (the report drawn,
-    /// the key bar not yet: issue 16 item 4's flaky failure) is read
-    /// whole.
+    /// the program was still writing when `needle` appeared (a report
+    /// drawn, the key bar not yet: issue 16 item 4's flaky failure) is
+    /// read whole.
     fn wait_for(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
@@ -1043,28 +991,40 @@ impl DebugUiUnderTmux {
         }
     }
 
-    /// q, then ringside's exit status once it has exited.
-    fn quit(&self) -> i32 {
-        self.keys(&["q"]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// True once the command has ended.
+    fn ended(&self) -> bool {
+        self.pane_state().0
+    }
+
+    /// (ended, exit status) of the command.
+    fn pane_state(&self) -> (bool, Option<i32>) {
+        let state = text(
+            &self
+                .tmux(&[
+                    "display-message",
+                    "-p",
+                    "-t",
+                    &self.session,
+                    "#{pane_dead} #{pane_dead_status}",
+                ])
+                .stdout,
+        );
+        match state.trim().strip_prefix("1 ") {
+            Some(status) => (true, status.parse().ok()),
+            None => (false, None),
+        }
+    }
+
+    /// The command's exit status, once it has ended (within `secs`).
+    fn exit_status(&self, secs: u64) -> i32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
-            let state = text(
-                &self
-                    .tmux(&[
-                        "display-message",
-                        "-p",
-                        "-t",
-                        &self.session,
-                        "#{pane_dead} #{pane_dead_status}",
-                    ])
-                    .stdout,
-            );
-            if let Some(status) = state.trim().strip_prefix("1 ") {
-                return status.parse().expect("an exit status");
+            if let (true, Some(status)) = self.pane_state() {
+                return status;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "q did not quit ringside debug; the screen shows:\n{}",
+                "the command did not end; the screen shows:\n{}",
                 self.screen()
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -1072,9 +1032,46 @@ impl DebugUiUnderTmux {
     }
 }
 
-impl Drop for DebugUiUnderTmux {
+impl Drop for TmuxPane {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-session", "-t", &self.session]);
+    }
+}
+
+/// `ringside debug` on a real terminal.
+struct DebugUiUnderTmux(TmuxPane);
+
+impl std::ops::Deref for DebugUiUnderTmux {
+    type Target = TmuxPane;
+    fn deref(&self) -> &TmuxPane {
+        &self.0
+    }
+}
+
+impl DebugUiUnderTmux {
+    /// On a 160x50 terminal; None when tmux is not installed.
+    fn start(name: &str, args: &[&str]) -> Option<DebugUiUnderTmux> {
+        DebugUiUnderTmux::start_sized(name, args, 160, 50)
+    }
+
+    /// [`DebugUiUnderTmux::start`] on a terminal of `w` x `h`.
+    fn start_sized(name: &str, args: &[&str], w: u16, h: u16) -> Option<DebugUiUnderTmux> {
+        let mut command = vec![env!("CARGO_BIN_EXE_ringside"), "debug"];
+        command.extend_from_slice(args);
+        TmuxPane::start(name, w, h, &command).map(DebugUiUnderTmux)
+    }
+
+    /// A line on the debugger's command line.
+    fn command(&self, line: &str) {
+        self.keys(&[":"]);
+        self.type_text(line);
+        self.keys(&["Enter"]);
+    }
+
+    /// q, then ringside's exit status once it has exited.
+    fn quit(&self) -> i32 {
+        self.keys(&["q"]);
+        self.exit_status(10)
     }
 }
 
@@ -1083,54 +1080,18 @@ impl Drop for DebugUiUnderTmux {
 /// CR LF, as QEMU's stdio does), not where the line before ended.
 #[test]
 fn run_on_a_terminal_starts_every_output_line_at_the_left_margin() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        ringside_testsuites::skip_unless_ci(
-            "run_on_a_terminal_starts_every_output_line_at_the_left_margin",
-            "tmux is not installed (Debian package tmux)",
-        );
+    // A moment for the pane to settle before the first byte.
+    let command = format!(
+        "sleep 0.5; exec {} run builtin:hello --clock fast --stats",
+        env!("CARGO_BIN_EXE_ringside")
+    );
+    let Some(pane) = TmuxPane::start("crlf", 160, 30, &["sh", "-c", &command]) else {
         return;
-    }
-    let session = format!("ringside-crlf-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "160",
-        "-y",
-        "30",
-        "-s",
-        &session,
-        "sh",
-        "-c",
-        // A moment for the pane to settle before the first byte.
-        &format!(
-            "sleep 0.5; exec {} run builtin:hello --clock fast --stats",
-            env!("CARGO_BIN_EXE_ringside")
-        ),
-        ";",
-        "set-option",
-        "-w",
-        "remain-on-exit",
-        "on",
-    ]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let screen = loop {
-        let dead = text(&tmux(&["display-message", "-p", "-t", &session, "#{pane_dead}"]).stdout);
-        // With the scrollback: tmux's "Pane is dead" line may scroll the
-        // first line off the screen.
-        let screen = text(&tmux(&["capture-pane", "-p", "-S", "-", "-t", &session]).stdout);
-        if dead.trim() == "1" {
-            break screen;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ringside did not end: {screen}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let _ = tmux(&["kill-session", "-t", &session]);
+    pane.exit_status(30);
+    // With the scrollback: tmux's "Pane is dead" line may scroll the
+    // first line off the screen.
+    let screen = pane.history();
     let lines: Vec<&str> = screen.lines().collect();
     assert!(lines.contains(&"Hello from ringside!"), "{screen}");
     assert!(
@@ -1396,39 +1357,14 @@ fn a_flat_multiboot_kernel_boots_named_positionally_or_with_kernel() {
 /// when the script has ended and that the guest runs on.
 #[test]
 fn the_end_of_a_piped_script_is_said_on_a_terminal() {
-    let test = "the_end_of_a_piped_script_is_said_on_a_terminal";
-    if Command::new("tmux").arg("-V").output().is_err() {
-        ringside_testsuites::skip_unless_ci(test, "tmux is not installed (Debian package tmux)");
+    let command = format!(
+        "printf 'run hello\\n' | {} run builtin:demo --clock fast",
+        env!("CARGO_BIN_EXE_ringside")
+    );
+    let Some(pane) = TmuxPane::start("script-end", 160, 30, &["sh", "-c", &command]) else {
         return;
-    }
-    let session = format!("ringside-script-end-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "160",
-        "-y",
-        "30",
-        "-s",
-        &session,
-        "sh",
-        "-c",
-        &format!(
-            "printf 'run hello\\n' | {} run builtin:demo --clock fast",
-            env!("CARGO_BIN_EXE_ringside")
-        ),
-    ]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let screen = loop {
-        let screen = text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
-        if screen.contains("the guest runs on") || std::time::Instant::now() > deadline {
-            break screen;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let _ = tmux(&["kill-session", "-t", &session]);
+    let screen = pane.wait_for("the guest runs on");
     assert!(screen.contains("Hello from user space!"), "{screen}");
     assert!(
         screen.contains("ringside: the input script has ended after 10 bytes; the guest runs on"),
@@ -1537,88 +1473,36 @@ fn debug_runs_command_files_and_piped_commands_in_batch_mode() {
 /// nowhere) instead of over the screen.
 #[test]
 fn the_demo_os_is_usable_on_the_text_screen_under_tmux() {
-    let test = "the_demo_os_is_usable_on_the_text_screen_under_tmux";
-    if Command::new("tmux").arg("-V").output().is_err() {
-        ringside_testsuites::skip_unless_ci(test, "tmux is not installed (Debian package tmux)");
-        return;
-    }
     let dir = temp_dir("text-screen");
     let log = dir.join("com1.log");
-    let session = format!("ringside-text-screen-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "25",
-        "-s",
-        &session,
-        env!("CARGO_BIN_EXE_ringside"),
-        "run",
-        "builtin:demo-disk",
-        "--display",
-        "text",
-        "--clock",
-        "fast",
-        "--com1-log",
-        log.to_str().unwrap(),
-        ";",
-        "set-option",
-        "-w",
-        "remain-on-exit",
-        "on",
-    ]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let screen = capture();
-            if screen.contains(needle) {
-                return screen;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = tmux(&["kill-session", "-t", &session]);
-                panic!("{needle:?} did not appear:\n{screen}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+    let Some(pane) = TmuxPane::start(
+        "text-screen",
+        80,
+        25,
+        &[
+            env!("CARGO_BIN_EXE_ringside"),
+            "run",
+            "builtin:demo-disk",
+            "--display",
+            "text",
+            "--clock",
+            "fast",
+            "--com1-log",
+            log.to_str().unwrap(),
+        ],
+    ) else {
+        return;
     };
-    wait_for("ringside$");
-    tmux(&["send-keys", "-t", &session, "-l", "run hello"]);
-    tmux(&["send-keys", "-t", &session, "Enter"]);
+    pane.wait_for("ringside$");
+    pane.type_text("run hello");
+    pane.keys(&["Enter"]);
     // The shell's next prompt, then the next command.
-    let screen = wait_for("Hello from user space!\nringside$");
-    tmux(&["send-keys", "-t", &session, "-l", "poweroff"]);
-    tmux(&["send-keys", "-t", &session, "Enter"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        let state = text(
-            &tmux(&[
-                "display-message",
-                "-p",
-                "-t",
-                &session,
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .stdout,
-        );
-        if let Some(s) = state.trim().strip_prefix("1 ") {
-            break s.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "poweroff did not end the run ({state:?}):\n{}",
-            capture()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let _ = tmux(&["kill-session", "-t", &session]);
-    assert_eq!(status, "0");
+    let screen = pane.wait_for("Hello from user space!\nringside$");
+    pane.type_text("poweroff");
+    pane.keys(&["Enter"]);
+    assert_eq!(pane.exit_status(30), 0, "poweroff ends the run");
     // The screen is the guest's: the BIOS's banner, then the demo's; no
-    // COM1 line printed over it (COM1 sends CR LF, the screen has none).
+    // COM1 line printed over it.
     assert!(screen.contains("ringside BIOS"), "{screen}");
     assert!(screen.contains("ringside$ run hello"), "{screen}");
     let com1 = std::fs::read_to_string(&log).expect("the COM1 log");
@@ -1631,41 +1515,23 @@ fn the_demo_os_is_usable_on_the_text_screen_under_tmux() {
 /// been busy and silent a while, and goes before the guest's next output.
 #[test]
 fn a_long_silent_run_shows_progress_on_a_terminal_and_clears_it() {
-    let test = "a_long_silent_run_shows_progress_on_a_terminal_and_clears_it";
-    if Command::new("tmux").arg("-V").output().is_err() {
-        ringside_testsuites::skip_unless_ci(test, "tmux is not installed (Debian package tmux)");
+    let Some(pane) = TmuxPane::start(
+        "progress",
+        120,
+        20,
+        &[
+            env!("CARGO_BIN_EXE_ringside"),
+            "run",
+            "builtin:bench-int",
+            "--stats",
+        ],
+    ) else {
         return;
-    }
-    let session = format!("ringside-progress-{}", std::process::id());
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-x",
-        "120",
-        "-y",
-        "20",
-        "-s",
-        &session,
-        env!("CARGO_BIN_EXE_ringside"),
-        "run",
-        "builtin:bench-int",
-        "--stats",
-        ";",
-        "set-option",
-        "-w",
-        "remain-on-exit",
-        "on",
-    ]);
-    assert!(started.status.success(), "{}", text(&started.stderr));
-    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
-    let dead = || {
-        text(&tmux(&["display-message", "-p", "-t", &session, "#{pane_dead}"]).stdout).trim() == "1"
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut seen = None;
-    while !dead() {
-        let screen = capture();
+    while !pane.ended() {
+        let screen = pane.screen();
         if screen.contains("instructions retired") {
             seen = Some(screen);
         }
@@ -1673,8 +1539,7 @@ fn a_long_silent_run_shows_progress_on_a_terminal_and_clears_it() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // With the scrollback: the JSON's wrapped lines push the first off.
-    let end = text(&tmux(&["capture-pane", "-p", "-S", "-", "-t", &session]).stdout);
-    let _ = tmux(&["kill-session", "-t", &session]);
+    let end = pane.history();
     let seen = seen.unwrap_or_else(|| panic!("no progress line while it ran: {end}"));
     assert!(seen.contains(" M/s"), "{seen}");
     assert!(end.contains("bench-int checksum"), "{end}");
