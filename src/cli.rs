@@ -379,6 +379,8 @@ pub(crate) fn make_engine(name: &str) -> Result<Box<dyn Engine>> {
             ringside_raw::Raw::with_patching(RAW_PATM.load(Ordering::Relaxed)),
             ringside_interp::Interp::new(),
         ))),
+        // The lab "find the bug" (src/lab_engine.rs); not listed.
+        "lab-broken" => Ok(Box::new(crate::lab_engine::BrokenInterp::new())),
         other => bail!("unknown engine '{other}' (available: interp, jit, raw, kvm)"),
     }
 }

@@ -21,13 +21,19 @@ enum Build {
     /// C and assembly files linked with `kernel.ld` into a Multiboot
     /// kernel, loaded directly (the labs' runtime comes with it).
     Kernel,
+    /// Nothing to build: `answer.txt` holds what the student found with
+    /// a command the lab names, which the checker runs itself.
+    Answers,
 }
 
 /// What a run of the student's work did.
 struct Run {
     status: Option<i32>,
-    /// The guest's COM1 output.
+    /// The guest's COM1 output (for an answers lab: what the command the
+    /// lab names printed).
     com1: String,
+    /// An answers lab's `answer.txt`.
+    answers: String,
     /// What ringside said on stderr.
     said: String,
     /// `--stats-json`.
@@ -122,6 +128,21 @@ const LABS: &[Lab] = &[
         starter: kernel_files!("../labs/04-interrupts/starter/kernel.c"),
         solution: kernel_files!("../labs/04-interrupts/solution/kernel.c"),
         check: check_interrupts,
+    },
+    Lab {
+        number: 11,
+        title: "Find the bug: an engine with one wrong flag rule, found with compare",
+        page: "book/src/lab-11-find-the-bug.md",
+        build: Build::Answers,
+        starter: &[(
+            "answer.txt",
+            include_str!("../labs/11-find-the-bug/starter/answer.txt"),
+        )],
+        solution: &[(
+            "answer.txt",
+            include_str!("../labs/11-find-the-bug/solution/answer.txt"),
+        )],
+        check: check_find_the_bug,
     },
 ];
 
@@ -248,6 +269,29 @@ fn tool(cmd: &mut Command) -> Result<std::result::Result<(), String>> {
 /// ringside or of the host.
 fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result<Run, String>> {
     let me = std::env::current_exe().context("cannot find the ringside binary")?;
+    if l.build == Build::Answers {
+        let Ok(answers) = std::fs::read_to_string(src.join("answer.txt")) else {
+            return Ok(Err(format!("{} has no answer.txt", src.display())));
+        };
+        let out = Command::new(me)
+            .args([
+                "compare",
+                "--engines",
+                "interp,lab-broken",
+                "builtin:bench-int",
+            ])
+            .args(["--max-insns", "50000000"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run ringside compare")?;
+        return Ok(Ok(Run {
+            status: out.status.code(),
+            com1: String::from_utf8_lossy(&out.stdout).into_owned(),
+            answers,
+            said: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stats: serde_json::Value::Null,
+        }));
+    }
     let stats = work.join("stats.json");
     let stats_arg = stats.display().to_string();
     let mut run = Command::new(me);
@@ -303,6 +347,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .arg(format!("{},snapshot", img.display()))
                 .args(["--max-insns", "20000000"]);
         }
+        Build::Answers => unreachable!("answers labs return above"),
         Build::Kernel => {
             let mut objects = Vec::new();
             let mut sources: Vec<PathBuf> = std::fs::read_dir(src)?
@@ -360,6 +405,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
     Ok(Ok(Run {
         status: out.status.code(),
         com1: String::from_utf8_lossy(&out.stdout).into_owned(),
+        answers: String::new(),
         said: String::from_utf8_lossy(&out.stderr).into_owned(),
         stats,
     }))
@@ -454,5 +500,101 @@ fn check_interrupts(run: &Run) -> Verdict {
         ));
     }
     ending(run, 0, &mut p);
+    p
+}
+
+/// `key: value` from an answers file (comments and blanks skipped; the
+/// value trimmed; `?` counts as no answer).
+fn answer<'a>(answers: &'a str, key: &str) -> Option<&'a str> {
+    answers
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == key))
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty() && *v != "?")
+}
+
+/// The names of the EFLAGS bits set in `bits`.
+fn flag_names(bits: u32) -> Vec<&'static str> {
+    const NAMES: [(u32, &str); 9] = [
+        (0, "CF"),
+        (2, "PF"),
+        (4, "AF"),
+        (6, "ZF"),
+        (7, "SF"),
+        (8, "TF"),
+        (9, "IF"),
+        (10, "DF"),
+        (11, "OF"),
+    ];
+    NAMES
+        .iter()
+        .filter(|(bit, _)| bits & (1 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+fn check_find_the_bug(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    // The truth, from the comparator's own report.
+    let report = &run.com1;
+    let first = report.lines().next().unwrap_or("");
+    let Some(after) = first
+        .strip_prefix("divergence after ")
+        .and_then(|r| r.split_whitespace().next())
+    else {
+        p.push(format!(
+            "ringside compare did not report a divergence (status {:?}): {}{}",
+            run.status, report, run.said
+        ));
+        return p;
+    };
+    // "... at 0008:001020a6  42  inc edx": the mnemonic after the bytes.
+    let mnemonic = first
+        .split("  ")
+        .nth(2)
+        .and_then(|d| d.split_whitespace().next())
+        .unwrap_or("");
+    let flags: Vec<&str> = report
+        .lines()
+        .find_map(|l| l.strip_prefix("* eflags"))
+        .map(|v| {
+            let vals: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| u32::from_str_radix(x, 16).ok())
+                .collect();
+            match vals.as_slice() {
+                [a, b] => flag_names(a ^ b),
+                _ => Vec::new(),
+            }
+        })
+        .unwrap_or_default();
+    let given = |key| answer(&run.answers, key);
+    match given("instruction") {
+        None => p.push("instruction: run the compare the file names and copy the number after \"divergence after\"".into()),
+        Some(n) if n.replace(',', "") != after => p.push(format!(
+            "instruction: {n} is not where the engines part (run the compare again, on builtin:bench-int)"
+        )),
+        Some(_) => {}
+    }
+    match given("mnemonic") {
+        None => p.push(
+            "mnemonic: the instruction's name is at the end of the report's first line".into(),
+        ),
+        Some(m) if !m.eq_ignore_ascii_case(mnemonic) => p.push(format!(
+            "mnemonic: {m} is not the instruction at the divergence"
+        )),
+        Some(_) => {}
+    }
+    match given("flag") {
+        None => p.push("flag: compare the two EFLAGS values the report shows, bit by bit (CF is bit 0, PF 2, AF 4, ZF 6, SF 7, OF 11)".into()),
+        Some(f) if !flags.iter().any(|x| x.eq_ignore_ascii_case(f)) => p.push(format!(
+            "flag: {f} is not a flag the two engines disagree on"
+        )),
+        Some(_) => {}
+    }
+    if given("rule").is_none() {
+        p.push("rule: say which rule of the manual the broken engine breaks (the instruction's \"Flags Affected\" in SDM Vol. 2)".into());
+    }
     p
 }

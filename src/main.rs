@@ -7,6 +7,7 @@ mod debug_cmd;
 mod frontends;
 mod gdb_cmd;
 mod lab_cmd;
+mod lab_engine;
 mod progress;
 mod session;
 

@@ -124,3 +124,26 @@ fn a_new_students_path_from_the_readme_to_a_passing_lab_1() {
     assert!(text(&out.stdout).contains("lab 1: PASS (your work)"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Lab 11's checker takes its truth from the comparator, not from the
+/// answers it ships: a wrong flag or count is named.
+#[test]
+fn lab_11_names_a_wrong_answer() {
+    let dir = temp_dir("lab11");
+    std::fs::create_dir_all(&dir).unwrap();
+    let solution = include_str!("../../labs/11-find-the-bug/solution/answer.txt");
+    std::fs::write(
+        dir.join("answer.txt"),
+        solution.replace("flag: CF", "flag: ZF"),
+    )
+    .unwrap();
+    let out = ringside(&["lab", "check", "11", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("flag: ZF is not a flag the two engines disagree on"));
+    let wrong_count = solution.replace("instruction: 14621", "instruction: 14620");
+    std::fs::write(dir.join("answer.txt"), wrong_count).unwrap();
+    let out = ringside(&["lab", "check", "11", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("instruction: 14620 is not where the engines part"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
