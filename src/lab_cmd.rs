@@ -22,9 +22,67 @@ enum Build {
     /// kernel, loaded directly (the labs' runtime comes with it).
     Kernel,
     /// Nothing to build: `answer.txt` holds what the student found with
-    /// a command the lab names, which the checker runs itself.
-    Answers,
+    /// the commands the lab names, which the checker runs itself.
+    Answers(&'static [Probe]),
 }
+
+/// A ringside command an answers lab's checker runs to know the truth:
+/// its arguments and what goes to its stdin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Probe {
+    args: &'static [&'static str],
+    input: &'static str,
+}
+
+/// What a probe printed.
+struct ProbeOut {
+    stdout: String,
+    stderr: String,
+}
+
+impl ProbeOut {
+    /// The `--stats` JSON object (the last line of stderr that is one).
+    fn stats(&self) -> serde_json::Value {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    fn counter(&self, name: &str) -> Option<u64> {
+        self.stats()["counters"][name].as_u64()
+    }
+}
+
+/// The demo OS on raw mode, running `run hello` (labs 6 and 7).
+const RAW_DEMO: Probe = Probe {
+    args: &[
+        "run",
+        "builtin:demo",
+        "--engine",
+        "raw",
+        "--clock",
+        "fast",
+        "--stats",
+    ],
+    input: "run hello\npoweroff\n",
+};
+const RAW_DEMO_NO_PATM: Probe = Probe {
+    args: &[
+        "run",
+        "builtin:demo",
+        "--engine",
+        "raw",
+        "--clock",
+        "fast",
+        "--stats",
+        "--set",
+        "raw.patm=false",
+    ],
+    input: "run hello\npoweroff\n",
+};
 
 /// What a run of the student's work did.
 struct Run {
@@ -34,6 +92,8 @@ struct Run {
     com1: String,
     /// An answers lab's `answer.txt`.
     answers: String,
+    /// An answers lab's probes, in order.
+    probes: Vec<ProbeOut>,
     /// What ringside said on stderr.
     said: String,
     /// `--stats-json`.
@@ -130,10 +190,50 @@ const LABS: &[Lab] = &[
         check: check_interrupts,
     },
     Lab {
+        number: 6,
+        title: "Ring compression: the demo OS on raw mode, and its trap counters",
+        page: "book/src/lab-6-raw-traps.md",
+        build: Build::Answers(&[RAW_DEMO]),
+        starter: &[(
+            "answer.txt",
+            include_str!("../labs/06-raw-traps/starter/answer.txt"),
+        )],
+        solution: &[(
+            "answer.txt",
+            include_str!("../labs/06-raw-traps/solution/answer.txt"),
+        )],
+        check: check_raw_traps,
+    },
+    Lab {
+        number: 7,
+        title: "CSAM and PATM: which instructions get patched, and the traps it saves",
+        page: "book/src/lab-7-csam-patm.md",
+        build: Build::Answers(&[RAW_DEMO, RAW_DEMO_NO_PATM]),
+        starter: &[(
+            "answer.txt",
+            include_str!("../labs/07-csam-patm/starter/answer.txt"),
+        )],
+        solution: &[(
+            "answer.txt",
+            include_str!("../labs/07-csam-patm/solution/answer.txt"),
+        )],
+        check: check_csam_patm,
+    },
+    Lab {
         number: 11,
         title: "Find the bug: an engine with one wrong flag rule, found with compare",
         page: "book/src/lab-11-find-the-bug.md",
-        build: Build::Answers,
+        build: Build::Answers(&[Probe {
+            args: &[
+                "compare",
+                "--engines",
+                "interp,lab-broken",
+                "builtin:bench-int",
+                "--max-insns",
+                "50000000",
+            ],
+            input: "",
+        }]),
         starter: &[(
             "answer.txt",
             include_str!("../labs/11-find-the-bug/starter/answer.txt"),
@@ -240,6 +340,25 @@ pub fn check(number: u32, dir: Option<&Path>, solution: bool) -> Result<i32> {
     }
 }
 
+/// Run this binary with `args`, `input` on its stdin.
+fn run_with_input(me: &Path, args: &[&str], input: &str) -> Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = Command::new(me)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run ringside {}", args.join(" ")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A guest that stops before reading it all closes the pipe early.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child
+        .wait_with_output()
+        .with_context(|| format!("ringside {}", args.join(" ")))
+}
+
 fn scratch_dir(number: u32) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("ringside-lab{number}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -269,26 +388,26 @@ fn tool(cmd: &mut Command) -> Result<std::result::Result<(), String>> {
 /// ringside or of the host.
 fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result<Run, String>> {
     let me = std::env::current_exe().context("cannot find the ringside binary")?;
-    if l.build == Build::Answers {
+    if let Build::Answers(probes) = l.build {
         let Ok(answers) = std::fs::read_to_string(src.join("answer.txt")) else {
             return Ok(Err(format!("{} has no answer.txt", src.display())));
         };
-        let out = Command::new(me)
-            .args([
-                "compare",
-                "--engines",
-                "interp,lab-broken",
-                "builtin:bench-int",
-            ])
-            .args(["--max-insns", "50000000"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("cannot run ringside compare")?;
+        let mut outs = Vec::new();
+        let mut status = None;
+        for probe in probes {
+            let out = run_with_input(&me, probe.args, probe.input)?;
+            status = status.or(out.status.code());
+            outs.push(ProbeOut {
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
         return Ok(Ok(Run {
-            status: out.status.code(),
-            com1: String::from_utf8_lossy(&out.stdout).into_owned(),
+            status,
+            com1: outs.first().map(|o| o.stdout.clone()).unwrap_or_default(),
+            said: outs.first().map(|o| o.stderr.clone()).unwrap_or_default(),
             answers,
-            said: String::from_utf8_lossy(&out.stderr).into_owned(),
+            probes: outs,
             stats: serde_json::Value::Null,
         }));
     }
@@ -347,7 +466,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .arg(format!("{},snapshot", img.display()))
                 .args(["--max-insns", "20000000"]);
         }
-        Build::Answers => unreachable!("answers labs return above"),
+        Build::Answers(_) => unreachable!("answers labs return above"),
         Build::Kernel => {
             let mut objects = Vec::new();
             let mut sources: Vec<PathBuf> = std::fs::read_dir(src)?
@@ -406,6 +525,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
         status: out.status.code(),
         com1: String::from_utf8_lossy(&out.stdout).into_owned(),
         answers: String::new(),
+        probes: Vec::new(),
         said: String::from_utf8_lossy(&out.stderr).into_owned(),
         stats,
     }))
@@ -596,5 +716,136 @@ fn check_find_the_bug(run: &Run) -> Verdict {
     if given("rule").is_none() {
         p.push("rule: say which rule of the manual the broken engine breaks (the instruction's \"Flags Affected\" in SDM Vol. 2)".into());
     }
+    p
+}
+
+/// An answer that must be the number `truth` (None: the probe did not
+/// report it, which is ringside's failure, said as such).
+fn numeric_answer(run: &Run, key: &str, truth: Option<u64>, hint: &str, p: &mut Verdict) {
+    let Some(truth) = truth else {
+        p.push(format!(
+            "{key}: ringside did not report this counter; its output: {}",
+            run.said.trim()
+        ));
+        return;
+    };
+    match answer(&run.answers, key) {
+        None => p.push(format!("{key}: {hint}")),
+        Some(v) if v.replace(',', "").parse::<u64>() != Ok(truth) => {
+            p.push(format!("{key}: {v} is not what the run shows; {hint}"))
+        }
+        Some(_) => {}
+    }
+}
+
+/// An answer in words: present, and a sentence (not a word or two).
+fn sentence_answer(run: &Run, key: &str, hint: &str, p: &mut Verdict) {
+    match answer(&run.answers, key) {
+        Some(v) if v.split_whitespace().count() >= 6 => {}
+        _ => p.push(format!("{key}: {hint}")),
+    }
+}
+
+fn check_raw_traps(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    let Some(raw) = run.probes.first() else {
+        return vec!["the run on raw mode did not happen".into()];
+    };
+    let hint = "read it from the counters of the run the file names";
+    numeric_answer(
+        run,
+        "gp_traps",
+        raw.counter("raw.traps.0d-gp"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "out_emulated",
+        raw.counter("raw.emulated.out"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "in_emulated",
+        raw.counter("raw.emulated.in"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "substrate_instructions",
+        raw.counter("raw.substrate_instructions"),
+        hint,
+        &mut p,
+    );
+    sentence_answer(
+        run,
+        "why",
+        "explain in a sentence, with the CPL the kernel runs at under raw mode and the IOPL (the book's chapter on raw mode, SDM Vol. 1 19.5)",
+        &mut p,
+    );
+    p
+}
+
+fn check_csam_patm(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    let [with, without] = run.probes.as_slice() else {
+        return vec!["the two runs on raw mode did not happen".into()];
+    };
+    let hint = "read it from the counters of the runs the file names";
+    numeric_answer(
+        run,
+        "gp_traps_with_patm",
+        with.counter("raw.traps.0d-gp"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "gp_traps_without_patm",
+        without.counter("raw.traps.0d-gp"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "site_traps_without_patm",
+        without.counter("raw.site_traps"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "live_patches",
+        with.counter("raw.patm_live_patches"),
+        hint,
+        &mut p,
+    );
+    // The kind with the most installed patches.
+    let stats = with.stats();
+    let most = stats["counters"].as_object().and_then(|c| {
+        c.iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("raw.patm_installed.jump.")?, v.as_u64()?)))
+            .max_by_key(|&(_, n)| n)
+            .map(|(k, _)| k.to_string())
+    });
+    match (answer(&run.answers, "most_patched"), most) {
+        (_, None) => p.push("most_patched: ringside reported no patches".into()),
+        (None, Some(_)) => {
+            p.push("most_patched: look at the raw.patm_installed.jump.* counters".into())
+        }
+        (Some(v), Some(m)) if !v.eq_ignore_ascii_case(&m) => p.push(format!(
+            "most_patched: {v} is not the kind with the most patches"
+        )),
+        _ => {}
+    }
+    sentence_answer(
+        run,
+        "why",
+        "explain in a sentence what a patch can do in place that the monitor must do for OUT and IN",
+        &mut p,
+    );
     p
 }
