@@ -220,6 +220,58 @@ const LABS: &[Lab] = &[
         check: check_csam_patm,
     },
     Lab {
+        number: 8,
+        title: "The recompiler: a block's Cranelift IR, chained translations, self-modifying code",
+        page: "book/src/lab-8-recompiler.md",
+        build: Build::Answers(&[
+            Probe {
+                args: &["jit-dump", "--at", "100000", "builtin:bench-int-small"],
+                input: "",
+            },
+            Probe {
+                args: &[
+                    "run",
+                    "builtin:bench-int-small",
+                    "--engine",
+                    "jit",
+                    "--clock",
+                    "fast",
+                    "--stats",
+                    "--set",
+                    "jit.background=false",
+                    "--set",
+                    "jit.threshold=50",
+                ],
+                input: "",
+            },
+            Probe {
+                args: &[
+                    "run",
+                    "builtin:smc",
+                    "--engine",
+                    "jit",
+                    "--clock",
+                    "fast",
+                    "--stats",
+                    "--set",
+                    "jit.background=false",
+                    "--set",
+                    "jit.threshold=1",
+                ],
+                input: "",
+            },
+        ]),
+        starter: &[(
+            "answer.txt",
+            include_str!("../labs/08-recompiler/starter/answer.txt"),
+        )],
+        solution: &[(
+            "answer.txt",
+            include_str!("../labs/08-recompiler/solution/answer.txt"),
+        )],
+        check: check_recompiler,
+    },
+    Lab {
         number: 11,
         title: "Find the bug: an engine with one wrong flag rule, found with compare",
         page: "book/src/lab-11-find-the-bug.md",
@@ -845,6 +897,84 @@ fn check_csam_patm(run: &Run) -> Verdict {
         run,
         "why",
         "explain in a sentence what a patch can do in place that the monitor must do for OUT and IN",
+        &mut p,
+    );
+    p
+}
+
+fn check_recompiler(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    let [dump, bench, smc] = run.probes.as_slice() else {
+        return vec!["the three runs the lab names did not happen".into()];
+    };
+    // The guest block: the lines between the header and the blank line.
+    let guest = dump
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("; guest block"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .count() as u64;
+    let in_dump = (guest > 0).then_some(guest);
+    numeric_answer(
+        run,
+        "guest_instructions",
+        in_dump,
+        "count the guest instructions jit-dump lists above the IR",
+        &mut p,
+    );
+    // An opcode of the IR ("= ushr.i32 v1, v2"), the type suffix off.
+    let opcodes: Vec<&str> = dump
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(" = ")?.1.split_whitespace().next())
+        .map(|op| op.split('.').next().unwrap_or(op))
+        .collect();
+    match answer(&run.answers, "shr_becomes") {
+        Some(op) if op.starts_with("ushr") && opcodes.contains(&op) => {}
+        Some(op) if !opcodes.contains(&op) => p.push(format!(
+            "shr_becomes: {op} does not appear in the block's IR"
+        )),
+        Some(op) => p.push(format!(
+            "shr_becomes: {op} is in the IR, but it is not what a logical shift right becomes"
+        )),
+        None => p.push(
+            "shr_becomes: find the IR instruction that shifts right without the sign (Cranelift's opcode list: ushr, sshr...)".into(),
+        ),
+    }
+    let hint = "read it from the --stats counters of the run the file names";
+    numeric_answer(
+        run,
+        "compiled_regions",
+        bench.counter("compiled_blocks"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "chained_transitions",
+        bench.counter("chained_translations"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "native_instructions",
+        bench.counter("native_instructions"),
+        hint,
+        &mut p,
+    );
+    numeric_answer(
+        run,
+        "smc_invalidated",
+        smc.counter("translations_invalidated"),
+        hint,
+        &mut p,
+    );
+    sentence_answer(
+        run,
+        "why",
+        "explain in a sentence why a translation goes stale and how a write to its code is noticed (the recompiler's chapter, \"Code that writes code\")",
         &mut p,
     );
     p
