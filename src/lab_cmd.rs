@@ -272,6 +272,32 @@ const LABS: &[Lab] = &[
         check: check_recompiler,
     },
     Lab {
+        number: 9,
+        title: "Hardware virtualization: the KVM exits of a device-heavy guest",
+        page: "book/src/lab-9-kvm-exits.md",
+        build: Build::Answers(&[Probe {
+            args: &[
+                "run",
+                "builtin:irq-pm",
+                "--engine",
+                "kvm",
+                "--clock",
+                "fast",
+                "--stats",
+            ],
+            input: "",
+        }]),
+        starter: &[(
+            "answer.txt",
+            include_str!("../labs/09-kvm-exits/starter/answer.txt"),
+        )],
+        solution: &[(
+            "answer.txt",
+            include_str!("../labs/09-kvm-exits/solution/answer.txt"),
+        )],
+        check: check_kvm_exits,
+    },
+    Lab {
         number: 11,
         title: "Find the bug: an engine with one wrong flag rule, found with compare",
         page: "book/src/lab-11-find-the-bug.md",
@@ -975,6 +1001,43 @@ fn check_recompiler(run: &Run) -> Verdict {
         run,
         "why",
         "explain in a sentence why a translation goes stale and how a write to its code is noticed (the recompiler's chapter, \"Code that writes code\")",
+        &mut p,
+    );
+    p
+}
+
+fn check_kvm_exits(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    let Some(kvm) = run.probes.first() else {
+        return vec!["the run on kvm did not happen".into()];
+    };
+    if run.status != Some(0) {
+        return vec![format!(
+            "this host cannot run the lab's guest on kvm (ringside engines says what its KVM runs); do this lab on a host with KVM. ringside said: {}",
+            kvm.stderr.trim()
+        )];
+    }
+    let hint = "read it from the --stats counters of the run the file names";
+    numeric_answer(run, "io_exits", kvm.counter("exits_io"), hint, &mut p);
+    numeric_answer(run, "hlt_exits", kvm.counter("exits_hlt"), hint, &mut p);
+    numeric_answer(
+        run,
+        "injected",
+        kvm.counter("interrupts_injected"),
+        hint,
+        &mut p,
+    );
+    match answer(&run.answers, "varies") {
+        Some(v) if v.trim() == "exits_kick" => {}
+        Some(v) => p.push(format!(
+            "varies: {v} is the same in every run; run the command a few times and compare each exits_* counter"
+        )),
+        None => p.push("varies: run the command a few times and compare each exits_* counter".into()),
+    }
+    sentence_answer(
+        run,
+        "why",
+        "explain in a sentence what that exit is for and why its count depends on the host (the chapter \"Hardware virtualization\")",
         &mut p,
     );
     p

@@ -1678,3 +1678,22 @@ fn every_book_chapter_is_listed_and_every_link_between_chapters_resolves() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// A closed stdout (`ringside guests | head -1`) made println! panic
+/// ("failed printing to stdout", status 101); ringside now ends quietly
+/// with 128 + SIGPIPE.
+#[test]
+fn a_closed_stdout_ends_quietly_with_141() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+        .args(["guests"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ringside starts");
+    // The reader goes before ringside writes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("it ends");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -31,8 +31,18 @@ fn labs() -> Vec<u32> {
 #[test]
 fn every_labs_solution_passes_and_every_untouched_starter_fails_with_a_hint() {
     let labs = labs();
-    assert!(labs.len() >= 4, "{labs:?}");
+    assert!(labs.len() >= 9, "{labs:?}");
+    // Lab 9 needs a KVM that runs unpaged protected mode: a host limit,
+    // skipped with the reason (never counted as a pass).
+    let engines = text(&ringside(&["engines"]).stdout);
+    let kvm = engines.contains("unpaged protected mode: yes");
     for n in labs {
+        if n == 9 && !kvm {
+            println!(
+                "lab 9 skipped: this host's KVM cannot run unpaged protected mode:\n{engines}"
+            );
+            continue;
+        }
         let number = n.to_string();
         let out = ringside(&["lab", "check", &number, "--solution"]);
         let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
