@@ -27,10 +27,11 @@ enum Build {
 }
 
 /// A ringside command an answers lab's checker runs to know the truth:
-/// its arguments and what goes to its stdin.
+/// its arguments, as the student types them after `ringside` (split at
+/// spaces), and what goes to its stdin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Probe {
-    args: &'static [&'static str],
+    command: &'static str,
     input: &'static str,
 }
 
@@ -38,49 +39,39 @@ struct Probe {
 struct ProbeOut {
     stdout: String,
     stderr: String,
+    /// The `--stats` JSON object (the last line of stderr that is one;
+    /// Null without one).
+    stats: serde_json::Value,
 }
 
 impl ProbeOut {
-    /// The `--stats` JSON object (the last line of stderr that is one).
-    fn stats(&self) -> serde_json::Value {
-        self.stderr
+    fn new(out: &std::process::Output) -> ProbeOut {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stats = stderr
             .lines()
             .rev()
             .find(|l| l.starts_with('{'))
             .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or(serde_json::Value::Null)
+            .unwrap_or(serde_json::Value::Null);
+        ProbeOut {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            stats,
+        }
     }
 
     fn counter(&self, name: &str) -> Option<u64> {
-        self.stats()["counters"][name].as_u64()
+        self.stats["counters"][name].as_u64()
     }
 }
 
 /// The demo OS on raw mode, running `run hello` (labs 6 and 7).
 const RAW_DEMO: Probe = Probe {
-    args: &[
-        "run",
-        "builtin:demo",
-        "--engine",
-        "raw",
-        "--clock",
-        "fast",
-        "--stats",
-    ],
+    command: "run builtin:demo --engine raw --clock fast --stats",
     input: "run hello\npoweroff\n",
 };
 const RAW_DEMO_NO_PATM: Probe = Probe {
-    args: &[
-        "run",
-        "builtin:demo",
-        "--engine",
-        "raw",
-        "--clock",
-        "fast",
-        "--stats",
-        "--set",
-        "raw.patm=false",
-    ],
+    command: "run builtin:demo --engine raw --clock fast --stats --set raw.patm=false",
     input: "run hello\npoweroff\n",
 };
 
@@ -128,14 +119,29 @@ const RUNTIME: [(&str, &str); 4] = [
     ("kernel.ld", include_str!("../labs/runtime/kernel.ld")),
 ];
 
+/// A lab's one file `$name`, from `labs/$dir/$side/` (starter or
+/// solution).
+macro_rules! lab_file {
+    ($dir:literal, $side:literal, $name:literal) => {
+        &[(
+            $name,
+            include_str!(concat!("../labs/", $dir, "/", $side, "/", $name)),
+        )]
+    };
+}
+
+/// A kernel lab's files: the runtime, and `kernel.c` from `labs/$dir/$side/`.
 macro_rules! kernel_files {
-    ($kernel:expr) => {
+    ($dir:literal, $side:literal) => {
         &[
             RUNTIME[0],
             RUNTIME[1],
             RUNTIME[2],
             RUNTIME[3],
-            ("kernel.c", include_str!($kernel)),
+            (
+                "kernel.c",
+                include_str!(concat!("../labs/", $dir, "/", $side, "/kernel.c")),
+            ),
         ]
     };
 }
@@ -146,14 +152,8 @@ const LABS: &[Lab] = &[
         title: "A boot sector: real mode, BIOS services, print over COM1",
         page: "book/src/lab-1-boot-sector.md",
         build: Build::BootSector,
-        starter: &[(
-            "boot.S",
-            include_str!("../labs/01-boot-sector/starter/boot.S"),
-        )],
-        solution: &[(
-            "boot.S",
-            include_str!("../labs/01-boot-sector/solution/boot.S"),
-        )],
+        starter: lab_file!("01-boot-sector", "starter", "boot.S"),
+        solution: lab_file!("01-boot-sector", "solution", "boot.S"),
         check: check_boot_sector,
     },
     Lab {
@@ -161,14 +161,8 @@ const LABS: &[Lab] = &[
         title: "Into protected mode: a GDT, a far jump, a segment limit and its #GP",
         page: "book/src/lab-2-protected-mode.md",
         build: Build::BootSector,
-        starter: &[(
-            "boot.S",
-            include_str!("../labs/02-protected-mode/starter/boot.S"),
-        )],
-        solution: &[(
-            "boot.S",
-            include_str!("../labs/02-protected-mode/solution/boot.S"),
-        )],
+        starter: lab_file!("02-protected-mode", "starter", "boot.S"),
+        solution: lab_file!("02-protected-mode", "solution", "boot.S"),
         check: check_protected_mode,
     },
     Lab {
@@ -176,8 +170,8 @@ const LABS: &[Lab] = &[
         title: "Paging: page tables and a page fault handler that maps on demand",
         page: "book/src/lab-3-paging.md",
         build: Build::Kernel,
-        starter: kernel_files!("../labs/03-paging/starter/kernel.c"),
-        solution: kernel_files!("../labs/03-paging/solution/kernel.c"),
+        starter: kernel_files!("03-paging", "starter"),
+        solution: kernel_files!("03-paging", "solution"),
         check: check_paging,
     },
     Lab {
@@ -185,8 +179,8 @@ const LABS: &[Lab] = &[
         title: "Interrupts: the 8259A PIC, the 8254 timer and an IDT, counting ticks",
         page: "book/src/lab-4-interrupts.md",
         build: Build::Kernel,
-        starter: kernel_files!("../labs/04-interrupts/starter/kernel.c"),
-        solution: kernel_files!("../labs/04-interrupts/solution/kernel.c"),
+        starter: kernel_files!("04-interrupts", "starter"),
+        solution: kernel_files!("04-interrupts", "solution"),
         check: check_interrupts,
     },
     Lab {
@@ -194,14 +188,8 @@ const LABS: &[Lab] = &[
         title: "Ring compression: the demo OS on raw mode, and its trap counters",
         page: "book/src/lab-6-raw-traps.md",
         build: Build::Answers(&[RAW_DEMO]),
-        starter: &[(
-            "answer.txt",
-            include_str!("../labs/06-raw-traps/starter/answer.txt"),
-        )],
-        solution: &[(
-            "answer.txt",
-            include_str!("../labs/06-raw-traps/solution/answer.txt"),
-        )],
+        starter: lab_file!("06-raw-traps", "starter", "answer.txt"),
+        solution: lab_file!("06-raw-traps", "solution", "answer.txt"),
         check: check_raw_traps,
     },
     Lab {
@@ -209,14 +197,8 @@ const LABS: &[Lab] = &[
         title: "CSAM and PATM: which instructions get patched, and the traps it saves",
         page: "book/src/lab-7-csam-patm.md",
         build: Build::Answers(&[RAW_DEMO, RAW_DEMO_NO_PATM]),
-        starter: &[(
-            "answer.txt",
-            include_str!("../labs/07-csam-patm/starter/answer.txt"),
-        )],
-        solution: &[(
-            "answer.txt",
-            include_str!("../labs/07-csam-patm/solution/answer.txt"),
-        )],
+        starter: lab_file!("07-csam-patm", "starter", "answer.txt"),
+        solution: lab_file!("07-csam-patm", "solution", "answer.txt"),
         check: check_csam_patm,
     },
     Lab {
@@ -225,50 +207,20 @@ const LABS: &[Lab] = &[
         page: "book/src/lab-8-recompiler.md",
         build: Build::Answers(&[
             Probe {
-                args: &["jit-dump", "--at", "100000", "builtin:bench-int-small"],
+                command: "jit-dump --at 100000 builtin:bench-int-small",
                 input: "",
             },
             Probe {
-                args: &[
-                    "run",
-                    "builtin:bench-int-small",
-                    "--engine",
-                    "jit",
-                    "--clock",
-                    "fast",
-                    "--stats",
-                    "--set",
-                    "jit.background=false",
-                    "--set",
-                    "jit.threshold=50",
-                ],
+                command: "run builtin:bench-int-small --engine jit --clock fast --stats --set jit.background=false --set jit.threshold=50",
                 input: "",
             },
             Probe {
-                args: &[
-                    "run",
-                    "builtin:smc",
-                    "--engine",
-                    "jit",
-                    "--clock",
-                    "fast",
-                    "--stats",
-                    "--set",
-                    "jit.background=false",
-                    "--set",
-                    "jit.threshold=1",
-                ],
+                command: "run builtin:smc --engine jit --clock fast --stats --set jit.background=false --set jit.threshold=1",
                 input: "",
             },
         ]),
-        starter: &[(
-            "answer.txt",
-            include_str!("../labs/08-recompiler/starter/answer.txt"),
-        )],
-        solution: &[(
-            "answer.txt",
-            include_str!("../labs/08-recompiler/solution/answer.txt"),
-        )],
+        starter: lab_file!("08-recompiler", "starter", "answer.txt"),
+        solution: lab_file!("08-recompiler", "solution", "answer.txt"),
         check: check_recompiler,
     },
     Lab {
@@ -276,25 +228,11 @@ const LABS: &[Lab] = &[
         title: "Hardware virtualization: the KVM exits of a device-heavy guest",
         page: "book/src/lab-9-kvm-exits.md",
         build: Build::Answers(&[Probe {
-            args: &[
-                "run",
-                "builtin:irq-pm",
-                "--engine",
-                "kvm",
-                "--clock",
-                "fast",
-                "--stats",
-            ],
+            command: "run builtin:irq-pm --engine kvm --clock fast --stats",
             input: "",
         }]),
-        starter: &[(
-            "answer.txt",
-            include_str!("../labs/09-kvm-exits/starter/answer.txt"),
-        )],
-        solution: &[(
-            "answer.txt",
-            include_str!("../labs/09-kvm-exits/solution/answer.txt"),
-        )],
+        starter: lab_file!("09-kvm-exits", "starter", "answer.txt"),
+        solution: lab_file!("09-kvm-exits", "solution", "answer.txt"),
         check: check_kvm_exits,
     },
     Lab {
@@ -302,24 +240,11 @@ const LABS: &[Lab] = &[
         title: "Find the bug: an engine with one wrong flag rule, found with compare",
         page: "book/src/lab-11-find-the-bug.md",
         build: Build::Answers(&[Probe {
-            args: &[
-                "compare",
-                "--engines",
-                "interp,lab-broken",
-                "builtin:bench-int",
-                "--max-insns",
-                "50000000",
-            ],
+            command: "compare --engines interp,lab-broken builtin:bench-int --max-insns 50000000",
             input: "",
         }]),
-        starter: &[(
-            "answer.txt",
-            include_str!("../labs/11-find-the-bug/starter/answer.txt"),
-        )],
-        solution: &[(
-            "answer.txt",
-            include_str!("../labs/11-find-the-bug/solution/answer.txt"),
-        )],
+        starter: lab_file!("11-find-the-bug", "starter", "answer.txt"),
+        solution: lab_file!("11-find-the-bug", "solution", "answer.txt"),
         check: check_find_the_bug,
     },
 ];
@@ -418,6 +343,30 @@ pub fn check(number: u32, dir: Option<&Path>, solution: bool) -> Result<i32> {
     }
 }
 
+/// An answers lab: the student's `answer.txt`, and what each of the
+/// lab's probes printed (the run's status is the first probe's).
+fn run_probes(me: &Path, probes: &[Probe], src: &Path) -> Result<std::result::Result<Run, String>> {
+    let Ok(answers) = std::fs::read_to_string(src.join("answer.txt")) else {
+        return Ok(Err(format!("{} has no answer.txt", src.display())));
+    };
+    let mut outs = Vec::new();
+    let mut status = None;
+    for probe in probes {
+        let args: Vec<&str> = probe.command.split_whitespace().collect();
+        let out = run_with_input(me, &args, probe.input)?;
+        status = status.or(out.status.code());
+        outs.push(ProbeOut::new(&out));
+    }
+    Ok(Ok(Run {
+        status,
+        com1: outs.first().map(|o| o.stdout.clone()).unwrap_or_default(),
+        said: outs.first().map(|o| o.stderr.clone()).unwrap_or_default(),
+        answers,
+        probes: outs,
+        stats: serde_json::Value::Null,
+    }))
+}
+
 /// Run this binary with `args`, `input` on its stdin.
 fn run_with_input(me: &Path, args: &[&str], input: &str) -> Result<std::process::Output> {
     use std::io::Write;
@@ -466,32 +415,9 @@ fn tool(cmd: &mut Command) -> Result<std::result::Result<(), String>> {
 /// ringside or of the host.
 fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result<Run, String>> {
     let me = std::env::current_exe().context("cannot find the ringside binary")?;
-    if let Build::Answers(probes) = l.build {
-        let Ok(answers) = std::fs::read_to_string(src.join("answer.txt")) else {
-            return Ok(Err(format!("{} has no answer.txt", src.display())));
-        };
-        let mut outs = Vec::new();
-        let mut status = None;
-        for probe in probes {
-            let out = run_with_input(&me, probe.args, probe.input)?;
-            status = status.or(out.status.code());
-            outs.push(ProbeOut {
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
-        return Ok(Ok(Run {
-            status,
-            com1: outs.first().map(|o| o.stdout.clone()).unwrap_or_default(),
-            said: outs.first().map(|o| o.stderr.clone()).unwrap_or_default(),
-            answers,
-            probes: outs,
-            stats: serde_json::Value::Null,
-        }));
-    }
     let stats = work.join("stats.json");
     let stats_arg = stats.display().to_string();
-    let mut run = Command::new(me);
+    let mut run = Command::new(&me);
     run.args(["run", "--clock", "fast", "--no-reboot"]);
     match l.build {
         Build::BootSector => {
@@ -544,7 +470,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .arg(format!("{},snapshot", img.display()))
                 .args(["--max-insns", "20000000"]);
         }
-        Build::Answers(_) => unreachable!("answers labs return above"),
+        Build::Answers(probes) => return run_probes(&me, probes, src),
         Build::Kernel => {
             let mut objects = Vec::new();
             let mut sources: Vec<PathBuf> = std::fs::read_dir(src)?
@@ -712,26 +638,6 @@ fn answer<'a>(answers: &'a str, key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && *v != "?")
 }
 
-/// The names of the EFLAGS bits set in `bits`.
-fn flag_names(bits: u32) -> Vec<&'static str> {
-    const NAMES: [(u32, &str); 9] = [
-        (0, "CF"),
-        (2, "PF"),
-        (4, "AF"),
-        (6, "ZF"),
-        (7, "SF"),
-        (8, "TF"),
-        (9, "IF"),
-        (10, "DF"),
-        (11, "OF"),
-    ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| bits & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect()
-}
-
 fn check_find_the_bug(run: &Run) -> Verdict {
     let mut p = Vec::new();
     // The truth, from the comparator's own report.
@@ -753,7 +659,7 @@ fn check_find_the_bug(run: &Run) -> Verdict {
         .nth(2)
         .and_then(|d| d.split_whitespace().next())
         .unwrap_or("");
-    let flags: Vec<&str> = report
+    let flags: Vec<String> = report
         .lines()
         .find_map(|l| l.strip_prefix("* eflags"))
         .map(|v| {
@@ -762,7 +668,10 @@ fn check_find_the_bug(run: &Run) -> Verdict {
                 .filter_map(|x| u32::from_str_radix(x, 16).ok())
                 .collect();
             match vals.as_slice() {
-                [a, b] => flag_names(a ^ b),
+                [a, b] => ringside_debugger::inspect::flag_names(a ^ b)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
                 _ => Vec::new(),
             }
         })
@@ -902,8 +811,7 @@ fn check_csam_patm(run: &Run) -> Verdict {
         &mut p,
     );
     // The kind with the most installed patches.
-    let stats = with.stats();
-    let most = stats["counters"].as_object().and_then(|c| {
+    let most = with.stats["counters"].as_object().and_then(|c| {
         c.iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("raw.patm_installed.jump.")?, v.as_u64()?)))
             .max_by_key(|&(_, n)| n)

@@ -68,6 +68,10 @@ impl Progress {
     /// A guest output stream that hides the line before each write and
     /// notes when the guest last wrote.
     pub fn watch(&self, inner: Box<dyn Write + Send>) -> Box<dyn Write + Send> {
+        // No line is ever shown: the guest's writes go straight through.
+        if !self.enabled {
+            return inner;
+        }
         Box::new(Watched {
             inner,
             shared: Arc::clone(&self.shared),
@@ -147,17 +151,9 @@ impl Write for Watched {
     }
 }
 
-/// 1234567 as "1,234,567".
+/// 1234567 as "1,234,567" (indicatif's `HumanCount`).
 pub fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    indicatif::HumanCount(n).to_string()
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

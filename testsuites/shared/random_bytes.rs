@@ -29,6 +29,49 @@ pub fn mode() -> impl Strategy<Value = Mode> {
     ]
 }
 
+/// How many streams a test runs: `RINGSIDE_FUZZ_CASES`, else `default`
+/// (the long campaign sets 100,000; fuzz/README.md).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("RINGSIDE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One random guest: a mode, up to 47 bytes of code, the registers,
+/// EFLAGS, an IDT's bytes and data.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub mode: Mode,
+    pub code: Vec<u8>,
+    pub regs: [u32; 8],
+    pub flags: u32,
+    pub idt: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
+prop_compose! {
+    pub fn case()(
+        mode in mode(),
+        code in proptest::collection::vec(any::<u8>(), 1..48),
+        regs in any::<[u32; 8]>(),
+        flags in any::<u32>(),
+        idt in proptest::collection::vec(any::<u8>(), 8..256),
+        data in proptest::collection::vec(any::<u8>(), 0..512),
+    ) -> Case {
+        Case { mode, code, regs, flags, idt, data }
+    }
+}
+
+impl Case {
+    /// The machine that runs it (`set_up`).
+    pub fn machine(&self) -> Machine {
+        set_up(
+            self.mode, &self.code, &self.regs, self.flags, &self.idt, &self.data,
+        )
+    }
+}
+
 pub const CODE: u32 = 0x8000;
 pub const IDT: u32 = 0x1000;
 
