@@ -180,80 +180,7 @@ const RUNTIME: &[&str] = &[
     "paging.c",
 ];
 
-/// No x87, MMX or SSE code may come out of the compiler: the emulated CPU
-/// has no FPU. `-nostdinc` keeps the host's headers out; `guest.h` is all
-/// a guest sees. Loop-pattern distribution is off so a C loop stays a
-/// loop instead of becoming a call to memset.
-const CFLAGS: &[&str] = &[
-    "-m32",
-    "-march=i686",
-    "-ffreestanding",
-    "-nostdlib",
-    "-nostdinc",
-    "-fno-pic",
-    "-fno-pie",
-    "-fno-stack-protector",
-    "-fno-builtin",
-    "-fno-tree-loop-distribute-patterns",
-    "-fno-asynchronous-unwind-tables",
-    "-mgeneral-regs-only",
-    "-mno-red-zone",
-    "-O2",
-    "-Wall",
-    "-Werror",
-];
-
-/// A static ELF32 executable laid out by `link.ld`; the code is writable
-/// on purpose (the `smc` guest patches itself), hence no RWX warning.
-const LDFLAGS: &[&str] = &[
-    "-m",
-    "elf_i386",
-    "-nostdlib",
-    "--build-id=none",
-    "-z",
-    "max-page-size=0x1000",
-    "-z",
-    "noexecstack",
-    "--no-warn-rwx-segments",
-];
-
-/// The demo OS's kernel sources, relative to `demo/kernel/`.
-const DEMO_KERNEL: &[&str] = &[
-    "entry.S",
-    "trapasm.S",
-    "main.c",
-    "desc.c",
-    "trap.c",
-    "syscall.c",
-    "pic.c",
-    "apic.c",
-    "kalloc.c",
-    "vm.c",
-    "elf.c",
-    "proc.c",
-    "console.c",
-    "printf.c",
-    "string.c",
-    "shell.c",
-    "programs.S",
-];
-
-/// What every demo user program links, relative to `demo/user/`.
-const DEMO_USER_LIB: &[&str] = &["crt0.S", "ulib.c"];
-
-/// The demo's user programs: name, main source, defines. The kernel
-/// embeds `NAME.elf` for each name `demo/kernel/programs.S` lists.
-const DEMO_PROGRAMS: &[(&str, &str, &[&str])] = &[
-    ("hello", "hello.c", &[]),
-    ("bench", "bench.c", &[]),
-    ("bench-small", "bench.c", &["BENCH_SMALL"]),
-    ("syscalls", "syscalls.c", &[]),
-    ("pagefaults", "pagefaults.c", &[]),
-    ("ports", "ports.c", &[]),
-    ("sleeper", "sleeper.c", &[]),
-    ("fault", "fault.c", &[]),
-    ("cat", "cat.c", &[]),
-];
+include!("build_flags.rs");
 
 const DEMO_DESCRIPTION: &str =
     "the demo teaching OS: processes, paging, system calls and a shell on COM1 (demo/README.md)";
@@ -267,6 +194,10 @@ fn main() {
     let lib_dir = manifest_dir.join("lib");
     let guest_dir = manifest_dir.join("src-guests");
     let link_script = manifest_dir.join("link.ld");
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("build_flags.rs").display()
+    );
 
     // The directories catch headers and new files; compile() names each
     // source as well.
@@ -385,12 +316,14 @@ fn build_demo(demo_dir: &Path, out_dir: &Path) {
         })
         .collect();
     let programs_dir = build_dir.join("programs");
+    // bench.c includes the guests' shared bench-work.h, from lib/.
+    let lib_dir = demo_dir.join("../lib");
     for (name, source, defines) in DEMO_PROGRAMS {
         let mut objects = user_lib.clone();
         objects.push(compile(
             &user_dir.join(source),
             &build_dir.join(format!("user-{name}")),
-            &[demo_dir],
+            &[demo_dir, &lib_dir],
             defines,
         ));
         fs::create_dir_all(&programs_dir).expect("create the demo programs directory");

@@ -11,6 +11,13 @@
 //! file=IMAGE,format=raw`. See `README.md` for the guest ABI and how to
 //! add a guest, and `demo/README.md` for the demo OS.
 
+/// How the guests are compiled and linked, and the demo OS's file lists
+/// (what `build.rs` builds the built-in guests with; `ringside lab`
+/// builds a student's copy of the demo OS with the same).
+pub mod build_flags {
+    include!("../build_flags.rs");
+}
+
 /// One guest program.
 #[derive(Debug)]
 pub struct Guest {

@@ -12,6 +12,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod checks;
+use checks::*;
+
 /// How a lab's files become something ringside runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Build {
@@ -24,6 +27,11 @@ enum Build {
     /// Nothing to build: `answer.txt` holds what the student found with
     /// the commands the lab names, which the checker runs itself.
     Answers(&'static [Probe]),
+    /// A copy of the demo OS (`kernel/`, `user/`, `syscall.h`), built as
+    /// `build.rs` builds the built-in one (`ringside_guests::build_flags`)
+    /// with the user programs `kernel/programs.S` lists, and booted with
+    /// `input` typed at its prompt.
+    DemoOs { input: &'static str },
 }
 
 /// A ringside command an answers lab's checker runs to know the truth:
@@ -106,17 +114,25 @@ struct Lab {
     /// Its page in the book.
     page: &'static str,
     build: Build,
-    starter: &'static [(&'static str, &'static str)],
-    solution: &'static [(&'static str, &'static str)],
+    /// The files the starter is made from (for lab 5, the demo OS's).
+    base: Files,
+    /// The starter: files given whole, and patches (`NAME.patch`, a
+    /// unified diff) applied to the base's file NAME.
+    starter: Files,
+    /// The reference solution: the same, applied to the starter.
+    solution: Files,
     check: fn(&Run) -> Verdict,
 }
 
+/// Files by path (relative to the lab's directory) and contents.
+type Files = &'static [(&'static str, &'static str)];
+
 /// The files every kernel lab gets: given, not to be changed.
 const RUNTIME: [(&str, &str); 4] = [
-    ("start.S", include_str!("../labs/runtime/start.S")),
-    ("runtime.c", include_str!("../labs/runtime/runtime.c")),
-    ("lab.h", include_str!("../labs/runtime/lab.h")),
-    ("kernel.ld", include_str!("../labs/runtime/kernel.ld")),
+    ("start.S", include_str!("../../labs/runtime/start.S")),
+    ("runtime.c", include_str!("../../labs/runtime/runtime.c")),
+    ("lab.h", include_str!("../../labs/runtime/lab.h")),
+    ("kernel.ld", include_str!("../../labs/runtime/kernel.ld")),
 ];
 
 /// A lab's one file `$name`, from `labs/$dir/$side/` (starter or
@@ -125,7 +141,7 @@ macro_rules! lab_file {
     ($dir:literal, $side:literal, $name:literal) => {
         &[(
             $name,
-            include_str!(concat!("../labs/", $dir, "/", $side, "/", $name)),
+            include_str!(concat!("../../labs/", $dir, "/", $side, "/", $name)),
         )]
     };
 }
@@ -140,9 +156,68 @@ macro_rules! kernel_files {
             RUNTIME[3],
             (
                 "kernel.c",
-                include_str!(concat!("../labs/", $dir, "/", $side, "/kernel.c")),
+                include_str!(concat!("../../labs/", $dir, "/", $side, "/kernel.c")),
             ),
         ]
+    };
+}
+
+/// The demo OS's sources, `$path` relative to its directory.
+macro_rules! demo_files {
+    ($from:literal as $to:literal, $($path:literal),* $(,)?) => {
+        &[
+            ($to, include_str!(concat!("../../testsuites/guests/demo/", $from))),
+            $(($path, include_str!(concat!("../../testsuites/guests/demo/", $path)))),*
+        ]
+    };
+}
+
+/// What lab 5 starts from: the demo OS's sources as the built-in one is
+/// built (a test checks that no file of `demo/kernel` or `demo/user` is
+/// missing), and the guests' shared benchmark work that `user/bench.c`
+/// includes (from `lib/`, found on the include path).
+const DEMO_FILES: Files = demo_files!(
+    "../lib/bench-work.h" as "bench-work.h",
+    "README.md",
+    "syscall.h",
+    "kernel/apic.c",
+    "kernel/console.c",
+    "kernel/desc.c",
+    "kernel/elf.c",
+    "kernel/entry.S",
+    "kernel/kalloc.c",
+    "kernel/kernel.h",
+    "kernel/kernel.ld",
+    "kernel/main.c",
+    "kernel/pic.c",
+    "kernel/printf.c",
+    "kernel/proc.c",
+    "kernel/programs.S",
+    "kernel/shell.c",
+    "kernel/string.c",
+    "kernel/syscall.c",
+    "kernel/trap.c",
+    "kernel/trapasm.S",
+    "kernel/vm.c",
+    "kernel/x86.h",
+    "user/bench.c",
+    "user/cat.c",
+    "user/crt0.S",
+    "user/fault.c",
+    "user/hello.c",
+    "user/pagefaults.c",
+    "user/ports.c",
+    "user/sleeper.c",
+    "user/syscalls.c",
+    "user/ulib.c",
+    "user/user.h",
+    "user/user.ld",
+);
+
+/// Files of `labs/$dir/`, `$path` relative to it.
+macro_rules! lab_files {
+    ($dir:literal: $($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!("../../labs/", $dir, "/", $path)))),*]
     };
 }
 
@@ -152,6 +227,7 @@ const LABS: &[Lab] = &[
         title: "A boot sector: real mode, BIOS services, print over COM1",
         page: "book/src/lab-1-boot-sector.md",
         build: Build::BootSector,
+        base: &[],
         starter: lab_file!("01-boot-sector", "starter", "boot.S"),
         solution: lab_file!("01-boot-sector", "solution", "boot.S"),
         check: check_boot_sector,
@@ -161,6 +237,7 @@ const LABS: &[Lab] = &[
         title: "Into protected mode: a GDT, a far jump, a segment limit and its #GP",
         page: "book/src/lab-2-protected-mode.md",
         build: Build::BootSector,
+        base: &[],
         starter: lab_file!("02-protected-mode", "starter", "boot.S"),
         solution: lab_file!("02-protected-mode", "solution", "boot.S"),
         check: check_protected_mode,
@@ -170,6 +247,7 @@ const LABS: &[Lab] = &[
         title: "Paging: page tables and a page fault handler that maps on demand",
         page: "book/src/lab-3-paging.md",
         build: Build::Kernel,
+        base: &[],
         starter: kernel_files!("03-paging", "starter"),
         solution: kernel_files!("03-paging", "solution"),
         check: check_paging,
@@ -179,15 +257,40 @@ const LABS: &[Lab] = &[
         title: "Interrupts: the 8259A PIC, the 8254 timer and an IDT, counting ticks",
         page: "book/src/lab-4-interrupts.md",
         build: Build::Kernel,
+        base: &[],
         starter: kernel_files!("04-interrupts", "starter"),
         solution: kernel_files!("04-interrupts", "solution"),
         check: check_interrupts,
+    },
+    Lab {
+        number: 5,
+        title: "System calls and ring 3: two new system calls in the demo OS",
+        page: "book/src/lab-5-system-call.md",
+        build: Build::DemoOs {
+            input: "run lab\nrun hello\npoweroff\n",
+        },
+        base: DEMO_FILES,
+        starter: lab_files!("05-system-call/starter":
+            "syscall.h.patch",
+            "kernel/programs.S.patch",
+            "kernel/syscall.c.patch",
+            "user/user.h.patch",
+            "user/ulib.c.patch",
+            "user/lab.c",
+        ),
+        solution: lab_files!("05-system-call/solution":
+            "kernel/kernel.h.patch",
+            "kernel/syscall.c.patch",
+            "user/ulib.c.patch",
+        ),
+        check: check_system_call,
     },
     Lab {
         number: 6,
         title: "Ring compression: the demo OS on raw mode, and its trap counters",
         page: "book/src/lab-6-raw-traps.md",
         build: Build::Answers(&[RAW_DEMO]),
+        base: &[],
         starter: lab_file!("06-raw-traps", "starter", "answer.txt"),
         solution: lab_file!("06-raw-traps", "solution", "answer.txt"),
         check: check_raw_traps,
@@ -197,6 +300,7 @@ const LABS: &[Lab] = &[
         title: "CSAM and PATM: which instructions get patched, and the traps it saves",
         page: "book/src/lab-7-csam-patm.md",
         build: Build::Answers(&[RAW_DEMO, RAW_DEMO_NO_PATM]),
+        base: &[],
         starter: lab_file!("07-csam-patm", "starter", "answer.txt"),
         solution: lab_file!("07-csam-patm", "solution", "answer.txt"),
         check: check_csam_patm,
@@ -219,6 +323,7 @@ const LABS: &[Lab] = &[
                 input: "",
             },
         ]),
+        base: &[],
         starter: lab_file!("08-recompiler", "starter", "answer.txt"),
         solution: lab_file!("08-recompiler", "solution", "answer.txt"),
         check: check_recompiler,
@@ -231,6 +336,7 @@ const LABS: &[Lab] = &[
             command: "run builtin:irq-pm --engine kvm --clock fast --stats",
             input: "",
         }]),
+        base: &[],
         starter: lab_file!("09-kvm-exits", "starter", "answer.txt"),
         solution: lab_file!("09-kvm-exits", "solution", "answer.txt"),
         check: check_kvm_exits,
@@ -243,6 +349,7 @@ const LABS: &[Lab] = &[
             command: "compare --engines interp,lab-broken builtin:bench-int --max-insns 50000000",
             input: "",
         }]),
+        base: &[],
         starter: lab_file!("11-find-the-bug", "starter", "answer.txt"),
         solution: lab_file!("11-find-the-bug", "solution", "answer.txt"),
         check: check_find_the_bug,
@@ -264,16 +371,70 @@ pub fn list() -> Result<i32> {
     Ok(0)
 }
 
+/// A lab's files, starter or solution: the base, then the starter's
+/// files and patches, then (for the solution) the solution's, each
+/// replacing or patching what the one before made.
+fn lab_files(l: &Lab, solution: bool) -> Result<Vec<(String, String)>> {
+    let mut files: Vec<(String, String)> = l
+        .base
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let layers: &[Files] = if solution {
+        &[l.starter, l.solution]
+    } else {
+        &[l.starter]
+    };
+    for layer in layers {
+        for (name, text) in layer.iter() {
+            match name.strip_suffix(".patch") {
+                Some(target) => {
+                    let Some(file) = files.iter_mut().find(|(n, _)| n == target) else {
+                        bail!(
+                            "lab {}: {name} patches {target}, which it does not have",
+                            l.number
+                        );
+                    };
+                    let patch = diffy::Patch::from_str(text).with_context(|| {
+                        format!("lab {}: {name} is not a unified diff", l.number)
+                    })?;
+                    file.1 = diffy::apply(&file.1, &patch).with_context(|| {
+                        format!("lab {}: {name} does not apply to {target}", l.number)
+                    })?;
+                }
+                None => match files.iter_mut().find(|(n, _)| n == name) {
+                    Some(file) => file.1 = text.to_string(),
+                    None => files.push((name.to_string(), text.to_string())),
+                },
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Write `files` under `dir`, making the directories they are in.
+fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
+    for (name, text) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Write lab `number`'s starter files into `dir`, refusing to replace a
 /// file that exists there (it may be the student's work).
 pub fn start(number: u32, dir: &Path) -> Result<i32> {
     let l = lab(number)?;
+    let files = lab_files(l, false)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let taken: Vec<String> = l
-        .starter
+    let taken: Vec<&str> = files
         .iter()
         .filter(|(name, _)| dir.join(name).exists())
-        .map(|(name, _)| name.to_string())
+        .map(|(name, _)| name.as_str())
         .collect();
     if !taken.is_empty() {
         bail!(
@@ -282,15 +443,17 @@ pub fn start(number: u32, dir: &Path) -> Result<i32> {
             taken.join(", ")
         );
     }
-    for (name, text) in l.starter {
-        std::fs::write(dir.join(name), text)
-            .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
-    }
+    write_files(dir, &files)?;
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let shown = if names.len() > 8 {
+        format!("{} files ({}, ...)", names.len(), names[..4].join(", "))
+    } else {
+        names.join(", ")
+    };
     println!(
-        "lab {number}: {}\nthe starter files are in {}: {}\nthe steps are in {}; when you are done: ringside lab check {number} {}",
+        "lab {number}: {}\nthe starter files are in {}: {shown}\nthe steps are in {}; when you are done: ringside lab check {number} {}",
         l.title,
         dir.display(),
-        l.starter.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
         l.page,
         dir.display()
     );
@@ -306,21 +469,22 @@ pub fn check(number: u32, dir: Option<&Path>, solution: bool) -> Result<i32> {
     let source = match (dir, solution) {
         (_, true) => {
             let src = work.join("solution");
-            std::fs::create_dir_all(&src)?;
-            for (name, text) in l.solution {
-                std::fs::write(src.join(name), text)?;
-            }
+            write_files(&src, &lab_files(l, true)?)?;
             src
         }
         (Some(d), false) => d.to_path_buf(),
         (None, false) => bail!("lab check {number}: name the lab's directory, or --solution"),
     };
     let result = build_and_run(l, &source, &work);
+    if let (Some(dir), false) = (dir, solution) {
+        keep_image(&work, dir);
+    }
     let _ = std::fs::remove_dir_all(&work);
     let run = match result? {
         Ok(run) => run,
         Err(build_error) => {
             println!("lab {number}: does not build yet\n{build_error}");
+            println!("(the steps are in {})", l.page);
             return Ok(1);
         }
     };
@@ -340,6 +504,24 @@ pub fn check(number: u32, dir: Option<&Path>, solution: bool) -> Result<i32> {
         }
         println!("(the steps are in {})", l.page);
         Ok(1)
+    }
+}
+
+/// What a check built, kept in `dir/build/` for the student to run or
+/// debug (`ringside run lab5/build/demo.elf`); said when kept.
+fn keep_image(work: &Path, dir: &Path) {
+    for name in ["disk.img", "kernel.elf", "demo.elf"] {
+        let built = work.join(name);
+        if !built.is_file() {
+            continue;
+        }
+        let kept = dir.join("build").join(name);
+        let copied =
+            std::fs::create_dir_all(dir.join("build")).and_then(|_| std::fs::copy(&built, &kept));
+        match copied {
+            Ok(_) => println!("built: {} (ringside run {0})", kept.display()),
+            Err(e) => println!("(could not keep the image in {}: {e})", kept.display()),
+        }
     }
 }
 
@@ -369,21 +551,29 @@ fn run_probes(me: &Path, probes: &[Probe], src: &Path) -> Result<std::result::Re
 
 /// Run this binary with `args`, `input` on its stdin.
 fn run_with_input(me: &Path, args: &[&str], input: &str) -> Result<std::process::Output> {
+    output_with_input(Command::new(me).args(args), input)
+}
+
+/// Run `cmd` to its end with `input` on its stdin (and nothing more),
+/// collecting what it prints.
+fn output_with_input(cmd: &mut Command, input: &str) -> Result<std::process::Output> {
     use std::io::Write;
-    let mut child = Command::new(me)
-        .args(args)
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let what = || format!("ringside {}", args.join(" "));
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot run ringside {}", args.join(" ")))?;
+        .with_context(|| format!("cannot run {}", what()))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A guest that stops before reading it all closes the pipe early.
         let _ = stdin.write_all(input.as_bytes());
     }
-    child
-        .wait_with_output()
-        .with_context(|| format!("ringside {}", args.join(" ")))
+    child.wait_with_output().with_context(what)
 }
 
 fn scratch_dir(number: u32) -> Result<PathBuf> {
@@ -410,6 +600,91 @@ fn tool(cmd: &mut Command) -> Result<std::result::Result<(), String>> {
     }
 }
 
+/// Build the demo OS in `src` into `work` as `build.rs` builds the
+/// built-in one (its flags, less -Werror: a student's warning is shown,
+/// not fatal), with the user programs `kernel/programs.S` lists; the
+/// kernel's path, or Err(what the compiler or linker said).
+fn build_demo(src: &Path, work: &Path) -> Result<std::result::Result<PathBuf, String>> {
+    use ringside_guests::build_flags::{
+        CFLAGS, DEMO_KERNEL, DEMO_PROGRAMS, DEMO_USER_LIB, LDFLAGS,
+    };
+    let compile = |source: &Path, out: &Path, includes: &[&Path], defines: &[&str]| {
+        let mut cc = Command::new("cc");
+        cc.args(CFLAGS.iter().filter(|f| **f != "-Werror"));
+        for dir in includes {
+            cc.arg("-I").arg(dir);
+        }
+        for d in defines {
+            cc.arg(format!("-D{d}"));
+        }
+        cc.arg("-c").arg(source).arg("-o").arg(out);
+        tool(&mut cc)
+    };
+    let link = |objects: &[PathBuf], script: &Path, out: &Path| {
+        tool(
+            Command::new("ld")
+                .args(LDFLAGS)
+                .arg("-T")
+                .arg(script)
+                .arg("-o")
+                .arg(out)
+                .args(objects),
+        )
+    };
+    let programs_s = src.join("kernel/programs.S");
+    let Ok(listing) = std::fs::read_to_string(&programs_s) else {
+        return Ok(Err(format!("{} is missing", programs_s.display())));
+    };
+    let programs = work.join("programs");
+    let objects = work.join("objects");
+    std::fs::create_dir_all(&programs)?;
+    std::fs::create_dir_all(&objects)?;
+    let mut user_lib = Vec::new();
+    for f in DEMO_USER_LIB {
+        let obj = objects.join(format!("user-{f}.o"));
+        if let Err(e) = compile(&src.join("user").join(f), &obj, &[src], &[])? {
+            return Ok(Err(e));
+        }
+        user_lib.push(obj);
+    }
+    // Each `PROGRAM name` line: the demo's own programs as build.rs
+    // builds them, any other from user/NAME.c.
+    for name in listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("PROGRAM "))
+        .map(str::trim)
+    {
+        let (source, defines) = DEMO_PROGRAMS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, source, defines)| (source.to_string(), *defines))
+            .unwrap_or((format!("{name}.c"), &[]));
+        let obj = objects.join(format!("program-{name}.o"));
+        if let Err(e) = compile(&src.join("user").join(&source), &obj, &[src], defines)? {
+            return Ok(Err(e));
+        }
+        let mut all = user_lib.clone();
+        all.push(obj);
+        let elf = programs.join(format!("{name}.elf"));
+        if let Err(e) = link(&all, &src.join("user/user.ld"), &elf)? {
+            return Ok(Err(e));
+        }
+    }
+    let mut kernel_objects = Vec::new();
+    for f in DEMO_KERNEL {
+        let obj = objects.join(format!("kernel-{f}.o"));
+        if let Err(e) = compile(&src.join("kernel").join(f), &obj, &[src, &programs], &[])? {
+            return Ok(Err(e));
+        }
+        kernel_objects.push(obj);
+    }
+    let kernel = work.join("demo.elf");
+    if let Err(e) = link(&kernel_objects, &src.join("kernel/kernel.ld"), &kernel)? {
+        return Ok(Err(e));
+    }
+    Ok(Ok(kernel))
+}
+
 /// Build the work in `src` into `work` and run it. The inner Err is a
 /// build failure, told to the student; the outer one a failure of
 /// ringside or of the host.
@@ -419,6 +694,8 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
     let stats_arg = stats.display().to_string();
     let mut run = Command::new(&me);
     run.args(["run", "--clock", "fast", "--no-reboot"]);
+    // What is typed at the guest (its COM1 input).
+    let mut input = "";
     match l.build {
         Build::BootSector => {
             let boot = src.join("boot.S");
@@ -471,6 +748,14 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .args(["--max-insns", "20000000"]);
         }
         Build::Answers(probes) => return run_probes(&me, probes, src),
+        Build::DemoOs { input: typed } => {
+            let kernel = match build_demo(src, work)? {
+                Ok(kernel) => kernel,
+                Err(e) => return Ok(Err(e)),
+            };
+            input = typed;
+            run.arg(&kernel).args(["--max-insns", "300000000"]);
+        }
         Build::Kernel => {
             let mut objects = Vec::new();
             let mut sources: Vec<PathBuf> = std::fs::read_dir(src)?
@@ -517,10 +802,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
         }
     }
     run.args(["--stats-json", &stats_arg]);
-    let out = run
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("cannot run ringside")?;
+    let out = output_with_input(&mut run, input)?;
     let stats = std::fs::read(&stats)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -535,418 +817,36 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
     }))
 }
 
-/// What every lab says about a run that ended the wrong way.
-fn ending(run: &Run, wanted: i32, problems: &mut Verdict) {
-    match run.status {
-        Some(s) if s == wanted => {}
-        Some(124) => problems.push(
-            "the guest was still running after the instruction limit: a loop that never ends?".into(),
-        ),
-        Some(125) => problems.push(format!(
-            "the CPU shut down (a triple fault: an exception with no working handler). ringside said: {}",
-            run.said.trim()
-        )),
-        Some(s) => problems.push(format!(
-            "the run ended with status {s}, not {wanted}. ringside said: {}",
-            run.said.trim()
-        )),
-        None => problems.push("ringside ended by a signal".into()),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn check_boot_sector(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    if !run.com1.contains("Hello from my boot sector!") {
-        p.push(
-            "COM1 did not show \"Hello from my boot sector!\": print each character of the message with INT 10h, AH = 0Eh (ringside's BIOS copies the screen's teletype output to COM1)"
-                .into(),
-        );
-    }
-    ending(run, 0, &mut p);
-    p
-}
-
-fn check_protected_mode(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    if run.status == Some(1) {
-        p.push("the run ended with status 1: the lines that end it while TODO 2 is not done are still there".into());
-        return p;
-    }
-    if !run.com1.contains("protected mode!") {
-        p.push("COM1 did not show \"protected mode!\": the 32-bit code did not run (check the GDT's code descriptor, CR0.PE and the far jump)".into());
-    }
-    if !run.com1.contains("#GP, error code 0") {
-        p.push("the #GP handler did not report the limit violation: check the IDT gate for vector 13 (present, interrupt gate, CODE:gp_handler) and the 4 KiB data segment at 18h".into());
-    }
-    ending(run, 13, &mut p);
-    p
-}
-
-fn check_paging(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    if !run.com1.contains("page faults: 8\n") {
-        p.push(format!(
-            "the kernel counted {} page faults, not 8: each of the 8 pages at DEMAND must fault once (paging on, their entries not present at first) and be mapped by the handler",
-            run.com1
-                .lines()
-                .find_map(|l| l.strip_prefix("page faults: "))
-                .unwrap_or("no")
-        ));
-    }
-    if !run.com1.contains("sum: 36\n") {
-        p.push("the sum of the values read back is not 36: a page that was written must be there when read (map each page to its own frame)".into());
-    }
-    // The kernel's own count must be the CPU's: ringside counted the
-    // exceptions it delivered.
-    let delivered = run.counter("exceptions");
-    if delivered != 8 {
-        p.push(format!(
-            "ringside delivered {delivered} exceptions, not 8 (one #PF per page): see them with `ringside debug` and `catch vector 14`"
-        ));
-    }
-    ending(run, 0, &mut p);
-    p
-}
-
-fn check_interrupts(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    if !run.com1.contains("ticks: 50\n") {
-        p.push(if run.said.contains("no device in this machine raises one") {
-            "the CPU halted with nothing to wake it: the PIT is not programmed, or IRQ 0 is masked at the PIC".into()
-        } else {
-            "COM1 did not show \"ticks: 50\": count a tick in timer_interrupt and send the PIC an end-of-interrupt".into()
-        });
-    }
-    let delivered = run.counter("interrupts");
-    if delivered < 50 {
-        p.push(format!(
-            "ringside delivered {delivered} interrupts; 50 timer ticks need at least 50"
-        ));
-    }
-    ending(run, 0, &mut p);
-    p
-}
-
-/// `key: value` from an answers file (comments and blanks skipped; the
-/// value trimmed; `?` counts as no answer).
-fn answer<'a>(answers: &'a str, key: &str) -> Option<&'a str> {
-    answers
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == key))
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty() && *v != "?")
-}
-
-fn check_find_the_bug(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    // The truth, from the comparator's own report.
-    let report = &run.com1;
-    let first = report.lines().next().unwrap_or("");
-    let Some(after) = first
-        .strip_prefix("divergence after ")
-        .and_then(|r| r.split_whitespace().next())
-    else {
-        p.push(format!(
-            "ringside compare did not report a divergence (status {:?}): {}{}",
-            run.status, report, run.said
-        ));
-        return p;
-    };
-    // "... at 0008:001020a6  42  inc edx": the mnemonic after the bytes.
-    let mnemonic = first
-        .split("  ")
-        .nth(2)
-        .and_then(|d| d.split_whitespace().next())
-        .unwrap_or("");
-    let flags: Vec<String> = report
-        .lines()
-        .find_map(|l| l.strip_prefix("* eflags"))
-        .map(|v| {
-            let vals: Vec<u32> = v
-                .split_whitespace()
-                .filter_map(|x| u32::from_str_radix(x, 16).ok())
-                .collect();
-            match vals.as_slice() {
-                [a, b] => ringside_debugger::inspect::flag_names(a ^ b)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
-                _ => Vec::new(),
+    #[test]
+    fn lab_5_starts_from_every_file_of_the_demo_os() {
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("testsuites/guests/demo");
+        for dir in ["kernel", "user"] {
+            for entry in std::fs::read_dir(demo.join(dir)).unwrap() {
+                let name = format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy());
+                assert!(
+                    DEMO_FILES.iter().any(|(n, _)| *n == name),
+                    "{name} is not in DEMO_FILES"
+                );
             }
-        })
-        .unwrap_or_default();
-    let given = |key| answer(&run.answers, key);
-    match given("instruction") {
-        None => p.push("instruction: run the compare the file names and copy the number after \"divergence after\"".into()),
-        Some(n) if n.replace(',', "") != after => p.push(format!(
-            "instruction: {n} is not where the engines part (run the compare again, on builtin:bench-int)"
-        )),
-        Some(_) => {}
-    }
-    match given("mnemonic") {
-        None => p.push(
-            "mnemonic: the instruction's name is at the end of the report's first line".into(),
-        ),
-        Some(m) if !m.eq_ignore_ascii_case(mnemonic) => p.push(format!(
-            "mnemonic: {m} is not the instruction at the divergence"
-        )),
-        Some(_) => {}
-    }
-    match given("flag") {
-        None => p.push("flag: compare the two EFLAGS values the report shows, bit by bit (CF is bit 0, PF 2, AF 4, ZF 6, SF 7, OF 11)".into()),
-        Some(f) if !flags.iter().any(|x| x.eq_ignore_ascii_case(f)) => p.push(format!(
-            "flag: {f} is not a flag the two engines disagree on"
-        )),
-        Some(_) => {}
-    }
-    if given("rule").is_none() {
-        p.push("rule: say which rule of the manual the broken engine breaks (the instruction's \"Flags Affected\" in SDM Vol. 2)".into());
-    }
-    p
-}
-
-/// An answer that must be the number `truth` (None: the probe did not
-/// report it, which is ringside's failure, said as such).
-fn numeric_answer(run: &Run, key: &str, truth: Option<u64>, hint: &str, p: &mut Verdict) {
-    let Some(truth) = truth else {
-        p.push(format!(
-            "{key}: ringside did not report this counter; its output: {}",
-            run.said.trim()
-        ));
-        return;
-    };
-    match answer(&run.answers, key) {
-        None => p.push(format!("{key}: {hint}")),
-        Some(v) if v.replace(',', "").parse::<u64>() != Ok(truth) => {
-            p.push(format!("{key}: {v} is not what the run shows; {hint}"))
         }
-        Some(_) => {}
     }
-}
 
-/// An answer in words: present, and a sentence (not a word or two).
-fn sentence_answer(run: &Run, key: &str, hint: &str, p: &mut Verdict) {
-    match answer(&run.answers, key) {
-        Some(v) if v.split_whitespace().count() >= 6 => {}
-        _ => p.push(format!("{key}: {hint}")),
-    }
-}
-
-fn check_raw_traps(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    let Some(raw) = run.probes.first() else {
-        return vec!["the run on raw mode did not happen".into()];
-    };
-    let hint = "read it from the counters of the run the file names";
-    numeric_answer(
-        run,
-        "gp_traps",
-        raw.counter("raw.traps.0d-gp"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "out_emulated",
-        raw.counter("raw.emulated.out"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "in_emulated",
-        raw.counter("raw.emulated.in"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "substrate_instructions",
-        raw.counter("raw.substrate_instructions"),
-        hint,
-        &mut p,
-    );
-    sentence_answer(
-        run,
-        "why",
-        "explain in a sentence, with the CPL the kernel runs at under raw mode and the IOPL (the book's chapter on raw mode, SDM Vol. 1 19.5)",
-        &mut p,
-    );
-    p
-}
-
-fn check_csam_patm(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    let [with, without] = run.probes.as_slice() else {
-        return vec!["the two runs on raw mode did not happen".into()];
-    };
-    let hint = "read it from the counters of the runs the file names";
-    numeric_answer(
-        run,
-        "gp_traps_with_patm",
-        with.counter("raw.traps.0d-gp"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "gp_traps_without_patm",
-        without.counter("raw.traps.0d-gp"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "site_traps_without_patm",
-        without.counter("raw.site_traps"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "live_patches",
-        with.counter("raw.patm_live_patches"),
-        hint,
-        &mut p,
-    );
-    // The kind with the most installed patches.
-    let most = with.stats["counters"].as_object().and_then(|c| {
-        c.iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("raw.patm_installed.jump.")?, v.as_u64()?)))
-            .max_by_key(|&(_, n)| n)
-            .map(|(k, _)| k.to_string())
-    });
-    match (answer(&run.answers, "most_patched"), most) {
-        (_, None) => p.push("most_patched: ringside reported no patches".into()),
-        (None, Some(_)) => {
-            p.push("most_patched: look at the raw.patm_installed.jump.* counters".into())
+    #[test]
+    fn every_labs_patches_apply_and_a_solution_differs_from_its_starter() {
+        for l in LABS {
+            let starter = lab_files(l, false).unwrap();
+            let solution = lab_files(l, true).unwrap();
+            assert!(!starter.is_empty(), "lab {}", l.number);
+            assert_ne!(starter, solution, "lab {}", l.number);
+            assert!(
+                starter.iter().all(|(n, _)| !n.ends_with(".patch")),
+                "lab {}: a patch was written as a file",
+                l.number
+            );
         }
-        (Some(v), Some(m)) if !v.eq_ignore_ascii_case(&m) => p.push(format!(
-            "most_patched: {v} is not the kind with the most patches"
-        )),
-        _ => {}
     }
-    sentence_answer(
-        run,
-        "why",
-        "explain in a sentence what a patch can do in place that the monitor must do for OUT and IN",
-        &mut p,
-    );
-    p
-}
-
-fn check_recompiler(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    let [dump, bench, smc] = run.probes.as_slice() else {
-        return vec!["the three runs the lab names did not happen".into()];
-    };
-    // The guest block: the lines between the header and the blank line.
-    let guest = dump
-        .stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("; guest block"))
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .count() as u64;
-    let in_dump = (guest > 0).then_some(guest);
-    numeric_answer(
-        run,
-        "guest_instructions",
-        in_dump,
-        "count the guest instructions jit-dump lists above the IR",
-        &mut p,
-    );
-    // An opcode of the IR ("= ushr.i32 v1, v2"), the type suffix off.
-    let opcodes: Vec<&str> = dump
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once(" = ")?.1.split_whitespace().next())
-        .map(|op| op.split('.').next().unwrap_or(op))
-        .collect();
-    match answer(&run.answers, "shr_becomes") {
-        Some(op) if op.starts_with("ushr") && opcodes.contains(&op) => {}
-        Some(op) if !opcodes.contains(&op) => p.push(format!(
-            "shr_becomes: {op} does not appear in the block's IR"
-        )),
-        Some(op) => p.push(format!(
-            "shr_becomes: {op} is in the IR, but it is not what a logical shift right becomes"
-        )),
-        None => p.push(
-            "shr_becomes: find the IR instruction that shifts right without the sign (Cranelift's opcode list: ushr, sshr...)".into(),
-        ),
-    }
-    let hint = "read it from the --stats counters of the run the file names";
-    numeric_answer(
-        run,
-        "compiled_regions",
-        bench.counter("compiled_blocks"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "chained_transitions",
-        bench.counter("chained_translations"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "native_instructions",
-        bench.counter("native_instructions"),
-        hint,
-        &mut p,
-    );
-    numeric_answer(
-        run,
-        "smc_invalidated",
-        smc.counter("translations_invalidated"),
-        hint,
-        &mut p,
-    );
-    sentence_answer(
-        run,
-        "why",
-        "explain in a sentence why a translation goes stale and how a write to its code is noticed (the recompiler's chapter, \"Code that writes code\")",
-        &mut p,
-    );
-    p
-}
-
-fn check_kvm_exits(run: &Run) -> Verdict {
-    let mut p = Vec::new();
-    let Some(kvm) = run.probes.first() else {
-        return vec!["the run on kvm did not happen".into()];
-    };
-    if run.status != Some(0) {
-        return vec![format!(
-            "this host cannot run the lab's guest on kvm (ringside engines says what its KVM runs); do this lab on a host with KVM. ringside said: {}",
-            kvm.stderr.trim()
-        )];
-    }
-    let hint = "read it from the --stats counters of the run the file names";
-    numeric_answer(run, "io_exits", kvm.counter("exits_io"), hint, &mut p);
-    numeric_answer(run, "hlt_exits", kvm.counter("exits_hlt"), hint, &mut p);
-    numeric_answer(
-        run,
-        "injected",
-        kvm.counter("interrupts_injected"),
-        hint,
-        &mut p,
-    );
-    match answer(&run.answers, "varies") {
-        Some(v) if v.trim() == "exits_kick" => {}
-        Some(v) => p.push(format!(
-            "varies: {v} is the same in every run; run the command a few times and compare each exits_* counter"
-        )),
-        None => p.push("varies: run the command a few times and compare each exits_* counter".into()),
-    }
-    sentence_answer(
-        run,
-        "why",
-        "explain in a sentence what that exit is for and why its count depends on the host (the chapter \"Hardware virtualization\")",
-        &mut p,
-    );
-    p
 }
