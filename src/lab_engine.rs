@@ -28,11 +28,14 @@ impl Engine for BrokenInterp {
         "lab-broken"
     }
 
+    /// One step at a time, at most `budget` of them: each step retires an
+    /// instruction or delivers an event, so a guest that faults forever
+    /// without retiring anything still returns to the caller.
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
         let start = m.clock.icount;
-        while m.clock.icount - start < budget.instructions {
+        for _ in 0..budget.instructions {
             match self.step(m)? {
-                Exit::BudgetSpent => {}
+                Exit::BudgetSpent if m.clock.icount - start < budget.instructions => {}
                 other => return Ok(other),
             }
         }

@@ -24,6 +24,13 @@ static inline uint8_t inb(uint16_t port)
 	return v;
 }
 
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
 static inline uint32_t read_cr0(void)
 {
 	uint32_t v;
@@ -105,5 +112,6 @@ void kmain(void);
 void gp_fault(uint32_t error, uint32_t eip);
 void page_fault(uint32_t cr2, uint32_t error);
 void timer_interrupt(void);
+void device_interrupt(void);
 
 #endif

@@ -29,3 +29,9 @@ __attribute__((weak)) void timer_interrupt(void)
 	puts("unexpected timer interrupt\n");
 	exit(99);
 }
+
+__attribute__((weak)) void device_interrupt(void)
+{
+	puts("unexpected interrupt on IRQ 5\n");
+	exit(99);
+}

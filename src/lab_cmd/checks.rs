@@ -475,3 +475,105 @@ pub(super) fn check_system_call(run: &Run) -> Verdict {
     ending(run, 0, &mut p);
     p
 }
+
+/// A crate lab's given tests: each must be there and pass (a test the
+/// student deleted is a failure, not a pass).
+fn given_tests(run: &Run, given: &[&str], p: &mut Verdict) {
+    for name in given {
+        match run.tests.iter().find(|(n, _)| n == name) {
+            None => p.push(format!(
+                "the given test {name} did not run: keep the tests the lab gives (add yours beside them)"
+            )),
+            Some((_, Some(message))) => p.push(format!("test {name} failed: {message}")),
+            Some((_, None)) => {}
+        }
+    }
+}
+
+/// Lab 10: the device's given unit tests, then the guest's run.
+pub(super) fn check_device(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    given_tests(
+        run,
+        &[
+            "fnv1a_matches_the_published_values",
+            "start_is_busy_for_100_ns_plus_10_per_byte_then_done_with_irq_5",
+            "reading_result_gives_the_hash_and_acknowledges",
+            "data_written_while_busy_is_ignored",
+            "reset_forgets_everything_cancels_the_work_and_lowers_the_irq",
+            "ports_nobody_answers_read_as_all_ones",
+            "saved_state_round_trips_and_a_wrong_one_is_refused",
+        ],
+        &mut p,
+    );
+    let hashed = run.com1.lines().filter(|l| l.ends_with(" ok")).count();
+    if hashed != 5 {
+        // The guest's own words for the first string that went wrong.
+        let first = run
+            .com1
+            .lines()
+            .find(|l| !l.ends_with(" ok") && !l.starts_with("irqs: "))
+            .unwrap_or("no output");
+        p.push(format!(
+            "the guest hashed {hashed} of its 5 strings through the device; it said: {first}"
+        ));
+    }
+    match run.com1.lines().find_map(|l| l.strip_prefix("irqs: ")) {
+        Some("5") => {}
+        Some(n) if hashed == 5 => p.push(format!(
+            "the guest took {n} interrupts for 5 hashes: raise IRQ 5 once per START, when the work is done"
+        )),
+        _ => {}
+    }
+    ending(run, 0, &mut p);
+    p
+}
+
+/// The share of a lockstep run of bench-int-small a lab 12 engine must
+/// run itself: the whole subset the lab asks for runs 67.6% of it (the
+/// reference solution), so most of the subset must be there.
+const ENGINE_OWN_SHARE: f64 = 50.0;
+
+/// Lab 12: the engine's given lockstep tests, then a lockstep run of a
+/// whole guest, and how much of it the engine ran itself.
+pub(super) fn check_engine(run: &Run) -> Verdict {
+    let mut p = Vec::new();
+    given_tests(
+        run,
+        &[
+            "mov_loads_immediates_and_registers",
+            "add_and_sub_set_all_six_status_flags",
+            "cmp_sets_flags_and_keeps_its_operands",
+            "logic_clears_cf_and_of_and_sets_sf_zf_pf",
+            "inc_and_dec_keep_cf",
+            "jumps_follow_every_condition_short_and_near",
+            "a_counted_loop_runs_to_the_end",
+        ],
+        &mut p,
+    );
+    if !run.com1.contains("lockstep: interp and mine agree on all") {
+        let report: Vec<&str> = run.com1.lines().take(8).collect();
+        p.push(format!(
+            "on bench-int-small, your engine and the interpreter do not agree to the end:\n    {}",
+            if report.is_empty() {
+                run.said.trim().to_string()
+            } else {
+                report.join("\n    ")
+            }
+        ));
+    }
+    let share = run
+        .com1
+        .lines()
+        .find_map(|l| l.strip_prefix("mine ran "))
+        .and_then(|l| l.split_once('(')?.1.strip_suffix("%)")?.parse::<f64>().ok());
+    match share {
+        Some(s) if s >= ENGINE_OWN_SHARE => {}
+        Some(s) => p.push(format!(
+            "your engine ran {s:.1}% of bench-int-small's instructions itself; the subset the lab asks for is at least {ENGINE_OWN_SHARE}%"
+        )),
+        None => {}
+    }
+    ending(run, 0, &mut p);
+    p
+}

@@ -32,6 +32,9 @@ enum Build {
     /// with the user programs `kernel/programs.S` lists, and booted with
     /// `input` typed at its prompt.
     DemoOs { input: &'static str },
+    /// A Rust crate against ringside's library crates: `cargo test`, then
+    /// `cargo run`, whose output the lab's check reads.
+    Crate,
 }
 
 /// A ringside command an answers lab's checker runs to know the truth:
@@ -97,6 +100,9 @@ struct Run {
     said: String,
     /// `--stats-json`.
     stats: serde_json::Value,
+    /// A crate lab's `cargo test`: each test's name, and its failure
+    /// message when it failed.
+    tests: Vec<(String, Option<String>)>,
 }
 
 impl Run {
@@ -342,6 +348,29 @@ const LABS: &[Lab] = &[
         check: check_kvm_exits,
     },
     Lab {
+        number: 10,
+        title: "Write a device: a port device with an interrupt, unit-tested, used by a guest",
+        page: "book/src/lab-10-device.md",
+        build: Build::Crate,
+        base: &[
+            ("Cargo.lock", include_str!("../../Cargo.lock")),
+            ("guest/start.S", RUNTIME[0].1),
+            ("guest/runtime.c", RUNTIME[1].1),
+            ("guest/lab.h", RUNTIME[2].1),
+            ("guest/kernel.ld", RUNTIME[3].1),
+        ],
+        starter: lab_files!("10-device/starter":
+            "Cargo.toml",
+            "build.rs",
+            "guest/hash.c",
+            "src/lib.rs",
+            "src/main.rs",
+            "tests/ports.rs",
+        ),
+        solution: lab_files!("10-device/solution": "src/lib.rs"),
+        check: check_device,
+    },
+    Lab {
         number: 11,
         title: "Find the bug: an engine with one wrong flag rule, found with compare",
         page: "book/src/lab-11-find-the-bug.md",
@@ -353,6 +382,21 @@ const LABS: &[Lab] = &[
         starter: lab_file!("11-find-the-bug", "starter", "answer.txt"),
         solution: lab_file!("11-find-the-bug", "solution", "answer.txt"),
         check: check_find_the_bug,
+    },
+    Lab {
+        number: 12,
+        title: "Write an engine: a subset of IA-32 of your own, checked in lockstep",
+        page: "book/src/lab-12-engine.md",
+        build: Build::Crate,
+        base: &[("Cargo.lock", include_str!("../../Cargo.lock"))],
+        starter: lab_files!("12-engine/starter":
+            "Cargo.toml",
+            "src/lib.rs",
+            "src/main.rs",
+            "tests/engine.rs",
+        ),
+        solution: lab_files!("12-engine/solution": "src/lib.rs"),
+        check: check_engine,
     },
 ];
 
@@ -409,8 +453,19 @@ fn lab_files(l: &Lab, solution: bool) -> Result<Vec<(String, String)>> {
             }
         }
     }
+    for (_, text) in files.iter_mut() {
+        if text.contains(RINGSIDE_PLACEHOLDER) {
+            *text = text.replace(RINGSIDE_PLACEHOLDER, RINGSIDE_SOURCE);
+        }
+    }
     Ok(files)
 }
+
+/// Where ringside's sources were when this binary was built: a crate
+/// lab's `Cargo.toml` names ringside's crates there (`{{RINGSIDE}}` in
+/// the lab's files).
+const RINGSIDE_SOURCE: &str = env!("CARGO_MANIFEST_DIR");
+const RINGSIDE_PLACEHOLDER: &str = "{{RINGSIDE}}";
 
 /// Write `files` under `dir`, making the directories they are in.
 fn write_files(dir: &Path, files: &[(String, String)]) -> Result<()> {
@@ -546,7 +601,101 @@ fn run_probes(me: &Path, probes: &[Probe], src: &Path) -> Result<std::result::Re
         answers,
         probes: outs,
         stats: serde_json::Value::Null,
+        tests: Vec::new(),
     }))
+}
+
+/// A crate lab: `cargo test` the student's crate, then `cargo run` it,
+/// offline, with ringside's lock file and one target directory shared by
+/// every lab crate (`target/lab-crates` in ringside's tree), so that
+/// ringside's crates are compiled once for all of them.
+fn run_crate(src: &Path) -> Result<std::result::Result<Run, String>> {
+    let root = Path::new(RINGSIDE_SOURCE);
+    if !root.join("core/Cargo.toml").is_file() {
+        return Ok(Err(format!(
+            "this lab builds against ringside's source tree, which was at {} when this ringside was built and is not there now: run the lab with a ringside built from its sources",
+            root.display()
+        )));
+    }
+    let manifest = src.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Ok(Err(format!("{} has no Cargo.toml", src.display())));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo_cmd = |verb: &str| {
+        let mut c = Command::new(&cargo);
+        c.arg(verb)
+            .args(["--release", "--offline", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", root.join("target/lab-crates"))
+            .env("RUST_BACKTRACE", "0")
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    eprintln!(
+        "building {} with cargo (a lab crate's first build compiles ringside's crates too: a minute or two)",
+        src.display()
+    );
+    let test = cargo_cmd("test")
+        .output()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    let test_out = String::from_utf8_lossy(&test.stdout).into_owned();
+    let test_err = String::from_utf8_lossy(&test.stderr).into_owned();
+    if !test.status.success() && !test_out.contains("test result:") {
+        return Ok(Err(format!("cargo test failed:\n{}", tail(&test_err, 60))));
+    }
+    let out = cargo_cmd("run")
+        .arg("--quiet")
+        .output()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    Ok(Ok(Run {
+        status: out.status.code(),
+        com1: String::from_utf8_lossy(&out.stdout).into_owned(),
+        answers: String::new(),
+        probes: Vec::new(),
+        said: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stats: serde_json::Value::Null,
+        tests: test_results(&test_out),
+    }))
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `cargo test`'s verdicts: `test NAME ... ok|FAILED` lines, and for a
+/// failed test the first lines of what it printed (its panic message),
+/// from the `---- NAME stdout ----` section.
+fn test_results(out: &str) -> Vec<(String, Option<String>)> {
+    out.lines()
+        .filter_map(|l| {
+            let (name, verdict) = l.strip_prefix("test ")?.split_once(" ... ")?;
+            match verdict.trim() {
+                "ok" => Some((name.to_string(), None)),
+                "FAILED" => {
+                    let header = format!("---- {name} stdout ----");
+                    let message = out
+                        .lines()
+                        .skip_while(|x| *x != header)
+                        .skip(1)
+                        .skip_while(|x| x.trim().is_empty())
+                        .take_while(|x| !x.trim().is_empty() && !x.starts_with("stack backtrace"))
+                        .filter(|x| !x.starts_with("note: "))
+                        .map(|x| match x.find("panicked at ") {
+                            Some(i) if x.starts_with("thread '") => &x[i..],
+                            _ => x.trim(),
+                        })
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    Some((name.to_string(), Some(message)))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Run this binary with `args`, `input` on its stdin.
@@ -748,6 +897,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .args(["--max-insns", "20000000"]);
         }
         Build::Answers(probes) => return run_probes(&me, probes, src),
+        Build::Crate => return run_crate(src),
         Build::DemoOs { input: typed } => {
             let kernel = match build_demo(src, work)? {
                 Ok(kernel) => kernel,
@@ -814,6 +964,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
         probes: Vec::new(),
         said: String::from_utf8_lossy(&out.stderr).into_owned(),
         stats,
+        tests: Vec::new(),
     }))
 }
 

@@ -31,7 +31,7 @@ fn labs() -> Vec<u32> {
 #[test]
 fn every_labs_solution_passes_and_every_untouched_starter_fails_with_a_hint() {
     let labs = labs();
-    assert!(labs.len() >= 9, "{labs:?}");
+    assert!(labs.len() >= 10, "{labs:?}");
     // Lab 9 needs a KVM that runs unpaged protected mode: a host limit,
     // skipped with the reason (never counted as a pass).
     let engines = text(&ringside(&["engines"]).stdout);
@@ -155,5 +155,84 @@ fn lab_11_names_a_wrong_answer() {
     let out = ringside(&["lab", "check", "11", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("instruction: 14620 is not where the engines part"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lab 5's checker catches the kernel bug the lab is about: a `kname`
+/// that writes wherever the user's pointer says. The student's edits,
+/// made as the page describes, but without the pointer check.
+#[test]
+fn lab_5_names_a_kernel_that_trusts_a_user_pointer() {
+    let dir = temp_dir("lab5-trusting");
+    let out = ringside(&["lab", "start", "5", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "user/ulib.c",
+        "return -1; /* TODO lab 5 */",
+        "return syscall3(SYS_count, 0, 0, 0);",
+    );
+    edit(
+        "user/ulib.c",
+        "return -1; /* TODO lab 5 */",
+        "return syscall3(SYS_kname, (uint32_t)buf, n, 0);",
+    );
+    edit(
+        "kernel/kernel.h",
+        "\tint exit_status;\n",
+        "\tint exit_status;\n\tint syscalls;\n",
+    );
+    edit(
+        "kernel/syscall.c",
+        "static int (*const syscalls[])(struct trapframe *) = {",
+        "static int sys_count(struct trapframe *tf)\n{\n\t(void)tf;\n\treturn current->syscalls;\n}\n\n\
+         static int sys_kname(struct trapframe *tf)\n{\n\tstatic const char name[] = \"ringside demo OS\";\n\
+         \tint n = (int)tf->ecx, copy = n - 1 < 16 ? n - 1 : 16;\n\n\tif (n <= 0)\n\t\treturn -1;\n\
+         \tmemcpy((char *)tf->ebx, name, copy);\n\t((char *)tf->ebx)[copy] = 0;\n\treturn 16;\n}\n\n\
+         static int (*const syscalls[])(struct trapframe *) = {\n\t[SYS_count] = sys_count, [SYS_kname] = sys_kname,",
+    );
+    edit(
+        "kernel/syscall.c",
+        "\tuint32_t number = tf->eax;\n",
+        "\tuint32_t number = tf->eax;\n\n\tcurrent->syscalls++;\n",
+    );
+    let out = ringside(&["lab", "check", "5", dir.to_str().unwrap()]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("kname into the kernel: 16, not -1"), "{said}");
+    assert!(said.contains("user_range_ok"), "{said}");
+    assert!(!said.contains("count()"), "count is right: {said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lab 12's checker finds a wrong flag rule the way ringside finds its
+/// own engines' bugs: the first instruction where the student's engine
+/// and the interpreter part, and the flag that differs.
+#[test]
+fn lab_12_names_the_first_divergence_of_a_wrong_flag_rule() {
+    let dir = temp_dir("lab12-inc-cf");
+    let out = ringside(&["lab", "start", "12", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The reference engine, with INC and DEC writing CF like ADD does.
+    let solution = include_str!("../../labs/12-engine/solution/src/lib.rs");
+    let right = "m.cpu.eflags = (flags & !(STATUS & !CF)) | (arith & !CF);";
+    assert!(solution.contains(right));
+    let broken = solution.replace(right, "m.cpu.eflags = (flags & !STATUS) | arith;");
+    std::fs::write(dir.join("src/lib.rs"), broken).unwrap();
+    let out = ringside(&["lab", "check", "12", dir.to_str().unwrap()]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("test inc_and_dec_keep_cf failed"), "{said}");
+    assert!(said.contains("divergence after"), "{said}");
+    assert!(said.contains("* eflags"), "{said}");
+    assert!(
+        !said.contains("test mov_loads"),
+        "only the INC test fails: {said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
