@@ -3,12 +3,14 @@
 //!
 //! Every measurement is a child process — `ringside run builtin:NAME
 //! --clock fast --stats-json FILE` for an engine, `qemu-system-i386
-//! -kernel` for the QEMU peer — so each run starts from nothing, and its
+//! -kernel` (or `-drive` for a disk) for the QEMU peer, `bochs` on a
+//! pseudo-terminal for the Bochs peer — so each run starts from nothing, and its
 //! CPU time is the child's own (getrusage RUSAGE_CHILDREN around one
 //! wait). Within a repetition of a workload every engine and peer runs
 //! once, one after the other, so that the machine's drift between
 //! repetitions falls on all of them alike and cancels in the ratios.
 
+mod bochs;
 mod plot;
 
 use std::io::{IsTerminal, Write};
@@ -96,6 +98,9 @@ struct Workload {
     nano: Option<(&'static str, u32)>,
     /// The guest turns paging on (this host's KVM may not run it).
     paged: bool,
+    /// `guest` is a disk image booted through the BIOS (`builtin:NAME`
+    /// of ringside's disks), not a Multiboot kernel.
+    disk: bool,
     about: String,
 }
 
@@ -107,11 +112,24 @@ fn workload(name: &str, iters: u32) -> Option<Workload> {
         script,
         nano: None,
         paged: true,
+        disk: false,
         about: about.to_owned(),
+    };
+    let disk = |guest, about: &str| Workload {
+        disk: true,
+        ..plain(guest, b"", about)
     };
     Some(match name {
         "bench-int" => plain("bench-int", b"", "integer benchmark, paging on"),
         "bench-int-small" => plain("bench-int-small", b"", "bench-int with 1/100 of the work"),
+        "bench-int-disk" => disk(
+            "bench-int-disk",
+            "bench-int booted from a disk through the BIOS (what Bochs runs)",
+        ),
+        "bench-int-small-disk" => disk(
+            "bench-int-small-disk",
+            "bench-int-small booted from a disk through the BIOS",
+        ),
         "demo-session" => plain(
             "demo",
             DEMO_SESSION,
@@ -133,6 +151,7 @@ fn workload(name: &str, iters: u32) -> Option<Workload> {
                 script: b"",
                 nano: Some((op, iters)),
                 paged: true,
+                disk: false,
                 about: format!("nanobench {op}, {iters} iterations"),
             }
         }
@@ -140,9 +159,14 @@ fn workload(name: &str, iters: u32) -> Option<Workload> {
 }
 
 fn all_workload_names() -> Vec<String> {
-    let mut names: Vec<String> = ["bench-int", "demo-session", "demo-processes"]
-        .map(String::from)
-        .to_vec();
+    let mut names: Vec<String> = [
+        "bench-int",
+        "bench-int-disk",
+        "demo-session",
+        "demo-processes",
+    ]
+    .map(String::from)
+    .to_vec();
     names.extend(NANO_OPS.iter().map(|op| format!("nano-{op}")));
     names
 }
@@ -152,6 +176,7 @@ fn all_workload_names() -> Vec<String> {
 enum Runner {
     Engine(String),
     Qemu,
+    Bochs,
 }
 
 impl Runner {
@@ -159,12 +184,13 @@ impl Runner {
         match self {
             Runner::Engine(e) => e,
             Runner::Qemu => "qemu",
+            Runner::Bochs => "bochs",
         }
     }
     fn kind(&self) -> &'static str {
         match self {
             Runner::Engine(_) => "engine",
-            Runner::Qemu => "peer",
+            Runner::Qemu | Runner::Bochs => "peer",
         }
     }
 }
@@ -177,6 +203,7 @@ struct Plan {
     /// When KVM runs here but not paged guests: why.
     kvm_no_paging: Option<String>,
     qemu_version: Option<String>,
+    bochs_version: Option<String>,
 }
 
 fn plan(args: &BenchArgs) -> Result<Plan> {
@@ -185,6 +212,7 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
         skipped: Vec::new(),
         kvm_no_paging: None,
         qemu_version: None,
+        bochs_version: None,
     };
     let asked: Vec<String> = match &args.engines {
         Some(list) => split_list(list),
@@ -224,10 +252,13 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
                     "skipped: qemu-system-i386 is not installed (or does not run)".into(),
                 )),
             },
-            "bochs" => plan.skipped.push((
-                peer,
-                "skipped: bochs peer not implemented (needs a pty and a disk image)".into(),
-            )),
+            "bochs" => match bochs::version() {
+                Ok(v) => {
+                    plan.bochs_version = Some(v);
+                    plan.runners.push(Runner::Bochs);
+                }
+                Err(why) => plan.skipped.push((peer, format!("skipped: {why}"))),
+            },
             other => bail!("--peers: unknown peer '{other}' (qemu, bochs)"),
         }
     }
@@ -556,19 +587,27 @@ fn run_one(
             cmd
         }
         Runner::Qemu => {
-            let image = tmp.join(format!("{}.elf", w.guest));
-            if !image.exists() {
-                let guest = ringside_guests::find(w.guest)
-                    .with_context(|| format!("no built-in guest {}", w.guest))?;
-                std::fs::write(&image, guest.image)
-                    .with_context(|| format!("cannot write {}", image.display()))?;
-            }
+            let image = export_image(w, tmp)?;
             let mut cmd = Command::new("qemu-system-i386");
-            cmd.args(qemu_args(&image, w.cmdline.as_deref()));
+            cmd.args(qemu_args(&image, w.disk, w.cmdline.as_deref()));
             cmd
         }
+        Runner::Bochs => {
+            if !w.disk {
+                record.outcome = Outcome::NotRunnable(
+                    "Bochs boots disks only: bench-int-disk is bench-int on a disk (docs/bench.md: why the nanobenchmarks and the demo have none)".into(),
+                );
+                return Ok(record);
+            }
+            let image = export_image(w, tmp)?;
+            bochs::command(&image, tmp)?
+        }
     };
-    let m = measure(&mut cmd, w.script, tmp)?;
+    let m = if *runner == Runner::Bochs {
+        bochs::measure(&mut cmd, tmp)?
+    } else {
+        measure(&mut cmd, w.script, tmp)?
+    };
     if let Runner::Engine(_) = runner {
         record.stats = std::fs::read(&stats_path)
             .ok()
@@ -581,7 +620,12 @@ fn run_one(
         (Runner::Engine(_), Some(crate::cli::status::ENGINE_UNAVAILABLE)) => {
             Outcome::NotRunnable(last_error)
         }
-        (Runner::Engine(_), Some(0)) | (Runner::Qemu, Some(0 | 1)) => {
+        (Runner::Bochs, _) if !m.stdout.contains(bochs::SHUTDOWN) => Outcome::Failed(format!(
+            "Bochs ended without the guest's shutdown (status {:?}): {}",
+            m.status,
+            bochs::last_message(&m.stdout)
+        )),
+        (Runner::Engine(_), Some(0)) | (Runner::Qemu, Some(0 | 1)) | (Runner::Bochs, _) => {
             if w.nano.is_some() && record.nano.is_none() {
                 Outcome::Failed("no nanobench line for the operation".into())
             } else {
@@ -597,10 +641,30 @@ fn run_one(
     Ok(record)
 }
 
-/// QEMU TCG booting the exported image as a Multiboot kernel, COM1 on
-/// stdio, the debug-exit port where ringside has it (its status is then
-/// the guest's value * 2 + 1; the demo's ACPI power-off exits 0).
-fn qemu_args(image: &Path, cmdline: Option<&str>) -> Vec<String> {
+/// The workload's built-in image, written once into `tmp` for a peer.
+fn export_image(w: &Workload, tmp: &Path) -> Result<PathBuf> {
+    let (bytes, ext) = if w.disk {
+        let d = ringside_guests::find_disk(w.guest)
+            .with_context(|| format!("no built-in disk {}", w.guest))?;
+        (d.image, "img")
+    } else {
+        let g = ringside_guests::find(w.guest)
+            .with_context(|| format!("no built-in guest {}", w.guest))?;
+        (g.image, "elf")
+    };
+    let image = tmp.join(format!("{}.{ext}", w.guest));
+    if !image.exists() {
+        std::fs::write(&image, bytes)
+            .with_context(|| format!("cannot write {}", image.display()))?;
+    }
+    Ok(image)
+}
+
+/// QEMU TCG booting the exported image as a Multiboot kernel (or a disk
+/// through its BIOS, in snapshot mode), COM1 on stdio, the debug-exit
+/// port where ringside has it (its status is then the guest's value * 2
+/// + 1; the demo's ACPI power-off exits 0).
+fn qemu_args(image: &Path, disk: bool, cmdline: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = [
         "-display",
         "none",
@@ -613,11 +677,18 @@ fn qemu_args(image: &Path, cmdline: Option<&str>) -> Vec<String> {
         "-no-reboot",
         "-m",
         "32",
-        "-kernel",
     ]
     .map(String::from)
     .to_vec();
-    args.push(image.display().to_string());
+    if disk {
+        args.extend([
+            "-snapshot".into(),
+            "-drive".into(),
+            format!("file={},format=raw,if=ide", image.display()),
+        ]);
+    } else {
+        args.extend(["-kernel".into(), image.display().to_string()]);
+    }
     if let Some(c) = cmdline {
         args.extend(["-append".into(), c.to_owned()]);
     }
@@ -962,13 +1033,20 @@ fn json_document(
     let peers: Vec<Value> = plan
         .runners
         .iter()
-        .filter(|r| **r == Runner::Qemu)
-        .map(|_| {
-            json!({
+        .filter_map(|r| match r {
+            Runner::Qemu => Some(json!({
                 "name": "qemu",
                 "version": plan.qemu_version,
-                "command": qemu_args(Path::new("IMAGE.elf"), Some("CMDLINE")),
-            })
+                "command": qemu_args(Path::new("IMAGE.elf"), false, Some("CMDLINE")),
+                "disk_command": qemu_args(Path::new("IMAGE.img"), true, None),
+            })),
+            Runner::Bochs => Some(json!({
+                "name": "bochs",
+                "version": plan.bochs_version,
+                "command": bochs::ARGS,
+                "bochsrc": bochs::bochsrc(Path::new("IMAGE.img"), Path::new("DIR")),
+            })),
+            Runner::Engine(_) => None,
         })
         .collect();
     json!({

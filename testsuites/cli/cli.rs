@@ -904,6 +904,8 @@ fn max_insns_under_kvm_says_it_capped_kvm_runs() {
 /// test leaves nothing behind.
 struct TmuxPane {
     session: String,
+    /// Where the command's exit status is written when it ends.
+    status_file: PathBuf,
 }
 
 impl TmuxPane {
@@ -917,11 +919,31 @@ impl TmuxPane {
             );
             return None;
         }
+        let session = format!("ringside-{test}-{}", std::process::id());
         let pane = TmuxPane {
-            session: format!("ringside-{test}-{}", std::process::id()),
+            status_file: std::env::temp_dir().join(format!("{session}.status")),
+            session,
         };
+        let _ = std::fs::remove_file(&pane.status_file);
         let (w, h) = (w.to_string(), h.to_string());
-        let mut args = vec!["new-session", "-d", "-x", &w, "-y", &h, "-s", &pane.session];
+        // The command runs under sh, which writes its exit status (128 +
+        // the signal, if one ended it) to a file when it ends: what tmux
+        // itself reports of a dead pane depends on its version.
+        let script = format!("\"$@\"; echo $? > '{}'", pane.status_file.display());
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            "-s",
+            &pane.session,
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ];
         args.extend_from_slice(command);
         args.extend([";", "set-option", "-w", "remain-on-exit", "on"]);
         let started = pane.tmux(&args);
@@ -993,33 +1015,21 @@ impl TmuxPane {
 
     /// True once the command has ended.
     fn ended(&self) -> bool {
-        self.pane_state().0
+        self.exit_status_now().is_some()
     }
 
-    /// (ended, exit status) of the command.
-    fn pane_state(&self) -> (bool, Option<i32>) {
-        let state = text(
-            &self
-                .tmux(&[
-                    "display-message",
-                    "-p",
-                    "-t",
-                    &self.session,
-                    "#{pane_dead} #{pane_dead_status}",
-                ])
-                .stdout,
-        );
-        match state.trim().strip_prefix("1 ") {
-            Some(status) => (true, status.parse().ok()),
-            None => (false, None),
-        }
+    /// The command's exit status, if it has ended.
+    fn exit_status_now(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.status_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
     }
 
     /// The command's exit status, once it has ended (within `secs`).
     fn exit_status(&self, secs: u64) -> i32 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
-            if let (true, Some(status)) = self.pane_state() {
+            if let Some(status) = self.exit_status_now() {
                 return status;
             }
             assert!(
@@ -1035,6 +1045,7 @@ impl TmuxPane {
 impl Drop for TmuxPane {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-session", "-t", &self.session]);
+        let _ = std::fs::remove_file(&self.status_file);
     }
 }
 
@@ -1684,15 +1695,16 @@ fn every_book_chapter_is_listed_and_every_link_between_chapters_resolves() {
 /// with 128 + SIGPIPE.
 #[test]
 fn a_closed_stdout_ends_quietly_with_141() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringside"))
+    // The pipe's reader is gone before ringside starts, so its first
+    // write fails however fast it is.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringside"))
         .args(["guests"])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ringside starts");
-    // The reader goes before ringside writes.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("it ends");
+        .output()
+        .expect("ringside runs");
     let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");

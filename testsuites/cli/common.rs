@@ -72,6 +72,7 @@ pub fn guest_args(guest: &str, tag: &str) -> Vec<String> {
 /// Every built-in guest, with the script the interactive ones get.
 pub const GUESTS: &[(&str, &[u8])] = &[
     ("bench-int-small", b""),
+    ("bench-int-small-disk", b""),
     ("demo", b"run hello\nrun bench\npoweroff\n"),
     ("demo-disk", b"run hello\npoweroff\n"),
     ("exceptions", b""),

@@ -159,6 +159,16 @@ const BOOT_SECTOR_DISKS: &[BootSectorSpec] = &[BootSectorSpec {
 /// guest, the disk's name, its description.
 const KERNEL_DISKS: &[(&str, &str, &str)] = &[
     (
+        "bench-int",
+        "bench-int-disk",
+        "bench-int behind the demo's boot sector: the benchmark for emulators that boot only disks (Bochs)",
+    ),
+    (
+        "bench-int-small",
+        "bench-int-small-disk",
+        "bench-int-small behind the demo's boot sector (a short run of the disk benchmark)",
+    ),
+    (
         "irq-console",
         "irq-console-disk",
         "the irq-console guest behind the demo's boot sector: keys typed during the BIOS's self test reach it",

@@ -11,6 +11,7 @@
 #define COM1_LSR (COM1 + 5)
 #define LSR_THRE 0x20 /* transmit holding register empty */
 #define DEBUG_EXIT_PORT 0xF4
+#define BOCHS_SHUTDOWN_PORT 0x8900
 
 void serial_putc(char c)
 {
@@ -20,10 +21,14 @@ void serial_putc(char c)
 }
 
 /* Under QEMU's isa-debug-exit the process exits with (status << 1) | 1;
- * ringside exits with status itself. */
+ * ringside exits with status itself. A PC with no debug-exit port goes
+ * on: "Shutdown" written to port 8900h, the Bochs BIOS's power-off port,
+ * ends Bochs (the status is lost there); elsewhere the CPU halts. */
 NORETURN void guest_exit(uint8_t status)
 {
 	outb(DEBUG_EXIT_PORT, status);
+	for (const char *s = "Shutdown"; *s; s++)
+		outb(BOCHS_SHUTDOWN_PORT, (uint8_t)*s);
 	for (;;)
 		asm volatile("cli; hlt");
 }
