@@ -349,7 +349,8 @@ fn the_engines_compared_chapter_matches_its_json_record() {
     }
     assert_eq!(rows, summaries.len(), "one table row per summary");
 
-    // The comparison with Adams and Agesen quotes interp's and jit's ns/op.
+    // The comparison with Adams and Agesen quotes interp's, jit's and
+    // raw's ns/op, and raw's traps per operation.
     let mut quoted = 0;
     for line in chapter.lines().filter(|l| l.starts_with("| ")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -360,12 +361,22 @@ fn the_engines_compared_chapter_matches_its_json_record() {
         if workload.contains('`') || !workloads.iter().any(|w| w == workload) {
             continue;
         }
-        for (column, runner) in [(3, "interp"), (4, "jit")] {
+        for (column, runner) in [(3, "interp"), (4, "jit"), (5, "raw")] {
             let ns = summary(workload, runner)["ns_per_op"]
                 .as_f64()
                 .expect("a nanobenchmark's ns/op");
-            assert_eq!(cells[column], format!("{ns:.1}"), "{workload} on {runner}");
+            let cell = cells[column].split_whitespace().next().unwrap_or("");
+            assert_eq!(cell, format!("{ns:.1}"), "{workload} on {runner}");
         }
+        // raw's traps per operation, in brackets after its ns/op.
+        let traps = summary(workload, "raw")["engine_costs"]["traps_per_op"]
+            .as_f64()
+            .expect("raw's traps per operation");
+        assert!(
+            cells[5].ends_with(&format!("({traps:.2})")),
+            "{workload}: {} vs the record's {traps:.2} traps/op",
+            cells[5]
+        );
         quoted += 1;
     }
     assert!(quoted >= 8, "the nanobenchmark table quotes {quoted} rows");
