@@ -141,18 +141,24 @@ fn workload(name: &str, iters: u32) -> Option<Workload> {
             "demo OS: 8 spawns, syscalls, 4096 page faults, ports, a killed process",
         ),
         _ => {
-            let op = NANO_OPS
-                .iter()
-                .find(|op| name.strip_prefix("nano-") == Some(**op))?;
+            // nano-OP, or nano-OP-unpaged: the guest with `paging=off`,
+            // which a KVM that runs only unpaged protected mode runs.
+            let rest = name.strip_prefix("nano-")?;
+            let (op_name, paged) = match rest.strip_suffix("-unpaged") {
+                Some(op) => (op, false),
+                None => (rest, true),
+            };
+            let op = NANO_OPS.iter().find(|op| **op == op_name)?;
+            let paging = if paged { "" } else { " paging=off" };
             Workload {
                 name: name.to_owned(),
                 guest: "nanobench",
-                cmdline: Some(format!("ops={op} iters={iters}")),
+                cmdline: Some(format!("ops={op} iters={iters}{paging}")),
                 script: b"",
                 nano: Some((op, iters)),
-                paged: true,
+                paged,
                 disk: false,
-                about: format!("nanobench {op}, {iters} iterations"),
+                about: format!("nanobench {op}, {iters} iterations{paging}"),
             }
         }
     })
@@ -481,7 +487,7 @@ pub fn main(args: BenchArgs) -> Result<i32> {
         .map(|n| {
             workload(n, iters).with_context(|| {
                 format!(
-                    "--workloads: unknown workload '{n}' (bench-int-small, {})",
+                    "--workloads: unknown workload '{n}' (bench-int-small, bench-int-small-disk, nano-OP-unpaged, {})",
                     all_workload_names().join(", ")
                 )
             })

@@ -28,14 +28,17 @@
  * (exit 1). Then `nanobench: done` and exit 0.
  *
  * The Multiboot command line selects the work: `iters=N` (default
- * 10000) and `ops=NAME[,NAME...]` (default all; they run in the order
- * of the list above whatever order they are named in). Other words,
- * such as the kernel's file name QEMU puts first, are ignored; a bad
- * value exits 2.
+ * 10000), `ops=NAME[,NAME...]` (default all; they run in the order
+ * of the list above whatever order they are named in) and `paging=off`.
+ * Other words, such as the kernel's file name QEMU puts first, are
+ * ignored; a bad value exits 2.
  *
  * Paging is on throughout (the runtime's 0-4 MiB identity map, user
  * accessible, plus the local APIC's page, cache disabled), as a raw-mode
- * monitor expects of the guests it runs.
+ * monitor expects of the guests it runs, unless the command line says
+ * `paging=off`: then the operations that need no page tables (all but
+ * pagefault and ptemod) run unpaged, for a host whose KVM runs only
+ * unpaged protected mode.
  */
 #include "guest.h"
 #include "nanobench.h"
@@ -246,14 +249,24 @@ static NORETURN void bad_cmdline(const char *word)
 	guest_exit(2);
 }
 
-/* Reads `iters=` and `ops=` into *iters and *selected (a bit per entry
- * of operations[]). */
-static void parse_cmdline(const char *s, uint32_t *iters, uint32_t *selected)
+/* Reads `iters=`, `ops=` and `paging=` into *iters, *selected (a bit
+ * per entry of operations[]) and *paging. */
+static void parse_cmdline(const char *s, uint32_t *iters, uint32_t *selected, int *paging)
 {
 	while (*s) {
 		const char *word = s;
 
-		if (starts_with(s, "iters=")) {
+		if (starts_with(s, "paging=")) {
+			s += 7;
+			if (starts_with(s, "off") && is_separator(s[3]))
+				*paging = 0;
+			else if (starts_with(s, "on") && is_separator(s[2]))
+				*paging = 1;
+			else
+				bad_cmdline(word);
+			while (!is_separator(*s))
+				s++;
+		} else if (starts_with(s, "iters=")) {
 			uint64_t n = 0;
 
 			s += 6;
@@ -327,9 +340,15 @@ int guest_main(void)
 	const uint32_t *info = (const uint32_t *)multiboot_info;
 	uint32_t iters = DEFAULT_ITERS;
 	uint32_t selected = (1u << ARRAY_SIZE(operations)) - 1;
+	int paging = 1;
 
 	if (info[0] & MULTIBOOT_INFO_CMDLINE)
-		parse_cmdline((const char *)info[4], &iters, &selected);
+		parse_cmdline((const char *)info[4], &iters, &selected, &paging);
+	if (!paging && (selected & ((1u << find_operation("pagefault", 9)) |
+				    (1u << find_operation("ptemod", 6))))) {
+		kprintf("nanobench: pagefault and ptemod need paging: name the others with ops=\n");
+		guest_exit(2);
+	}
 	require_cpu_features();
 
 	/* Mask every 8259 line: `cli-sti` opens the interrupt window, and
@@ -337,7 +356,8 @@ int guest_main(void)
 	outb(0x21, 0xFF);
 	outb(0xA1, 0xFF);
 	idt_set_stub(VEC_USER_BENCH_DONE, ACC_INT_GATE32, 3);
-	map_memory();
+	if (paging)
+		map_memory();
 
 	for (int i = 0; i < (int)ARRAY_SIZE(operations); i++) {
 		const struct operation *op = &operations[i];
