@@ -339,8 +339,27 @@ fn measure(cmd: &mut Command, script: &[u8], dir: &Path) -> Result<Measured> {
         // pipe: that is its business, not an error of the benchmark.
         let _ = stdin.write_all(script);
     }
-    // A watchdog kills a run that never ends; the wait itself blocks, so
-    // the wall time is not rounded to a polling interval.
+    let (status, wall, timed_out) = wait_or_kill(&mut child, start)?;
+    let (user1, sys1) = children_cpu_time();
+    Ok(Measured {
+        status: status.code(),
+        wall,
+        user: user1.saturating_sub(user0),
+        sys: sys1.saturating_sub(sys0),
+        stdout: String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
+        timed_out,
+    })
+}
+
+/// Wait for `child`, started at `start`, killing it after RUN_TIMEOUT: its
+/// status, its wall time and whether it was killed. A watchdog thread
+/// kills; the wait itself blocks, so the wall time is not rounded to a
+/// polling interval.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    start: Instant,
+) -> Result<(std::process::ExitStatus, Duration, bool)> {
     let pid = child.id() as libc::pid_t;
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
@@ -357,16 +376,7 @@ fn measure(cmd: &mut Command, script: &[u8], dir: &Path) -> Result<Measured> {
     let wall = start.elapsed();
     let _ = done.send(());
     let timed_out = watchdog.join().unwrap_or(false);
-    let (user1, sys1) = children_cpu_time();
-    Ok(Measured {
-        status: status.code(),
-        wall,
-        user: user1.saturating_sub(user0),
-        sys: sys1.saturating_sub(sys0),
-        stdout: String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned(),
-        stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
-        timed_out,
-    })
+    Ok((status, wall, timed_out))
 }
 
 /// The `(ops, insns)` of the guest's `nanobench: OP ops=N insns=I` line.

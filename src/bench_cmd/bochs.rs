@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{children_cpu_time, Measured, RUN_TIMEOUT};
+use super::{children_cpu_time, wait_or_kill, Measured};
 
 /// The Bochs BIOS and the LGPL VGA BIOS, as Debian installs them
 /// (packages bochsbios and vgabios).
@@ -124,7 +124,7 @@ fn pty() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Run `cmd` with a pseudo-terminal as its standard input, output and
 /// error, keeping everything it writes there (as `stdout`), killing it
-/// after RUN_TIMEOUT.
+/// after RUN_TIMEOUT (`wait_or_kill`).
 pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
     let (master, slave) = pty()?;
     cmd.stdin(Stdio::from(slave.try_clone()?))
@@ -158,21 +158,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         }
         screen
     });
-    let pid = child.id() as libc::pid_t;
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let expired = finished.recv_timeout(RUN_TIMEOUT).is_err();
-        if expired {
-            // SAFETY: kill has no memory effects; the child is not yet
-            // reaped, so the pid is still ours.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        expired
-    });
-    let status = child.wait().context("waiting for bochs")?;
-    let wall = start.elapsed();
-    let _ = done.send(());
-    let timed_out = watchdog.join().unwrap_or(false);
+    let (status, wall, timed_out) = wait_or_kill(&mut child, start)?;
     let (user1, sys1) = children_cpu_time();
     // Drop the command (and the slave descriptors it holds) so the
     // master sees the end.
