@@ -118,8 +118,14 @@ fn pty() -> Result<(OwnedFd, OwnedFd)> {
         );
     }
     // SAFETY: both descriptors were just opened and are owned by nobody
-    // else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+    // else; FD_CLOEXEC keeps them out of every other program started
+    // meanwhile (Bochs gets the slave as its 0, 1 and 2, which dup2
+    // leaves open).
+    unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok((OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)))
+    }
 }
 
 /// Run `cmd` with a pseudo-terminal as its standard input, output and
@@ -130,8 +136,8 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
     cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
-    // Its own session, so the terminal is its controlling one and a
-    // kill reaches it alone.
+    // Its own session (and process group), away from ours: the watchdog
+    // kills the whole group, and nothing Bochs does reaches our terminal.
     // SAFETY: setsid is async-signal-safe and touches no memory.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -150,20 +156,24 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
     let drain = std::thread::spawn(move || {
         let mut screen = Vec::new();
         let mut buf = [0u8; 65536];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => screen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO: every holder of the slave has closed it.
+                Err(_) => break,
             }
-            screen.extend_from_slice(&buf[..n]);
         }
         screen
     });
-    let (status, wall, timed_out) = wait_or_kill(&mut child, start)?;
+    let waited = wait_or_kill(&mut child, start, true);
     let (user1, sys1) = children_cpu_time();
     // Drop the command (and the slave descriptors it holds) so the
-    // master sees the end.
+    // master sees the end, whatever the wait said.
     *cmd = Command::new("true");
     let screen = drain.join().unwrap_or_default();
+    let (status, wall, timed_out) = waited?;
     let _ = std::fs::write(dir.join("bochs-screen.out"), &screen);
     Ok(Measured {
         status: status.code(),

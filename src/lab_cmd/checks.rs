@@ -451,7 +451,7 @@ pub(super) fn check_system_call(run: &Run) -> Verdict {
         ("kname into 0 bytes: ", "-1", "n <= 0 must give -1"),
         ("kname into the kernel: ", "-1", "a buffer in kernel memory (0x00100000, the kernel's code) must give -1: check it with user_range_ok(current, buf, n, 1) before writing"),
         ("kname into read-only code: ", "-1", "a buffer in the program's read-only code must give -1: user_range_ok's last argument asks for writable pages"),
-        ("kname across the top of user space: ", "-1", "a buffer that runs past USER_STACK_TOP must give -1: check all n bytes, not only the first"),
+        ("kname across the top of user space: ", "-1", "a buffer that runs past USER_STACK_TOP must give -1: check all n bytes, not only the first, nor only those the name needs"),
         ("kname at the top of memory: ", "-1", "a buffer at 0xfffffff0 must give -1 (buf + n wraps around 2^32)"),
     ];
     for (prefix, want, hint) in wanted {
@@ -503,6 +503,9 @@ pub(super) fn check_device(run: &Run) -> Verdict {
             "reset_forgets_everything_cancels_the_work_and_lowers_the_irq",
             "ports_nobody_answers_read_as_all_ones",
             "saved_state_round_trips_and_a_wrong_one_is_refused",
+            "start_while_done_lowers_the_line_so_the_next_completion_is_an_edge",
+            "the_input_stops_growing_at_max_input",
+            "a_restored_state_answers_as_the_saved_device_did",
         ],
         &mut p,
     );
@@ -548,6 +551,8 @@ pub(super) fn check_engine(run: &Run) -> Verdict {
             "inc_and_dec_keep_cf",
             "jumps_follow_every_condition_short_and_near",
             "a_counted_loop_runs_to_the_end",
+            "loop_instructions_are_left_to_the_interpreter",
+            "a_timer_that_comes_due_in_a_register_loop_fires_at_the_same_instruction",
         ],
         &mut p,
     );
@@ -572,6 +577,10 @@ pub(super) fn check_engine(run: &Run) -> Verdict {
         Some(s) => p.push(format!(
             "your engine ran {s:.1}% of bench-int-small's instructions itself; the subset the lab asks for is at least {ENGINE_OWN_SHARE}%"
         )),
+        // (After a divergence the run says only where: reported above.)
+        None if run.com1.contains("lockstep: interp and mine agree on all") => p.push(
+            "the run did not say how much of bench-int-small your engine ran itself (the \"mine ran\" line of src/main.rs)".into(),
+        ),
         None => {}
     }
     ending(run, 0, &mut p);

@@ -605,11 +605,14 @@ fn run_probes(me: &Path, probes: &[Probe], src: &Path) -> Result<std::result::Re
     }))
 }
 
-/// A crate lab: `cargo test` the student's crate, then `cargo run` it,
-/// offline, with ringside's lock file and one target directory shared by
-/// every lab crate (`target/lab-crates` in ringside's tree), so that
-/// ringside's crates are compiled once for all of them.
-fn run_crate(src: &Path) -> Result<std::result::Result<Run, String>> {
+/// A crate lab: `cargo test`, then `cargo run`, of the crate the lab
+/// gives with the student's `src/` in it (every file but `src/main.rs`,
+/// which is given), offline, with ringside's lock file and one target
+/// directory shared by every lab crate (`target/lab-crates` in ringside's
+/// tree), so that ringside's crates are compiled once for all of them.
+/// The given files — the tests the checker reads, `src/main.rs`,
+/// `build.rs`, the guest — are the lab's own, not the student's copies.
+fn run_crate(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result<Run, String>> {
     let root = Path::new(RINGSIDE_SOURCE);
     if !root.join("core/Cargo.toml").is_file() {
         return Ok(Err(format!(
@@ -617,10 +620,17 @@ fn run_crate(src: &Path) -> Result<std::result::Result<Run, String>> {
             root.display()
         )));
     }
-    let manifest = src.join("Cargo.toml");
-    if !manifest.is_file() {
-        return Ok(Err(format!("{} has no Cargo.toml", src.display())));
+    if !src.join("src/lib.rs").is_file() {
+        return Ok(Err(format!("{} has no src/lib.rs", src.display())));
     }
+    let krate = work.join("crate");
+    let given: Vec<(String, String)> = lab_files(l, false)?
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("src/") || name == "src/main.rs")
+        .collect();
+    write_files(&krate, &given)?;
+    copy_sources(&src.join("src"), &krate.join("src"))?;
+    let manifest = krate.join("Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let cargo_cmd = |verb: &str| {
         let mut c = Command::new(&cargo);
@@ -628,26 +638,33 @@ fn run_crate(src: &Path) -> Result<std::result::Result<Run, String>> {
             .args(["--release", "--offline", "--manifest-path"])
             .arg(&manifest)
             .env("CARGO_TARGET_DIR", root.join("target/lab-crates"))
-            .env("RUST_BACKTRACE", "0")
-            .stdin(std::process::Stdio::null());
+            .env("RUST_BACKTRACE", "0");
         c
     };
     eprintln!(
         "building {} with cargo (a lab crate's first build compiles ringside's crates too: a minute or two)",
         src.display()
     );
-    let test = cargo_cmd("test")
-        .output()
-        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    let test = match output_within(&mut cargo_cmd("test"), CARGO_TEST_LIMIT)? {
+        Some(out) => out,
+        None => {
+            return Ok(Err(format!(
+                "cargo test did not end within {} minutes: a test that never ends?",
+                CARGO_TEST_LIMIT.as_secs() / 60
+            )))
+        }
+    };
     let test_out = String::from_utf8_lossy(&test.stdout).into_owned();
     let test_err = String::from_utf8_lossy(&test.stderr).into_owned();
     if !test.status.success() && !test_out.contains("test result:") {
         return Ok(Err(format!("cargo test failed:\n{}", tail(&test_err, 60))));
     }
-    let out = cargo_cmd("run")
-        .arg("--quiet")
-        .output()
-        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    let Some(out) = output_within(cargo_cmd("run").arg("--quiet"), CARGO_RUN_LIMIT)? else {
+        return Ok(Err(format!(
+            "cargo run did not end within {} minutes: an engine or device that never returns?",
+            CARGO_RUN_LIMIT.as_secs() / 60
+        )));
+    };
     Ok(Ok(Run {
         status: out.status.code(),
         com1: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -656,6 +673,93 @@ fn run_crate(src: &Path) -> Result<std::result::Result<Run, String>> {
         said: String::from_utf8_lossy(&out.stderr).into_owned(),
         stats: serde_json::Value::Null,
         tests: test_results(&test_out),
+    }))
+}
+
+/// How long a crate lab's `cargo test` may take, its first build of
+/// ringside's crates included, and its `cargo run`.
+const CARGO_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+const CARGO_RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The student's sources under `from`, copied to `to`: every file and
+/// directory but a top-level `main.rs` (the lab gives it).
+fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in
+        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
+    {
+        let entry = entry?;
+        let (path, name) = (entry.path(), entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_sources(&path, &to.join(&name))?;
+        } else if name != "main.rs" || from.file_name() != Some("src".as_ref()) {
+            std::fs::copy(&path, to.join(&name))
+                .with_context(|| format!("cannot copy {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run `cmd` to its end, collecting what it prints, or kill it and
+/// everything it started (its own process group: cargo's test binaries
+/// too) after `limit` (None).
+fn output_within(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> Result<Option<std::process::Output>> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            // SAFETY: kill has no memory effects; the group is the one
+            // the child leads, and the child is not yet reaped.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    Ok(status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
     }))
 }
 
@@ -897,7 +1001,7 @@ fn build_and_run(l: &Lab, src: &Path, work: &Path) -> Result<std::result::Result
                 .args(["--max-insns", "20000000"]);
         }
         Build::Answers(probes) => return run_probes(&me, probes, src),
-        Build::Crate => return run_crate(src),
+        Build::Crate => return run_crate(l, src, work),
         Build::DemoOs { input: typed } => {
             let kernel = match build_demo(src, work)? {
                 Ok(kernel) => kernel,

@@ -242,11 +242,22 @@ fn bochs_runs_the_disk_benchmark_and_gives_its_reason_for_a_kernel() {
 /// A book chapter's `$ ringside bench` command, split into words, after
 /// checking its workloads and repetitions against the JSON record beside
 /// it; and those workloads.
-fn chapter_command<'a>(chapter: &'a str, json: &serde_json::Value) -> (Vec<&'a str>, Vec<String>) {
+fn chapter_command<'a>(
+    chapter: &'a str,
+    json: &serde_json::Value,
+    json_name: &str,
+) -> (Vec<&'a str>, Vec<String>) {
+    let writes = format!("--json book/src/{json_name}");
     let command = chapter
         .lines()
-        .find_map(|l| l.strip_prefix("$ ringside bench "))
-        .expect("the chapter shows its `$ ringside bench` command");
+        .filter_map(|l| l.strip_prefix("$ ringside bench "))
+        .find(|c| {
+            c.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains(&writes)
+        })
+        .unwrap_or_else(|| panic!("the chapter shows its `$ ringside bench ... {writes}` command"));
     let words: Vec<&str> = command.split_whitespace().collect();
     let workloads = names(option(&words, "--workloads"));
     let recorded: Vec<&str> = json["workloads"]
@@ -274,21 +285,11 @@ fn names(list: Option<&str>) -> Vec<String> {
     list.map_or(Vec::new(), |l| l.split(',').map(String::from).collect())
 }
 
-/// The book's "Engines compared" chapter shows a command, the table it
-/// printed and, beside it, the JSON record of the same run. After a new
-/// run all three must be replaced together: this fails when the command's
-/// workloads, engines, peers or repetitions are not the record's, when a
-/// table row has no summary in the record (or its wall time or reason is
-/// not the record's), and when a nanobenchmark figure the chapter quotes
-/// is not the record's.
-#[test]
-fn the_engines_compared_chapter_matches_its_json_record() {
-    let chapter = include_str!("../../book/src/engines-compared.md");
-    let json: serde_json::Value =
-        serde_json::from_str(include_str!("../../book/src/engines-compared.json"))
-            .expect("the chapter's JSON record parses");
-
-    let (words, workloads) = chapter_command(chapter, &json);
+/// A `ringside bench` run the chapter shows: its command (the one that
+/// writes `json_name`) against the record, and every table row against
+/// the record's summaries; the run's workloads.
+fn check_run(chapter: &str, json: &serde_json::Value, json_name: &str) -> Vec<String> {
+    let (words, workloads) = chapter_command(chapter, json, json_name);
     let mut engines: Vec<&str> = json["engines"]
         .as_array()
         .expect("engines")
@@ -349,6 +350,36 @@ fn the_engines_compared_chapter_matches_its_json_record() {
     }
     assert_eq!(rows, summaries.len(), "one table row per summary");
 
+    workloads
+}
+
+/// The book's "Engines compared" chapter shows a command, the table it
+/// printed and, beside it, the JSON record of the same run. After a new
+/// run all three must be replaced together: this fails when the command's
+/// workloads, engines, peers or repetitions are not the record's, when a
+/// table row has no summary in the record (or its wall time or reason is
+/// not the record's), and when a nanobenchmark figure the chapter quotes
+/// is not the record's.
+#[test]
+fn the_engines_compared_chapter_matches_its_json_record() {
+    let chapter = include_str!("../../book/src/engines-compared.md");
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../../book/src/engines-compared.json"))
+            .expect("the chapter's JSON record parses");
+    let workloads = check_run(chapter, &json, "engines-compared.json");
+    // The second run: kvm on the operations this host's KVM runs unpaged.
+    let kvm: serde_json::Value =
+        serde_json::from_str(include_str!("../../book/src/engines-compared-kvm.json"))
+            .expect("the chapter's second JSON record parses");
+    check_run(chapter, &kvm, "engines-compared-kvm.json");
+    let summaries = json["summaries"].as_array().expect("summaries");
+    let summary = |workload: &str, runner: &str| {
+        summaries
+            .iter()
+            .find(|s| s["workload"] == workload && s["engine"] == runner)
+            .unwrap_or_else(|| panic!("no summary for {workload} on {runner}"))
+    };
+
     // The comparison with Adams and Agesen quotes interp's, jit's and
     // raw's ns/op, and raw's traps per operation.
     let mut quoted = 0;
@@ -393,7 +424,7 @@ fn the_raw_mode_chapter_matches_its_json_record() {
     let json: serde_json::Value =
         serde_json::from_str(include_str!("../../book/src/raw-mode.json"))
             .expect("the chapter's JSON record parses");
-    let (words, workloads) = chapter_command(chapter, &json);
+    let (words, workloads) = chapter_command(chapter, &json, "raw-mode.json");
     let engines: Vec<&str> = json["engines"]
         .as_array()
         .expect("engines")

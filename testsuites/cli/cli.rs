@@ -1227,7 +1227,7 @@ fn built_in_guests_retire_their_pinned_instruction_counts() {
         ("irq-pm", b"", 7_587),
         ("irq-real", b"", 37_671),
         ("jit-torture", b"", 2_319_594),
-        ("nanobench", b"", 458_305),
+        ("nanobench", b"", 458_311),
         ("paging", b"", 62_424),
         ("pm-segments", b"", 65_701),
         ("privilege", b"", 34_201),

@@ -7,14 +7,19 @@
 //!
 //! | port  | read                             | write                       |
 //! | ----- | -------------------------------- | --------------------------- |
-//! | 0x310 | 0xFF (nothing there)             | DATA: one byte of input (ignored while busy) |
+//! | 0x310 | 0xFF (nothing there)             | DATA: one byte of input (ignored while busy, and past 4096 bytes) |
 //! | 0x311 | STATUS: bit 0 BUSY, bit 1 DONE   | CMD: 0 RESET, 1 START (others ignored) |
 //! | 0x314 | RESULT: the hash; reading it acknowledges | ignored            |
 //! | other | 0xFF in every byte read          | ignored                     |
 //!
 //! - START (when not busy) makes the device BUSY for 100 ns plus 10 ns
 //!   per input byte of virtual time (`DeviceCtx::schedule`); then it is
-//!   DONE, no longer BUSY, and raises IRQ 5 (the line stays high).
+//!   DONE, no longer BUSY, and raises IRQ 5 (the line stays high). A
+//!   START while DONE drops the result not read yet: DONE clears and
+//!   IRQ 5 goes low first, so the next completion raises it anew (an
+//!   edge the 8259A sees).
+//! - The input holds at most 4096 bytes (`MAX_INPUT`); a guest cannot
+//!   make the device grow without end.
 //! - Reading RESULT (any size: the hash's low bytes) when DONE clears
 //!   DONE, lowers IRQ 5 and forgets the input, ready for the next.
 //! - RESET forgets the input and the result, clears BUSY and DONE,
@@ -41,6 +46,8 @@ pub const CMD_RESET: u32 = 0;
 pub const CMD_START: u32 = 1;
 pub const STATUS_BUSY: u32 = 1;
 pub const STATUS_DONE: u32 = 2;
+/// The most input bytes the device keeps.
+pub const MAX_INPUT: usize = 4096;
 
 /// Its version in saved states.
 const STATE_VERSION: u64 = 1;
@@ -97,10 +104,11 @@ impl Device for Hasher {
 
     fn io_write(&mut self, port: u16, _size: u8, value: u32, ctx: &mut DeviceCtx) {
         match (port, value) {
-            (DATA, v) if !self.busy => self.input.push(v as u8),
+            (DATA, v) if !self.busy && self.input.len() < MAX_INPUT => self.input.push(v as u8),
             (CMD, CMD_START) if !self.busy => {
                 self.busy = true;
                 self.done = false;
+                ctx.set_irq(HASH_IRQ, false);
                 let work = 100 + 10 * self.input.len() as u64;
                 ctx.schedule(ctx.now_ns + work);
             }

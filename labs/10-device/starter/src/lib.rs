@@ -7,14 +7,19 @@
 //!
 //! | port  | read                             | write                       |
 //! | ----- | -------------------------------- | --------------------------- |
-//! | 0x310 | 0xFF (nothing there)             | DATA: one byte of input (ignored while busy) |
+//! | 0x310 | 0xFF (nothing there)             | DATA: one byte of input (ignored while busy, and past 4096 bytes) |
 //! | 0x311 | STATUS: bit 0 BUSY, bit 1 DONE   | CMD: 0 RESET, 1 START (others ignored) |
 //! | 0x314 | RESULT: the hash; reading it acknowledges | ignored            |
 //! | other | 0xFF in every byte read          | ignored                     |
 //!
 //! - START (when not busy) makes the device BUSY for 100 ns plus 10 ns
 //!   per input byte of virtual time (`DeviceCtx::schedule`); then it is
-//!   DONE, no longer BUSY, and raises IRQ 5 (the line stays high).
+//!   DONE, no longer BUSY, and raises IRQ 5 (the line stays high). A
+//!   START while DONE drops the result not read yet: DONE clears and
+//!   IRQ 5 goes low first, so the next completion raises it anew (an
+//!   edge the 8259A sees).
+//! - The input holds at most 4096 bytes (`MAX_INPUT`); a guest cannot
+//!   make the device grow without end.
 //! - Reading RESULT (any size: the hash's low bytes) when DONE clears
 //!   DONE, lowers IRQ 5 and forgets the input, ready for the next.
 //! - RESET forgets the input and the result, clears BUSY and DONE,
@@ -41,6 +46,8 @@ pub const CMD_RESET: u32 = 0;
 pub const CMD_START: u32 = 1;
 pub const STATUS_BUSY: u32 = 1;
 pub const STATUS_DONE: u32 = 2;
+/// The most input bytes the device keeps.
+pub const MAX_INPUT: usize = 4096;
 
 /// The hash coprocessor.
 #[derive(Default)]

@@ -99,6 +99,58 @@ fn ports_nobody_answers_read_as_all_ones() {
 }
 
 #[test]
+fn start_while_done_lowers_the_line_so_the_next_completion_is_an_edge() {
+    let mut m = machine();
+    m.bus.io_write(CMD, 1, CMD_START, 0);
+    m.bus.run_timers(100);
+    assert!(m.bus.irq_level(HASH_IRQ));
+    // RESULT not read: a new START drops it.
+    m.bus.io_write(CMD, 1, CMD_START, 200);
+    assert!(!m.bus.irq_level(HASH_IRQ));
+    assert_eq!(m.bus.io_read(CMD, 1, 200) & 0xFF, STATUS_BUSY);
+    m.bus.run_timers(300);
+    assert!(m.bus.irq_level(HASH_IRQ));
+}
+
+#[test]
+fn the_input_stops_growing_at_max_input() {
+    let mut m = machine();
+    for i in 0..MAX_INPUT + 100 {
+        m.bus.io_write(DATA, 1, (i % 251) as u32, 0);
+    }
+    m.bus.io_write(CMD, 1, CMD_START, 0);
+    assert_eq!(m.bus.next_deadline(), 100 + 10 * MAX_INPUT as u64);
+    let kept: Vec<u8> = (0..MAX_INPUT).map(|i| (i % 251) as u8).collect();
+    m.bus.run_timers(100 + 10 * MAX_INPUT as u64);
+    assert_eq!(
+        m.bus.io_read(RESULT, 4, 100 + 10 * MAX_INPUT as u64),
+        fnv1a(&kept)
+    );
+}
+
+#[test]
+fn a_restored_state_answers_as_the_saved_device_did() {
+    // Saved while DONE, with a result not read yet...
+    let mut a = Machine::with_ram_mib(1).unwrap();
+    let saved_id = a.add_port_device(Box::new(Hasher::new()), &[HASH_PORTS]);
+    feed(&mut a, b"ringside", 0);
+    a.bus.io_write(CMD, 1, CMD_START, 0);
+    a.bus.run_timers(180);
+    let saved = a.bus.device_mut(saved_id).unwrap().save_state();
+    // ... and restored into a fresh device on another bus.
+    let mut b = Machine::with_ram_mib(1).unwrap();
+    let fresh = b.add_port_device(Box::new(Hasher::new()), &[HASH_PORTS]);
+    b.bus
+        .device_mut(fresh)
+        .unwrap()
+        .restore_state(&saved)
+        .unwrap();
+    assert_eq!(b.bus.io_read(CMD, 1, 0) & 0xFF, STATUS_DONE);
+    assert_eq!(b.bus.io_read(RESULT, 4, 0), fnv1a(b"ringside"));
+    assert_eq!(b.bus.io_read(CMD, 1, 0) & 0xFF, 0);
+}
+
+#[test]
 fn saved_state_round_trips_and_a_wrong_one_is_refused() {
     let mut a = Hasher::new();
     let saved_empty = a.save_state();

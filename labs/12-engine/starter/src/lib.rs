@@ -84,8 +84,9 @@ impl Engine for Mine {
 /// the instruction can be fetched with nothing but a read. Otherwise
 /// None, and the interpreter takes the step.
 ///
-/// Plain means: no pending work and no device deadline due (an
-/// interrupt or a timer would come first: DESIGN.md section 4); not
+/// Plain means: no pending work and no device deadline reached (virtual
+/// time is not yet at the bus's next deadline: a timer, and the
+/// interrupt it may raise, would come first: DESIGN.md section 4); not
 /// halted; no interrupt shadow (MOV SS, STI), no single-step (TF) or
 /// resume flag (RF), no debug-register breakpoints or debugger
 /// breakpoints (their traps come after the instruction, SDM Vol. 3A
@@ -100,7 +101,7 @@ pub fn next_plain_instruction(m: &mut Machine) -> Option<Instruction> {
     let cpu = &m.cpu;
     let cs = cpu.seg(SegReg::Cs);
     let plain = m.pending().get() == 0
-        && m.boundary_icount(u64::MAX) > m.clock.icount
+        && m.clock.now_ns() < m.bus.next_deadline()
         && !cpu.run.halted
         && !cpu.run.interrupt_shadow
         && cpu.eflags & (TF | RF | VM) == 0
@@ -121,11 +122,18 @@ pub fn next_plain_instruction(m: &mut Machine) -> Option<Instruction> {
         return None;
     }
     if m.cpu.cr0 & cr0::PG != 0 {
+        // The TLB must hold both ends of the instruction, and map them
+        // where the bytes just read came from (a guest that changed a
+        // PTE without INVLPG fetches through the old entry, as a CPU
+        // does: the interpreter's fetch then decides).
         let user = m.cpu.cpl() == 3;
         let last = eip.wrapping_add(insn.len() as u32 - 1);
-        let tlb = m.tlb();
-        if tlb.lookup_phys(eip, user).is_none() || tlb.lookup_phys(last, user).is_none() {
-            return None;
+        for lin in [eip, last] {
+            let cached = m.tlb().lookup_phys(lin, user);
+            let walked = m.peek_translation(lin).map(|p| p >> 12);
+            if cached.is_none() || cached != walked {
+                return None;
+            }
         }
     }
     Some(insn)
@@ -136,12 +144,14 @@ pub fn next_plain_instruction(m: &mut Machine) -> Option<Instruction> {
 /// next — `insn.next_ip32()`, or a jump's target — or return None,
 /// having changed nothing, to leave the instruction to the interpreter.
 ///
-/// The subset the lab asks for (match on `insn.code()`, iced-x86's
-/// `Code`, which tells the forms apart): MOV r32 from an immediate or a
-/// register; ADD, SUB, CMP, AND, OR, XOR and TEST of two 32-bit
-/// registers or a register and an immediate; INC and DEC of a 32-bit
-/// register; NOP; JMP and the sixteen Jcc, short and near. Each sets
-/// EFLAGS as its page in the SDM Vol. 2 says under "Flags Affected".
+/// The subset the lab asks for (match on `insn.mnemonic()` and check the
+/// operands' kinds, or on `insn.code()`, which tells the forms apart):
+/// MOV r32 from an immediate or a register; ADD, SUB, CMP, AND, OR, XOR
+/// and TEST of two 32-bit registers or a register and an immediate; INC
+/// and DEC of a 32-bit register; NOP; JMP and the sixteen Jcc, short and
+/// near (`insn.is_jcc_short_or_near()`: LOOPE and LOOPNE have condition
+/// codes too, but they count ECX down). Each sets EFLAGS as its page in
+/// the SDM Vol. 2 says under "Flags Affected".
 pub fn execute(m: &mut Machine, insn: &Instruction) -> Option<u32> {
     let _ = (m, insn);
     None

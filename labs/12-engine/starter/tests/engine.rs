@@ -18,8 +18,20 @@ const AT: u64 = 0x1000;
 
 /// The program `build` assembles, at 0x1000 in flat protected mode, then
 /// `out 0xf4, al` to end it; `regs` are EAX..EDI (ESP is kept) and
-/// `flags` the status flags to start with.
+/// `flags` the status flags to start with. Your engine must run every
+/// instruction of it itself.
 fn agree(build: impl Fn(&mut CodeAssembler) -> Result<(), IcedError>, regs: [u32; 8], flags: u32) {
+    agree_leaving(build, regs, flags, 0);
+}
+
+/// `agree`, with `left` of the program's instructions that are not in
+/// the subset and must be left to the interpreter.
+fn agree_leaving(
+    build: impl Fn(&mut CodeAssembler) -> Result<(), IcedError>,
+    regs: [u32; 8],
+    flags: u32,
+    left: u64,
+) {
     let mut a = CodeAssembler::new(32).unwrap();
     build(&mut a).unwrap();
     a.out(0xF4, al).unwrap();
@@ -45,8 +57,8 @@ fn agree(build: impl Fn(&mut CodeAssembler) -> Result<(), IcedError>, regs: [u32
     let own = mine.engine.stats().counters["own_instructions"];
     assert_eq!(
         own,
-        instructions - 1,
-        "your engine ran {own} of the program's {} instructions itself (the final OUT is the interpreter's)",
+        instructions - 1 - left,
+        "your engine ran {own} of the program's {} instructions itself (the final OUT and {left} more are the interpreter's)",
         instructions - 1
     );
 }
@@ -214,5 +226,94 @@ fn a_counted_loop_runs_to_the_end() {
         },
         REGS,
         0,
+    );
+}
+
+#[test]
+fn loop_instructions_are_left_to_the_interpreter() {
+    // LOOPE and LOOPNE have condition codes like Jcc, but count ECX
+    // down first: not in the subset. With ZF set, LOOPE runs 3 times.
+    agree_leaving(
+        |a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 3u32)?;
+            a.set_label(&mut top)?;
+            a.nop()?;
+            a.loope(top)?;
+            let mut again = a.create_label();
+            a.set_label(&mut again)?;
+            a.loopne(again)
+        },
+        REGS,
+        ZF,
+        3 + 1,
+    );
+}
+
+/// A device whose timer ends the run: armed by a write to port 0x300,
+/// it goes off 500 ns later.
+struct Alarm;
+
+impl ringside_core::bus::Device for Alarm {
+    fn name(&self) -> &'static str {
+        "alarm"
+    }
+    fn io_read(&mut self, _: u16, _: u8, _: &mut ringside_core::bus::DeviceCtx) -> u32 {
+        u32::MAX
+    }
+    fn io_write(&mut self, _: u16, _: u8, _: u32, ctx: &mut ringside_core::bus::DeviceCtx) {
+        ctx.schedule(ctx.now_ns + 500);
+    }
+    fn timer(&mut self, ctx: &mut ringside_core::bus::DeviceCtx) {
+        ctx.signals.stop = Some(ringside_core::bus::StopRequest::DebugExit(42));
+    }
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn restore_state(
+        &mut self,
+        _: &serde_json::Value,
+    ) -> Result<(), ringside_core::bus::StateError> {
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn a_timer_that_comes_due_in_a_register_loop_fires_at_the_same_instruction() {
+    let mut a = CodeAssembler::new(32).unwrap();
+    let mut top = a.create_label();
+    a.mov(dx, 0x300u32).unwrap();
+    a.out(dx, al).unwrap(); // arm the alarm: 500 ns from now
+    a.mov(ecx, 100_000u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.dec(ecx).unwrap();
+    a.jne(top).unwrap();
+    a.out(0xF4, al).unwrap();
+    let code = a.assemble(AT).unwrap();
+    let side = |engine: Box<dyn Engine>| {
+        let mut m = Machine::with_ram_mib(1).unwrap();
+        m.clock.ns_per_insn = 1;
+        m.add_port_device(Box::new(Alarm), &[(0x300, 0x300)]);
+        m.add_port_device(Box::new(DebugExit), &[(DEBUG_EXIT_PORT, DEBUG_EXIT_PORT)]);
+        m.write_ram(AT as u32, &code).unwrap();
+        enter_flat_protected_mode(&mut m, AT as u32);
+        Side { machine: m, engine }
+    };
+    let mut interp = side(Box::new(Interp::new()));
+    let mut mine = side(Box::new(Mine::new()));
+    match lockstep::run(&mut interp, &mut mine, 1_000_000).unwrap() {
+        Outcome::Stopped {
+            reason: ringside_core::StopReason::DebugExit(42),
+            ..
+        } => {}
+        Outcome::Divergence(d) => panic!("{}", lockstep::format_divergence(&d, "interp", "mine")),
+        other => panic!("the alarm should end the run in the loop: {other:?}"),
+    }
+    assert!(
+        mine.engine.stats().counters["own_instructions"] > 400,
+        "your engine ran the loop itself until the alarm"
     );
 }
