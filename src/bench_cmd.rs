@@ -13,6 +13,8 @@
 mod bochs;
 mod plot;
 
+use crate::child::wait_or_kill;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -343,7 +345,7 @@ fn measure(cmd: &mut Command, script: &[u8], dir: &Path) -> Result<Measured> {
         // pipe: that is its business, not an error of the benchmark.
         let _ = stdin.write_all(script);
     }
-    let (status, wall, timed_out) = wait_or_kill(&mut child, start, false)?;
+    let (status, wall, timed_out) = wait_or_kill(&mut child, start, false, RUN_TIMEOUT)?;
     let (user1, sys1) = children_cpu_time();
     Ok(Measured {
         status: status.code(),
@@ -354,34 +356,6 @@ fn measure(cmd: &mut Command, script: &[u8], dir: &Path) -> Result<Measured> {
         stderr: String::from_utf8_lossy(&std::fs::read(&err_path).unwrap_or_default()).into_owned(),
         timed_out,
     })
-}
-
-/// Wait for `child`, started at `start`, killing it (with `group`, the
-/// process group it leads) after RUN_TIMEOUT: its status, its wall time
-/// and whether it was killed. A watchdog thread kills; the wait itself
-/// blocks, so the wall time is not rounded to a polling interval.
-fn wait_or_kill(
-    child: &mut std::process::Child,
-    start: Instant,
-    group: bool,
-) -> Result<(std::process::ExitStatus, Duration, bool)> {
-    let pid = child.id() as libc::pid_t;
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let expired = finished.recv_timeout(RUN_TIMEOUT).is_err();
-        if expired {
-            // SAFETY: kill has no memory effects; the child is not yet
-            // reaped (the waiting thread has not signalled), so the pid
-            // is still ours.
-            unsafe { libc::kill(if group { -pid } else { pid }, libc::SIGKILL) };
-        }
-        expired
-    });
-    let status = child.wait().context("waiting for a run")?;
-    let wall = start.elapsed();
-    let _ = done.send(());
-    let timed_out = watchdog.join().unwrap_or(false);
-    Ok((status, wall, timed_out))
 }
 
 /// The `(ops, insns)` of the guest's `nanobench: OP ops=N insns=I` line.

@@ -8,7 +8,7 @@
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use ringside_core::cpu::flags::CF;
-use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
+use ringside_core::{run_by_steps, Budget, Engine, EngineError, EngineStats, Exit, Machine};
 use ringside_interp::Interp;
 
 pub struct BrokenInterp {
@@ -28,18 +28,9 @@ impl Engine for BrokenInterp {
         "lab-broken"
     }
 
-    /// One step at a time, at most `budget` of them: each step retires an
-    /// instruction or delivers an event, so a guest that faults forever
-    /// without retiring anything still returns to the caller.
+    /// One step at a time (core's `run_by_steps`).
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
-        let start = m.clock.icount;
-        for _ in 0..budget.instructions {
-            match self.step(m)? {
-                Exit::BudgetSpent if m.clock.icount - start < budget.instructions => {}
-                other => return Ok(other),
-            }
-        }
-        Ok(Exit::BudgetSpent)
+        run_by_steps(m, budget, |m| self.step(m))
     }
 
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {

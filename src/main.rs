@@ -2,6 +2,7 @@
 //! does is a call into the library crates.
 
 mod bench_cmd;
+mod child;
 mod cli;
 mod debug_cmd;
 mod frontends;

@@ -152,6 +152,25 @@ pub enum EngineError {
     Reboot(String),
 }
 
+/// `Engine::run` for an engine that runs one `step` at a time (the lab
+/// engines): at most `budget` steps, each retiring an instruction or
+/// delivering an event, so that a guest that faults forever without
+/// retiring anything still returns to the caller.
+pub fn run_by_steps(
+    m: &mut Machine,
+    budget: Budget,
+    mut step: impl FnMut(&mut Machine) -> Result<Exit, EngineError>,
+) -> Result<Exit, EngineError> {
+    let start = m.clock.icount;
+    for _ in 0..budget.instructions {
+        match step(m)? {
+            Exit::BudgetSpent if m.clock.icount - start < budget.instructions => {}
+            other => return Ok(other),
+        }
+    }
+    Ok(Exit::BudgetSpent)
+}
+
 /// Counters an engine exposes: instructions, exits by reason, and its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {

@@ -28,5 +28,5 @@ pub mod snapshot;
 pub mod substrate;
 pub mod time;
 
-pub use engine::{Budget, Engine, EngineError, EngineStats, Exit, StopReason};
+pub use engine::{run_by_steps, Budget, Engine, EngineError, EngineStats, Exit, StopReason};
 pub use machine::{Machine, RunOutcome};

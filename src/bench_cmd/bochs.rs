@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::{children_cpu_time, wait_or_kill, Measured};
+use super::{children_cpu_time, wait_or_kill, Measured, RUN_TIMEOUT};
 
 /// The Bochs BIOS and the LGPL VGA BIOS, as Debian installs them
 /// (packages bochsbios and vgabios).
@@ -167,7 +167,7 @@ pub(super) fn measure(cmd: &mut Command, dir: &Path) -> Result<Measured> {
         }
         screen
     });
-    let waited = wait_or_kill(&mut child, start, true);
+    let waited = wait_or_kill(&mut child, start, true, RUN_TIMEOUT);
     let (user1, sys1) = children_cpu_time();
     // Drop the command (and the slave descriptors it holds) so the
     // master sees the end, whatever the wait said.

@@ -367,7 +367,7 @@ const LABS: &[Lab] = &[
             "src/main.rs",
             "tests/ports.rs",
         ),
-        solution: lab_files!("10-device/solution": "src/lib.rs"),
+        solution: lab_files!("10-device/solution": "src/lib.rs.patch"),
         check: check_device,
     },
     Lab {
@@ -395,7 +395,7 @@ const LABS: &[Lab] = &[
             "src/main.rs",
             "tests/engine.rs",
         ),
-        solution: lab_files!("12-engine/solution": "src/lib.rs"),
+        solution: lab_files!("12-engine/solution": "src/lib.rs.patch"),
         check: check_engine,
     },
 ];
@@ -717,7 +717,7 @@ fn output_within(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {program}"))?;
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+    fn read_all(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(mut pipe) = pipe {
@@ -725,42 +725,17 @@ fn output_within(
             }
             bytes
         })
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() > limit {
-            // SAFETY: kill has no memory effects; the group is the one
-            // the child leads, and the child is not yet reaped.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
-    Ok(status.map(|status| std::process::Output {
+    }
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let (status, _, killed) =
+        crate::child::wait_or_kill(&mut child, std::time::Instant::now(), true, limit)?;
+    let output = std::process::Output {
         status,
-        stdout,
-        stderr,
-    }))
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    Ok((!killed).then_some(output))
 }
 
 /// The last `n` lines of `text`.

@@ -17,7 +17,7 @@
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 use ringside_core::cpu::flags::{RF, TF, VM};
 use ringside_core::cpu::{cr0, SegReg};
-use ringside_core::{Budget, Engine, EngineError, EngineStats, Exit, Machine};
+use ringside_core::{run_by_steps, Budget, Engine, EngineError, EngineStats, Exit, Machine};
 use ringside_interp::Interp;
 
 /// The engine: its own instructions, and the interpreter for the rest.
@@ -41,17 +41,9 @@ impl Engine for Mine {
         "mine"
     }
 
-    /// One step at a time, at most `budget` of them: each step retires
-    /// an instruction or delivers an event, so the loop always ends.
+    /// One step at a time (core's `run_by_steps`).
     fn run(&mut self, m: &mut Machine, budget: Budget) -> Result<Exit, EngineError> {
-        let start = m.clock.icount;
-        for _ in 0..budget.instructions {
-            match self.step(m)? {
-                Exit::BudgetSpent if m.clock.icount - start < budget.instructions => {}
-                other => return Ok(other),
-            }
-        }
-        Ok(Exit::BudgetSpent)
+        run_by_steps(m, budget, |m| self.step(m))
     }
 
     fn step(&mut self, m: &mut Machine) -> Result<Exit, EngineError> {
